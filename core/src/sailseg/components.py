@@ -1,0 +1,233 @@
+"""Component base classes: what plugins subclass and register through the hooks.
+
+A component is an async class with a unique ``name`` (``"sailthru.user"``), a msgspec
+``Config`` struct (unknown keys rejected) and a ``start``/``stop`` lifecycle. The runtime
+builds one instance per configured use, converts its options to ``Config`` at start, and calls
+its methods under anyio. Components never create global state at import time: they get the
+store, HTTP clients, tracer and clock from the :class:`ComponentContext` the runtime passes in.
+
+Lifecycle::
+
+    cls(config, ctx) -> await start() -> [routes()/run() | process() | resolve() | send()]* -> await stop()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import httpx
+import msgspec
+
+from .events import Event
+from .http import Route
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from .store.base import Store
+
+__all__ = [
+    "Component",
+    "Trigger",
+    "Transform",
+    "IdentityResolver",
+    "Sink",
+    "ComponentContext",
+    "AcceptResult",
+    "Register",
+    "EmptyConfig",
+]
+
+T = TypeVar("T")
+
+
+class EmptyConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Config for components that take no options."""
+
+
+class Register(Generic[T]):
+    """The callable passed to ``register_*`` hooks; collects what a plugin registers.
+
+    ``register(cls)`` records ``cls`` under ``cls.name`` for the plugin currently being asked.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.items: list[tuple[T, str]] = []  # (item, plugin name)
+        self._plugin = "?"
+
+    def __call__(self, item: T) -> None:
+        self.items.append((item, self._plugin))
+
+
+class AcceptResult(msgspec.Struct):
+    """What :meth:`ComponentContext.accept` did: messages stored and duplicates dropped."""
+
+    accepted: int = 0
+    duplicates: int = 0
+
+
+AcceptFn = Callable[[Sequence[dict[str, Any]]], Awaitable[AcceptResult]]
+
+
+class ComponentContext:
+    """Everything a component may use, injected by the runtime (tests build their own).
+
+    :param instance: this instance's name in sailseg.toml (``"profiles.sink0"`` or the table key).
+    :param store: the shared store (kv for cursors/ledgers, audit, ...).
+    :param clock: ``time.time``-like; tests may pass a fake.
+    :param transport: when set, every HTTP client made through :meth:`http_client` uses it
+        (tests and the sandbox point vendors at in-process emulators this way).
+    :param accept: for triggers: durably accept Segment-spec messages into every pipeline fed
+        by this trigger (raises :class:`~sailseg.errors.Backpressure` when the backlog is full).
+    :param env: environment variables view (for defaults such as ``SAILTHRU_API_KEY``).
+    """
+
+    def __init__(
+        self,
+        *,
+        instance: str = "",
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+        accept: AcceptFn | None = None,
+        env: dict[str, str] | None = None,
+        resources: dict[str, Any] | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        import os
+
+        self.instance = instance
+        self.store = store
+        self.clock = clock
+        self.transport = transport
+        self._accept = accept
+        self.env = dict(os.environ) if env is None else env
+        #: shared across every component of one runtime (e.g. one Sailthru client per account)
+        self.resources: dict[str, Any] = {} if resources is None else resources
+        if tracer is None:
+            from opentelemetry import trace
+
+            tracer = trace.get_tracer("sailseg")
+        self.tracer = tracer
+
+    async def accept(self, messages: Sequence[dict[str, Any]]) -> AcceptResult:
+        if self._accept is None:
+            raise RuntimeError(f"{self.instance}: accept() is only available to triggers in a runtime")
+        return await self._accept(messages)
+
+    def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """A new ``httpx.AsyncClient`` with the runtime's transport choice applied.
+
+        The caller owns it (close it in ``stop``), or share it via :meth:`shared`.
+        """
+        if self.transport is not None:
+            kwargs.setdefault("transport", self.transport)
+        else:
+            kwargs.setdefault(
+                "limits", httpx.Limits(max_connections=256, max_keepalive_connections=256)
+            )
+        kwargs.setdefault("timeout", httpx.Timeout(10.0, connect=5.0))
+        return httpx.AsyncClient(**kwargs)
+
+    def shared(self, key: str, factory: Callable[[], T]) -> T:
+        """Get or create a runtime-wide shared object (closed by the runtime at shutdown if it
+        has an ``aclose`` coroutine method)."""
+        obj = self.resources.get(key)
+        if obj is None:
+            obj = factory()
+            self.resources[key] = obj
+        return obj  # type: ignore[no-any-return]
+
+    def child(self, instance: str) -> ComponentContext:
+        """A context for another instance sharing store, transport, resources and accept."""
+        ctx = ComponentContext(
+            instance=instance,
+            store=self.store,
+            clock=self.clock,
+            transport=self.transport,
+            accept=self._accept,
+            env=self.env,
+            resources=self.resources,
+            tracer=self.tracer,
+        )
+        return ctx
+
+
+class Component:
+    """Base of every component. Subclasses set ``name``, ``Config`` and ``description``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[msgspec.Struct]] = EmptyConfig
+    #: Config fields holding secrets: redacted by ``config show`` and never logged.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, ctx: ComponentContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    async def start(self) -> None:
+        """Open clients, compile expressions, check the vendor is reachable if cheap."""
+
+    async def stop(self) -> None:
+        """Release what ``start`` acquired. Called once, also after a failed start."""
+
+
+class Trigger(Component):
+    """A source of events: serves HTTP routes and/or runs a background task (pollers)."""
+
+    def routes(self) -> Sequence[Route]:
+        """HTTP routes served by ``sailseg serve`` (after ``start``)."""
+        return ()
+
+    async def run(self) -> None:
+        """Long-running work (scheduled polls). Return when done; cancelled at shutdown."""
+        return None
+
+
+class Transform(Component):
+    """Changes or filters one event. Return the (possibly new) event, or None to drop it."""
+
+    async def process(self, event: Event) -> Event | None:
+        raise NotImplementedError
+
+
+class IdentityResolver(Component):
+    """Fills ``event.identity`` with the keys sinks need; raise ParkEvent if not yet known."""
+
+    async def resolve(self, event: Event) -> Event:
+        raise NotImplementedError
+
+
+class Sink(Component):
+    """Delivers events to a destination.
+
+    Raise :class:`~sailseg.errors.RetryableError`, :class:`~sailseg.errors.FatalError` or
+    :class:`~sailseg.errors.SkipEvent`; return a small JSON-able summary of what was sent.
+    Sinks that benefit from batching set ``max_batch`` > 1 and override ``send_batch``.
+    """
+
+    max_batch: ClassVar[int] = 1
+    #: how long the runtime may hold events to fill a batch (seconds)
+    batch_linger: ClassVar[float] = 0.0
+
+    async def send(self, event: Event) -> Any:
+        raise NotImplementedError
+
+    async def send_batch(self, events: Sequence[Event]) -> list[Any]:
+        """Deliver several events; return one entry per event: a result, or the exception
+        (RetryableError/FatalError/SkipEvent) for that event. Default: ``send`` each."""
+        out: list[Any] = []
+        for ev in events:
+            try:
+                out.append(await self.send(ev))
+            except Exception as exc:  # noqa: BLE001 - the runtime classifies it
+                out.append(exc)
+        return out
+
+    async def preview(self, event: Event) -> Any:
+        """What ``send`` would transmit for this event, without sending (dry runs)."""
+        return {"event": event.payload}

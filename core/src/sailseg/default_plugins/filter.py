@@ -1,0 +1,1 @@
+"""Built-in filter (being built)."""

@@ -1,0 +1,1 @@
+"""Built-in log (being built)."""

@@ -1,0 +1,1 @@
+"""Built-in map (being built)."""

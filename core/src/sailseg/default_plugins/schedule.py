@@ -1,0 +1,1 @@
+"""Built-in schedule (being built)."""

@@ -1,0 +1,113 @@
+"""The one exception hierarchy of sailseg.
+
+::
+
+    SailsegError                    root; the CLI turns it into one line and a non-zero exit
+    ├── ConfigError                 sailseg.toml or a component Config is wrong (names where)
+    ├── PluginError                 a plugin failed to load, or two components claim one name
+    ├── StoreError                  the store cannot be used (schema version mismatch, ...)
+    ├── InputError                  untrusted input is malformed (HTTP 400 naming the field)
+    ├── Backpressure                the backlog bound is reached (HTTP 503 + Retry-After)
+    └── DeliveryError               raised by transforms, resolvers and sinks for one event
+        ├── RetryableError          transient: network, timeout, 429, 5xx; retried with backoff
+        ├── FatalError              permanent: bad request, mapping failure; dead-lettered at once
+        ├── SkipEvent               nothing to do for this event; recorded, not delivered
+        └── ParkEvent               identity not resolvable yet; parked until it is (or expiry)
+
+Components *raise* these; the runtime owns backoff, dead-lettering and span status, so no
+plugin writes its own retry loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "SailsegError",
+    "ConfigError",
+    "PluginError",
+    "StoreError",
+    "InputError",
+    "Backpressure",
+    "DeliveryError",
+    "RetryableError",
+    "FatalError",
+    "SkipEvent",
+    "ParkEvent",
+]
+
+
+class SailsegError(Exception):
+    """Root of every error sailseg raises on purpose."""
+
+
+class ConfigError(SailsegError):
+    """Configuration is invalid. The message names the file, pipeline, component and field."""
+
+
+class PluginError(SailsegError):
+    """A plugin failed to load or registered a conflicting component. Names the plugin."""
+
+
+class StoreError(SailsegError):
+    """The store cannot be used as asked (for example its schema version is unknown)."""
+
+
+class InputError(SailsegError):
+    """Untrusted input is malformed. ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Backpressure(SailsegError):
+    """The queue backlog passed its bound; callers should come back after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeliveryError(SailsegError):
+    """Base of the per-event outcomes a component can raise.
+
+    :param response: the last response seen from the vendor (status, body excerpt), kept
+        with a dead letter so an operator can see why. Never include secrets.
+    """
+
+    def __init__(self, message: str, *, response: Any = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class RetryableError(DeliveryError):
+    """A transient failure. ``retry_after`` (seconds), when known, is a lower bound on the wait
+    (from Retry-After or a rate-limit reset)."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, response: Any = None
+    ) -> None:
+        super().__init__(message, response=response)
+        self.retry_after = retry_after
+
+
+class FatalError(DeliveryError):
+    """A permanent failure: retrying cannot help. The event goes to the dead letters at once."""
+
+
+class SkipEvent(DeliveryError):
+    """The component has nothing to do with this event. Recorded as skipped, not an error."""
+
+
+class ParkEvent(DeliveryError):
+    """The event cannot be delivered yet because its identity is not resolved.
+
+    The runtime parks it until a later event resolves the identity, or until it expires.
+    ``keys`` names the identifiers (``{"anonymousId": "..."}``) that, once linked to the
+    missing key, release it.
+    """
+
+    def __init__(self, message: str, *, keys: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.keys = keys or {}

@@ -1,0 +1,211 @@
+"""Events: the Segment-spec messages and the envelope the runtime carries them in.
+
+Why dict payloads: every component (JMESPath filters and maps, vendor sinks) works on the
+message as plain data, and unknown Segment fields must pass through untouched. The typed
+Structs below are the *schema*: :func:`decode_message` validates untrusted input against them
+(so a wrong type yields an error naming the field) and keeps the original dict.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal, Union
+
+import msgspec
+
+from .errors import InputError
+
+__all__ = [
+    "Identify",
+    "Track",
+    "Page",
+    "Screen",
+    "Group",
+    "Alias",
+    "Delete",
+    "Message",
+    "MESSAGE_TYPES",
+    "Event",
+    "decode_message",
+    "decode_messages",
+    "validate_message",
+    "identity_keys",
+    "ordering_key",
+    "new_id",
+]
+
+JSON = dict[str, Any]
+
+
+class _Base(msgspec.Struct, kw_only=True, rename="camel", tag_field="type"):
+    """Fields common to every Segment spec message (https://segment.com/docs/connections/spec/common/)."""
+
+    message_id: str | None = None
+    anonymous_id: str | int | None = None
+    user_id: str | int | None = None
+    timestamp: str | None = None
+    original_timestamp: str | None = None
+    sent_at: str | None = None
+    received_at: str | None = None
+    context: JSON | None = None
+    integrations: JSON | None = None
+
+
+class Identify(_Base, tag="identify"):
+    traits: JSON | None = None
+
+
+class Track(_Base, tag="track"):
+    event: str
+    properties: JSON | None = None
+
+
+class Page(_Base, tag="page"):
+    name: str | None = None
+    category: str | None = None
+    properties: JSON | None = None
+
+
+class Screen(_Base, tag="screen"):
+    name: str | None = None
+    category: str | None = None
+    properties: JSON | None = None
+
+
+class Group(_Base, tag="group"):
+    group_id: str | int
+    traits: JSON | None = None
+
+
+class Alias(_Base, tag="alias"):
+    previous_id: str | int
+
+
+class Delete(_Base, tag="delete"):
+    pass
+
+
+Message = Union[Identify, Track, Page, Screen, Group, Alias, Delete]
+MESSAGE_TYPES: tuple[str, ...] = ("identify", "track", "page", "screen", "group", "alias", "delete")
+
+
+def new_id() -> str:
+    """A sortable unique id (time-ordered uuid7-like hex) for events and queue items."""
+    ms = time.time_ns() // 1_000_000
+    return f"{ms:012x}{uuid.uuid4().hex[:20]}"
+
+
+def validate_message(data: Any, *, where: str = "$") -> JSON:
+    """Check one decoded message against the spec; return it unchanged (a dict).
+
+    Raises :class:`InputError` naming the offending field, e.g.
+    ``Expected `str`, got `int` - at `$.event```.
+    """
+    if not isinstance(data, dict):
+        raise InputError(f"Expected a JSON object, got {type(data).__name__} - at `{where}`")
+    if "type" not in data:
+        raise InputError(f"Object missing required field `type` - at `{where}`")
+    try:
+        msgspec.convert(data, Message)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        if where != "$":
+            msg = msg.replace("`$", f"`{where}", 1)
+        raise InputError(msg) from None
+    if not (data.get("userId") or data.get("anonymousId")) and data["type"] != "delete":
+        raise InputError(f"Either `userId` or `anonymousId` is required - at `{where}`")
+    return data
+
+
+def decode_message(body: bytes) -> JSON:
+    """Decode and validate one message from raw JSON bytes."""
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InputError(f"Malformed JSON: {exc}") from None
+    return validate_message(data)
+
+
+def decode_messages(body: bytes) -> list[JSON]:
+    """Decode one message or a JSON array of messages (a webhook batch)."""
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InputError(f"Malformed JSON: {exc}") from None
+    if isinstance(data, list):
+        return [validate_message(m, where=f"$[{i}]") for i, m in enumerate(data)]
+    return [validate_message(data)]
+
+
+def identity_keys(payload: JSON) -> dict[str, str]:
+    """The identifiers a message carries: anonymousId, userId and (from traits/context) email."""
+    keys: dict[str, str] = {}
+    if (v := payload.get("userId")) not in (None, ""):
+        keys["userId"] = str(v)
+    if (v := payload.get("anonymousId")) not in (None, ""):
+        keys["anonymousId"] = str(v)
+    traits = payload.get("traits")
+    if not isinstance(traits, dict):
+        ctx = payload.get("context")
+        traits = ctx.get("traits") if isinstance(ctx, dict) else None
+    email = None
+    if isinstance(traits, dict):
+        email = traits.get("email")
+    if not email and isinstance(props := payload.get("properties"), dict):
+        email = props.get("email")
+    if isinstance(email, str) and email.strip():
+        keys["email"] = email.strip().lower()
+    return keys
+
+
+def ordering_key(payload: JSON) -> str:
+    """Events sharing this key are delivered in order; different keys run in parallel."""
+    for field in ("userId", "anonymousId"):
+        v = payload.get(field)
+        if v not in (None, ""):
+            return f"{field}:{v}"
+    keys = identity_keys(payload)
+    if "email" in keys:
+        return f"email:{keys['email']}"
+    return f"msg:{payload.get('messageId') or new_id()}"
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """The envelope the runtime carries through a pipeline.
+
+    :param id: sailseg's own id for this accepted event (sortable).
+    :param source: the trigger instance that accepted it (``"segment.webhook"``).
+    :param pipeline: the pipeline it runs through.
+    :param payload: the Segment-spec message as a dict; transforms replace or edit it.
+    :param received_at: unix seconds when sailseg accepted it.
+    :param trace: W3C trace context carrier (``traceparent``/``tracestate``) from ingest.
+    :param attempt: delivery attempt, 1 on first try.
+    :param identity: identifiers known for the person (filled by an identity resolver).
+    :param meta: free-form annotations components leave for later stages (not sent anywhere).
+    """
+
+    id: str
+    source: str
+    pipeline: str = ""
+    payload: JSON
+    received_at: float = 0.0
+    trace: dict[str, str] = {}
+    attempt: int = 1
+    identity: dict[str, str] = {}
+    meta: JSON = {}
+
+    @property
+    def type(self) -> str:
+        return str(self.payload.get("type", ""))
+
+    @property
+    def message_id(self) -> str | None:
+        mid = self.payload.get("messageId")
+        return str(mid) if mid is not None else None
+
+    @property
+    def name(self) -> str | None:
+        """The track event name, if any."""
+        ev = self.payload.get("event")
+        return str(ev) if ev is not None else None

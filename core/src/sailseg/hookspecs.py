@@ -1,0 +1,106 @@
+"""The sailseg hook specifications: registration hooks only.
+
+Hooks declare what a plugin provides; they never run per-event work (the runtime calls the
+registered component classes under anyio). Every hook is documented the same way: **When
+called**, **Arguments**, **Return**, **Semantics**. docs/plugin-hooks.md repeats each signature;
+a test fails if one is missing there or has no ``test_hook_<name>`` test.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pluggy import HookimplMarker, HookspecMarker
+
+if TYPE_CHECKING:
+    import click
+
+    from .components import IdentityResolver, Register, Sink, Transform, Trigger
+    from .store.base import Store
+
+hookspec = HookspecMarker("sailseg")
+hookimpl = HookimplMarker("sailseg")
+
+
+@hookspec
+def register_triggers(register: Register[type[Trigger]]) -> None:
+    """Declare the trigger classes this plugin provides.
+
+    When called: once, synchronously, whenever a component registry is assembled
+    (``sailseg serve``, ``sailseg plugins``, ``sailseg validate``, the test fixtures).
+
+    :param register: call ``register(TriggerClass)`` once per trigger; ``TriggerClass.name``
+        must be unique among all installed plugins.
+    :return: nothing (ignored).
+
+    Semantics: all implementations are called; a duplicate name is an error naming both plugins.
+    """
+
+
+@hookspec
+def register_transforms(register: Register[type[Transform]]) -> None:
+    """Declare the transform classes this plugin provides.
+
+    When called: once, synchronously, whenever a component registry is assembled.
+
+    :param register: call ``register(TransformClass)`` once per transform; names are unique.
+    :return: nothing (ignored).
+
+    Semantics: all implementations are called; order in a pipeline comes from sailseg.toml.
+    """
+
+
+@hookspec
+def register_identity_resolvers(register: Register[type[IdentityResolver]]) -> None:
+    """Declare the identity resolver classes this plugin provides.
+
+    When called: once, synchronously, whenever a component registry is assembled.
+
+    :param register: call ``register(ResolverClass)`` once per resolver; names are unique.
+    :return: nothing (ignored).
+
+    Semantics: all implementations are called; a pipeline names at most one resolver.
+    """
+
+
+@hookspec
+def register_sinks(register: Register[type[Sink]]) -> None:
+    """Declare the sink classes this plugin provides.
+
+    When called: once, synchronously, whenever a component registry is assembled.
+
+    :param register: call ``register(SinkClass)`` once per sink; names are unique.
+    :return: nothing (ignored).
+
+    Semantics: all implementations are called; a duplicate name is an error naming both plugins.
+    """
+
+
+@hookspec
+def register_stores(register: Register[tuple[str, type[Store]]]) -> None:
+    """Declare store backends by URL scheme.
+
+    When called: once, synchronously, when a store URL is opened (``serve``, ``db upgrade``,
+    the dlq/replay/status commands).
+
+    :param register: call ``register(("scheme", StoreClass))``; ``StoreClass(url)`` must build
+        an unopened store for a URL with that scheme (``sqlite``, ``postgresql``).
+    :return: nothing (ignored).
+
+    Semantics: all implementations are called; a scheme claimed twice is an error.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add sub-commands to the ``sailseg`` CLI.
+
+    When called: once, when the ``sailseg`` command group is built at process start.
+
+    :param cli: the root ``click.Group``; add commands or groups with ``@cli.command()`` /
+        ``@cli.group()``.
+    :return: nothing (ignored).
+
+    Semantics: all implementations are called; a plugin should namespace its commands under a
+    group named after itself (``sailseg sailthru emulator``).
+    """

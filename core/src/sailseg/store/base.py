@@ -1,0 +1,310 @@
+"""The store contract: everything the runtime and plugins persist goes through :class:`Store`.
+
+Two backends implement it: SQLite (embedded default, ``sqlite:///path/to.db``) and PostgreSQL
+(``postgresql://...``, several ``sailseg serve`` nodes sharing one database). The runtime never
+sees SQL; keep backend specifics inside the backend modules.
+
+Time is unix seconds (float) everywhere; callers pass ``now`` where a decision depends on it so
+tests can control the clock.
+
+Tables, conceptually:
+
+- **queue**: one row per (accepted event, pipeline) still to deliver. ``okey`` is the ordering
+  key: rows sharing it are claimed strictly one at a time, oldest first (per-identity order).
+- **dedupe**: ``dedupe_key`` -> first seen; a repeat inside the window is acknowledged, dropped.
+- **delivered**: finished rows kept ``retention`` seconds for ``sailseg replay``.
+- **dead_letters**: per (item, sink) permanent failures with the error and last response.
+- **parked**: rows whose identity is not resolved yet, released by identity keys.
+- **counters**: delivered/failed/skipped/filtered per pipeline and sink (``sailseg status``).
+- **kv**: namespaced key/value for plugins (poller cursors, purchase ledger, caches).
+- **audit**: append-only audit trail (consent changes, deletions), kept apart from payloads.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from ..events import Event
+
+__all__ = [
+    "QueueItem",
+    "Outcome",
+    "DeadLetter",
+    "DeadLetterRecord",
+    "ParkedItem",
+    "AuditRecord",
+    "Store",
+    "SCHEMA_VERSION",
+]
+
+#: The schema version this code understands. A store at another version refuses to start.
+SCHEMA_VERSION = 1
+
+
+class QueueItem(msgspec.Struct, kw_only=True):
+    """One event waiting for delivery through one pipeline.
+
+    :param id: unique, sortable (``events.new_id()``); also the FIFO order within ``okey``.
+    :param event: the envelope (payload, trace, identity...).
+    :param pipeline: pipeline name.
+    :param okey: ordering key (``events.ordering_key``).
+    :param dedupe_key: ``"<pipeline>:<messageId>"`` or None for no dedupe.
+    :param sinks: sink instance names still to deliver to; None means every sink of the pipeline.
+    :param attempt: attempts made so far + 1 (1 on the first claim).
+    :param first_seen: when it was accepted (for the max-age retry limit).
+    :param due_at: not claimable before this time (backoff).
+    :param last_error: text of the last retryable error, if any.
+    """
+
+    id: str
+    event: Event
+    pipeline: str
+    okey: str
+    dedupe_key: str | None = None
+    sinks: list[str] | None = None
+    attempt: int = 1
+    first_seen: float = 0.0
+    due_at: float = 0.0
+    last_error: str | None = None
+
+
+class DeadLetterRecord(msgspec.Struct, kw_only=True):
+    """A permanent failure to write, produced by the runtime for one (item, sink)."""
+
+    sink: str
+    error: str
+    error_type: str
+    response: Any = None
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """What the runtime decided for one claimed item; :meth:`Store.finish` applies it.
+
+    - ``done``: remove from queue; if ``delivered`` is non-empty, keep the event in
+      ``delivered`` for replay; bump counters.
+    - ``retry``: keep in queue with ``sinks`` (remaining), ``attempt``, ``due_at``,
+      ``last_error``; release the lease. The ordering key stays blocked until it finishes.
+    - ``parked``: move to ``parked`` with ``park_keys`` and ``park_expires_at``.
+
+    ``dead`` records are written as dead letters in the same transaction, whatever the status.
+    ``counts`` maps "<sink or ->:<delivered|failed|skipped|filtered|retried>" -> increment.
+    """
+
+    item: QueueItem
+    status: Literal["done", "retry", "parked"]
+    sinks: list[str] | None = None
+    attempt: int = 1
+    due_at: float = 0.0
+    error: str | None = None
+    delivered: list[str] = []
+    dead: list[DeadLetterRecord] = []
+    park_keys: dict[str, str] = {}
+    park_expires_at: float = 0.0
+    counts: dict[str, int] = {}
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """A stored dead letter: the event, where it failed and why."""
+
+    id: str
+    item_id: str
+    pipeline: str
+    sink: str
+    event: Event
+    error: str
+    error_type: str
+    response: Any = None
+    attempts: int = 1
+    created_at: float = 0.0
+
+
+class ParkedItem(msgspec.Struct, kw_only=True):
+    item: QueueItem
+    keys: dict[str, str]
+    parked_at: float
+    expires_at: float
+    reason: str = ""
+
+
+class AuditRecord(msgspec.Struct, kw_only=True):
+    """One audit entry. ``subject`` is a hashed identifier (never a raw email)."""
+
+    id: str
+    at: float
+    action: str  # "consent.optout", "consent.optin", "privacy.delete", ...
+    subject: str
+    actor: str  # who asked: "segment", "sailthru", "cli:<user>", ...
+    system: str  # the system the change came from
+    outcome: str  # "applied", "ignored-older", "done", "failed: ..."
+    details: dict[str, Any] = {}
+
+
+class Store(abc.ABC):
+    """Async store. Every method is safe to call concurrently from many tasks of one process,
+    and (PostgreSQL) from many processes."""
+
+    url: str
+
+    # -- lifecycle -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect. Does not migrate; call :meth:`check_schema` after."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and disconnect."""
+
+    @abc.abstractmethod
+    async def migrate(self) -> int:
+        """Apply pending migrations up to :data:`SCHEMA_VERSION`; return the version now."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The version recorded in the database (0 when empty)."""
+
+    async def check_schema(self, *, auto_migrate: bool = False) -> None:
+        """Raise :class:`~sailseg.errors.StoreError` unless the schema is exactly ours.
+
+        With ``auto_migrate`` (the SQLite default) an older schema is upgraded first.
+        A newer schema is always refused: this code does not understand it.
+        """
+        from ..errors import StoreError
+
+        version = await self.schema_version()
+        if version < SCHEMA_VERSION and auto_migrate:
+            version = await self.migrate()
+        if version != SCHEMA_VERSION:
+            newer = "newer" if version > SCHEMA_VERSION else "older"
+            raise StoreError(
+                f"store {self.redacted_url()} has schema version {version}, {newer} than the "
+                f"version {SCHEMA_VERSION} this sailseg understands"
+                + ("; run `sailseg db upgrade`" if version < SCHEMA_VERSION else "; upgrade sailseg")
+            )
+
+    def redacted_url(self) -> str:
+        """The URL with any password replaced by ``***`` (for messages and logs)."""
+        import re
+
+        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", self.url)
+
+    # -- queue -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def enqueue(
+        self, items: Sequence[QueueItem], *, dedupe_window: float, now: float
+    ) -> list[bool]:
+        """Durably insert items (committed to disk before returning).
+
+        An item whose ``dedupe_key`` was seen within ``dedupe_window`` seconds is not inserted
+        (``False`` in the result at its index). Implementations group concurrent calls into
+        one transaction (group commit).
+        """
+
+    @abc.abstractmethod
+    async def backlog(self) -> int:
+        """Number of rows in the queue (cheap; may be approximate by a few in-flight rows)."""
+
+    @abc.abstractmethod
+    async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
+        """Lease up to ``limit`` items that are due and are the oldest unfinished row of their
+        ``okey``, and not leased by anyone (or whose lease expired). Oldest first.
+
+        A claimed item's ``attempt`` is as stored (the runtime increments on retry).
+        Multi-node: uses ``FOR UPDATE SKIP LOCKED`` and leases, so two owners never hold the
+        same item, and a dead owner's items come back after ``lease`` seconds.
+        """
+
+    @abc.abstractmethod
+    async def extend_lease(self, owner: str, ids: Sequence[str], *, lease: float, now: float) -> None:
+        """Push the lease of still-running items forward."""
+
+    @abc.abstractmethod
+    async def release(self, owner: str) -> None:
+        """Drop every lease held by ``owner`` (graceful shutdown of unfinished work)."""
+
+    @abc.abstractmethod
+    async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> None:
+        """Apply outcomes in one transaction (see :class:`Outcome`)."""
+
+    # -- parking ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def release_parked(self, keys: dict[str, str], *, now: float) -> int:
+        """Move parked items matching any of ``keys`` (same kind and value) back to the
+        queue, due now, in their original order. Returns how many."""
+
+    @abc.abstractmethod
+    async def list_parked(self, *, expired_before: float | None = None, limit: int = 100) -> list[ParkedItem]:
+        """Parked items, oldest first; with ``expired_before``, only those expiring before it."""
+
+    @abc.abstractmethod
+    async def expire_parked(self, *, now: float) -> int:
+        """Turn parked items past expiry into dead letters (``sink="-"``,
+        ``error_type="Unmatched"``); returns how many."""
+
+    # -- dead letters ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def list_dead_letters(
+        self, *, pipeline: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]: ...
+
+    @abc.abstractmethod
+    async def get_dead_letter(self, id: str) -> DeadLetter | None: ...
+
+    @abc.abstractmethod
+    async def replay_dead_letters(self, ids: Sequence[str] | None, *, now: float) -> int:
+        """Re-enqueue dead letters (all when ``ids`` is None) as fresh items (attempt 1,
+        ``sinks=[sink]`` unless sink is "-"), delete them; return how many."""
+
+    @abc.abstractmethod
+    async def purge_dead_letters(self, ids: Sequence[str] | None) -> int: ...
+
+    # -- delivered (replay) ----------------------------------------------------------
+    @abc.abstractmethod
+    def delivered_since(self, pipeline: str, since: float) -> AsyncIterator[Event]:
+        """Events delivered through ``pipeline`` at or after ``since``, oldest first."""
+
+    @abc.abstractmethod
+    async def prune(self, *, now: float, delivered_retention: float, dedupe_window: float) -> None:
+        """Delete delivered rows and dedupe keys older than their windows."""
+
+    # -- stats -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def stats(self) -> dict[str, dict[str, int]]:
+        """``{pipeline: {"backlog": n, "parked": n, "dead": n, "<sink>:delivered": n, ...}}``."""
+
+    # -- kv for plugins --------------------------------------------------------------
+    @abc.abstractmethod
+    async def kv_get(self, ns: str, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def kv_set(self, ns: str, key: str, value: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def kv_add(self, ns: str, key: str, value: bytes) -> bool:
+        """Insert only if absent; True if this call inserted it (atomic across nodes)."""
+
+    @abc.abstractmethod
+    async def kv_cas(self, ns: str, key: str, old: bytes | None, new: bytes) -> bool:
+        """Set to ``new`` only if the current value is ``old`` (None: absent). Atomic."""
+
+    @abc.abstractmethod
+    async def kv_delete(self, ns: str, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def kv_scan(self, ns: str, prefix: str = "") -> list[tuple[str, bytes]]: ...
+
+    # -- audit -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def audit_append(self, record: AuditRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def audit_since(self, since: float) -> list[AuditRecord]: ...
+
+    # -- privacy ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def purge_okeys(self, okeys: Sequence[str]) -> int:
+        """Delete queue, parked, delivered and dead-letter rows whose ``okey`` is one of
+        ``okeys`` (a person's identifiers); return rows deleted. Audit rows are kept."""
