@@ -1,0 +1,166 @@
+"""The ASGI application ``sailseg serve`` runs: trigger routes plus health, metrics and admin.
+
+:class:`RouteApp` is plain ASGI (no framework) so the ingest path stays short. Plugin tests can
+serve a trigger's routes with it directly: ``RouteApp(trigger.routes())`` under
+``httpx.ASGITransport`` or uvicorn.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from .http import Request, Response, Route, error_response
+
+__all__ = ["RouteApp", "DEFAULT_MAX_BODY"]
+
+DEFAULT_MAX_BODY = 1024 * 1024
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RouteApp:
+    """Exact-path router over :class:`Route` objects.
+
+    :param routes: routes to serve; two routes on one path is an error.
+    :param max_body: default body limit (bytes) for routes that set none (413 above it).
+    :param admin_token: bearer token required by routes with ``admin=True``; when None those
+        routes answer 403 (admin disabled).
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[Route] = (),
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        admin_token: str | None = None,
+    ) -> None:
+        self.max_body = max_body
+        self.admin_token = admin_token
+        self.routes: dict[str, Route] = {}
+        for r in routes:
+            self.add(r)
+
+    def add(self, route: Route) -> None:
+        if route.path in self.routes:
+            raise ValueError(f"two routes on path {route.path!r}")
+        self.routes[route.path] = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # pragma: no cover - websockets are not served
+            return
+        path: str = scope["path"]
+        route = self.routes.get(path)
+        if route is None and path.endswith("/") and len(path) > 1:
+            route = self.routes.get(path.rstrip("/"))
+        if route is None:
+            await self._send(send, error_response(404, f"no route for {path}"))
+            return
+        method: str = scope["method"]
+        if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
+            await self._send(
+                send,
+                error_response(405, f"{method} not allowed on {path}",
+                               headers={"allow": ", ".join(route.methods)}),
+            )
+            return
+        headers: dict[str, str] = {}
+        for k, v in scope.get("headers") or ():
+            headers[k.decode("latin-1").lower()] = v.decode("latin-1")
+        if route.admin and not self._admin_ok(headers):
+            status = 403 if self.admin_token is None else 401
+            await self._send(send, error_response(status, "admin bearer token required"))
+            return
+        limit = route.max_body or self.max_body
+        try:
+            clen = int(headers.get("content-length", "0") or 0)
+        except ValueError:
+            await self._send(send, error_response(400, "invalid Content-Length"))
+            return
+        if clen > limit:
+            await self._send(send, error_response(413, f"body of {clen} bytes exceeds the {limit}-byte limit"))
+            return
+        try:
+            body = await self._read_body(receive, limit)
+        except _TooLarge:
+            await self._send(send, error_response(413, f"body exceeds the {limit}-byte limit"))
+            return
+        qs = scope.get("query_string", b"").decode("latin-1")
+        query: dict[str, str] = {}
+        if qs:
+            from urllib.parse import parse_qsl
+
+            query = dict(parse_qsl(qs, keep_blank_values=True))
+        client = scope.get("client")
+        request = Request(
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
+            client=f"{client[0]}:{client[1]}" if client else None,
+        )
+        try:
+            response = await route.handler(request)
+        except Exception as exc:  # noqa: BLE001 - never leak a traceback to the caller
+            import logging
+
+            logging.getLogger("sailseg.server").exception("handler for %s failed", path)
+            response = error_response(500, f"internal error: {type(exc).__name__}")
+        await self._send(send, response, head=method == "HEAD")
+
+    def _admin_ok(self, headers: dict[str, str]) -> bool:
+        if self.admin_token is None:
+            return False
+        auth = headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            return False
+        return hmac.compare_digest(auth[7:].strip().encode(), self.admin_token.encode())
+
+    @staticmethod
+    async def _read_body(receive: Receive, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                break
+            chunk = msg.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge
+                chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    @staticmethod
+    async def _send(send: Send, response: Response, head: bool = False) -> None:
+        raw_headers = [
+            (b"content-type", response.media_type.encode("latin-1")),
+            (b"content-length", str(len(response.body)).encode()),
+        ]
+        for k, v in response.headers.items():
+            raw_headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+        await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": b"" if head else response.body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
