@@ -69,7 +69,7 @@ class AcceptResult(msgspec.Struct):
     duplicates: int = 0
 
 
-AcceptFn = Callable[[Sequence[dict[str, Any]]], Awaitable[AcceptResult]]
+AcceptFn = Callable[..., Awaitable[AcceptResult]]
 
 
 class ComponentContext:
@@ -113,10 +113,17 @@ class ComponentContext:
             tracer = trace.get_tracer("sailseg")
         self.tracer = tracer
 
-    async def accept(self, messages: Sequence[dict[str, Any]]) -> AcceptResult:
+    async def accept(
+        self, messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None
+    ) -> AcceptResult:
+        """Durably accept Segment-spec messages (see the class docstring).
+
+        :param trace: the request's W3C ``traceparent``/``tracestate`` headers, if any, so the
+            event's trace continues the caller's.
+        """
         if self._accept is None:
             raise RuntimeError(f"{self.instance}: accept() is only available to triggers in a runtime")
-        return await self._accept(messages)
+        return await self._accept(messages, trace=trace)
 
     def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
         """A new ``httpx.AsyncClient`` with the runtime's transport choice applied.

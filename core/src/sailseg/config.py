@@ -1,0 +1,329 @@
+"""Load and validate ``sailseg.toml``.
+
+Shape (every section optional except ``pipelines``)::
+
+    [store]       url = "sqlite:///.sailseg/sailseg.db"      # or postgresql://...
+    [server]      host, port, max_body, admin_token
+    [delivery]    retry/backoff/dedupe/backlog knobs (see DeliveryConfig)
+    [triggers.NAME]   type = "segment.webhook", ...options
+    [resolvers.NAME]  type = "identity.graph", ...
+    [sinks.NAME]      type = "sailthru.user", concurrency = 32, ...options
+    [pipelines.NAME]
+    trigger = "NAME" | { type = "...", ... }
+    transforms = [ { type = "filter", ... }, "NAME-of-a-[transforms.NAME]", ... ]
+    resolver = "NAME" | { type = "...", ... }
+    sinks = [ "NAME" | { type = "...", ... }, ... ]
+
+Strings may use ``${VAR}`` or ``${VAR:-default}``; a missing variable without default is an
+error naming it. Durations accept seconds or ``"500ms" "30s" "15m" "24h" "30d"``.
+Errors always say file, pipeline, component and field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = [
+    "DeliveryConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "ComponentSpec",
+    "PipelineSpec",
+    "SailsegConfig",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "redacted",
+    "SECRET_HINTS",
+]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+SECRET_HINTS = ("key", "secret", "token", "password", "dsn", "auth")
+
+
+def parse_duration(value: Any, *, where: str = "") -> float:
+    """Seconds from a number or a string like ``"24h"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration, got a boolean")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and (m := _DUR.match(value)):
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ConfigError(f"{where}: invalid duration {value!r} (use seconds or e.g. '30s', '15m', '24h', '30d')")
+
+
+class DeliveryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Delivery knobs. Durations in seconds (strings like "24h" accepted in the file)."""
+
+    max_attempts: int = 10
+    max_age: float = 86400.0
+    backoff_base: float = 0.5
+    backoff_max: float = 600.0
+    dedupe_window: float = 86400.0
+    delivered_retention: float = 7 * 86400.0
+    park_ttl: float = 30 * 86400.0
+    max_backlog: int = 1_000_000
+    lease: float = 60.0
+    claim_batch: int = 256
+    max_inflight: int = 1024
+    concurrency: int = 64
+    poll_interval: float = 0.25
+    shutdown_grace: float = 10.0
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body: int = 1024 * 1024
+    admin_token: str | None = None
+
+
+class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str = "sqlite:///.sailseg/sailseg.db"
+
+
+@dataclass
+class ComponentSpec:
+    """One component use: its registered type, options, and instance name."""
+
+    kind: str  # trigger | transform | resolver | sink
+    type: str
+    instance: str
+    options: dict[str, Any]
+    where: str  # "sailseg.toml: pipelines.profiles.sinks[0] (sailthru.user)"
+    concurrency: int | None = None
+
+
+@dataclass
+class PipelineSpec:
+    name: str
+    trigger: ComponentSpec
+    transforms: list[ComponentSpec]
+    resolver: ComponentSpec | None
+    sinks: list[ComponentSpec]
+
+
+@dataclass
+class SailsegConfig:
+    path: str
+    store: StoreConfig = field(default_factory=StoreConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    pipelines: dict[str, PipelineSpec] = field(default_factory=dict)
+    #: component instances by kind and instance name (shared when referenced by name)
+    components: dict[tuple[str, str], ComponentSpec] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    #: dotted paths whose value came from an environment variable that looks secret
+    secret_paths: set[str] = field(default_factory=set)
+
+
+_DURATION_FIELDS = {
+    "max_age", "backoff_base", "backoff_max", "dedupe_window", "delivered_retention",
+    "park_ttl", "lease", "poll_interval", "shutdown_grace",
+}
+
+
+def _interpolate(value: Any, env: dict[str, str], path: str, fname: str, secret_paths: set[str]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if any(h in var.lower() for h in SECRET_HINTS):
+                secret_paths.add(path)
+            if var in env:
+                return env[var]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{fname}: {path}: environment variable {var} is not set "
+                f"(set it, or write ${{{var}:-default}})"
+            )
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, f"{path}.{k}" if path else k, fname, secret_paths)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, f"{path}[{i}]", fname, secret_paths) for i, v in enumerate(value)]
+    return value
+
+
+def _section(raw: dict[str, Any], name: str, typ: type[Any], fname: str) -> Any:
+    data = raw.get(name, {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"{fname}: [{name}] must be a table")
+    data = dict(data)
+    for k in list(data):
+        if k in _DURATION_FIELDS:
+            data[k] = parse_duration(data[k], where=f"{fname}: {name}.{k}")
+    try:
+        return msgspec.convert(data, typ, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{fname}: [{name}]: {exc}") from None
+
+
+def _component(
+    kind: str,
+    value: Any,
+    *,
+    named: dict[str, dict[str, Any]],
+    registry_hint: str,
+    where: str,
+    fname: str,
+    default_instance: str,
+    cfg: SailsegConfig,
+) -> ComponentSpec:
+    if isinstance(value, str):
+        if value not in named:
+            raise ConfigError(
+                f"{fname}: {where}: no [{registry_hint}.{value}] table is defined"
+            )
+        key = (kind, value)
+        if key not in cfg.components:
+            cfg.components[key] = _component(
+                kind, named[value], named={}, registry_hint=registry_hint,
+                where=f"{registry_hint}.{value}", fname=fname, default_instance=value, cfg=cfg,
+            )
+        return cfg.components[key]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{fname}: {where}: expected a table or the name of a [{registry_hint}.NAME]")
+    options = dict(value)
+    typ = options.pop("type", None)
+    if not isinstance(typ, str) or not typ:
+        raise ConfigError(f"{fname}: {where}: missing `type` (the component name, e.g. \"sailthru.user\")")
+    instance = options.pop("name", None) or default_instance
+    concurrency = options.pop("concurrency", None) if kind == "sink" else None
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ConfigError(f"{fname}: {where} ({typ}): `concurrency` must be a positive integer")
+    spec = ComponentSpec(kind=kind, type=typ, instance=str(instance), options=options,
+                         where=f"{fname}: {where} ({typ})", concurrency=concurrency)
+    if isinstance(value, dict) and (kind, spec.instance) not in cfg.components:
+        cfg.components[(kind, spec.instance)] = spec
+    return spec
+
+
+def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[str, str] | None = None) -> SailsegConfig:
+    """Validate a parsed TOML document (after ``${ENV}`` interpolation)."""
+    fname = path
+    env = dict(os.environ) if env is None else env
+    allowed = {"store", "server", "delivery", "triggers", "transforms", "resolvers", "sinks", "pipelines"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{fname}: unknown top-level section(s) {', '.join(unknown)} "
+                          f"(allowed: {', '.join(sorted(allowed))})")
+    secret_paths: set[str] = set()
+    data = _interpolate(raw, env, "", fname, secret_paths)
+    cfg = SailsegConfig(path=path, raw=data, secret_paths=secret_paths)
+    cfg.store = _section(data, "store", StoreConfig, fname)
+    cfg.server = _section(data, "server", ServerConfig, fname)
+    cfg.delivery = _section(data, "delivery", DeliveryConfig, fname)
+    named = {k: data.get(k, {}) for k in ("triggers", "transforms", "resolvers", "sinks")}
+    for k, v in named.items():
+        if not isinstance(v, dict) or any(not isinstance(t, dict) for t in v.values()):
+            raise ConfigError(f"{fname}: [{k}] must hold tables: [{k}.NAME] with a `type`")
+    pipelines = data.get("pipelines")
+    if not isinstance(pipelines, dict) or not pipelines:
+        raise ConfigError(f"{fname}: no pipelines: add at least one [pipelines.NAME] table")
+    for pname, p in pipelines.items():
+        w = f"pipelines.{pname}"
+        if not isinstance(p, dict):
+            raise ConfigError(f"{fname}: {w} must be a table")
+        extra = sorted(set(p) - {"trigger", "transforms", "resolver", "sinks", "description"})
+        if extra:
+            raise ConfigError(f"{fname}: {w}: unknown key(s) {', '.join(extra)} "
+                              "(allowed: trigger, transforms, resolver, sinks, description)")
+        if "trigger" not in p:
+            raise ConfigError(f"{fname}: {w}: missing `trigger`")
+        trigger = _component("trigger", p["trigger"], named=named["triggers"], registry_hint="triggers",
+                             where=f"{w}.trigger", fname=fname, default_instance=f"{pname}.trigger", cfg=cfg)
+        transforms_raw = p.get("transforms", [])
+        if not isinstance(transforms_raw, list):
+            raise ConfigError(f"{fname}: {w}.transforms must be an array")
+        transforms = [
+            _component("transform", t, named=named["transforms"], registry_hint="transforms",
+                       where=f"{w}.transforms[{i}]", fname=fname,
+                       default_instance=f"{pname}.transforms[{i}]", cfg=cfg)
+            for i, t in enumerate(transforms_raw)
+        ]
+        resolver = None
+        if p.get("resolver") is not None:
+            resolver = _component("resolver", p["resolver"], named=named["resolvers"],
+                                  registry_hint="resolvers", where=f"{w}.resolver", fname=fname,
+                                  default_instance=f"{pname}.resolver", cfg=cfg)
+        sinks_raw = p.get("sinks")
+        if not isinstance(sinks_raw, list) or not sinks_raw:
+            raise ConfigError(f"{fname}: {w}: `sinks` must be a non-empty array")
+        sinks = [
+            _component("sink", s, named=named["sinks"], registry_hint="sinks",
+                       where=f"{w}.sinks[{i}]", fname=fname,
+                       default_instance=f"{pname}.sinks[{i}]", cfg=cfg)
+            for i, s in enumerate(sinks_raw)
+        ]
+        names = [s.instance for s in sinks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{fname}: {w}: the same sink is listed twice")
+        cfg.pipelines[pname] = PipelineSpec(pname, trigger, transforms, resolver, sinks)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> SailsegConfig:
+    """Read and validate a config file. Raises :class:`ConfigError` with the file name."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    return parse_config(raw, path=str(p), env=env)
+
+
+def redacted(cfg: SailsegConfig, secret_fields: dict[tuple[str, str], tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """The interpolated config with secrets replaced by ``"***"`` (for ``config show``).
+
+    Redacted: values that came from an environment variable whose name looks secret, keys whose
+    name looks secret, component ``secret_fields``, and passwords inside URLs.
+    """
+    secret_fields = secret_fields or {}
+
+    def walk(value: Any, path: str, comp_secrets: tuple[str, ...]) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            secrets = comp_secrets
+            t = value.get("type")
+            if isinstance(t, str):
+                for (_k, typ), names in secret_fields.items():
+                    if typ == t:
+                        secrets = names
+            for k, v in value.items():
+                sub = f"{path}.{k}" if path else k
+                if (k in secrets or any(h in k.lower() for h in ("secret", "token", "password"))
+                        or k.lower().endswith("key") and k.lower() not in ("okey", "key_field")
+                        or sub in cfg.secret_paths) and not isinstance(v, (dict, list)):
+                    out[k] = "***"
+                else:
+                    out[k] = walk(v, sub, secrets)
+            return out
+        if isinstance(value, list):
+            return [walk(v, f"{path}[{i}]", comp_secrets) for i, v in enumerate(value)]
+        if isinstance(value, str):
+            if path in cfg.secret_paths:
+                return "***"
+            return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", value)
+        return value
+
+    return walk(cfg.raw, "", ())

@@ -1,0 +1,441 @@
+"""The delivery engine: claim queued items, run them through their pipeline, record outcomes.
+
+Flow per process::
+
+    claimer ──claim(batch)──> process(item) ×N ──> completer ──finish(outcomes)──> store
+                                   │
+                                   └─ transforms → resolver → SinkRunner per sink (bounded
+                                      concurrency; batching sinks fill batches across items)
+
+Ordering: the store hands out only the oldest unfinished item of each ordering key, and the
+next one becomes claimable only after ``finish`` removed (or rescheduled) that item, so the
+events of one identity are delivered in order while different identities run in parallel.
+
+Retries: a :class:`RetryableError` reschedules the item with exponential backoff and full
+jitter (never earlier than the error's ``retry_after``) for the sinks that have not succeeded
+yet; it gives up, dead-lettering those sinks, only once BOTH ``max_attempts`` and ``max_age``
+are used up. :class:`FatalError` (or any unexpected exception) dead-letters at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from .components import IdentityResolver, Sink, Transform
+from .errors import FatalError, ParkEvent, RetryableError, SkipEvent
+from .events import Event
+from .store.base import DeadLetterRecord, Outcome, QueueItem
+from .tracing import event_attributes, extract
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from .config import DeliveryConfig
+    from .metrics import Metrics
+    from .store.base import Store
+
+__all__ = ["Delivery", "PipelineRuntime", "SinkRunner", "backoff_delay", "describe_error"]
+
+log = logging.getLogger("sailseg.delivery")
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Full-jitter exponential backoff for the retry after ``attempt`` failed attempts."""
+    ceiling = min(cap, base * math.pow(2, max(0, attempt - 1)))
+    delay = random.uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, (RetryableError, FatalError, SkipEvent)) else f"{type(exc).__name__}: {text}"
+
+
+class _Future:
+    __slots__ = ("_event", "value")
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.value: Any = None
+
+    def set(self, value: Any) -> None:
+        self.value = value
+        self._event.set()
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        return self.value
+
+
+class SinkRunner:
+    """Calls one sink instance with bounded concurrency; batches for ``max_batch > 1`` sinks.
+
+    Returns each event's result or the exception raised for it (never raises).
+    """
+
+    def __init__(self, sink: Sink, instance: str, concurrency: int, plugin: str) -> None:
+        self.sink = sink
+        self.instance = instance
+        self.plugin = plugin
+        self.limiter = anyio.CapacityLimiter(concurrency)
+        self.max_batch = max(1, int(getattr(sink, "max_batch", 1)))
+        self.linger = float(getattr(sink, "batch_linger", 0.0))
+        self._pending: list[tuple[Event, _Future]] = []
+        self._flush_scheduled = False
+        self._tg: TaskGroup | None = None
+
+    def bind(self, tg: TaskGroup) -> None:
+        self._tg = tg
+
+    async def submit(self, event: Event) -> Any:
+        if self.max_batch <= 1 or self._tg is None:
+            async with self.limiter:
+                try:
+                    return await self.sink.send(event)
+                except Exception as exc:  # noqa: BLE001 - classified by the caller
+                    return exc
+        fut = _Future()
+        self._pending.append((event, fut))
+        if len(self._pending) >= self.max_batch:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            self._tg.start_soon(self._flush, batch)
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._tg.start_soon(self._linger_flush)
+        return await fut.wait()
+
+    async def _linger_flush(self) -> None:
+        try:
+            if self.linger > 0:
+                await anyio.sleep(self.linger)
+        finally:
+            self._flush_scheduled = False
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[Event, _Future]]) -> None:
+        events = [e for e, _ in batch]
+        async with self.limiter:
+            try:
+                results = await self.sink.send_batch(events)
+                if len(results) != len(events):
+                    raise FatalError(
+                        f"sink {self.instance} returned {len(results)} results for {len(events)} events"
+                    )
+            except Exception as exc:  # noqa: BLE001
+                results = [exc] * len(events)
+        for (_, fut), res in zip(batch, results):
+            fut.set(res)
+
+
+@dataclass
+class PipelineRuntime:
+    """A pipeline's started components, in order."""
+
+    name: str
+    transforms: list[tuple[str, Transform]]
+    resolver: tuple[str, IdentityResolver] | None
+    sinks: dict[str, SinkRunner]
+    sink_types: dict[str, str] = field(default_factory=dict)
+
+
+class Delivery:
+    """Runs the claim → process → finish loop for one node (process)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        pipelines: dict[str, PipelineRuntime],
+        config: DeliveryConfig,
+        metrics: Metrics,
+        owner: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.pipelines = pipelines
+        self.cfg = config
+        self.metrics = metrics
+        self.owner = owner
+        self.clock = clock
+        self.tracer = trace.get_tracer("sailseg")
+        self.inflight: dict[str, QueueItem] = {}
+        self._done: list[Outcome] = []
+        self._wake = anyio.Event()
+        self._done_event = anyio.Event()
+        self._capacity = anyio.Event()
+        self._stopping = False
+        self._claiming = True
+        self.processed = 0
+
+    # -- control ---------------------------------------------------------------------
+    def wake(self) -> None:
+        """New work may be claimable now (called after an accept commits)."""
+        self._wake.set()
+
+    async def run(self, tg: TaskGroup) -> None:
+        """Start the background tasks in ``tg``; returns at once."""
+        for runner in (r for p in self.pipelines.values() for r in p.sinks.values()):
+            runner.bind(tg)
+        self._tg = tg
+        tg.start_soon(self._claimer)
+        tg.start_soon(self._completer)
+        tg.start_soon(self._lease_keeper)
+
+    async def drain(self, grace: float) -> bool:
+        """Stop claiming and wait up to ``grace`` seconds for in-flight items to finish.
+        Returns True when everything in flight was finished."""
+        self._claiming = False
+        self._wake.set()
+        with anyio.move_on_after(grace):
+            while self.inflight:
+                await anyio.sleep(0.02)
+        drained = not self.inflight
+        self._stopping = True
+        self._wake.set()
+        self._done_event.set()
+        if not drained:
+            await self.store.release(self.owner)
+        return drained
+
+    # -- loops -----------------------------------------------------------------------
+    async def _claimer(self) -> None:
+        while not self._stopping:
+            if not self._claiming:
+                await anyio.sleep(0.05)
+                continue
+            free = self.cfg.max_inflight - len(self.inflight)
+            if free <= 0:
+                self._capacity = anyio.Event()
+                with anyio.move_on_after(self.cfg.poll_interval):
+                    await self._capacity.wait()
+                continue
+            self._wake = anyio.Event()
+            try:
+                items = await self.store.claim(
+                    self.owner, min(self.cfg.claim_batch, free), lease=self.cfg.lease, now=self.clock()
+                )
+            except Exception:  # noqa: BLE001 - a store hiccup must not kill the node
+                log.exception("claim failed; retrying")
+                await anyio.sleep(self.cfg.poll_interval)
+                continue
+            if not items:
+                with anyio.move_on_after(self.cfg.poll_interval):
+                    await self._wake.wait()
+                continue
+            for item in items:
+                self.inflight[item.id] = item
+                self._tg.start_soon(self._process_one, item)
+
+    async def _process_one(self, item: QueueItem) -> None:
+        try:
+            outcome = await self.process(item)
+        except Exception as exc:  # noqa: BLE001 - last resort: never lose the item
+            log.exception("processing %s failed unexpectedly", item.id)
+            outcome = self._retry_or_dead(item, [], item.sinks or [], exc, self.clock(), [], {})
+        self._done.append(outcome)
+        self._done_event.set()
+
+    async def _completer(self) -> None:
+        while True:
+            if not self._done:
+                if self._stopping and not self.inflight:
+                    return
+                self._done_event = anyio.Event()
+                with anyio.move_on_after(0.5):
+                    await self._done_event.wait()
+                continue
+            batch, self._done = self._done, []
+            now = self.clock()
+            for attempt in range(1000):
+                try:
+                    await self.store.finish(batch, now=now)
+                    break
+                except Exception:  # noqa: BLE001
+                    log.exception("finish failed (attempt %d); retrying", attempt + 1)
+                    await anyio.sleep(min(5.0, 0.1 * (attempt + 1)))
+            for o in batch:
+                self.inflight.pop(o.item.id, None)
+                self._record_metrics(o, now)
+            self.processed += len(batch)
+            self._capacity.set()
+            self._wake.set()
+
+    async def _lease_keeper(self) -> None:
+        period = max(0.5, self.cfg.lease / 3)
+        while not self._stopping:
+            await anyio.sleep(period)
+            ids = list(self.inflight)
+            if ids:
+                try:
+                    await self.store.extend_lease(self.owner, ids, lease=self.cfg.lease, now=self.clock())
+                except Exception:  # noqa: BLE001
+                    log.exception("extend_lease failed")
+
+    def _record_metrics(self, o: Outcome, now: float) -> None:
+        m = self.metrics
+        p = o.item.pipeline
+        for key, n in o.counts.items():
+            sink, what = key.rsplit(":", 1)
+            m.inc(f"sailseg_events_{what}_total", n, pipeline=p, sink=sink)
+        for sink in o.delivered:
+            m.observe("sailseg_delivery_latency_seconds", now - o.item.first_seen, pipeline=p, sink=sink)
+
+    # -- one item --------------------------------------------------------------------
+    async def process(self, item: QueueItem) -> Outcome:
+        """Run one claimed item through its pipeline and decide its outcome."""
+        now = self.clock()
+        pipeline = self.pipelines.get(item.pipeline)
+        if pipeline is None:
+            err = f"pipeline {item.pipeline!r} is not configured on this node"
+            return self._retry_or_dead(item, [], item.sinks or ["-"], RetryableError(err), now, [], {})
+        event = item.event
+        event.attempt = item.attempt
+        event.pipeline = item.pipeline
+        parent = extract(event.trace)
+        attrs = event_attributes(event.payload, item.pipeline, item.attempt)
+        with self.tracer.start_as_current_span("deliver", context=parent, attributes=attrs) as span:
+            wait_start = max(item.due_at, event.received_at) if item.attempt > 1 else event.received_at
+            if wait_start:
+                self.tracer.start_span(
+                    "queue.wait", start_time=int(wait_start * 1e9), attributes=attrs
+                ).end()
+            outcome = await self._run(item, pipeline, event, now)
+            span.set_attribute("sailseg.outcome", outcome.status if not outcome.dead else "dead")
+            if outcome.dead:
+                span.set_status(Status(StatusCode.ERROR, outcome.dead[0].error_type))
+            return outcome
+
+    async def _run(self, item: QueueItem, pipeline: PipelineRuntime, event: Event, now: float) -> Outcome:
+        counts: dict[str, int] = {}
+        targets = item.sinks or list(pipeline.sinks)
+        try:
+            for name, transform in pipeline.transforms:
+                with self.tracer.start_as_current_span(
+                    f"transform {name}", attributes={"sailseg.component": transform.name}
+                ):
+                    result = await transform.process(event)
+                if result is None:
+                    counts["-:filtered"] = 1
+                    return Outcome(item=item, status="done", counts=counts)
+                event = result
+            if pipeline.resolver is not None:
+                rname, resolver = pipeline.resolver
+                with self.tracer.start_as_current_span(
+                    f"identity {rname}", attributes={"sailseg.component": resolver.name}
+                ):
+                    event = await resolver.resolve(event)
+        except ParkEvent as exc:
+            counts["-:parked"] = 1
+            return Outcome(
+                item=item, status="parked", park_keys=exc.keys or {}, error=str(exc),
+                park_expires_at=now + self.cfg.park_ttl, counts=counts,
+            )
+        except SkipEvent:
+            counts["-:skipped"] = 1
+            return Outcome(item=item, status="done", counts=counts)
+        except RetryableError as exc:
+            return self._retry_or_dead(item, [], targets, exc, now, [], counts)
+        except Exception as exc:  # noqa: BLE001 - FatalError or a bug: dead letter at once
+            counts["-:failed"] = 1
+            return Outcome(
+                item=item, status="done", counts=counts,
+                dead=[DeadLetterRecord(sink="-", error=describe_error(exc), error_type=type(exc).__name__,
+                                       response=getattr(exc, "response", None))],
+            )
+
+        async def call(sink_name: str, out: dict[str, Any]) -> None:
+            runner = pipeline.sinks[sink_name]
+            with self.tracer.start_as_current_span(
+                f"sink {sink_name}",
+                attributes={"sailseg.sink": runner.sink.name, "sailseg.plugin": runner.plugin},
+            ) as s:
+                res = await runner.submit(event)
+                if isinstance(res, BaseException):
+                    kind = type(res).__name__
+                    s.set_attribute("sailseg.outcome", kind)
+                    if not isinstance(res, (SkipEvent, RetryableError)):
+                        s.set_status(Status(StatusCode.ERROR, kind))
+                else:
+                    s.set_attribute("sailseg.outcome", "delivered")
+            out[sink_name] = res
+
+        results: dict[str, Any] = {}
+        unknown = [s for s in targets if s not in pipeline.sinks]
+        targets = [s for s in targets if s in pipeline.sinks]
+        if len(targets) == 1:
+            await call(targets[0], results)
+        else:
+            async with anyio.create_task_group() as tg:
+                for s in targets:
+                    tg.start_soon(call, s, results)
+        delivered: list[str] = []
+        retry: list[str] = []
+        dead: list[DeadLetterRecord] = []
+        last_retry: RetryableError | None = None
+        for s in unknown:
+            dead.append(DeadLetterRecord(sink=s, error=f"sink {s!r} is no longer in pipeline {item.pipeline!r}",
+                                         error_type="ConfigError"))
+        for s in targets:
+            res = results.get(s)
+            if isinstance(res, SkipEvent):
+                counts[f"{s}:skipped"] = 1
+            elif isinstance(res, RetryableError):
+                retry.append(s)
+                last_retry = res
+            elif isinstance(res, BaseException):
+                counts[f"{s}:failed"] = 1
+                dead.append(DeadLetterRecord(sink=s, error=describe_error(res), error_type=type(res).__name__,
+                                             response=getattr(res, "response", None)))
+            else:
+                delivered.append(s)
+                counts[f"{s}:delivered"] = 1
+        if retry:
+            assert last_retry is not None
+            return self._retry_or_dead(item, delivered, retry, last_retry, now, dead, counts)
+        return Outcome(item=item, status="done", delivered=delivered, dead=dead, counts=counts)
+
+    def _retry_or_dead(
+        self,
+        item: QueueItem,
+        delivered: list[str],
+        remaining: Sequence[str],
+        exc: BaseException,
+        now: float,
+        dead: list[DeadLetterRecord],
+        counts: dict[str, int],
+    ) -> Outcome:
+        age = now - (item.first_seen or item.event.received_at or now)
+        exhausted = item.attempt >= self.cfg.max_attempts and age >= self.cfg.max_age
+        error = describe_error(exc)
+        if exhausted:
+            for s in remaining:
+                counts[f"{s}:failed"] = counts.get(f"{s}:failed", 0) + 1
+                dead.append(DeadLetterRecord(
+                    sink=s,
+                    error=f"gave up after {item.attempt} attempts over {age:.0f}s: {error}",
+                    error_type=type(exc).__name__,
+                    response=getattr(exc, "response", None),
+                ))
+            return Outcome(item=item, status="done", delivered=delivered, dead=dead, counts=counts)
+        for s in remaining:
+            counts[f"{s}:retried"] = counts.get(f"{s}:retried", 0) + 1
+        retry_after = getattr(exc, "retry_after", None)
+        delay = backoff_delay(item.attempt, self.cfg.backoff_base, self.cfg.backoff_max, retry_after)
+        return Outcome(
+            item=item, status="retry", sinks=list(remaining), attempt=item.attempt + 1,
+            due_at=now + delay, error=error, delivered=delivered, dead=dead, counts=counts,
+        )

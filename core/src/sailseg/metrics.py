@@ -1,0 +1,70 @@
+"""In-process counters and latency histograms, rendered as Prometheus text for ``/metrics``.
+
+Kept dependency-free and lock-free (single event loop). Each process exposes its own numbers;
+with several nodes, scrape each node (backlog is read from the shared store).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+
+__all__ = ["Metrics"]
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _labels(d: dict[str, str]) -> str:
+    if not d:
+        return ""
+    inner = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                     for k, v in sorted(d.items()))
+    return "{" + inner + "}"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        self.hist: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
+        self.hist_sum: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        self.gauges: dict[str, float] = {}
+
+    def inc(self, name: str, value: float = 1, **labels: str) -> None:
+        self.counters[(name, tuple(sorted(labels.items())))] += value
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        buckets = self.hist.get(key)
+        if buckets is None:
+            buckets = self.hist[key] = [0.0] * (len(_BUCKETS) + 1)
+        buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        self.hist_sum[key] += seconds
+
+    def get(self, name: str, **labels: str) -> float:
+        return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        seen: set[str] = set()
+        for (name, labels), value in sorted(self.counters.items()):
+            if name not in seen:
+                lines.append(f"# TYPE {name} counter")
+                seen.add(name)
+            lines.append(f"{name}{_labels(dict(labels))} {value:g}")
+        for name, value in sorted(self.gauges.items()):
+            lines.append(f"# TYPE {name} gauge")
+            lines.append(f"{name} {value:g}")
+        for (name, labels), buckets in sorted(self.hist.items()):
+            if name not in seen:
+                lines.append(f"# TYPE {name} histogram")
+                seen.add(name)
+            cum = 0.0
+            d = dict(labels)
+            for bound, n in zip(_BUCKETS, buckets):
+                cum += n
+                lines.append(f"{name}_bucket{_labels({**d, 'le': f'{bound:g}'})} {cum:g}")
+            cum += buckets[-1]
+            lines.append(f"{name}_bucket{_labels({**d, 'le': '+Inf'})} {cum:g}")
+            lines.append(f"{name}_sum{_labels(d)} {self.hist_sum[(name, labels)]:g}")
+            lines.append(f"{name}_count{_labels(d)} {cum:g}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,342 @@
+"""Runtime: assembles a validated config into started components, the store and delivery.
+
+Use it as an async context manager; it owns a task group for the delivery loops and the
+triggers' background tasks::
+
+    async with Runtime(config) as rt:
+        app = rt.asgi_app()          # serve with uvicorn, or drive with httpx.ASGITransport
+        ...
+
+Exit drains in-flight work (up to ``delivery.shutdown_grace``), releases leases, stops
+components (triggers first, sinks last) and closes the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+import pluggy
+
+from .components import AcceptResult, Component, ComponentContext, Trigger
+from .config import ComponentSpec, SailsegConfig
+from .delivery import Delivery, PipelineRuntime, SinkRunner
+from .errors import Backpressure, ConfigError, SailsegError
+from .events import Event, new_id, ordering_key
+from .metrics import Metrics
+from .plugins import Registry, build_registry, make_plugin_manager
+from .server import RouteApp
+from .store.base import QueueItem, Store
+from .tracing import extract, inject
+
+__all__ = ["Runtime", "open_store", "build_component"]
+
+log = logging.getLogger("sailseg.runtime")
+
+
+def open_store(url: str, registry: Registry) -> Store:
+    """Build (not open) the store for ``url`` from the registered backends."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme in ("postgres", "postgresql+asyncpg"):
+        scheme = "postgresql"
+    cls = registry.stores.get(scheme)
+    if cls is None:
+        known = ", ".join(sorted(registry.stores)) or "none"
+        raise ConfigError(f"no store backend for URL scheme {scheme!r} (installed: {known})")
+    return cls(url)  # type: ignore[no-any-return]
+
+
+def build_component(spec: ComponentSpec, registry: Registry, ctx: ComponentContext) -> Component:
+    """Instantiate one component, converting its options to its ``Config`` (errors name where)."""
+    kinds = registry.kind_map(spec.kind)
+    cls = kinds.get(spec.type)
+    if cls is None:
+        known = ", ".join(sorted(kinds)) or "none"
+        raise ConfigError(f"{spec.where}: unknown {spec.kind} type {spec.type!r} (installed: {known})")
+    try:
+        config = msgspec.convert(spec.options, cls.Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{spec.where}: {exc}") from None
+    return cls(config, ctx)  # type: ignore[no-any-return]
+
+
+class Runtime:
+    """A running sailseg node.
+
+    :param config: the validated config.
+    :param registry: component registry (default: from installed plugins).
+    :param store: an unopened store (default: from ``config.store.url``).
+    :param transport: httpx transport injected into every component's HTTP clients.
+    :param deliver: run the delivery loops (False: accept only, e.g. ``sailseg run``).
+    """
+
+    def __init__(
+        self,
+        config: SailsegConfig,
+        *,
+        registry: Registry | None = None,
+        pm: pluggy.PluginManager | None = None,
+        store: Store | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        env: dict[str, str] | None = None,
+        node_id: str | None = None,
+        deliver: bool = True,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        if registry is None:
+            registry = build_registry(pm or make_plugin_manager())
+        self.registry = registry
+        self.store = store or open_store(config.store.url, registry)
+        self.transport = transport
+        self.clock = clock
+        self.env = dict(os.environ) if env is None else env
+        self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        self.deliver = deliver
+        self.metrics = metrics or Metrics()
+        self.resources: dict[str, Any] = {}
+        self.instances: dict[tuple[str, str], Component] = {}
+        self.by_trigger: dict[str, list[str]] = {}
+        self.pipelines: dict[str, PipelineRuntime] = {}
+        self.delivery: Delivery | None = None
+        self.ready = False
+        self._backlog = 0
+        self._backlog_at = 0.0
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._started: list[Component] = []
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        self._stack = stack
+        try:
+            await self._start(stack)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        await self.store.open()
+        stack.push_async_callback(self.store.close)
+        auto = self.store.url.startswith("sqlite")
+        await self.store.check_schema(auto_migrate=auto)
+        cfg = self.config
+        from opentelemetry import trace
+
+        tracer = trace.get_tracer("sailseg")
+        # one instance per (kind, instance name); shared instances are built once
+        for (kind, inst), spec in cfg.components.items():
+            ctx = ComponentContext(
+                instance=inst, store=self.store, clock=self.clock, transport=self.transport,
+                accept=self._make_accept(inst) if kind == "trigger" else None,
+                env=self.env, resources=self.resources, tracer=tracer,
+            )
+            self.instances[(kind, inst)] = build_component(spec, self.registry, ctx)
+        for p in cfg.pipelines.values():
+            self.by_trigger.setdefault(p.trigger.instance, []).append(p.name)
+        # start sinks, resolvers, transforms, then triggers (so nothing arrives too early)
+        order = {"sink": 0, "resolver": 1, "transform": 2, "trigger": 3}
+        for (kind, inst), comp in sorted(self.instances.items(), key=lambda kv: order[kv[0][0]]):
+            spec = cfg.components[(kind, inst)]
+            try:
+                await comp.start()
+            except SailsegError as exc:
+                self._started.append(comp)
+                raise type(exc)(f"{spec.where}: {exc}") if isinstance(exc, ConfigError) else exc
+            self._started.append(comp)
+        for p in cfg.pipelines.values():
+            sinks: dict[str, SinkRunner] = {}
+            for s in p.sinks:
+                sink = self.instances[("sink", s.instance)]
+                runner = self.resources.get(f"sinkrunner:{s.instance}")
+                if runner is None:
+                    runner = SinkRunner(
+                        sink, s.instance, s.concurrency or cfg.delivery.concurrency,  # type: ignore[arg-type]
+                        self.registry.owner.get(("sink", s.type), "?"),
+                    )
+                    self.resources[f"sinkrunner:{s.instance}"] = runner
+                sinks[s.instance] = runner
+            self.pipelines[p.name] = PipelineRuntime(
+                name=p.name,
+                transforms=[(t.instance, self.instances[("transform", t.instance)]) for t in p.transforms],  # type: ignore[misc]
+                resolver=(p.resolver.instance, self.instances[("resolver", p.resolver.instance)])  # type: ignore[assignment]
+                if p.resolver else None,
+                sinks=sinks,
+                sink_types={s.instance: s.type for s in p.sinks},
+            )
+        tg = anyio.create_task_group()
+        await stack.enter_async_context(tg)
+        self._tg = tg
+        if self.deliver:
+            self.delivery = Delivery(
+                store=self.store, pipelines=self.pipelines, config=cfg.delivery,
+                metrics=self.metrics, owner=self.node_id, clock=self.clock,
+            )
+            await self.delivery.run(tg)
+            tg.start_soon(self._maintenance)
+        for (kind, _inst), comp in self.instances.items():
+            if kind == "trigger":
+                tg.start_soon(self._run_trigger, comp)
+        self._backlog = await self.store.backlog()
+        self.ready = True
+
+    async def _run_trigger(self, trigger: Trigger) -> None:
+        try:
+            await trigger.run()
+        except Exception:  # noqa: BLE001 - a failing poller must not stop the node
+            log.exception("trigger %s stopped with an error", trigger.ctx.instance)
+
+    async def stop(self) -> None:
+        """Drain, stop components in reverse start order, close shared resources and store."""
+        self.ready = False
+        if self.delivery is not None:
+            await self.delivery.drain(self.config.delivery.shutdown_grace)
+        if getattr(self, "_tg", None) is not None:
+            self._tg.cancel_scope.cancel()
+        for comp in reversed(self._started):
+            try:
+                with anyio.CancelScope(shield=True):
+                    await comp.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("stopping %s failed", comp.ctx.instance)
+        self._started.clear()
+        for key, res in list(self.resources.items()):
+            aclose = getattr(res, "aclose", None)
+            if aclose is not None and not key.startswith("sinkrunner:"):
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+                except Exception:  # noqa: BLE001
+                    log.exception("closing %s failed", key)
+        self.resources.clear()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            with anyio.CancelScope(shield=True):
+                await stack.__aexit__(None, None, None)
+
+    async def _maintenance(self) -> None:
+        d = self.config.delivery
+        while True:
+            await anyio.sleep(30)
+            now = self.clock()
+            try:
+                await self.store.prune(now=now, delivered_retention=d.delivered_retention,
+                                       dedupe_window=d.dedupe_window)
+                await self.store.expire_parked(now=now)
+            except Exception:  # noqa: BLE001
+                log.exception("maintenance failed")
+
+    # -- ingest ----------------------------------------------------------------------
+    def _make_accept(self, trigger_instance: str) -> Callable[..., Any]:
+        async def accept(messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None) -> AcceptResult:
+            return await self.accept(trigger_instance, messages, trace=trace)
+
+        return accept
+
+    async def _check_backlog(self, incoming: int) -> None:
+        now = self.clock()
+        if now - self._backlog_at > 1.0:
+            self._backlog = await self.store.backlog()
+            self._backlog_at = now
+        if self._backlog + incoming > self.config.delivery.max_backlog:
+            raise Backpressure(
+                f"backlog of {self._backlog} events reached the bound of "
+                f"{self.config.delivery.max_backlog}; retry later", retry_after=5.0,
+            )
+
+    async def accept(
+        self, trigger_instance: str, messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None
+    ) -> AcceptResult:
+        """Durably enqueue messages into every pipeline fed by ``trigger_instance``.
+
+        Returns only after the store committed them. Messages without a ``messageId`` get one
+        (as Segment's API does) so that downstream deduplication stays deterministic.
+        """
+        pipelines = self.by_trigger.get(trigger_instance, [])
+        if not messages or not pipelines:
+            return AcceptResult(0, 0)
+        await self._check_backlog(len(messages) * len(pipelines))
+        now = self.clock()
+        from opentelemetry import trace as ot
+
+        tracer = ot.get_tracer("sailseg")
+        parent = extract(trace or {})
+        items: list[QueueItem] = []
+        spans = []
+        for msg in messages:
+            eid = new_id()
+            if not msg.get("messageId"):
+                msg["messageId"] = f"sailseg-{eid}"
+            span = tracer.start_span(
+                "ingest", context=parent,
+                attributes={"sailseg.trigger": trigger_instance, "sailseg.event.type": str(msg.get("type", "")),
+                            "sailseg.message_id": str(msg["messageId"])},
+            )
+            spans.append(span)
+            carrier = inject(ot.set_span_in_context(span)) if span.is_recording() else dict(trace or {})
+            okey = ordering_key(msg)
+            for p in pipelines:
+                items.append(QueueItem(
+                    id=new_id(),
+                    event=Event(id=eid, source=trigger_instance, pipeline=p, payload=msg,
+                                received_at=now, trace=carrier),
+                    pipeline=p, okey=okey, dedupe_key=f"{p}:{msg['messageId']}",
+                    first_seen=now, due_at=now,
+                ))
+        try:
+            flags = await self.store.enqueue(items, dedupe_window=self.config.delivery.dedupe_window, now=now)
+        finally:
+            for span in spans:
+                span.end()
+        n = len(pipelines)
+        accepted = duplicates = 0
+        for i in range(len(messages)):
+            if any(flags[i * n:(i + 1) * n]):
+                accepted += 1
+            else:
+                duplicates += 1
+        self._backlog += sum(flags)
+        self.metrics.inc("sailseg_events_in_total", accepted, trigger=trigger_instance)
+        if duplicates:
+            self.metrics.inc("sailseg_events_duplicate_total", duplicates, trigger=trigger_instance)
+        if self.delivery is not None:
+            self.delivery.wake()
+        return AcceptResult(accepted, duplicates)
+
+    # -- HTTP ------------------------------------------------------------------------
+    def asgi_app(self) -> RouteApp:
+        """The ASGI app: every trigger's routes plus /healthz, /readyz, /metrics, /admin/*."""
+        from .admin import admin_routes
+
+        server = self.config.server
+        app = RouteApp(max_body=server.max_body, admin_token=server.admin_token)
+        for (kind, inst), comp in self.instances.items():
+            if kind == "trigger":
+                for route in comp.routes():  # type: ignore[attr-defined]
+                    try:
+                        app.add(route)
+                    except ValueError:
+                        raise ConfigError(
+                            f"{self.config.path}: trigger {inst!r} wants path {route.path!r}, "
+                            "which another trigger already serves"
+                        ) from None
+        for route in admin_routes(self):
+            app.add(route)
+        return app

@@ -1,0 +1,66 @@
+"""Tracing helpers over opentelemetry-api only (``sailseg serve`` configures the SDK).
+
+One trace per event: the ``ingest`` span (continuing an incoming W3C ``traceparent``) is the
+root; its context is stored with the event, so the ``deliver`` span and its children (queue
+wait, each transform, identity, each sink and the sink's HTTP calls) join the same trace even
+when delivery happens in another process or after a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import DefaultGetter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = ["tracer", "hash_email", "extract", "inject", "event_attributes", "safe_attr"]
+
+_propagator = TraceContextTextMapPropagator()
+_getter = DefaultGetter()
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("sailseg")
+
+
+def hash_email(email: str) -> str:
+    """sha256 of the normalised email: the only form an email may take in a trace."""
+    return "sha256:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def extract(carrier: Mapping[str, str]) -> otel_context.Context | None:
+    """Context from a ``traceparent``/``tracestate`` carrier, or None when absent."""
+    if not carrier or "traceparent" not in carrier:
+        return None
+    return _propagator.extract(carrier=dict(carrier), getter=_getter)
+
+
+def inject(ctx: otel_context.Context | None = None) -> dict[str, str]:
+    """The current (or given) span context as a W3C carrier dict (empty when not recording)."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=ctx)
+    return carrier
+
+
+def safe_attr(key: str, value: Any) -> Any:
+    """Hash anything that looks like an email before it becomes a span attribute."""
+    if isinstance(value, str) and "@" in value and "email" in key.lower():
+        return hash_email(value)
+    return value
+
+
+def event_attributes(payload: Mapping[str, Any], pipeline: str, attempt: int) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "sailseg.pipeline": pipeline,
+        "sailseg.event.type": str(payload.get("type", "")),
+        "sailseg.attempt": attempt,
+    }
+    if (mid := payload.get("messageId")) is not None:
+        attrs["sailseg.message_id"] = str(mid)
+    if (name := payload.get("event")) is not None:
+        attrs["sailseg.event.name"] = str(name)
+    return attrs
