@@ -1,1 +1,229 @@
-"""Built-in map (being built)."""
+"""Built-in ``map`` transform: set fields from JMESPath expressions, with type coercion.
+
+Each entry of ``fields`` maps a *target path* to an expression (or a table with ``expr``,
+``type``, ``default``, ``required``). Targets are dotted paths into the payload
+(``traits.plan``); ``meta.<...>`` writes into ``event.meta`` (how pipelines override a sink's
+request, e.g. ``meta.sailthru.vars.plan``) and ``identity.<...>`` into ``event.identity``.
+All expressions read the event *before* this step, so entries do not see each other.
+
+Example::
+
+    { type = "map", drop_nulls = true, flatten = ["traits.address"], fields = {
+        "traits.plan" = "properties.plan_name",
+        "meta.sailthru.vars.ltv" = { expr = "traits.ltv", type = "float", default = 0 },
+        "traits.signup_date" = { expr = "traits.created_at", type = "date" },
+    } }
+
+``type``: ``str``, ``int``, ``float``, ``bool``, ``date`` (YYYY-MM-DD), ``datetime`` (ISO 8601
+UTC), ``json`` (unchanged). A value that cannot be coerced is a mapping failure
+(:class:`FatalError`, dead-lettered with the field named). ``drop_nulls`` removes targets whose
+value is null; ``remove`` deletes paths; ``flatten`` turns nested objects at the given paths
+into ``parent_child`` keys (separator configurable).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any, Literal
+
+import msgspec
+
+from ..components import Register, Transform
+from ..errors import ConfigError, FatalError
+from ..events import Event
+from ..hookspecs import hookimpl
+from .expressions import Expr, compile_expr
+
+__all__ = ["Map", "coerce", "flatten_object"]
+
+Kind = Literal["str", "int", "float", "bool", "date", "datetime", "json"]
+
+
+class FieldSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    expr: str
+    type: Kind | None = None
+    default: Any = None
+    required: bool = False
+
+
+_TRUE = {"true", "1", "yes", "y", "on", "t"}
+_FALSE = {"false", "0", "no", "n", "off", "f", ""}
+
+
+def _to_datetime(value: Any) -> dt.datetime:
+    if isinstance(value, bool):
+        raise ValueError("boolean is not a date")
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if value > 1e11 else value  # epoch ms or s
+        return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00")
+        parsed = dt.datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed.astimezone(dt.timezone.utc)
+    raise ValueError(f"cannot read a date from {type(value).__name__}")
+
+
+def coerce(value: Any, kind: Kind | None) -> Any:
+    """Coerce ``value`` to ``kind``; None stays None. Raises ValueError when impossible."""
+    if value is None or kind is None or kind == "json":
+        return value
+    if kind == "str":
+        if isinstance(value, (dict, list)):
+            return msgspec.json.encode(value).decode()
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+    if kind == "int":
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"{value!r} is not a whole number")
+            return int(value)
+        if isinstance(value, str):
+            f = float(value.strip())
+            if not f.is_integer():
+                raise ValueError(f"{value!r} is not a whole number")
+            return int(f)
+        if isinstance(value, int):
+            return value
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            return float(value.strip())
+        if isinstance(value, bool):
+            return float(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)):
+            return value != 0
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(f"{value!r} is not a boolean")
+    if kind == "date":
+        return _to_datetime(value).date().isoformat()
+    if kind == "datetime":
+        return _to_datetime(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise ValueError(f"cannot convert {type(value).__name__} to {kind}")
+
+
+def flatten_object(obj: dict[str, Any], sep: str = "_", prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a_b": 1}`` (lists are kept as values)."""
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten_object(v, sep, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _set_path(root: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = root
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _del_path(root: dict[str, Any], parts: list[str]) -> None:
+    node: Any = root
+    for p in parts[:-1]:
+        node = node.get(p) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+def _get_path(root: dict[str, Any], parts: list[str]) -> Any:
+    node: Any = root
+    for p in parts:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(p)
+    return node
+
+
+class Map(Transform):
+    name = "map"
+    description = "Set fields from JMESPath expressions with type coercion, defaults, flattening"
+
+    class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        fields: dict[str, str | FieldSpec] = {}
+        drop_nulls: bool = False
+        remove: list[str] = []
+        flatten: list[str] = []
+        separator: str = "_"
+
+    async def start(self) -> None:
+        self._fields: list[tuple[str, list[str], Expr, FieldSpec]] = []
+        for target, spec in self.config.fields.items():
+            if isinstance(spec, str):
+                spec = FieldSpec(expr=spec)
+            parts = target.split(".")
+            if not all(parts):
+                raise ConfigError(f"`fields`: invalid target path {target!r}")
+            if parts[0] in ("meta", "identity") and len(parts) < 2:
+                raise ConfigError(f"`fields`: target {target!r} needs a key after {parts[0]!r}")
+            self._fields.append((target, parts, compile_expr(spec.expr, field=f"fields.{target}"), spec))
+
+    async def process(self, event: Event) -> Event | None:
+        values: list[tuple[str, list[str], Any]] = []
+        for target, parts, expr, spec in self._fields:
+            value = expr.search(event)
+            if value is None:
+                value = spec.default
+            if value is None and spec.required:
+                raise FatalError(f"map: required field {target!r} is missing (expression {spec.expr!r})")
+            try:
+                value = coerce(value, spec.type)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise FatalError(f"map: field {target!r}: cannot convert to {spec.type}: {exc}") from None
+            values.append((target, parts, value))
+        payload = copy.deepcopy(event.payload)
+        meta = copy.deepcopy(event.meta)
+        identity = dict(event.identity)
+        for _target, parts, value in values:
+            if value is None and self.config.drop_nulls:
+                continue
+            if parts[0] == "meta":
+                _set_path(meta, parts[1:], value)
+            elif parts[0] == "identity":
+                if value is not None:
+                    identity[parts[1]] = str(value)
+            else:
+                _set_path(payload, parts, value)
+        for path in self.config.remove:
+            _del_path(payload, path.split("."))
+        for path in self.config.flatten:
+            parts = path.split(".")
+            obj = _get_path(payload, parts)
+            if isinstance(obj, dict):
+                _set_path(payload, parts, flatten_object(obj, self.config.separator))
+        if self.config.drop_nulls:
+            for _t, parts, value in values:
+                if value is None and parts[0] not in ("meta", "identity"):
+                    _del_path(payload, parts)
+        event.payload = payload
+        event.meta = meta
+        event.identity = identity
+        return event
+
+
+@hookimpl
+def register_transforms(register: Register[type[Transform]]) -> None:
+    register(Map)

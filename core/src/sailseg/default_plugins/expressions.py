@@ -1,0 +1,45 @@
+"""Shared helpers for the JMESPath-driven built-ins (``filter``, ``map``).
+
+Expressions are compiled once at start. They evaluate against the Segment-spec payload; the
+reserved top-level names ``_identity`` and ``_meta`` expose ``event.identity`` / ``event.meta``
+(the merged view is only built when an expression mentions them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+from jmespath.parser import ParsedResult
+
+from ..errors import ConfigError
+from ..events import Event
+
+__all__ = ["compile_expr", "Expr"]
+
+
+class Expr:
+    """A compiled JMESPath expression bound to its source text."""
+
+    __slots__ = ("text", "parsed", "needs_view")
+
+    def __init__(self, text: str, parsed: ParsedResult) -> None:
+        self.text = text
+        self.parsed = parsed
+        self.needs_view = "_identity" in text or "_meta" in text
+
+    def search(self, event: Event) -> Any:
+        data: Any = event.payload
+        if self.needs_view:
+            data = {**event.payload, "_identity": event.identity, "_meta": event.meta}
+        return self.parsed.search(data)
+
+
+def compile_expr(text: str, *, field: str) -> Expr:
+    """Compile or raise ConfigError naming the field and JMESPath's complaint."""
+    try:
+        return Expr(text, jmespath.compile(text))
+    except jmespath.exceptions.JMESPathError as exc:
+        msg = str(exc).replace("\n", " ")
+        raise ConfigError(f"`{field}`: invalid JMESPath expression {text!r}: {msg}") from None
