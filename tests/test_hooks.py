@@ -1,0 +1,156 @@
+"""The hook contract stays honest: every hook documented, every hook tested (datasette's rule)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+import sailseg
+from sailseg import hookspecs
+from sailseg.errors import PluginError
+from sailseg.plugins import build_registry, make_plugin_manager
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugin-hooks.md"
+
+
+def hook_names() -> list[str]:
+    return sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
+                  if hasattr(f, "sailseg_spec"))
+
+
+def test_there_are_six_hooks() -> None:
+    assert hook_names() == [
+        "register_commands", "register_identity_resolvers", "register_sinks",
+        "register_stores", "register_transforms", "register_triggers",
+    ]
+
+
+@pytest.mark.parametrize("name", hook_names())
+def test_every_hook_is_documented(name: str) -> None:
+    fn = getattr(hookspecs, name)
+    args = ", ".join(inspect.signature(fn).parameters)
+    text = DOCS.read_text()
+    assert f"## {name}({args})" in text, f"docs/plugin-hooks.md lacks a heading for {name}({args})"
+    doc = fn.__doc__ or ""
+    # the four parts every hook docstring has: when called, arguments, return, semantics
+    for part in ("When called:", ":param ", ":return:", "Semantics:"):
+        assert part in doc, f"{name} docstring lacks {part!r}"
+
+
+@pytest.mark.parametrize("name", hook_names())
+def test_every_hook_has_a_test(name: str) -> None:
+    assert f"test_hook_{name}" in globals(), f"no test_hook_{name} in tests/test_hooks.py"
+
+
+class _Trig(sailseg.Trigger):
+    name = "t.test"
+
+
+class _Tr(sailseg.Transform):
+    name = "tr.test"
+
+
+class _Res(sailseg.IdentityResolver):
+    name = "res.test"
+
+
+class _Sink(sailseg.Sink):
+    name = "sink.test"
+
+
+class _Store:  # only registered, never opened here
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+class TestPlugin:
+    @sailseg.hookimpl
+    def register_triggers(self, register: Any) -> None:
+        register(_Trig)
+
+    @sailseg.hookimpl
+    def register_transforms(self, register: Any) -> None:
+        register(_Tr)
+
+    @sailseg.hookimpl
+    def register_identity_resolvers(self, register: Any) -> None:
+        register(_Res)
+
+    @sailseg.hookimpl
+    def register_sinks(self, register: Any) -> None:
+        register(_Sink)
+
+    @sailseg.hookimpl
+    def register_stores(self, register: Any) -> None:
+        register(("teststore", _Store))
+
+    @sailseg.hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command("hello-test")
+        def hello() -> None:
+            click.echo("hello from a plugin")
+
+
+def _registry() -> Any:
+    return build_registry(make_plugin_manager(load_entrypoints=False, plugins=[TestPlugin()]))
+
+
+def test_hook_register_triggers() -> None:
+    reg = _registry()
+    assert reg.triggers["t.test"] is _Trig
+    assert "schedule" in reg.triggers  # built-ins use the same hook
+
+
+def test_hook_register_transforms() -> None:
+    reg = _registry()
+    assert reg.transforms["tr.test"] is _Tr and {"filter", "map"} <= set(reg.transforms)
+
+
+def test_hook_register_identity_resolvers() -> None:
+    assert _registry().resolvers["res.test"] is _Res
+
+
+def test_hook_register_sinks() -> None:
+    reg = _registry()
+    assert reg.sinks["sink.test"] is _Sink and "log" in reg.sinks
+
+
+def test_hook_register_stores() -> None:
+    reg = _registry()
+    assert reg.stores["teststore"] is _Store
+
+
+def test_hook_register_commands() -> None:
+    from click.testing import CliRunner
+
+    group = click.Group("sailseg")
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[TestPlugin()])
+    pm.hook.register_commands(cli=group)
+    result = CliRunner().invoke(group, ["hello-test"])
+    assert result.exit_code == 0 and "hello from a plugin" in result.output
+
+
+def test_duplicate_component_name_names_both_plugins() -> None:
+    class Other:
+        @sailseg.hookimpl
+        def register_sinks(self, register: Any) -> None:
+            register(_Sink)
+
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[TestPlugin()])
+    pm.register(Other(), name="other-plugin")
+    with pytest.raises(PluginError, match="sink name 'sink.test' is claimed by two plugins"):
+        build_registry(pm)
+
+
+def test_misspelled_hook_fails_check_pending_with_plugin_name() -> None:
+    class Typo:
+        @sailseg.hookimpl
+        def register_sink(self, register: Any) -> None:  # missing "s"
+            pass
+
+    with pytest.raises(PluginError, match="register_sink"):
+        make_plugin_manager(load_entrypoints=False, plugins=[Typo()])
