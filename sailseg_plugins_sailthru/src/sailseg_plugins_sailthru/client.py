@@ -1,0 +1,285 @@
+"""The async Sailthru API client: one per account, shared by every component in the process.
+
+Why shared: the rate budget is account-wide (Sailthru counts per account, endpoint and method),
+and one connection pool per account keeps the W1 hot path cheap. Components obtain it with
+:func:`client_for`, which keys ``ctx.shared`` by base URL and a hash of the API key.
+
+Wire format is the official clients': form fields ``api_key``, ``format=json``, ``json`` (the
+whole payload as one JSON string) and ``sig``; POST in an urlencoded body (multipart when a file
+is uploaded), GET/DELETE in the query string.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import sys
+from typing import Any
+from urllib.parse import quote_plus
+
+import httpx
+import msgspec
+
+import sailseg
+
+from .config import Account, AccountConfig, resolve_account
+from .errors import (
+    SailthruBadRequest,
+    SAILTHRU_ERRORS,
+    SailthruNetworkError,
+    SailthruServerError,
+    SailthruTimeout,
+    classify,
+)
+from .ratelimit import RateBudget
+from .signature import encode_json, sign_request
+
+__all__ = ["SailthruClient", "client_for", "USER_AGENT"]
+
+USER_AGENT = f"sailseg-plugins-sailthru/0.1; Python Version: {sys.version.split()[0]}"
+_XML_ERR = re.compile(rb"<error>(\d+)</error>\s*<errormsg>([^<]*)</errormsg>")
+_decoder = msgspec.json.Decoder()
+
+
+class SailthruClient:
+    """Signs, sends and classifies Sailthru API calls.
+
+    :param account: resolved credentials.
+    :param http: the httpx client (owned: closed by :meth:`aclose`).
+    :param budget: the account's rate budget.
+    :param json_style: see :data:`~sailseg_plugins_sailthru.signature.JSON_STYLES`.
+    :param tracer: opentelemetry tracer for one span per request (no secrets, no raw emails).
+    """
+
+    def __init__(
+        self,
+        account: Account,
+        http: httpx.AsyncClient,
+        *,
+        budget: RateBudget | None = None,
+        json_style: str = "compact",
+        tracer: Any = None,
+    ) -> None:
+        self._account = account
+        self.base_url = account.api_url
+        self.http = http
+        self.budget = budget or RateBudget()
+        self.json_style = json_style
+        self.tracer = tracer
+        self._key = account.api_key
+        self._secret = account.api_secret
+        # precomputed hot-path pieces
+        self._body_prefix = f"api_key={quote_plus(self._key)}&format=json&json="
+        self._headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "user-agent": USER_AGENT,
+            "accept": "application/json",
+        }
+        self._urls: dict[str, str] = {}
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"SailthruClient(base_url={self.base_url!r})"
+
+    # -- wire ------------------------------------------------------------------------
+    def sign_params(self, data: Any) -> dict[str, str]:
+        """The four wire parameters for ``data`` (the logical payload)."""
+        js = encode_json(data, self.json_style)
+        sig = sign_request(self._secret, (self._key, "json", js))
+        return {"api_key": self._key, "format": "json", "json": js, "sig": sig}
+
+    def _url(self, endpoint: str) -> str:
+        url = self._urls.get(endpoint)
+        if url is None:
+            url = self._urls[endpoint] = f"{self.base_url}/{endpoint.strip('/')}"
+        return url
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the key and secret masked (for messages that quote transport errors)."""
+        for s in (self._secret, self._key, quote_plus(self._key)):
+            if s:
+                text = text.replace(s, "***")
+        return text
+
+    async def request(
+        self,
+        method: str,
+        endpoint: str,
+        data: Any,
+        *,
+        file: tuple[str, bytes] | None = None,
+        max_wait: float | None = None,
+    ) -> Any:
+        """Send one signed call; return the decoded JSON body.
+
+        :param file: ``(filename, content)`` uploaded as the multipart ``file`` part.
+        :raises SailthruRetryableError: 429/43 (with ``retry_after`` from the reset), 5xx,
+            network errors, timeouts, or a spent local budget.
+        :raises SailthruFatalError: every permanent error (typed subclasses).
+        """
+        method = method.upper()
+        endpoint = endpoint.strip("/")
+        await self.budget.acquire(endpoint, method, max_wait=max_wait)
+        headers_seen: dict[str, str] | None = None
+        status: int | None = None
+        span_cm: Any = (
+            self.tracer.start_as_current_span(
+                f"sailthru {method} /{endpoint}",
+                attributes={"http.request.method": method, "sailthru.endpoint": endpoint},
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+            if self.tracer is not None
+            else contextlib.nullcontext()
+        )
+        try:
+            with span_cm as span:
+                try:
+                    resp = await self._send(method, endpoint, data, file)
+                except SAILTHRU_ERRORS as exc:
+                    _mark(span, exc)
+                    raise
+                status = resp.status_code
+                headers_seen = {
+                    k: resp.headers[k]
+                    for k in ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset")
+                    if k in resp.headers
+                }
+                if span is not None:
+                    span.set_attribute("http.response.status_code", status)
+                    if "x-rate-limit-remaining" in headers_seen:
+                        span.set_attribute("sailthru.rate.remaining",
+                                           int(headers_seen["x-rate-limit-remaining"] or 0))
+                try:
+                    body_obj = self._decode(resp, method, endpoint)
+                except SAILTHRU_ERRORS as exc:
+                    _mark(span, exc)
+                    raise
+                retry_after = None
+                if status == 429 or (isinstance(body_obj, dict) and body_obj.get("error") == 43):
+                    try:
+                        reset = float(resp.headers.get("x-rate-limit-reset", "0"))
+                        retry_after = max(0.001, reset - self.budget.clock())
+                    except ValueError:
+                        retry_after = None
+                err = classify(status, body_obj, endpoint=endpoint, method=method,
+                               retry_after=retry_after)
+                if err is not None:
+                    _mark(span, err)
+                    raise err  # type: ignore[misc]
+                return body_obj
+        finally:
+            self.budget.release(endpoint, method, headers_seen, status=status)
+
+    async def _send(
+        self, method: str, endpoint: str, data: Any, file: tuple[str, bytes] | None
+    ) -> httpx.Response:
+        self.requests += 1
+        url = self._url(endpoint)
+        try:
+            if method == "POST" and file is None:
+                js = encode_json(data, self.json_style)
+                sig = sign_request(self._secret, (self._key, "json", js))
+                body = f"{self._body_prefix}{quote_plus(js)}&sig={sig}"
+                return await self.http.post(url, content=body.encode("ascii"), headers=self._headers)
+            params = self.sign_params(data)
+            hdrs = {"user-agent": USER_AGENT, "accept": "application/json"}
+            if method == "POST":
+                assert file is not None
+                return await self.http.post(
+                    url, data=params,
+                    files={"file": (file[0], file[1], "application/octet-stream")}, headers=hdrs,
+                )
+            return await self.http.request(method, url, params=params, headers=hdrs)
+        except httpx.TimeoutException as exc:
+            raise SailthruTimeout(
+                f"Sailthru {method} /{endpoint}: timed out ({type(exc).__name__})",
+                response={"error": type(exc).__name__},
+            ) from None
+        except httpx.TransportError as exc:
+            raise SailthruNetworkError(
+                f"Sailthru {method} /{endpoint}: {type(exc).__name__}: {self.scrub(str(exc))}"[:300],
+                response={"error": type(exc).__name__},
+            ) from None
+
+    def _decode(self, resp: httpx.Response, method: str, endpoint: str) -> Any:
+        raw = resp.content
+        if not raw:
+            if resp.status_code >= 500:
+                return None
+            return {} if resp.status_code < 300 else None
+        try:
+            return _decoder.decode(raw)
+        except msgspec.DecodeError:
+            m = _XML_ERR.search(raw)
+            if m:
+                return {"error": int(m.group(1)), "errormsg": m.group(2).decode("utf-8", "replace")}
+            if resp.status_code >= 500:
+                return None
+            if resp.status_code < 300:
+                raise SailthruServerError(
+                    f"Sailthru {method} /{endpoint}: HTTP {resp.status_code} with a non-JSON body",
+                    status=resp.status_code, response={"status": resp.status_code},
+                ) from None
+            return None
+
+    async def get(self, endpoint: str, data: Any, **kw: Any) -> Any:
+        return await self.request("GET", endpoint, data, **kw)
+
+    async def post(self, endpoint: str, data: Any, **kw: Any) -> Any:
+        return await self.request("POST", endpoint, data, **kw)
+
+    async def delete(self, endpoint: str, data: Any, **kw: Any) -> Any:
+        return await self.request("DELETE", endpoint, data, **kw)
+
+    async def download(self, url: str, *, max_bytes: int = 256 * 1024 * 1024) -> bytes:
+        """Fetch an export file (``export_url`` of a completed job); not signed, not budgeted."""
+        try:
+            resp = await self.http.get(url)
+        except httpx.TimeoutException:
+            raise SailthruTimeout("Sailthru export download timed out") from None
+        except httpx.TransportError as exc:
+            raise SailthruNetworkError(f"Sailthru export download: {type(exc).__name__}") from None
+        if resp.status_code >= 500:
+            raise SailthruServerError(f"Sailthru export download: HTTP {resp.status_code}",
+                                      status=resp.status_code)
+        if resp.status_code != 200:
+            raise SailthruBadRequest(f"Sailthru export download: HTTP {resp.status_code}",
+                                     status=resp.status_code)
+        if len(resp.content) > max_bytes:
+            raise SailthruBadRequest(f"Sailthru export larger than {max_bytes} bytes")
+        return resp.content
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def _mark(span: Any, exc: Any) -> None:
+    """Error status on the span, naming only the error type and Sailthru code."""
+    if span is None:
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attribute("error.type", type(exc).__name__)
+    if getattr(exc, "code", None):
+        span.set_attribute("sailthru.error_code", int(exc.code))
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+
+def client_for(ctx: sailseg.ComponentContext, config: AccountConfig, *, component: str) -> SailthruClient:
+    """The account's shared client (created on first use), resolving credentials from config/env.
+
+    The shared key is ``sailthru:<base_url>:<sha256(api_key)[:16]>``: one client per account,
+    without the key itself sitting in the resources table.
+    """
+    account = resolve_account(config, ctx.env, component=component)
+    digest = hashlib.sha256(account.api_key.encode()).hexdigest()[:16]
+
+    def factory() -> SailthruClient:
+        http = ctx.http_client(timeout=httpx.Timeout(config.timeout, connect=min(5.0, config.timeout)))
+        budget = RateBudget(clock=ctx.clock, max_wait=config.rate_max_wait)
+        return SailthruClient(account, http, budget=budget, json_style=config.json_style,
+                              tracer=ctx.tracer)
+
+    return ctx.shared(f"sailthru:{account.api_url}:{digest}", factory)
