@@ -1,0 +1,95 @@
+"""Size-bounded batch building for ``/v1/batch``.
+
+Each message is JSON-encoded exactly once (msgspec); the builder only joins the encoded bytes
+and tracks the body size incrementally, so filling 500 KB batches costs one ``b",".join``.
+
+Body layout (what the size limit is checked against)::
+
+    {"batch":[<m1>,<m2>,...],"sentAt":"2024-05-06T09:30:13.500Z"}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .protocol import BATCH_MAX_COUNT, MESSAGE_LIMIT
+
+__all__ = ["BatchBuilder", "pack", "envelope_size", "render"]
+
+_HEAD = b'{"batch":['
+_TAIL_PREFIX = b'],"sentAt":"'
+_TAIL_SUFFIX = b'"}'
+#: len of an ISO timestamp like 2024-05-06T09:30:13.500Z
+_SENT_AT_LEN = 24
+
+
+def envelope_size() -> int:
+    """Bytes of the batch body that are not messages or separating commas."""
+    return len(_HEAD) + len(_TAIL_PREFIX) + _SENT_AT_LEN + len(_TAIL_SUFFIX)
+
+
+def render(parts: Sequence[bytes], sent_at: str) -> bytes:
+    """The batch body for already-encoded messages."""
+    return b"".join((_HEAD, b",".join(parts), _TAIL_PREFIX, sent_at.encode("ascii"), _TAIL_SUFFIX))
+
+
+class BatchBuilder:
+    """Accumulates encoded messages while the body stays within ``max_bytes``.
+
+    :param max_bytes: limit on the whole uncompressed body.
+    :param max_count: limit on messages per batch (Segment: 2,500).
+    """
+
+    __slots__ = ("max_bytes", "max_count", "parts", "size")
+
+    def __init__(self, max_bytes: int, max_count: int = BATCH_MAX_COUNT) -> None:
+        if max_bytes <= envelope_size() + 2:
+            raise ValueError(f"max_bytes {max_bytes} is too small for a batch envelope")
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+        self.parts: list[bytes] = []
+        self.size = envelope_size()
+
+    def fits(self, encoded: bytes) -> bool:
+        """Whether ``encoded`` can join this batch."""
+        extra = len(encoded) + (1 if self.parts else 0)
+        return len(self.parts) < self.max_count and self.size + extra <= self.max_bytes
+
+    def add(self, encoded: bytes) -> bool:
+        """Append if it fits; False (nothing changed) otherwise."""
+        if not self.fits(encoded):
+            return False
+        self.size += len(encoded) + (1 if self.parts else 0)
+        self.parts.append(encoded)
+        return True
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+
+def pack(sizes: Sequence[int], *, max_bytes: int, max_count: int = BATCH_MAX_COUNT,
+         max_message: int = MESSAGE_LIMIT) -> tuple[list[list[int]], list[int]]:
+    """Group message indexes into batches, in order, each body within ``max_bytes``.
+
+    :param sizes: encoded size of each message.
+    :return: ``(batches, oversize)``: lists of indexes per batch, and the indexes of messages
+        over ``max_message`` (or too big for any batch), which are left out.
+    """
+    env = envelope_size()
+    batches: list[list[int]] = []
+    oversize: list[int] = []
+    cur: list[int] = []
+    size = env
+    for i, n in enumerate(sizes):
+        if n > max_message or env + n > max_bytes:
+            oversize.append(i)
+            continue
+        extra = n + (1 if cur else 0)
+        if cur and (size + extra > max_bytes or len(cur) >= max_count):
+            batches.append(cur)
+            cur, size, extra = [], env, n
+        cur.append(i)
+        size += extra
+    if cur:
+        batches.append(cur)
+    return batches, oversize

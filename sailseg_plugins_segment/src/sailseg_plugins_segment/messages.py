@@ -1,0 +1,103 @@
+"""Turning untrusted Segment messages into what triggers hand to the runtime.
+
+Shared by the webhook and ingest triggers so both apply the same rules: normalise the few
+shapes Segment itself sends that the strict spec schema refuses (deletion notices carry
+``"context": []`` and ``"integrations": []``), validate against the spec
+(:func:`sailseg.events.validate_message`, errors name the field), tag Engage payloads, and
+give every message a ``messageId`` (the runtime dedupes on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+from sailseg.errors import InputError
+from sailseg.events import validate_message
+
+from .engage import annotate_engage
+from .protocol import new_message_id
+
+__all__ = ["prepare_message", "Prepared", "prepare_all", "trace_headers", "accept_messages"]
+
+
+def prepare_message(
+    item: Any, *, where: str, received_at: str | None = None, assign_id: bool = True
+) -> dict[str, Any]:
+    """Validate and annotate one message (in place); return it.
+
+    :raises InputError: naming the field and its position (``$[3].event``).
+    """
+    if isinstance(item, dict):
+        for key in ("context", "integrations"):
+            if isinstance(item.get(key), list) and not item[key]:
+                item[key] = {}
+        item.pop("writeKey", None)
+    try:
+        msg = validate_message(item, where=where)
+    except InputError as exc:
+        text = str(exc)
+        if f"`{where}" not in text:  # msgspec names no path for top-level fields
+            raise InputError(f"{text} - at `{where}`") from None
+        raise
+    annotate_engage(msg)
+    if assign_id and not msg.get("messageId"):
+        msg["messageId"] = new_message_id()
+    if received_at is not None and "receivedAt" not in msg:
+        msg["receivedAt"] = received_at
+    return msg
+
+
+class Prepared:
+    """Valid messages plus the ones refused (index and reason)."""
+
+    __slots__ = ("messages", "rejected")
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.rejected: list[dict[str, Any]] = []
+
+
+def prepare_all(
+    items: Sequence[Any], *, received_at: str | None = None, assign_id: bool = True,
+    size_of: Any = None, size_limit: int | None = None,
+) -> Prepared:
+    """Prepare every item of a batch; invalid ones are collected, not raised.
+
+    :param size_of: optional ``item -> bytes`` measure; items above ``size_limit`` are refused.
+    """
+    out = Prepared()
+    for i, item in enumerate(items):
+        where = f"$[{i}]"
+        try:
+            if size_of is not None and size_limit is not None:
+                size = size_of(item)
+                if size > size_limit:
+                    raise InputError(
+                        f"message of {size} bytes exceeds the {size_limit}-byte limit - at `{where}`"
+                    )
+            out.messages.append(
+                prepare_message(item, where=where, received_at=received_at, assign_id=assign_id)
+            )
+        except InputError as exc:
+            out.rejected.append({"index": i, "error": str(exc)})
+    return out
+
+
+def trace_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The W3C trace context headers of a request (empty when absent)."""
+    return {k: headers[k] for k in ("traceparent", "tracestate") if headers.get(k)}
+
+
+async def accept_messages(ctx: Any, messages: list[dict[str, Any]], *, trace: dict[str, str],
+                          timeout: float) -> Any:
+    """``ctx.accept`` bounded by ``timeout`` seconds (Segment gives up after 5 s).
+
+    :raises TimeoutError: the store did not commit in time (the caller answers 503: a retry
+        helps, and the runtime dedupes on messageId if the first attempt did commit).
+    """
+    with anyio.fail_after(timeout):
+        if trace:
+            return await ctx.accept(messages, trace=trace)
+        return await ctx.accept(messages)

@@ -1,0 +1,75 @@
+"""Webhook signatures: how Segment signs Webhooks-destination deliveries, and how we check them.
+
+Segment (Classic and Actions webhooks) sends ``X-Signature: hex(HMAC-SHA1(secret, text))``
+where ``text`` is ``JSON.stringify`` of the delivered body, or, for a batch (a JSON array), of
+the **first element only**. Because JS and Python serialise JSON differently (floats such as
+``450.0``, non-ASCII and U+2028 characters), the signed text is never re-serialised here: it is
+sliced out of the raw body exactly as sent (``json.JSONDecoder.raw_decode`` reports where the
+first element ends) and HMAC'd as UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+__all__ = ["sign", "signed_text", "verify", "SignatureError"]
+
+_decoder = json.JSONDecoder()
+_WS = " \t\n\r"
+
+
+class SignatureError(ValueError):
+    """The body cannot be signed/verified (not JSON, or an empty batch). The message says why."""
+
+
+def sign(secret: str, text: bytes) -> str:
+    """Lower-case hex HMAC-SHA1 of ``text`` with ``secret`` (what Segment puts in X-Signature)."""
+    return hmac.new(secret.encode("utf-8"), text, hashlib.sha1).hexdigest()
+
+
+def signed_text(body: bytes) -> bytes:
+    """The exact bytes Segment signed for this body.
+
+    A single event: the whole body. A batch (JSON array): the raw text of its first element,
+    byte for byte as sent.
+
+    :raises SignatureError: the body is not UTF-8 JSON or is an empty array.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SignatureError("body is not valid UTF-8") from None
+    i = 0
+    n = len(text)
+    while i < n and text[i] in _WS:
+        i += 1
+    if i >= n or text[i] != "[":
+        return body
+    i += 1
+    while i < n and text[i] in _WS:
+        i += 1
+    if i >= n or text[i] == "]":
+        raise SignatureError("empty batch: there is no first element to verify")
+    try:
+        _, end = _decoder.raw_decode(text, i)
+    except json.JSONDecodeError as exc:
+        raise SignatureError(f"malformed JSON in the first batch element: {exc.msg}") from None
+    return text[i:end].encode("utf-8")
+
+
+def verify(secret: str, body: bytes, signature: str | None) -> bool:
+    """True when ``signature`` (the X-Signature header) matches ``body`` for ``secret``.
+
+    Constant-time compare; hex case is ignored. A missing signature or an unsignable body is
+    simply False (the caller answers 401).
+    """
+    if not signature:
+        return False
+    try:
+        text = signed_text(body)
+    except SignatureError:
+        return False
+    expected = sign(secret, text)
+    return hmac.compare_digest(expected.encode("ascii"), signature.strip().lower().encode("ascii", "replace"))

@@ -1,0 +1,125 @@
+"""``segment.webhook``: the trigger Segment's Webhooks destinations (Classic and Actions) post to.
+
+Answers (Segment retries 408/423/429 and 5xx except 501, for up to 4 hours):
+
+=====  ======================================================================================
+200    stored (``{"ok": true, "accepted": n, "duplicates": n, "rejected": [...]}``); items of a
+       batch that fail spec validation are listed in ``rejected`` (they could never succeed)
+400    nothing storable: malformed JSON/gzip, not an object or array, empty batch, or every
+       item fails spec validation (a retry cannot help)
+401    a shared secret is configured and ``X-Signature`` is missing or wrong
+413    body above ``max_body``, or a gzip body inflating beyond it
+503    ``Retry-After``: backlog full (:class:`sailseg.Backpressure`) or the store did not commit
+       within ``accept_timeout`` (under Segment's 5 s deadline); a retry helps
+500    unexpected failure storing the events (a retry may help)
+=====  ======================================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import msgspec
+import sailseg
+from sailseg.http import Request, Response, Route, error_response, json_response
+
+from .compression import InflateError, InflateLimitError, decode_body
+from .messages import accept_messages, prepare_all, trace_headers
+from .signature import verify
+
+__all__ = ["SegmentWebhook"]
+
+log = logging.getLogger("sailseg.segment.webhook")
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"retry-after": str(max(1, math.ceil(seconds)))}
+
+
+class SegmentWebhook(sailseg.Trigger):
+    """Receives Segment Webhooks deliveries: one event or a JSON array batch."""
+
+    name = "segment.webhook"
+    description = "Receive Segment Webhooks (Classic/Actions) deliveries, verify X-Signature"
+    secret_fields = ("shared_secret",)
+
+    class Config(msgspec.Struct, forbid_unknown_fields=True):
+        """:param path: route path.
+        :param shared_secret: the webhook's shared secret; when set (or ``SEGMENT_WEBHOOK_SECRET``
+            is) every request must carry a valid ``X-Signature``.
+        :param max_body: largest body in bytes, also the cap on inflated gzip bodies.
+        :param accept_timeout: seconds to wait for the store before answering 503.
+        """
+
+        path: str = "/segment/webhook"
+        shared_secret: str | None = None
+        max_body: int = 8 << 20
+        accept_timeout: float = 4.0
+
+    def __init__(self, config: Any, ctx: sailseg.ComponentContext) -> None:
+        super().__init__(config, ctx)
+        self._secret: str | None = config.shared_secret or ctx.env.get("SEGMENT_WEBHOOK_SECRET") or None
+
+    def __repr__(self) -> str:
+        return f"<SegmentWebhook path={self.config.path!r} signed={self._secret is not None}>"
+
+    def routes(self) -> list[Route]:
+        return [Route(self.config.path, self.handle, methods=("POST",), max_body=self.config.max_body)]
+
+    async def handle(self, request: Request) -> Response:
+        """Verify, validate, tag Engage payloads, store; answer per the module table."""
+        try:
+            body = decode_body(request.body, request.headers.get("content-encoding", ""),
+                               self.config.max_body)
+        except InflateLimitError as exc:
+            return error_response(413, str(exc))
+        except InflateError as exc:
+            return error_response(400, str(exc))
+        if self._secret is not None:
+            sig = request.headers.get("x-signature")
+            if not sig:
+                return error_response(401, "missing X-Signature header")
+            if not verify(self._secret, body, sig):
+                return error_response(401, "X-Signature does not match the body")
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            return error_response(400, f"Malformed JSON: {exc}")
+        if isinstance(data, dict):
+            items: list[Any] = [data]
+        elif isinstance(data, list):
+            if not data:
+                return error_response(400, "empty batch")
+            items = data
+        else:
+            return error_response(400, f"Expected a JSON object or array, got {type(data).__name__}")
+        prepared = prepare_all(items, received_at=None)
+        if not prepared.messages:
+            first = prepared.rejected[0]["error"]
+            if isinstance(data, dict):
+                first = first.replace("`$[0]", "`$")
+            return error_response(400, first if len(items) == 1 else f"no valid message in the batch; first error: {first}")
+        if prepared.rejected:
+            log.warning("segment.webhook: %d of %d messages rejected; first: %s",
+                        len(prepared.rejected), len(items), prepared.rejected[0]["error"])
+        try:
+            result = await accept_messages(self.ctx, prepared.messages,
+                                           trace=trace_headers(request.headers),
+                                           timeout=self.config.accept_timeout)
+        except sailseg.Backpressure as exc:
+            return error_response(503, str(exc), headers=_retry_after(exc.retry_after))
+        except TimeoutError:
+            return error_response(503, f"store did not commit within {self.config.accept_timeout} s",
+                                  headers=_retry_after(1))
+        except sailseg.InputError as exc:
+            return error_response(exc.status, str(exc))
+        except Exception as exc:  # noqa: BLE001 - answer 500 so Segment retries
+            log.exception("segment.webhook: storing %d messages failed", len(prepared.messages))
+            return error_response(500, f"could not store the events: {type(exc).__name__}")
+        out: dict[str, Any] = {"ok": True, "accepted": result.accepted, "duplicates": result.duplicates}
+        if prepared.rejected:
+            out["rejected"] = prepared.rejected
+        return json_response(out)
+
