@@ -33,6 +33,10 @@ class Request:
     body: bytes
     client: str | None = None
 
+    def trace_headers(self) -> dict[str, str]:
+        """The W3C trace-context headers, to pass as ``ctx.accept(..., trace=...)``."""
+        return {k: self.headers[k] for k in ("traceparent", "tracestate") if k in self.headers}
+
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()

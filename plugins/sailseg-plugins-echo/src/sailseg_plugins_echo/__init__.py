@@ -37,7 +37,7 @@ class EchoTrigger(sailseg.Trigger):
     async def handle(self, request: sailseg.Request) -> sailseg.Response:
         try:
             messages = decode_messages(request.body)
-            result = await self.ctx.accept(messages)
+            result = await self.ctx.accept(messages, trace=request.trace_headers())
         except sailseg.InputError as exc:
             return sailseg.error_response(exc.status, str(exc))
         except sailseg.Backpressure as exc:

