@@ -1,0 +1,45 @@
+"""``sailseg sailthru emulator``: serve the Sailthru emulator with uvicorn."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["register"]
+
+
+def register(cli: click.Group) -> None:
+    """Add the ``sailthru`` command group to the sailseg CLI."""
+
+    @cli.group("sailthru")
+    def sailthru() -> None:
+        """Sailthru plugin tools."""
+
+    @sailthru.command("emulator")
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+    @click.option("--port", default=8765, type=int, show_default=True, help="Port to listen on.")
+    @click.option("--postback-url", default=None, help="Where signed postbacks are sent.")
+    @click.option("--api-key", default="emulator-key", show_default=True, envvar="SAILTHRU_API_KEY")
+    @click.option("--api-secret", default="emulator-secret", show_default=True,
+                  envvar="SAILTHRU_API_SECRET", show_envvar=True)
+    @click.option("--limit", "limits", multiple=True, metavar="'METHOD /endpoint=N'",
+                  help="Per-minute limit, e.g. --limit 'POST /user=600' (repeatable).")
+    @click.option("--job-polls", default=2, type=int, show_default=True,
+                  help="GET /job calls before a job completes.")
+    def emulator(host: str, port: int, postback_url: str | None, api_key: str, api_secret: str,
+                 limits: tuple[str, ...], job_polls: int) -> None:
+        """Run the Sailthru API emulator (state and control API under /_emulator/)."""
+        import uvicorn
+
+        from .emulator import SailthruEmulator
+        from .emulator.settings import DEFAULT_LIMITS, EmulatorSettings
+
+        lim = dict(DEFAULT_LIMITS)
+        for spec in limits:
+            key, sep, n = spec.rpartition("=")
+            if not sep or not n.strip().isdigit():
+                raise click.BadParameter(f"expected 'METHOD /endpoint=N', got {spec!r}", param_hint="--limit")
+            lim[key.strip()] = int(n)
+        settings = EmulatorSettings(accounts={api_key: api_secret}, limits=lim,
+                                    postback_url=postback_url, job_polls_to_complete=job_polls)
+        click.echo(f"Sailthru emulator on http://{host}:{port} (state: /_emulator/state)")
+        uvicorn.run(SailthruEmulator(settings), host=host, port=port, log_level="warning")

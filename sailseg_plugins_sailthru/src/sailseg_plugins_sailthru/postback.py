@@ -1,0 +1,150 @@
+"""``sailthru.postback``: receive Sailthru postbacks and turn them into Segment-spec events.
+
+Security: the body must be ``application/x-www-form-urlencoded``; ``api_key`` must equal the
+account's key and ``sig`` the signature over every other value (both compared in constant
+time); anything else answers 403 and emits nothing. There is no timestamp or nonce in a
+Sailthru postback, so replays cannot be refused; deterministic ``messageId``s make a replay
+within the dedupe window a duplicate.
+
+Events (Segment email spec):
+
+=============  ==========================================================================
+action         emitted
+=============  ==========================================================================
+optout         ``optout=1``: track ``Unsubscribed`` (``properties.mode``, ``template``);
+               ``optout=0``: track ``Subscribed``
+hardbounce     track ``Email Bounced`` (``email_id`` = send_id, ``campaign_id`` = blast_id,
+               ``bounce_type: hard``)
+update         identify: ``vars[...]`` as traits, ``sailthru_lists`` {name: bool},
+               ``sailthru_optout_email``
+verify         identify with ``email_verified: true`` (``email_id`` = send_id)
+job postbacks  acknowledged (200), nothing emitted
+=============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+import msgspec
+
+import sailseg
+
+from .config import SECRET_FIELDS, AccountConfig, resolve_account
+from .emulator.forms import nest_brackets
+from .segment_out import ANONYMOUS_ID_MODES, iso, message_id, segment_message
+from .signature import verify
+
+__all__ = ["PostbackTrigger", "postback_events"]
+
+_REQUIRED = {"verify": ("email", "send_id"), "optout": ("email",), "hardbounce": ("email",),
+             "update": ("email",)}
+
+
+class PostbackTrigger(sailseg.Trigger):
+    name = "sailthru.postback"
+    description = "Receive Sailthru optout/hardbounce/update/verify postbacks as Segment events"
+    secret_fields: ClassVar[tuple[str, ...]] = SECRET_FIELDS
+
+    class Config(AccountConfig, forbid_unknown_fields=True, kw_only=True):
+        path: str = "/sailthru/postback"
+        max_body: int = 64 * 1024
+        anonymous_id: str = "none"
+        dedupe_bucket: float = 600.0
+
+    config: Config
+
+    def __init__(self, config: Any, ctx: sailseg.ComponentContext) -> None:
+        super().__init__(config, ctx)
+        if config.anonymous_id not in ANONYMOUS_ID_MODES:
+            raise sailseg.ConfigError(f"{self.name}: `anonymous_id` must be one of {ANONYMOUS_ID_MODES}")
+        self._account = resolve_account(config, ctx.env, component=self.name)
+
+    def routes(self) -> list[sailseg.Route]:
+        return [sailseg.Route(self.config.path, self.handle, methods=("POST",),
+                              max_body=self.config.max_body)]
+
+    async def handle(self, request: sailseg.Request) -> sailseg.Response:
+        if request.content_type not in ("application/x-www-form-urlencoded", ""):
+            return sailseg.error_response(415, "postbacks must be application/x-www-form-urlencoded")
+        try:
+            pairs = parse_qsl(request.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            return sailseg.error_response(400, "postback body is not valid UTF-8")
+        names = [k for k, _ in pairs]
+        if len(names) != len(set(names)):
+            return sailseg.error_response(400, "repeated parameter in postback")
+        form = dict(pairs)
+        key = form.get("api_key", "")
+        sig = form.get("sig", "")
+        if not key or not sig:
+            return sailseg.error_response(403, "postback without api_key or sig")
+        key_ok = hmac.compare_digest(key.encode(), self._account.api_key.encode())
+        sig_ok = verify(form, self._account.api_secret, sig)
+        if not (key_ok and sig_ok):
+            return sailseg.error_response(403, "postback signature or api_key does not match")
+        try:
+            messages = postback_events(form, now=self.ctx.clock(), anonymous_id=self.config.anonymous_id,
+                                       bucket=self.config.dedupe_bucket)
+        except sailseg.InputError as exc:
+            return sailseg.error_response(exc.status, str(exc))
+        if not messages:
+            return sailseg.json_response({"ok": True, "accepted": 0, "duplicates": 0})
+        try:
+            result = await self.ctx.accept(messages)
+        except sailseg.Backpressure as exc:
+            return sailseg.error_response(503, str(exc), headers={"retry-after": str(int(exc.retry_after + 0.999))})
+        except sailseg.InputError as exc:
+            return sailseg.error_response(exc.status, str(exc))
+        return sailseg.json_response({"ok": True, "accepted": result.accepted, "duplicates": result.duplicates})
+
+
+def postback_events(form: dict[str, str], *, now: float | None = None, anonymous_id: str = "none",
+                    bucket: float = 600.0) -> list[dict[str, Any]]:
+    """Segment-spec messages for one verified postback.
+
+    :raises sailseg.InputError: unknown action or a missing required field (400).
+    """
+    now = time.time() if now is None else now
+    action = form.get("action", "")
+    if not action and form.get("job_id"):
+        return []
+    if action not in _REQUIRED:
+        raise sailseg.InputError(f"unknown postback action {action!r}")
+    for f in _REQUIRED[action]:
+        if not form.get(f):
+            raise sailseg.InputError(f"{action} postback without `{f}`")
+    email = form["email"]
+    content = sorted((k, v) for k, v in form.items() if k not in ("sig", "api_key"))
+    mid = message_id(f"postback-{action}", msgspec.json.encode(content).decode(), int(now // bucket) if bucket else 0)
+    common = {"mid": mid, "timestamp": iso(now), "email": email, "sid": form.get("sid"),
+              "anonymous_id": anonymous_id}
+    if action == "optout":
+        props: dict[str, Any] = {"mode": form.get("mode", "all"), "source": "sailthru"}
+        if form.get("template"):
+            props["template"] = form["template"]
+        optout = form.get("optout", "1") != "0"
+        return [segment_message(type="track", event="Unsubscribed" if optout else "Subscribed",
+                                properties=props, **common)]
+    if action == "hardbounce":
+        props = {"bounce_type": "hard", "source": "sailthru"}
+        if form.get("send_id"):
+            props["email_id"] = form["send_id"]
+        if form.get("blast_id"):
+            props["campaign_id"] = form["blast_id"]
+        return [segment_message(type="track", event="Email Bounced", properties=props, **common)]
+    if action == "verify":
+        return [segment_message(type="identify", traits={"email_verified": True,
+                                                        "sailthru_verify_send_id": form["send_id"]}, **common)]
+    nested = nest_brackets([(k, v) for k, v in form.items() if k not in ("sig", "api_key", "action")])
+    traits: dict[str, Any] = {}
+    if isinstance(nested.get("vars"), dict):
+        traits.update(nested["vars"])
+    if isinstance(nested.get("lists"), dict):
+        traits["sailthru_lists"] = {k: v not in ("0", "") for k, v in nested["lists"].items()}
+    if form.get("optout_email"):
+        traits["sailthru_optout_email"] = form["optout_email"]
+    return [segment_message(type="identify", traits=traits, **common)]

@@ -1,0 +1,77 @@
+"""What every Sailthru sink shares: account config, the shared client, overrides, preview."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, ClassVar
+
+import sailseg
+
+from ..client import SailthruClient, client_for
+from ..config import SECRET_FIELDS, AccountConfig
+from ..mapping import apply_overrides
+
+__all__ = ["SailthruSink", "Request"]
+
+#: (method, endpoint, json payload)
+Request = tuple[str, str, dict[str, Any]]
+
+
+class SailthruSink(sailseg.Sink):
+    """Base: subclasses implement :meth:`build` (Segment event -> Sailthru request)."""
+
+    secret_fields: ClassVar[tuple[str, ...]] = SECRET_FIELDS
+    Config: ClassVar[type[AccountConfig]] = AccountConfig  # type: ignore[assignment]
+    config: Any
+
+    def __init__(self, config: Any, ctx: sailseg.ComponentContext) -> None:
+        super().__init__(config, ctx)
+        self._client: SailthruClient | None = None
+
+    async def start(self) -> None:
+        self._client = client_for(self.ctx, self.config, component=self.name)
+
+    @property
+    def client(self) -> SailthruClient:
+        if self._client is None:
+            self._client = client_for(self.ctx, self.config, component=self.name)
+        return self._client
+
+    @property
+    def account_id(self) -> str:
+        """A stable, secret-free id of the account (for store keys)."""
+        acc = self.client._account
+        return hashlib.sha256(f"{acc.api_url}|{acc.api_key}".encode()).hexdigest()[:16]
+
+    def build(self, event: sailseg.Event) -> Request:
+        raise NotImplementedError
+
+    def request_for(self, event: sailseg.Event) -> Request:
+        """The request with ``event.meta["sailthru"]`` overrides applied."""
+        method, endpoint, payload = self.build(event)
+        return method, endpoint, apply_overrides(payload, event.meta.get("sailthru"))
+
+    async def send(self, event: sailseg.Event) -> Any:
+        method, endpoint, payload = self.request_for(event)
+        body = await self.client.request(method, endpoint, payload)
+        return {"endpoint": f"{method} /{endpoint}", "ok": True, **_summary(body)}
+
+    async def preview(self, event: sailseg.Event) -> Any:
+        method, endpoint, payload = self.request_for(event)
+        return {"method": method, "endpoint": f"/{endpoint}", "json": payload}
+
+
+def _summary(body: Any) -> dict[str, Any]:
+    """Small, email-free facts from a response (ids only)."""
+    out: dict[str, Any] = {}
+    if isinstance(body, dict):
+        for k in ("send_id", "job_id", "status"):
+            if isinstance(body.get(k), (str, int)):
+                out[k] = body[k]
+        keys = body.get("keys")
+        if isinstance(keys, dict) and keys.get("sid"):
+            out["sid"] = keys["sid"]
+        purchase = body.get("purchase")
+        if isinstance(purchase, dict) and purchase.get("_id"):
+            out["purchase_id"] = purchase["_id"]
+    return out

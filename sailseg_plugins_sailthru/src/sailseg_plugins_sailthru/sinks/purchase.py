@@ -1,0 +1,209 @@
+"""``sailthru.purchase``: Segment e-commerce events -> Sailthru purchases and carts.
+
+``Order Completed`` becomes a purchase (prices in cents, items, tax/shipping/discount as
+adjustments, ``purchase_keys.extid`` = order id). Cart events (``Product Added``,
+``Product Removed``, ``Cart Viewed``, ``Checkout Started``) become ``incomplete: 1`` posts of
+the *whole* current cart (Sailthru replaces the stored cart on every post), with an optional
+reminder template/time.
+
+Exactly-once orders: a ledger in ``ctx.store`` (``kv_add`` = atomic insert-if-absent) records
+each order key as ``pending`` before posting and ``done`` after. A retry or replay of a
+``done`` order is skipped; a ``pending`` one (the previous attempt may have reached Sailthru
+before failing) is first looked up with ``GET /purchase`` by its extid and only posted when
+Sailthru does not have it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+import sailseg
+
+from ..config import AccountConfig
+from ..errors import SailthruNotFound
+from ..mapping import apply_overrides, find_email, flatten_vars, order_key, product_item, to_cents
+from .base import Request, SailthruSink
+
+__all__ = ["PurchaseSink", "CART_EVENTS", "LEDGER_NS", "CART_NS"]
+
+CART_EVENTS = frozenset({"Product Added", "Product Removed", "Cart Viewed", "Checkout Started"})
+LEDGER_NS = "sailthru.purchase_ledger"
+CART_NS = "sailthru.cart"
+
+
+class PurchaseSink(SailthruSink):
+    name = "sailthru.purchase"
+    description = "Post Sailthru purchases (Order Completed) and abandoned carts (cart events)"
+
+    class Config(AccountConfig, forbid_unknown_fields=True, kw_only=True):
+        order_event: str = "Order Completed"
+        cart_events: list[str] = msgspec.field(default_factory=lambda: sorted(CART_EVENTS))
+        url_template: str | None = None
+        reminder_template: str | None = None
+        reminder_time: str = "+3 hours"
+        send_template: str | None = None
+        channel: str | None = "online"
+        send_date: bool = True
+        ledger: bool = True
+        snake_case: bool = True
+
+    config: Config
+
+    def __init__(self, config: Any, ctx: sailseg.ComponentContext) -> None:
+        super().__init__(config, ctx)
+        self._cart_events = frozenset(config.cart_events)
+
+    async def start(self) -> None:
+        await super().start()
+        if self.ctx.store is None and (self.config.ledger or self._cart_events):
+            raise sailseg.ConfigError(
+                f"{self.name}: needs a store for its order ledger and carts (ctx.store is None); "
+                "set `ledger = false` and `cart_events = []` to run without one"
+            )
+
+    # -- building ------------------------------------------------------------------------
+    def _email(self, event: sailseg.Event) -> str:
+        email = find_email(event)
+        if not email:
+            raise sailseg.FatalError("no email for the purchase (Sailthru requires `email`)")
+        return email
+
+    def _items(self, products: Any) -> list[dict[str, Any]]:
+        if products is None:
+            return []
+        if not isinstance(products, list):
+            raise sailseg.FatalError("`properties.products` must be an array")
+        return [product_item(prod, index=i, url_template=self.config.url_template,
+                             snake=self.config.snake_case) for i, prod in enumerate(products)]
+
+    def build(self, event: sailseg.Event) -> Request:
+        """The order request (cart requests depend on the stored cart: see :meth:`send`)."""
+        p = event.payload
+        if p.get("type") != "track" or p.get("event") != self.config.order_event:
+            raise sailseg.SkipEvent(f"not an {self.config.order_event!r} event")
+        props = p.get("properties") if isinstance(p.get("properties"), dict) else {}
+        items = self._items(props.get("products"))
+        if not items:
+            raise sailseg.FatalError("Order Completed without products (Sailthru needs items)")
+        req: dict[str, Any] = {"email": self._email(event), "items": items}
+        adjustments = []
+        for field, sign in (("shipping", 1), ("tax", 1), ("discount", -1)):
+            if props.get(field) not in (None, "", 0):
+                cents = to_cents(props[field], field=f"properties.{field}")
+                adjustments.append({"title": field, "price": sign * abs(cents)})
+        if adjustments:
+            req["adjustments"] = adjustments
+        key = order_key(props, event.message_id)
+        if key:
+            req["purchase_keys"] = {"extid": key}
+        vars_ = flatten_vars({k: props[k] for k in ("coupon", "currency", "affiliation", "order_id")
+                              if props.get(k) not in (None, "")}, snake=self.config.snake_case)
+        if vars_:
+            req["vars"] = vars_
+        if self.config.send_date and p.get("timestamp"):
+            req["date"] = str(p["timestamp"])
+        if self.config.channel:
+            req["channel"] = self.config.channel
+        if self.config.send_template:
+            req["send_template"] = self.config.send_template
+        return "POST", "purchase", req
+
+    # -- sending -------------------------------------------------------------------------
+    async def send(self, event: sailseg.Event) -> Any:
+        name = event.payload.get("event")
+        if event.payload.get("type") == "track" and name in self._cart_events:
+            return await self._send_cart(event)
+        method, endpoint, req = self.request_for(event)
+        key = (req.get("purchase_keys") or {}).get("extid")
+        store = self.ctx.store
+        if not (self.config.ledger and store is not None and key):
+            body = await self.client.request(method, endpoint, req)
+            return {"endpoint": "POST /purchase", "ok": True, "purchase_id": _pid(body)}
+        lkey = f"{self.account_id}:{key}"
+        mine = msgspec.json.encode({"state": "pending", "event": event.id})
+        if not await store.kv_add(LEDGER_NS, lkey, mine):
+            raw = await store.kv_get(LEDGER_NS, lkey)
+            entry = msgspec.json.decode(raw) if raw else {}
+            if entry.get("state") == "done":
+                raise sailseg.SkipEvent(f"order {key!r} was already posted to Sailthru")
+            existing = await self._lookup(str(key))
+            if existing is not None:
+                await store.kv_set(LEDGER_NS, lkey, msgspec.json.encode(
+                    {"state": "done", "event": event.id, "purchase_id": existing}))
+                raise sailseg.SkipEvent(f"order {key!r} is already in Sailthru")
+        body = await self.client.request(method, endpoint, req)
+        pid = _pid(body)
+        await store.kv_set(LEDGER_NS, lkey, msgspec.json.encode(
+            {"state": "done", "event": event.id, "purchase_id": pid}))
+        email = req.get("email")
+        if email:
+            await store.kv_delete(CART_NS, self._cart_key(str(email)))
+        return {"endpoint": "POST /purchase", "ok": True, "purchase_id": pid}
+
+    async def _lookup(self, key: str) -> str | None:
+        try:
+            body = await self.client.get("purchase", {"purchase_id": key, "purchase_key": "extid"})
+        except SailthruNotFound:
+            return None
+        return _pid(body) or "unknown"
+
+    def _cart_key(self, email: str) -> str:
+        return f"{self.account_id}:{email.strip().lower()}"
+
+    async def cart_request(self, event: sailseg.Event, cart: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The incomplete-purchase request for a cart event and the cart after it."""
+        p = event.payload
+        props = p.get("properties") if isinstance(p.get("properties"), dict) else {}
+        name = p.get("event")
+        if name in ("Product Added", "Product Removed"):
+            item = product_item(props, index=0, url_template=self.config.url_template,
+                                snake=self.config.snake_case)
+            cart = [dict(i) for i in cart]
+            existing = next((i for i in cart if i["id"] == item["id"]), None)
+            if name == "Product Added":
+                if existing:
+                    existing["qty"] += item["qty"]
+                else:
+                    cart.append(item)
+            elif existing:
+                existing["qty"] -= item["qty"]
+                if existing["qty"] <= 0:
+                    cart.remove(existing)
+        else:
+            cart = self._items(props.get("products"))
+        req: dict[str, Any] = {"email": self._email(event), "incomplete": 1, "items": cart}
+        if self.config.reminder_template and cart:
+            req["reminder_template"] = self.config.reminder_template
+            req["reminder_time"] = self.config.reminder_time
+        if self.config.channel:
+            req["channel"] = self.config.channel
+        return apply_overrides(req, event.meta.get("sailthru")), cart
+
+    async def _send_cart(self, event: sailseg.Event) -> Any:
+        store = self.ctx.store
+        email = self._email(event)
+        ckey = self._cart_key(email)
+        raw = await store.kv_get(CART_NS, ckey) if store is not None else None
+        cart = msgspec.json.decode(raw) if raw else []
+        req, cart = await self.cart_request(event, cart)
+        await self.client.request("POST", "purchase", req)
+        if store is not None:
+            await store.kv_set(CART_NS, ckey, msgspec.json.encode(cart))
+        return {"endpoint": "POST /purchase", "ok": True, "incomplete": True, "items": len(cart)}
+
+    async def preview(self, event: sailseg.Event) -> Any:
+        if event.payload.get("event") in self._cart_events:
+            store = self.ctx.store
+            raw = await store.kv_get(CART_NS, self._cart_key(self._email(event))) if store else None
+            req, _ = await self.cart_request(event, msgspec.json.decode(raw) if raw else [])
+            return {"method": "POST", "endpoint": "/purchase", "json": req}
+        return await super().preview(event)
+
+
+def _pid(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("purchase"), dict):
+        v = body["purchase"].get("_id")
+        return str(v) if v else None
+    return None
