@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
 from sailseg import AcceptResult, Backpressure, ComponentContext
-
-from sailseg_plugins_segment.emulator import SegmentEmulator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WRITE_KEY = "WK_live_abc123_SECRET"

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 
 import msgspec
 import pytest
-
 from sailseg_plugins_segment.batching import BatchBuilder, envelope_size, pack, render
-from sailseg_plugins_segment.compression import InflateError, InflateLimitError, decode_body, gunzip_bounded, gzip_fast
+from sailseg_plugins_segment.compression import (
+    InflateError,
+    InflateLimitError,
+    decode_body,
+    gunzip_bounded,
+    gzip_fast,
+)
 
 
 def test_pack_fills_batches_exactly_to_the_limit() -> None:
@@ -23,7 +29,7 @@ def test_pack_fills_batches_exactly_to_the_limit() -> None:
         assert len(body) <= limit
         assert len(msgspec.json.decode(body)["batch"]) == len(b)
     # every batch but the last is full: the next message would not have fitted
-    for b, nxt in zip(batches, batches[1:]):
+    for b, nxt in itertools.pairwise(batches):
         body = render([parts[i] for i in b], "2024-05-06T09:30:13.500Z")
         assert len(body) + 1 + sizes[nxt[0]] > limit
 

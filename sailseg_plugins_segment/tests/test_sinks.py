@@ -10,8 +10,6 @@ import httpx
 import msgspec
 import pytest
 from sailseg import ConfigError, Event, FatalError, RetryableError, SkipEvent
-from segment_helpers import WRITE_KEY, fixture, free_port, make_ctx, serve
-
 from sailseg_plugins_segment.emulator import SegmentEmulator
 from sailseg_plugins_segment.mapping import derive_message_id
 from sailseg_plugins_segment.sinks import (
@@ -20,6 +18,7 @@ from sailseg_plugins_segment.sinks import (
     SegmentIdentifySink,
     SegmentTrackSink,
 )
+from segment_helpers import WRITE_KEY, fixture, free_port, make_ctx, serve
 
 API = "http://segment.test"
 

@@ -6,17 +6,16 @@ import gzip
 import json
 import logging
 import shutil
-import subprocess
 from typing import Any
 
+import anyio
 import httpx
 import msgspec
 import pytest
 from sailseg.server import RouteApp
-
-from segment_helpers import Collector, fixture, make_ctx, serve
 from sailseg_plugins_segment.signature import sign
 from sailseg_plugins_segment.webhook import SegmentWebhook
+from segment_helpers import Collector, fixture, make_ctx, serve
 
 SECRET = "whsec_TOPSECRET_42"
 PATH = "/segment/webhook"
@@ -59,8 +58,9 @@ async def test_batch_signature_over_first_element_from_node(collector: Collector
     script = ("const c=require('crypto');const d=JSON.parse(require('fs').readFileSync(0,'utf8'));"
               "process.stdout.write(JSON.stringify({body:JSON.stringify(d),"
               "sig:c.createHmac('sha1',process.argv[1]).update(JSON.stringify(d[0]),'utf8').digest('hex')}))")
-    out = json.loads(subprocess.run([node, "-e", script, SECRET], input=json.dumps(events), text=True,
-                                    capture_output=True, check=True, timeout=20).stdout)
+    with anyio.fail_after(20):
+        proc = await anyio.run_process([node, "-e", script, SECRET], input=json.dumps(events).encode())
+    out = json.loads(proc.stdout)
     t = make_trigger(collector, shared_secret=SECRET)
     async with client_for(t) as c:
         r = await c.post(PATH, content=out["body"].encode(), headers={"x-signature": out["sig"]})

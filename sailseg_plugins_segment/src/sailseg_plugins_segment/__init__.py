@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     import click
 
 __all__ = [
-    "register_triggers",
-    "register_sinks",
-    "register_identity_resolvers",
     "register_commands",
+    "register_identity_resolvers",
+    "register_sinks",
+    "register_triggers",
 ]
 
 

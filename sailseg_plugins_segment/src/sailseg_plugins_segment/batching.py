@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .protocol import BATCH_MAX_COUNT, MESSAGE_LIMIT
 
-__all__ = ["BatchBuilder", "pack", "envelope_size", "render"]
+__all__ = ["BatchBuilder", "envelope_size", "pack", "render"]
 
 _HEAD = b'{"batch":['
 _TAIL_PREFIX = b'],"sentAt":"'

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["segment_group", "build_emulator"]
+__all__ = ["build_emulator", "segment_group"]
 
 
 def build_emulator(write_keys: tuple[str, ...] = (), seed: Path | None = None,

@@ -18,7 +18,7 @@ import httpx
 from .compression import gzip_fast
 from .protocol import basic_auth
 
-__all__ = ["TrackingClient", "BatchReply", "parse_retry_after", "shared_tracking_client", "RETRYABLE_STATUS"]
+__all__ = ["RETRYABLE_STATUS", "BatchReply", "TrackingClient", "parse_retry_after", "shared_tracking_client"]
 
 #: statuses a retry can fix (Segment's SDKs and Actions agree on these)
 RETRYABLE_STATUS = frozenset({408, 410, 423, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["gunzip_bounded", "gzip_fast", "InflateLimitError", "InflateError", "decode_body"]
+__all__ = ["InflateError", "InflateLimitError", "decode_body", "gunzip_bounded", "gzip_fast"]
 
 
 class InflateError(ValueError):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["engage_annotation", "annotate_engage", "AUDIENCE_CLASSES", "TRAIT_CLASSES"]
+__all__ = ["AUDIENCE_CLASSES", "TRAIT_CLASSES", "annotate_engage", "engage_annotation"]
 
 AUDIENCE_CLASSES = frozenset({"audience", "journey_step"})
 #: the docs say "trait"; one action-destinations test uses "computed_trait"

@@ -188,7 +188,7 @@ class SegmentIngest(sailseg.Trigger):
         except TimeoutError:
             return _error(503, "timeout", f"store did not commit within {self.config.accept_timeout} s",
                           headers={"retry-after": "1"})
-        except Exception as exc:  # noqa: BLE001 - 500 so clients retry
+        except Exception as exc:
             log.exception("segment.ingest: storing %d messages failed", len(messages))
             return _error(500, "internal", f"could not store the messages: {type(exc).__name__}")
         out: dict[str, Any] = {"success": True, "accepted": result.accepted, "duplicates": result.duplicates}

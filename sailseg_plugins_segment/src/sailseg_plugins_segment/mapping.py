@@ -35,7 +35,7 @@ from sailseg.events import Event
 
 from .protocol import iso_from_unix, iso_now
 
-__all__ = ["build_message", "derive_message_id", "apply_overrides", "KINDS", "MESSAGE_ID_NAMESPACE"]
+__all__ = ["KINDS", "MESSAGE_ID_NAMESPACE", "apply_overrides", "build_message", "derive_message_id"]
 
 KINDS = ("track", "identify", "group", "alias")
 MESSAGE_ID_NAMESPACE = uuid.UUID("6f0f4a56-2b0c-5c3e-9a57-5a11e5e90001")

@@ -19,7 +19,7 @@ from sailseg.events import validate_message
 from .engage import annotate_engage
 from .protocol import new_message_id
 
-__all__ = ["prepare_message", "Prepared", "prepare_all", "trace_headers", "accept_messages"]
+__all__ = ["Prepared", "accept_messages", "prepare_all", "prepare_message", "trace_headers"]
 
 
 def prepare_message(

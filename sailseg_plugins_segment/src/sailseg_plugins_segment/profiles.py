@@ -33,7 +33,7 @@ from sailseg.events import identity_keys
 from .client import RETRYABLE_STATUS, parse_retry_after
 from .protocol import basic_auth
 
-__all__ = ["SegmentProfiles", "RateLimiter", "TTLCache", "DEFAULT_PROFILE_API_URL"]
+__all__ = ["DEFAULT_PROFILE_API_URL", "RateLimiter", "SegmentProfiles", "TTLCache"]
 
 DEFAULT_PROFILE_API_URL = "https://profiles.segment.com"
 _TYPE_TO_KEY = {"email": "email", "user_id": "userId", "anonymous_id": "anonymousId"}

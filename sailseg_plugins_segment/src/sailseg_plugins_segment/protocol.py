@@ -15,25 +15,25 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 __all__ = [
-    "MESSAGE_LIMIT",
     "BATCH_LIMIT",
     "BATCH_MAX_COUNT",
-    "SINGLE_TYPES",
     "BATCH_PATHS",
+    "MESSAGE_LIMIT",
+    "SINGLE_TYPES",
     "TrackingError",
-    "write_key_from",
-    "expand_batch",
-    "iso_now",
-    "iso_from_unix",
-    "segment_error",
     "basic_auth",
+    "expand_batch",
+    "iso_from_unix",
+    "iso_now",
     "new_message_id",
+    "segment_error",
+    "write_key_from",
 ]
 
 MESSAGE_LIMIT = 32 << 10
@@ -86,12 +86,12 @@ def write_key_from(headers: dict[str, str], body: Any) -> str | None:
 
 def iso_now() -> str:
     """Current UTC time as ISO-8601 with milliseconds and ``Z``."""
-    return iso_from_unix(datetime.now(timezone.utc).timestamp())
+    return iso_from_unix(datetime.now(UTC).timestamp())
 
 
 def iso_from_unix(ts: float) -> str:
     """Unix seconds as ISO-8601 UTC with milliseconds and ``Z``."""
-    dt = datetime.fromtimestamp(ts, timezone.utc)
+    dt = datetime.fromtimestamp(ts, UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 
-__all__ = ["sign", "signed_text", "verify", "SignatureError"]
+__all__ = ["SignatureError", "sign", "signed_text", "verify"]
 
 _decoder = json.JSONDecoder()
 _WS = " \t\n\r"

@@ -36,8 +36,14 @@ from .client import BatchReply, TrackingClient, shared_tracking_client
 from .mapping import build_message
 from .protocol import MESSAGE_LIMIT, iso_now
 
-__all__ = ["SegmentTrackSink", "SegmentIdentifySink", "SegmentGroupSink", "SegmentAliasSink",
-           "SegmentSinkConfig", "DEFAULT_API_URL"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "SegmentAliasSink",
+    "SegmentGroupSink",
+    "SegmentIdentifySink",
+    "SegmentSinkConfig",
+    "SegmentTrackSink",
+]
 
 log = logging.getLogger("sailseg.segment.sink")
 DEFAULT_API_URL = "https://api.segment.io"

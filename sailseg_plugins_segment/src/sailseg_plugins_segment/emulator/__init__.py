@@ -6,4 +6,4 @@ from .faults import Fault, Faults
 from .profiles import Profile, ProfileState
 from .tracking import TrackingState
 
-__all__ = ["SegmentEmulator", "Fault", "Faults", "Profile", "ProfileState", "TrackingState"]
+__all__ = ["Fault", "Faults", "Profile", "ProfileState", "SegmentEmulator", "TrackingState"]

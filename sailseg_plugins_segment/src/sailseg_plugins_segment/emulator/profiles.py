@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["ProfileState", "Profile"]
+__all__ = ["Profile", "ProfileState"]
 
 
 class Profile:

@@ -35,7 +35,7 @@ from ..protocol import (
     write_key_from,
 )
 
-__all__ = ["TrackingState", "TRACKING_KINDS"]
+__all__ = ["TRACKING_KINDS", "TrackingState"]
 
 TRACKING_KINDS = frozenset((*SINGLE_TYPES, *BATCH_PATHS))
 _encode = msgspec.json.Encoder().encode
@@ -45,7 +45,7 @@ def _parse_ts(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(value)
     except ValueError:
         return None
     return dt if dt.tzinfo is not None else None
