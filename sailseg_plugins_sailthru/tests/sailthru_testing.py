@@ -1,0 +1,167 @@
+"""Test helpers and fixtures (imported by conftest.py and the tests)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import msgspec
+import pytest
+import uvicorn
+
+import sailseg
+from sailseg.events import new_id
+from sailseg.store.base import Store
+from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
+
+KEY, SECRET, URL = "emulator-key", "emulator-secret", "http://sailthru.test"
+ENV = {"SAILTHRU_API_KEY": KEY, "SAILTHRU_API_SECRET": SECRET, "SAILTHRU_API_URL": URL}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class DictStore(Store):
+    """Just the kv part of the Store contract, in a dict (unit tests only)."""
+
+    url = "dict://"
+
+    def __init__(self) -> None:
+        self.kv: dict[tuple[str, str], bytes] = {}
+
+    async def kv_get(self, ns: str, key: str) -> bytes | None:
+        return self.kv.get((ns, key))
+
+    async def kv_set(self, ns: str, key: str, value: bytes) -> None:
+        self.kv[(ns, key)] = value
+
+    async def kv_add(self, ns: str, key: str, value: bytes) -> bool:
+        if (ns, key) in self.kv:
+            return False
+        self.kv[(ns, key)] = value
+        return True
+
+    async def kv_cas(self, ns: str, key: str, old: bytes | None, new: bytes) -> bool:
+        if self.kv.get((ns, key)) != old:
+            return False
+        self.kv[(ns, key)] = new
+        return True
+
+    async def kv_delete(self, ns: str, key: str) -> bool:
+        return self.kv.pop((ns, key), None) is not None
+
+    async def kv_scan(self, ns: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        return sorted((k, v) for (n, k), v in self.kv.items() if n == ns and k.startswith(prefix))
+
+    def __getattr__(self, name: str) -> Any:  # the queue half is not needed here
+        raise NotImplementedError(name)
+
+    open = close = migrate = schema_version = enqueue = backlog = claim = None  # type: ignore
+    extend_lease = release = finish = release_parked = list_parked = expire_parked = None  # type: ignore
+    list_dead_letters = get_dead_letter = replay_dead_letters = purge_dead_letters = None  # type: ignore
+    delivered_since = prune = stats = audit_append = audit_since = purge_okeys = None  # type: ignore
+
+
+class Collector:
+    """A trigger's ``accept``: stores messages, dedupes by messageId like the runtime."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.seen: set[str] = set()
+
+    async def __call__(self, messages: Sequence[dict[str, Any]]) -> sailseg.AcceptResult:
+        acc = dup = 0
+        for m in messages:
+            if m["messageId"] in self.seen:
+                dup += 1
+                continue
+            self.seen.add(m["messageId"])
+            self.messages.append(m)
+            acc += 1
+        return sailseg.AcceptResult(accepted=acc, duplicates=dup)
+
+
+@pytest.fixture
+def emulator() -> SailthruEmulator:
+    return SailthruEmulator(EmulatorSettings(job_polls_to_complete=1))
+
+
+@pytest.fixture
+def store() -> DictStore:
+    return DictStore()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Any) -> AsyncIterator[Store]:
+    from sailseg.store.sqlite import SQLiteStore
+
+    st = SQLiteStore(f"sqlite:///{tmp_path}/sailseg.db")
+    await st.open()
+    await st.check_schema(auto_migrate=True)
+    yield st
+    await st.close()
+
+
+@pytest.fixture
+def collector() -> Collector:
+    return Collector()
+
+
+@pytest.fixture
+def ctx(emulator: SailthruEmulator, store: DictStore, collector: Collector) -> sailseg.ComponentContext:
+    return sailseg.ComponentContext(instance="test", transport=emulator.transport(), env=dict(ENV),
+                                    store=store, accept=collector)
+
+
+async def make(cls: type[Any], ctx: sailseg.ComponentContext, **options: Any) -> Any:
+    """Build and start a component the way the runtime does."""
+    config = msgspec.convert(options, cls.Config, strict=False)
+    comp = cls(config, ctx)
+    await comp.start()
+    return comp
+
+
+def event(payload: dict[str, Any], **kw: Any) -> sailseg.Event:
+    return sailseg.Event(id=new_id(), source="test", payload=payload, **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="error", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_emulator() -> Iterator[tuple[SailthruEmulator, Server]]:
+    emu = SailthruEmulator(EmulatorSettings(job_polls_to_complete=1))
+    with Server(emu) as srv:
+        yield emu, srv
