@@ -90,10 +90,26 @@ Message = Union[Identify, Track, Page, Screen, Group, Alias, Delete]
 MESSAGE_TYPES: tuple[str, ...] = ("identify", "track", "page", "screen", "group", "alias", "delete")
 
 
+_last_ms = 0
+_seq = 0
+_node = uuid.uuid4().hex[:12]
+
+
 def new_id() -> str:
-    """A sortable unique id (time-ordered uuid7-like hex) for events and queue items."""
+    """A unique id that sorts in creation order within a process (32 hex chars).
+
+    Milliseconds, then a per-millisecond sequence, then a per-process random node part:
+    ids made later in one process always sort after earlier ones, which is what the queue's
+    per-identity FIFO order relies on.
+    """
+    global _last_ms, _seq
     ms = time.time_ns() // 1_000_000
-    return f"{ms:012x}{uuid.uuid4().hex[:20]}"
+    if ms <= _last_ms:
+        ms = _last_ms
+        _seq += 1
+    else:
+        _last_ms, _seq = ms, 0
+    return f"{ms:012x}{_seq:08x}{_node}"
 
 
 def validate_message(data: Any, *, where: str = "$") -> JSON:

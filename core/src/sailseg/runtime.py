@@ -228,8 +228,8 @@ class Runtime:
         self.resources.clear()
         stack, self._stack = self._stack, None
         if stack is not None:
-            with anyio.CancelScope(shield=True):
-                await stack.__aexit__(None, None, None)
+            # not shielded: the stack holds our task group, whose scope must be the current one
+            await stack.__aexit__(None, None, None)
 
     async def _maintenance(self) -> None:
         d = self.config.delivery

@@ -1,0 +1,292 @@
+"""How store structs become table rows and back, the same for every SQL backend.
+
+Events are stored as msgspec JSON bytes; small lists and free-form values (sinks, responses,
+audit details) as JSON too. Rows are plain tuples in the column order named by the ``*_COLS``
+strings, so the SQLite (tuple) and asyncpg (Record) rows decode through the same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+
+from ..events import Event, new_id
+from .base import AuditRecord, DeadLetter, Outcome, QueueItem
+
+__all__ = [
+    "ITEM_COLS",
+    "DEAD_COLS",
+    "AUDIT_COLS",
+    "clean",
+    "item_row",
+    "item_from_row",
+    "dead_row",
+    "dead_from_row",
+    "audit_row",
+    "audit_from_row",
+    "encode_sinks",
+    "decode_event",
+    "PreparedOutcome",
+    "prepare_outcomes",
+    "plan_heads",
+    "prefix_bound",
+    "expired_dead_row",
+    "replay_row",
+]
+
+#: queue and parked rows share these columns
+ITEM_COLS = "id, pipeline, okey, dedupe_key, sinks, attempt, first_seen, due_at, last_error, event"
+DEAD_COLS = "id, item_id, pipeline, sink, okey, error, error_type, response, attempts, created_at, event"
+AUDIT_COLS = "id, at, action, subject, actor, system, outcome, details"
+
+_event_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(Event)
+_sinks_decoder = msgspec.json.Decoder(list[str])
+# vendor responses and audit details come from plugins: never fail on an odd type
+_loose_encoder = msgspec.json.Encoder(enc_hook=repr)
+
+Row = Sequence[Any]
+
+
+def clean(text: str) -> str:
+    """Text fit for every backend: PostgreSQL rejects NUL in ``text``, so it becomes U+FFFD.
+
+    Applied by both backends to text that may come from untrusted input (ordering and dedupe
+    keys, identity values, error messages, kv keys) so they store the same thing.
+    """
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _clean_opt(text: str | None) -> str | None:
+    return None if text is None else clean(text)
+
+
+def decode_event(data: bytes) -> Event:
+    return _event_decoder.decode(data)
+
+
+def encode_sinks(sinks: Sequence[str] | None) -> str | None:
+    return None if sinks is None else _event_encoder.encode(list(sinks)).decode()
+
+
+def item_row(item: QueueItem, *, due_at: float | None = None) -> tuple[Any, ...]:
+    """The ``ITEM_COLS`` values of ``item`` (``due_at`` overrides the item's)."""
+    return (
+        item.id,
+        item.pipeline,
+        clean(item.okey),
+        _clean_opt(item.dedupe_key),
+        encode_sinks(item.sinks),
+        item.attempt,
+        item.first_seen,
+        item.due_at if due_at is None else due_at,
+        _clean_opt(item.last_error),
+        _event_encoder.encode(item.event),
+    )
+
+
+def item_from_row(row: Row) -> QueueItem:
+    return QueueItem(
+        id=row[0],
+        pipeline=row[1],
+        okey=row[2],
+        dedupe_key=row[3],
+        sinks=None if row[4] is None else _sinks_decoder.decode(row[4]),
+        attempt=row[5],
+        first_seen=row[6],
+        due_at=row[7],
+        last_error=row[8],
+        event=_event_decoder.decode(row[9]),
+    )
+
+
+def dead_row(
+    *,
+    item_id: str,
+    pipeline: str,
+    sink: str,
+    okey: str,
+    error: str,
+    error_type: str,
+    response: Any,
+    attempts: int,
+    created_at: float,
+    event: bytes,
+) -> tuple[Any, ...]:
+    """The ``DEAD_COLS`` values of a new dead letter (``event`` already encoded)."""
+    return (
+        new_id(),
+        item_id,
+        pipeline,
+        clean(sink),
+        clean(okey),
+        clean(error),
+        clean(error_type),
+        None if response is None else _loose_encoder.encode(response),
+        attempts,
+        created_at,
+        event,
+    )
+
+
+def expired_dead_row(row: Row, now: float) -> tuple[Any, ...]:
+    """The dead letter for an expired parked row (id, pipeline, okey, attempt, reason, event)."""
+    reason = row[4] or "identity not resolved"
+    return dead_row(
+        item_id=row[0], pipeline=row[1], sink="-", okey=row[2],
+        error=f"parked until it expired without an identity match: {reason}",
+        error_type="Unmatched", response=None, attempts=row[3], created_at=now, event=row[5],
+    )
+
+
+def replay_row(row: Row, now: float) -> tuple[Any, ...]:
+    """A fresh queue row (``ITEM_COLS``) replaying dead letter (id, pipeline, okey, sink, event):
+    attempt 1, due now, for that sink only (every sink when the failure was "-")."""
+    sink = row[3]
+    return (new_id(), row[1], row[2], None, encode_sinks(None if sink == "-" else [sink]),
+            1, now, now, None, bytes(row[4]))
+
+
+def dead_from_row(row: Row) -> DeadLetter:
+    return DeadLetter(
+        id=row[0],
+        item_id=row[1],
+        pipeline=row[2],
+        sink=row[3],
+        error=row[5],
+        error_type=row[6],
+        response=None if row[7] is None else msgspec.json.decode(row[7]),
+        attempts=row[8],
+        created_at=row[9],
+        event=_event_decoder.decode(row[10]),
+    )
+
+
+def audit_row(r: AuditRecord) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.at,
+        clean(r.action),
+        clean(r.subject),
+        clean(r.actor),
+        clean(r.system),
+        clean(r.outcome),
+        _loose_encoder.encode(r.details),
+    )
+
+
+def audit_from_row(row: Row) -> AuditRecord:
+    return AuditRecord(
+        id=row[0],
+        at=row[1],
+        action=row[2],
+        subject=row[3],
+        actor=row[4],
+        system=row[5],
+        outcome=row[6],
+        details=msgspec.json.decode(row[7]),
+    )
+
+
+class PreparedOutcome(NamedTuple):
+    """One :class:`Outcome` turned into the rows :meth:`Store.finish` writes.
+
+    Encoding happens here, before any transaction, so a value that cannot be stored fails
+    the caller's own call and nothing else.
+    """
+
+    id: str
+    okey: str
+    #: "retry" keeps the row, "done" and "parked" remove it from the queue
+    status: str
+    #: (sinks, attempt, due_at, last_error) for a retry
+    retry: tuple[Any, ...] | None
+    #: (id, pipeline, okey, delivered_at, sinks, event) when something was delivered
+    delivered: tuple[Any, ...] | None
+    #: ``ITEM_COLS`` + (parked_at, expires_at, reason) for a parked item
+    parked: tuple[Any, ...] | None
+    #: (kind, value, item_id) rows for a parked item
+    park_keys: list[tuple[str, str, str]]
+    #: ``DEAD_COLS`` rows
+    dead: list[tuple[Any, ...]]
+    #: (pipeline, name, increment)
+    counts: list[tuple[str, str, int]]
+
+
+def prepare_outcomes(outcomes: Iterable[Outcome], now: float) -> list[PreparedOutcome]:
+    """Encode outcomes (the first one wins when an item appears twice)."""
+    out: list[PreparedOutcome] = []
+    seen: set[str] = set()
+    for o in outcomes:
+        item = o.item
+        if item.id in seen:
+            continue
+        seen.add(item.id)
+        okey = clean(item.okey)
+        event = _event_encoder.encode(item.event) if (o.delivered or o.dead) else b""
+        retry = parked = delivered = None
+        keys: list[tuple[str, str, str]] = []
+        if o.status == "retry":
+            retry = (encode_sinks(o.sinks), o.attempt, o.due_at, _clean_opt(o.error))
+        elif o.status == "parked":
+            parked = (*item_row(item), now, o.park_expires_at, clean(o.error or ""))
+            keys = [(clean(k), clean(v), item.id) for k, v in o.park_keys.items()]
+        elif o.status != "done":
+            raise ValueError(f"unknown outcome status {o.status!r} for item {item.id}")
+        if o.delivered:
+            delivered = (item.id, item.pipeline, okey, now, encode_sinks(o.delivered), event)
+        dead = [
+            dead_row(
+                item_id=item.id, pipeline=item.pipeline, sink=d.sink, okey=okey, error=d.error,
+                error_type=d.error_type, response=d.response, attempts=item.attempt,
+                created_at=now, event=event,
+            )
+            for d in o.dead
+        ]
+        counts = [(item.pipeline, clean(k), n) for k, n in o.counts.items() if n]
+        out.append(PreparedOutcome(item.id, okey, o.status, retry, delivered, parked, keys, dead, counts))
+    return out
+
+
+def plan_heads(
+    heads: dict[str, tuple[str, float]], oldest: dict[str, str | None], now: float
+) -> tuple[list[str], list[str]]:
+    """Decide which rows gain or lose the ``head`` mark.
+
+    The head of an ordering key is its oldest row (smallest id), the only one :meth:`claim`
+    may hand out. ``heads`` maps okey -> (current head id, its lease end), ``oldest`` maps
+    okey -> oldest row id (None: no rows left). A head that is leased (in flight) keeps the
+    mark even if an older row arrived behind it (a released parked item): moving it would let
+    two rows of one key run at once. Returns (ids to unmark, ids to mark).
+    """
+    unmark: list[str] = []
+    mark: list[str] = []
+    for okey, first in oldest.items():
+        current = heads.get(okey)
+        if current is not None and current[1] > now:
+            continue
+        current_id = current[0] if current is not None else None
+        if first is None or first == current_id:
+            continue
+        if current_id is not None:
+            unmark.append(current_id)
+        mark.append(first)
+    return unmark, mark
+
+
+def prefix_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` in code point
+    (UTF-8 byte) order, so ``prefix <= key < bound`` is a prefix match that uses an index.
+    None when there is no such bound (empty prefix, or only U+10FFFF characters)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if code == 0xD800:  # skip the surrogates, which cannot be stored
+            code = 0xE000
+        if code <= 0x10FFFF:
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None

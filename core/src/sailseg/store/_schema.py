@@ -1,0 +1,154 @@
+"""The store schema, written once and rendered for each SQL dialect.
+
+Every table is prefixed ``sailseg_`` so the store can share a database (or a PostgreSQL
+schema) with other applications. Version 1 is the first schema; a later version appends a
+list of statements to :data:`_MIGRATIONS` and bumps :data:`~sailseg.store.base.SCHEMA_VERSION`.
+
+The ``queue.head`` column marks the oldest row of each ordering key: the only row of that key
+:meth:`~sailseg.store.base.Store.claim` may hand out. Keeping it as a column (maintained by
+every write that adds or removes queue rows) makes a claim an index range scan over heads
+instead of a scan over every queued row of a busy key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from .base import SCHEMA_VERSION
+
+__all__ = ["migrations", "Dialect"]
+
+Dialect = Literal["sqlite", "postgresql"]
+
+_TYPES: dict[Dialect, dict[str, str]] = {
+    "sqlite": {"text": "TEXT", "real": "REAL", "int": "INTEGER", "bigint": "INTEGER", "blob": "BLOB",
+               "queue_options": ""},
+    # "C" collation: text orders by code point, as SQLite's BINARY does (ids, kv_scan)
+    "postgresql": {"text": 'text COLLATE "C"', "real": "double precision", "int": "integer",
+                   "bigint": "bigint", "blob": "bytea",
+                   # rows are updated (leases, retries) and deleted all day: leave room for
+                   # HOT updates and vacuum early
+                   "queue_options": " WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02)"},
+}
+
+_V1 = """
+CREATE TABLE sailseg_queue (
+    id {text} PRIMARY KEY,
+    pipeline {text} NOT NULL,
+    okey {text} NOT NULL,
+    dedupe_key {text},
+    sinks {text},
+    attempt {int} NOT NULL,
+    first_seen {real} NOT NULL,
+    due_at {real} NOT NULL,
+    last_error {text},
+    event {blob} NOT NULL,
+    head {int} NOT NULL DEFAULT 0,
+    lease_owner {text},
+    lease_until {real} NOT NULL DEFAULT 0
+){queue_options};
+CREATE INDEX sailseg_queue_okey ON sailseg_queue (okey, id);
+CREATE UNIQUE INDEX sailseg_queue_head ON sailseg_queue (okey) WHERE head = 1;
+CREATE INDEX sailseg_queue_ready ON sailseg_queue (id, due_at, lease_until) WHERE head = 1;
+CREATE TABLE sailseg_dedupe (
+    key {text} PRIMARY KEY,
+    first_seen {real} NOT NULL
+);
+CREATE INDEX sailseg_dedupe_seen ON sailseg_dedupe (first_seen);
+CREATE TABLE sailseg_delivered (
+    id {text} PRIMARY KEY,
+    pipeline {text} NOT NULL,
+    okey {text} NOT NULL,
+    delivered_at {real} NOT NULL,
+    sinks {text} NOT NULL,
+    event {blob} NOT NULL
+);
+CREATE INDEX sailseg_delivered_pipeline ON sailseg_delivered (pipeline, delivered_at, id);
+CREATE INDEX sailseg_delivered_at ON sailseg_delivered (delivered_at);
+CREATE INDEX sailseg_delivered_okey ON sailseg_delivered (okey);
+CREATE TABLE sailseg_dead_letters (
+    id {text} PRIMARY KEY,
+    item_id {text} NOT NULL,
+    pipeline {text} NOT NULL,
+    sink {text} NOT NULL,
+    okey {text} NOT NULL,
+    error {text} NOT NULL,
+    error_type {text} NOT NULL,
+    response {blob},
+    attempts {int} NOT NULL,
+    created_at {real} NOT NULL,
+    event {blob} NOT NULL
+);
+CREATE INDEX sailseg_dead_letters_order ON sailseg_dead_letters (created_at, id);
+CREATE INDEX sailseg_dead_letters_pipeline ON sailseg_dead_letters (pipeline, created_at, id);
+CREATE INDEX sailseg_dead_letters_okey ON sailseg_dead_letters (okey);
+CREATE TABLE sailseg_parked (
+    id {text} PRIMARY KEY,
+    pipeline {text} NOT NULL,
+    okey {text} NOT NULL,
+    dedupe_key {text},
+    sinks {text},
+    attempt {int} NOT NULL,
+    first_seen {real} NOT NULL,
+    due_at {real} NOT NULL,
+    last_error {text},
+    event {blob} NOT NULL,
+    parked_at {real} NOT NULL,
+    expires_at {real} NOT NULL,
+    reason {text} NOT NULL
+);
+CREATE INDEX sailseg_parked_order ON sailseg_parked (parked_at, id);
+CREATE INDEX sailseg_parked_expiry ON sailseg_parked (expires_at);
+CREATE INDEX sailseg_parked_okey ON sailseg_parked (okey);
+CREATE TABLE sailseg_parked_keys (
+    kind {text} NOT NULL,
+    value {text} NOT NULL,
+    item_id {text} NOT NULL,
+    PRIMARY KEY (kind, value, item_id)
+);
+CREATE INDEX sailseg_parked_keys_item ON sailseg_parked_keys (item_id);
+CREATE TABLE sailseg_counters (
+    pipeline {text} NOT NULL,
+    name {text} NOT NULL,
+    n {bigint} NOT NULL,
+    PRIMARY KEY (pipeline, name)
+);
+CREATE TABLE sailseg_kv (
+    ns {text} NOT NULL,
+    key {text} NOT NULL,
+    value {blob} NOT NULL,
+    PRIMARY KEY (ns, key)
+);
+CREATE TABLE sailseg_audit (
+    id {text} PRIMARY KEY,
+    at {real} NOT NULL,
+    action {text} NOT NULL,
+    subject {text} NOT NULL,
+    actor {text} NOT NULL,
+    system {text} NOT NULL,
+    outcome {text} NOT NULL,
+    details {blob} NOT NULL
+);
+CREATE INDEX sailseg_audit_at ON sailseg_audit (at, id);
+CREATE TABLE sailseg_schema (version {int} NOT NULL);
+INSERT INTO sailseg_schema (version) VALUES (0);
+"""
+
+#: version -> the statements that upgrade the version before it
+_MIGRATIONS: dict[int, str] = {1: _V1}
+assert max(_MIGRATIONS) == SCHEMA_VERSION, "a migration is missing for SCHEMA_VERSION"
+
+
+def migrations(dialect: Dialect, current: int) -> list[tuple[int, list[str]]]:
+    """The (version, statements) still to apply to a database at ``current``, in order.
+
+    Each step ends by recording its version; run each step in one transaction.
+    """
+    types = _TYPES[dialect]
+    steps = []
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        sql = _MIGRATIONS[version].format(**types)
+        statements = [s.strip() for s in sql.split(";") if s.strip()]
+        statements.append(f"UPDATE sailseg_schema SET version = {version}")
+        steps.append((version, statements))
+    return steps

@@ -1,0 +1,371 @@
+"""What the SQL backends share: group commit, and the store methods whose SQL is the same on
+SQLite and PostgreSQL (reads, leases, kv, audit, pruning).
+
+Shared SQL is written with ``?`` placeholders (PostgreSQL's backend numbers them); a list
+parameter is tested with ``column {IN}`` and passed through :meth:`SQLStore._list`, which is a
+``json_each`` on SQLite and ``= ANY(array)`` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+import anyio
+
+from ..events import Event
+from ._rows import (
+    AUDIT_COLS,
+    PreparedOutcome,
+    DEAD_COLS,
+    ITEM_COLS,
+    audit_from_row,
+    audit_row,
+    clean,
+    dead_from_row,
+    decode_event,
+    item_from_row,
+    prefix_bound,
+)
+from .base import AuditRecord, DeadLetter, ParkedItem, Store
+
+__all__ = [
+    "GroupCommit",
+    "Pending",
+    "SQLStore",
+    "QUEUE_INSERT",
+    "DEAD_INSERT",
+    "finish_writes",
+    "release_sql",
+    "purge_sql",
+]
+
+T = TypeVar("T")
+Row = Sequence[Any]
+
+_PAGE = 500  # rows per page for iterators and chunked deletes
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+QUEUE_INSERT = f"INSERT INTO sailseg_queue ({ITEM_COLS}) VALUES ({_marks(10)})"
+DEAD_INSERT = f"INSERT INTO sailseg_dead_letters ({DEAD_COLS}) VALUES ({_marks(11)})"
+
+
+def finish_writes(applied: Sequence[PreparedOutcome]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The inserts that record applied outcomes, as (statement, rows) for ``executemany``,
+    after the queue rows themselves were deleted or rescheduled."""
+    counts: dict[tuple[str, str], int] = {}
+    for p in applied:
+        for pipeline, name, n in p.counts:
+            counts[(pipeline, name)] = counts.get((pipeline, name), 0) + n
+    return [
+        ("INSERT INTO sailseg_delivered (id, pipeline, okey, delivered_at, sinks, event) "
+         f"VALUES ({_marks(6)}) ON CONFLICT (id) DO NOTHING",
+         [p.delivered for p in applied if p.delivered is not None]),
+        (f"INSERT INTO sailseg_parked ({ITEM_COLS}, parked_at, expires_at, reason) "
+         f"VALUES ({_marks(13)}) ON CONFLICT (id) DO NOTHING",
+         [p.parked for p in applied if p.parked is not None]),
+        ("INSERT INTO sailseg_parked_keys (kind, value, item_id) VALUES (?, ?, ?) "
+         "ON CONFLICT DO NOTHING",
+         [k for p in applied for k in p.park_keys]),
+        (DEAD_INSERT, [d for p in applied for d in p.dead]),
+        # sorted, so that concurrent finishes on several nodes lock counter rows in one order
+        ("INSERT INTO sailseg_counters (pipeline, name, n) VALUES (?, ?, ?) "
+         "ON CONFLICT (pipeline, name) DO UPDATE SET n = sailseg_counters.n + excluded.n",
+         [(pipeline, name, n) for (pipeline, name), n in sorted(counts.items())]),
+    ]
+
+
+def release_sql(in_list: str) -> tuple[str, str]:
+    """``release_parked`` after the matching ids are known (the list parameter): the
+    statement moving them back to the queue (first parameter: due time), and the one
+    deleting their keys."""
+    return (
+        f"INSERT INTO sailseg_queue ({ITEM_COLS}) SELECT id, pipeline, okey, dedupe_key, sinks, "
+        f"attempt, first_seen, ?, last_error, event FROM sailseg_parked WHERE id {in_list} "
+        "ON CONFLICT (id) DO NOTHING",
+        f"DELETE FROM sailseg_parked_keys WHERE item_id {in_list}",
+    )
+
+
+def purge_sql(in_list: str) -> list[tuple[str, bool]]:
+    """The statements of ``purge_okeys`` in order, each taking the okey list as its one
+    parameter, with whether its deleted rows count in the result."""
+    return [
+        (f"DELETE FROM sailseg_queue WHERE okey {in_list}", True),
+        ("DELETE FROM sailseg_parked_keys WHERE item_id IN "
+         f"(SELECT id FROM sailseg_parked WHERE okey {in_list})", False),
+        (f"DELETE FROM sailseg_parked WHERE okey {in_list}", True),
+        (f"DELETE FROM sailseg_delivered WHERE okey {in_list}", True),
+        (f"DELETE FROM sailseg_dead_letters WHERE okey {in_list}", True),
+    ]
+
+
+class Pending(Generic[T]):
+    """One call waiting in a :class:`GroupCommit`; the flush sets ``result`` or ``error``."""
+
+    __slots__ = ("payload", "taken", "result", "error")
+
+    def __init__(self, payload: T) -> None:
+        self.payload = payload
+        self.taken = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit(Generic[T]):
+    """Group commit: calls that arrive while a transaction is being written wait, then all
+    go into the next one, so N concurrent calls cost one commit (and one fsync), not N.
+
+    ``flush(batch)`` writes a batch in one transaction and sets each entry's ``result`` or
+    ``error``; it runs shielded from cancellation, because the batch holds other callers' work.
+    """
+
+    def __init__(self, flush: Callable[[list[Pending[T]]], Awaitable[None]]) -> None:
+        self._flush = flush
+        self._pending: list[Pending[T]] = []
+        self._lock = anyio.Lock()
+
+    async def submit(self, payload: T) -> Any:
+        entry = Pending(payload)
+        self._pending.append(entry)
+        try:
+            async with self._lock:
+                if not entry.taken:
+                    batch, self._pending = self._pending, []
+                    for e in batch:
+                        e.taken = True
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await self._flush(batch)
+                        except BaseException as exc:  # noqa: BLE001 - handed to every caller
+                            for e in batch:
+                                if e.error is None:
+                                    e.error = exc
+        except anyio.get_cancelled_exc_class():
+            if not entry.taken:
+                self._pending.remove(entry)
+            raise
+        if entry.error is not None:
+            raise entry.error
+        return entry.result
+
+    async def wait_idle(self) -> None:
+        """Return once no batch is being written (for ``close``)."""
+        async with self._lock:
+            pass
+
+
+class SQLStore(Store):
+    """Base of the SQL backends: implements what is the same SQL everywhere."""
+
+    #: compares a column with a list given as one parameter (see :meth:`_list`)
+    IN: ClassVar[str]
+
+    @abc.abstractmethod
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        """Run a read and return its rows."""
+
+    @abc.abstractmethod
+    async def _execute(self, sql: str, *args: Any) -> int:
+        """Run one write in its own (possibly shared) transaction; return rows affected."""
+
+    @abc.abstractmethod
+    def _list(self, values: Sequence[str]) -> Any:
+        """The parameter value for ``column {IN}``."""
+
+    # -- queue -----------------------------------------------------------------------
+    async def backlog(self) -> int:
+        rows = await self._fetch("SELECT count(*) FROM sailseg_queue")
+        return int(rows[0][0])
+
+    async def extend_lease(self, owner: str, ids: Sequence[str], *, lease: float, now: float) -> None:
+        if ids:
+            await self._execute(
+                f"UPDATE sailseg_queue SET lease_until = ? WHERE lease_owner = ? AND id {self.IN}",
+                now + lease, owner, self._list(ids),
+            )
+
+    async def release(self, owner: str) -> None:
+        await self._execute(
+            "UPDATE sailseg_queue SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?",
+            owner,
+        )
+
+    # -- parking ---------------------------------------------------------------------
+    async def list_parked(
+        self, *, expired_before: float | None = None, limit: int = 100
+    ) -> list[ParkedItem]:
+        cols = f"{ITEM_COLS}, parked_at, expires_at, reason"
+        if expired_before is None:
+            rows = await self._fetch(
+                f"SELECT {cols} FROM sailseg_parked ORDER BY parked_at, id LIMIT ?", limit
+            )
+        else:
+            rows = await self._fetch(
+                f"SELECT {cols} FROM sailseg_parked WHERE expires_at < ? "
+                "ORDER BY parked_at, id LIMIT ?",
+                expired_before, limit,
+            )
+        keys: dict[str, dict[str, str]] = {}
+        if rows:
+            for item_id, kind, value in await self._fetch(
+                f"SELECT item_id, kind, value FROM sailseg_parked_keys WHERE item_id {self.IN}",
+                self._list([r[0] for r in rows]),
+            ):
+                keys.setdefault(item_id, {})[kind] = value
+        return [
+            ParkedItem(item=item_from_row(r), keys=keys.get(r[0], {}), parked_at=r[10],
+                       expires_at=r[11], reason=r[12])
+            for r in rows
+        ]
+
+    # -- dead letters ----------------------------------------------------------------
+    async def list_dead_letters(
+        self, *, pipeline: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+        if pipeline is None:
+            rows = await self._fetch(
+                f"SELECT {DEAD_COLS} FROM sailseg_dead_letters ORDER BY created_at, id "
+                "LIMIT ? OFFSET ?",
+                limit, offset,
+            )
+        else:
+            rows = await self._fetch(
+                f"SELECT {DEAD_COLS} FROM sailseg_dead_letters WHERE pipeline = ? "
+                "ORDER BY created_at, id LIMIT ? OFFSET ?",
+                pipeline, limit, offset,
+            )
+        return [dead_from_row(r) for r in rows]
+
+    async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        rows = await self._fetch(f"SELECT {DEAD_COLS} FROM sailseg_dead_letters WHERE id = ?", id)
+        return dead_from_row(rows[0]) if rows else None
+
+    async def purge_dead_letters(self, ids: Sequence[str] | None) -> int:
+        if ids is None:
+            return await self._execute("DELETE FROM sailseg_dead_letters")
+        if not ids:
+            return 0
+        return await self._execute(
+            f"DELETE FROM sailseg_dead_letters WHERE id {self.IN}", self._list(ids)
+        )
+
+    # -- delivered (replay) ----------------------------------------------------------
+    async def delivered_since(self, pipeline: str, since: float) -> AsyncIterator[Event]:  # type: ignore[override]
+        rows = await self._fetch(
+            "SELECT delivered_at, id, event FROM sailseg_delivered WHERE pipeline = ? "
+            "AND delivered_at >= ? ORDER BY delivered_at, id LIMIT ?",
+            pipeline, since, _PAGE,
+        )
+        while rows:
+            for row in rows:
+                yield decode_event(row[2])
+            if len(rows) < _PAGE:
+                return
+            last_at, last_id = rows[-1][0], rows[-1][1]
+            rows = await self._fetch(
+                "SELECT delivered_at, id, event FROM sailseg_delivered WHERE pipeline = ? "
+                "AND (delivered_at, id) > (?, ?) ORDER BY delivered_at, id LIMIT ?",
+                pipeline, last_at, last_id, _PAGE,
+            )
+
+    async def prune(self, *, now: float, delivered_retention: float, dedupe_window: float) -> None:
+        """Delete in chunks, so other writers get the database between them."""
+        for sql, cutoff in (
+            ("DELETE FROM sailseg_delivered WHERE id IN (SELECT id FROM sailseg_delivered "
+             "WHERE delivered_at < ? LIMIT ?)", now - delivered_retention),
+            # a key is a duplicate while first_seen > now - window (see enqueue)
+            ("DELETE FROM sailseg_dedupe WHERE key IN (SELECT key FROM sailseg_dedupe "
+             "WHERE first_seen <= ? LIMIT ?)", now - dedupe_window),
+        ):
+            while await self._execute(sql, cutoff, _PAGE) >= _PAGE:
+                pass
+
+    # -- stats -----------------------------------------------------------------------
+    async def stats(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+
+        def entry(pipeline: str) -> dict[str, int]:
+            return out.setdefault(pipeline, {"backlog": 0, "parked": 0, "dead": 0})
+
+        for name, table in (("backlog", "sailseg_queue"), ("parked", "sailseg_parked"),
+                            ("dead", "sailseg_dead_letters")):
+            for pipeline, n in await self._fetch(
+                f"SELECT pipeline, count(*) FROM {table} GROUP BY pipeline"
+            ):
+                entry(pipeline)[name] = int(n)
+        for pipeline, name, n in await self._fetch(
+            "SELECT pipeline, name, n FROM sailseg_counters"
+        ):
+            entry(pipeline)[name] = int(n)
+        return out
+
+    # -- kv for plugins --------------------------------------------------------------
+    async def kv_get(self, ns: str, key: str) -> bytes | None:
+        rows = await self._fetch(
+            "SELECT value FROM sailseg_kv WHERE ns = ? AND key = ?", clean(ns), clean(key)
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    async def kv_set(self, ns: str, key: str, value: bytes) -> None:
+        await self._execute(
+            "INSERT INTO sailseg_kv (ns, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+            clean(ns), clean(key), bytes(value),
+        )
+
+    async def kv_add(self, ns: str, key: str, value: bytes) -> bool:
+        return 1 == await self._execute(
+            "INSERT INTO sailseg_kv (ns, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (ns, key) DO NOTHING",
+            clean(ns), clean(key), bytes(value),
+        )
+
+    async def kv_cas(self, ns: str, key: str, old: bytes | None, new: bytes) -> bool:
+        if old is None:
+            return await self.kv_add(ns, key, new)
+        return 1 == await self._execute(
+            "UPDATE sailseg_kv SET value = ? WHERE ns = ? AND key = ? AND value = ?",
+            bytes(new), clean(ns), clean(key), bytes(old),
+        )
+
+    async def kv_delete(self, ns: str, key: str) -> bool:
+        return 1 == await self._execute(
+            "DELETE FROM sailseg_kv WHERE ns = ? AND key = ?", clean(ns), clean(key)
+        )
+
+    async def kv_scan(self, ns: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        """Keys starting with ``prefix``, in code point order."""
+        prefix = clean(prefix)
+        bound = prefix_bound(prefix)
+        if bound is None:
+            rows = await self._fetch(
+                "SELECT key, value FROM sailseg_kv WHERE ns = ? AND key >= ? ORDER BY key",
+                clean(ns), prefix,
+            )
+        else:
+            rows = await self._fetch(
+                "SELECT key, value FROM sailseg_kv WHERE ns = ? AND key >= ? AND key < ? "
+                "ORDER BY key",
+                clean(ns), prefix, bound,
+            )
+        return [(k, bytes(v)) for k, v in rows]
+
+    # -- audit -----------------------------------------------------------------------
+    async def audit_append(self, record: AuditRecord) -> None:
+        await self._execute(
+            f"INSERT INTO sailseg_audit ({AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            *audit_row(record),
+        )
+
+    async def audit_since(self, since: float) -> list[AuditRecord]:
+        rows = await self._fetch(
+            f"SELECT {AUDIT_COLS} FROM sailseg_audit WHERE at >= ? ORDER BY at, id", since
+        )
+        return [audit_from_row(r) for r in rows]

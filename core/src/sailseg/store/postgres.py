@@ -1,0 +1,424 @@
+"""PostgreSQL store: several ``sailseg serve`` nodes sharing one database.
+
+URL: ``postgresql://user:password@host:5432/dbname`` plus, optionally,
+
+- ``schema=<name>``: keep sailseg's tables in that schema (created by ``migrate``); lowercase
+  letters, digits and ``_``;
+- ``pool_min`` / ``pool_max``: connections per node (default 1 / 10);
+- any other parameter (``sslmode=require``, ...) goes to asyncpg as usual.
+
+How nodes share the work:
+
+- **Claims** take the oldest due head rows with ``FOR UPDATE SKIP LOCKED`` and lease them to
+  the claiming node, so two nodes never hold one item, and a dead node's items come back once
+  their lease ends.
+- **Per-identity order**: only the ``head`` row of an ordering key is claimable (see
+  ``_schema``). Every transaction that adds or removes queue rows of some keys first takes a
+  transaction-scoped advisory lock on each key's bucket (crc32 of the key, 4096 buckets, in
+  sorted order, so no deadlocks), then re-marks the heads of those keys. A transaction touching
+  more than 128 buckets takes one exclusive lock instead, which every other such transaction
+  holds shared, so the lock table stays small however large the batch.
+- **Dedupe** is an upsert on the key (``ON CONFLICT``): of two nodes accepting one messageId at
+  once, the second waits for the first to commit and sees the duplicate.
+- **Group commit**: concurrent ``enqueue`` calls of one node share one transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import StoreError
+from ._rows import (
+    ITEM_COLS,
+    expired_dead_row,
+    item_from_row,
+    item_row,
+    plan_heads,
+    prepare_outcomes,
+    replay_row,
+)
+from ._schema import migrations
+from ._sql import (
+    DEAD_INSERT,
+    QUEUE_INSERT,
+    GroupCommit,
+    Pending,
+    SQLStore,
+    finish_writes,
+    purge_sql,
+    release_sql,
+)
+from .base import Outcome, QueueItem
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["PostgresStore"]
+
+Row = Sequence[Any]
+EnqueueCall = tuple[list[tuple[Any, ...]], float, float]  # rows, dedupe window, now
+
+_IN = "= ANY(?::text[])"
+_LOCK_CLASS = 0x5A15E6  # first key of every sailseg advisory lock
+_BUCKETS = 4096
+_MAX_BUCKET_LOCKS = 128
+_ALL_BUCKETS = -1  # shared by bucket lockers, exclusive for a transaction over many buckets
+_MIGRATION_LOCK = -2
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@functools.lru_cache(maxsize=512)
+def _numbered(sql: str) -> str:
+    """``?`` placeholders (as the shared SQL is written) to PostgreSQL's ``$1, $2, ...``."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+
+def _affected(status: str) -> int:
+    """Rows affected, from a command status such as ``UPDATE 3`` or ``INSERT 0 1``."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class PostgresStore(SQLStore):
+    """The scale-out store. ``PostgresStore(url)`` builds it; :meth:`open` connects."""
+
+    IN: ClassVar[str] = _IN
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._dsn, self.schema, self.pool_min, self.pool_max = _parse_url(url)
+        self._pool: asyncpg.Pool | None = None
+        self._enqueuer: GroupCommit[EnqueueCall] = GroupCommit(self._flush_enqueue)
+
+    # -- plumbing --------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            import asyncpg
+        except ImportError:
+            raise StoreError(
+                "the PostgreSQL store needs asyncpg: pip install 'sailseg[postgres]'"
+            ) from None
+        settings = {"application_name": "sailseg", "jit": "off"}
+        if self.schema:
+            settings["search_path"] = self.schema
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self.pool_min, max_size=self.pool_max,
+                server_settings=settings,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is one clear line
+            raise StoreError(
+                f"cannot connect to store {self.redacted_url()}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def close(self) -> None:
+        await self._enqueuer.wait_idle()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def _db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError(f"store {self.redacted_url()} is not open")
+        return self._pool
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._db().fetch(_numbered(sql), *args)  # type: ignore[no-any-return]
+
+    async def _execute(self, sql: str, *args: Any) -> int:
+        return _affected(await self._db().execute(_numbered(sql), *args))
+
+    def _list(self, values: Sequence[str]) -> Any:
+        return list(values)
+
+    # -- schema ----------------------------------------------------------------------
+    async def schema_version(self) -> int:
+        async with self._db().acquire() as conn:
+            return await _version(conn)
+
+    async def migrate(self) -> int:
+        async with self._db().acquire() as conn, conn.transaction():
+            # one node migrates; the others wait here, then find nothing left to do
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _MIGRATION_LOCK)
+            if self.schema:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            current = await _version(conn)
+            for version, statements in migrations("postgresql", current):
+                for sql in statements:
+                    await conn.execute(sql)
+                current = version
+            return current
+
+    # -- queue -----------------------------------------------------------------------
+    async def enqueue(
+        self, items: Sequence[QueueItem], *, dedupe_window: float, now: float
+    ) -> list[bool]:
+        if not items:
+            return []
+        rows = [item_row(i) for i in items]
+        return await self._enqueuer.submit((rows, dedupe_window, now))  # type: ignore[no-any-return]
+
+    async def _flush_enqueue(self, batch: list[Pending[EnqueueCall]]) -> None:
+        """Write every waiting ``enqueue`` call in one transaction."""
+        # each key's first sighting in the batch asks the database; repeats are decided below
+        seen: set[str] = set()
+        probes: dict[float, list[tuple[str, float]]] = {}  # window -> [(key, now)]
+        for entry in batch:
+            rows, window, now = entry.payload
+            for row in rows:
+                key = row[3]
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    probes.setdefault(window, []).append((key, now))
+        async with self._db().acquire() as conn, conn.transaction():
+            await _lock_okeys(conn, [r[2] for e in batch for r in e.payload[0]])
+            fresh: set[str] = set()
+            for window, probe in probes.items():
+                probe.sort()  # one lock order for concurrent upserts of the same keys
+                fresh.update(r[0] for r in await conn.fetch(
+                    "INSERT INTO sailseg_dedupe AS d (key, first_seen) "
+                    "SELECT * FROM unnest($1::text[], $2::float8[]) "
+                    "ON CONFLICT (key) DO UPDATE SET first_seen = excluded.first_seen "
+                    "WHERE d.first_seen <= excluded.first_seen - $3 RETURNING key",
+                    [k for k, _ in probe], [t for _, t in probe], window,
+                ))
+            accepted: list[tuple[Any, ...]] = []
+            results: list[list[bool]] = []
+            decided: set[str] = set()
+            for entry in batch:
+                rows, window, _ = entry.payload
+                flags = []
+                for row in rows:
+                    key = row[3]
+                    if key is None:
+                        ok = True
+                    elif key in decided:
+                        ok = window <= 0  # its first sighting is this very transaction
+                    else:
+                        decided.add(key)
+                        ok = key in fresh
+                    flags.append(ok)
+                    if ok:
+                        accepted.append(row)
+                results.append(flags)
+            if accepted:
+                await conn.executemany(_numbered(QUEUE_INSERT), accepted)
+                now = min(e.payload[2] for e in batch)
+                await _fix_heads(conn, [r[2] for r in accepted], now)
+        for entry, flags in zip(batch, results):
+            entry.result = flags
+
+    async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
+        if limit <= 0:
+            return []
+        rows = await self._db().fetch(
+            f"UPDATE sailseg_queue SET lease_owner = $1, lease_until = $2 WHERE id IN ("
+            "SELECT id FROM sailseg_queue WHERE head = 1 AND due_at <= $3 AND lease_until <= $3 "
+            f"ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {ITEM_COLS}",
+            owner, now + lease, now, limit,
+        )
+        return sorted((item_from_row(r) for r in rows), key=lambda i: i.id)
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> None:
+        prepared = prepare_outcomes(outcomes, now)
+        if not prepared:
+            return
+        gone = [p.id for p in prepared if p.retry is None]
+        retries = [(p.id, *p.retry) for p in prepared if p.retry is not None]
+        async with self._db().acquire() as conn, conn.transaction():
+            await _lock_okeys(conn, [p.okey for p in prepared])
+            hit: set[str] = set()
+            if gone:
+                hit.update(r[0] for r in await conn.fetch(
+                    "DELETE FROM sailseg_queue WHERE id = ANY($1::text[]) RETURNING id", gone
+                ))
+            if retries:
+                ids, sinks, attempts, due, errors = (list(c) for c in zip(*retries))
+                hit.update(r[0] for r in await conn.fetch(
+                    "UPDATE sailseg_queue q SET sinks = u.sinks, attempt = u.attempt, "
+                    "due_at = u.due_at, last_error = u.last_error, lease_owner = NULL, "
+                    "lease_until = 0 FROM unnest($1::text[], $2::text[], $3::int[], "
+                    "$4::float8[], $5::text[]) AS u(id, sinks, attempt, due_at, last_error) "
+                    "WHERE q.id = u.id RETURNING q.id",
+                    ids, sinks, attempts, due, errors,
+                ))
+            # rows already finished elsewhere, or purged, record nothing
+            applied = [p for p in prepared if p.id in hit]
+            for sql, rows in finish_writes(applied):
+                if rows:
+                    await conn.executemany(_numbered(sql), rows)
+            await _fix_heads(conn, [p.okey for p in applied], now)
+
+    # -- parking ---------------------------------------------------------------------
+    async def release_parked(self, keys: dict[str, str], *, now: float) -> int:
+        if not keys:
+            return 0
+        kinds, values = list(keys), list(keys.values())
+        async with self._db().acquire() as conn, conn.transaction():
+            found = await conn.fetch(
+                "SELECT DISTINCT p.id, p.okey FROM sailseg_parked p "
+                "JOIN sailseg_parked_keys k ON k.item_id = p.id "
+                "JOIN unnest($1::text[], $2::text[]) AS u(kind, value) "
+                "ON k.kind = u.kind AND k.value = u.value",
+                kinds, values,
+            )
+            if not found:
+                return 0
+            await _lock_okeys(conn, [r[1] for r in found])
+            ids = [r[0] for r in found]
+            move, drop_keys = release_sql(_IN)
+            await conn.execute(_numbered(move), now, ids)
+            await conn.execute(_numbered(drop_keys), ids)
+            # a node that released them first (while we waited for the locks) wins
+            released = await conn.fetch(
+                "DELETE FROM sailseg_parked WHERE id = ANY($1::text[]) RETURNING okey", ids
+            )
+            await _fix_heads(conn, [r[0] for r in released], now)
+            return len(released)
+
+    async def expire_parked(self, *, now: float) -> int:
+        async with self._db().acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "DELETE FROM sailseg_parked WHERE expires_at <= $1 "
+                "RETURNING id, pipeline, okey, attempt, reason, event",
+                now,
+            )
+            if rows:
+                await conn.execute(
+                    "DELETE FROM sailseg_parked_keys WHERE item_id = ANY($1::text[])",
+                    [r[0] for r in rows],
+                )
+                await conn.executemany(_numbered(DEAD_INSERT), [expired_dead_row(r, now) for r in rows])
+            return len(rows)
+
+    # -- dead letters ----------------------------------------------------------------
+    async def replay_dead_letters(self, ids: Sequence[str] | None, *, now: float) -> int:
+        if ids is not None and not ids:
+            return 0
+        async with self._db().acquire() as conn, conn.transaction():
+            if ids is None:
+                targets = await conn.fetch("SELECT id, okey FROM sailseg_dead_letters")
+            else:
+                targets = await conn.fetch(
+                    "SELECT id, okey FROM sailseg_dead_letters WHERE id = ANY($1::text[])", list(ids)
+                )
+            if not targets:
+                return 0
+            await _lock_okeys(conn, [r[1] for r in targets])
+            rows = await conn.fetch(
+                "DELETE FROM sailseg_dead_letters WHERE id = ANY($1::text[]) "
+                "RETURNING id, pipeline, okey, sink, event, created_at",
+                [r[0] for r in targets],
+            )
+            rows = sorted(rows, key=lambda r: (r[5], r[0]))
+            fresh = [replay_row(r, now) for r in rows]
+            if fresh:
+                await conn.executemany(_numbered(QUEUE_INSERT), fresh)
+                await _fix_heads(conn, [r[2] for r in fresh], now)
+            return len(fresh)
+
+    # -- privacy ---------------------------------------------------------------------
+    async def purge_okeys(self, okeys: Sequence[str]) -> int:
+        if not okeys:
+            return 0
+        okeys = list(okeys)
+        total = 0
+        async with self._db().acquire() as conn, conn.transaction():
+            await _lock_okeys(conn, okeys)
+            for sql, counted in purge_sql(_IN):
+                n = _affected(await conn.execute(_numbered(sql), okeys))
+                total += n if counted else 0
+        return total
+
+
+def _parse_url(url: str) -> tuple[str, str | None, int, int]:
+    """(asyncpg DSN, schema, pool_min, pool_max) from a store URL."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres", "postgresql+asyncpg"):
+        raise StoreError(f"not a PostgreSQL store URL: {url!r}")
+    schema: str | None = None
+    pool = {"pool_min": 1, "pool_max": 10}
+    passthrough = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "schema":
+            if not _SCHEMA_NAME.match(value):
+                raise StoreError(
+                    f"store URL: schema {value!r} must be lowercase letters, digits and _"
+                )
+            schema = value
+        elif name in pool:
+            if not value.isdigit() or int(value) < 1:
+                raise StoreError(f"store URL: {name} must be a positive integer, not {value!r}")
+            pool[name] = int(value)
+        else:
+            passthrough.append((name, value))
+    if pool["pool_min"] > pool["pool_max"]:
+        pool["pool_min"] = pool["pool_max"]
+    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passthrough), ""))
+    return dsn, schema, pool["pool_min"], pool["pool_max"]
+
+
+async def _version(conn: asyncpg.Connection) -> int:
+    if not await conn.fetchval("SELECT to_regclass('sailseg_schema') IS NOT NULL"):
+        return 0
+    return int(await conn.fetchval("SELECT max(version) FROM sailseg_schema") or 0)
+
+
+async def _lock_okeys(conn: asyncpg.Connection, okeys: Sequence[str]) -> None:
+    """Serialize this transaction against every other one touching the same ordering keys
+    (see the module docstring). Call first in the transaction."""
+    buckets = sorted({zlib.crc32(k.encode("utf-8", "surrogatepass")) % _BUCKETS for k in okeys})
+    if not buckets:
+        return
+    if len(buckets) > _MAX_BUCKET_LOCKS:
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _ALL_BUCKETS)
+        return
+    await conn.execute(
+        "SELECT CASE WHEN b < 0 THEN pg_advisory_xact_lock_shared($1, b) "
+        "ELSE pg_advisory_xact_lock($1, b) END FROM unnest($2::int[]) AS b",
+        _LOCK_CLASS, [_ALL_BUCKETS, *buckets],
+    )
+
+
+async def _fix_heads(conn: asyncpg.Connection, okeys: Sequence[str], now: float) -> None:
+    """Re-mark the oldest row of each ordering key as its head (see ``plan_heads``).
+
+    Runs under :func:`_lock_okeys`. The current heads are locked first: a claim leasing one
+    right now finishes before we look at its lease, and no claim takes it while we decide.
+    """
+    keys = sorted(set(okeys))
+    if not keys:
+        return
+    heads: dict[str, tuple[str, float]] = {
+        r[0]: (r[1], r[2])
+        for r in await conn.fetch(
+            "SELECT okey, id, lease_until FROM sailseg_queue "
+            "WHERE okey = ANY($1::text[]) AND head = 1 ORDER BY okey FOR UPDATE",
+            keys,
+        )
+    }
+    todo = [k for k in keys if k not in heads or heads[k][1] <= now]
+    if not todo:
+        return
+    oldest: dict[str, str | None] = {
+        r[0]: r[1]
+        for r in await conn.fetch(
+            "SELECT k, (SELECT min(id) FROM sailseg_queue WHERE okey = k) "
+            "FROM unnest($1::text[]) AS k",
+            todo,
+        )
+    }
+    unmark, mark = plan_heads(heads, oldest, now)
+    # unmark first: the unique index on (okey) WHERE head = 1 is checked row by row
+    if unmark:
+        await conn.execute("UPDATE sailseg_queue SET head = 0 WHERE id = ANY($1::text[])", unmark)
+    if mark:
+        await conn.execute("UPDATE sailseg_queue SET head = 1 WHERE id = ANY($1::text[])", mark)

@@ -1,0 +1,409 @@
+"""SQLite store: the embedded, zero-setup default (``sqlite:///.sailseg/sailseg.db``).
+
+Writes: one connection, driven from worker threads, one transaction at a time. Every write
+call (enqueue, claim, finish, kv, ...) joins the next transaction through
+:class:`~sailseg.store._sql.GroupCommit`, so concurrent callers share one commit and one fsync;
+each call runs inside its own savepoint, so one failing call does not undo the others.
+Reads use a second connection, which WAL mode lets run beside the writer.
+
+Several processes may open one file (``sailseg dlq replay`` beside ``sailseg serve``): write
+transactions start with ``BEGIN IMMEDIATE`` and wait up to ``busy_timeout`` for each other.
+
+URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
+``sqlite:///:memory:`` (one connection, for tests). Options:
+
+- ``synchronous=full`` (default: a commit is on disk before the call returns, surviving power
+  loss) or ``normal`` (survives a crash of the process, not of the machine);
+- ``busy_timeout=<ms>`` (default 10000).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+import anyio
+import msgspec
+
+from ..errors import StoreError
+from ._rows import (
+    ITEM_COLS,
+    PreparedOutcome,
+    expired_dead_row,
+    item_from_row,
+    item_row,
+    plan_heads,
+    prepare_outcomes,
+    replay_row,
+)
+from ._schema import migrations
+from ._sql import (
+    DEAD_INSERT,
+    QUEUE_INSERT,
+    GroupCommit,
+    Pending,
+    SQLStore,
+    finish_writes,
+    purge_sql,
+    release_sql,
+)
+from .base import Outcome, QueueItem
+
+__all__ = ["SQLiteStore"]
+
+Row = Sequence[Any]
+Op = tuple[Callable[..., Any], tuple[Any, ...]]
+
+_IN = "IN (SELECT value FROM json_each(?))"
+_json = msgspec.json.Encoder()
+
+
+def _ids(values: Sequence[str]) -> str:
+    return _json.encode(list(values)).decode()
+
+
+class SQLiteStore(SQLStore):
+    """The embedded store. ``SQLiteStore(url)`` builds it; :meth:`open` connects."""
+
+    IN: ClassVar[str] = _IN
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path, self.synchronous, self.busy_timeout = _parse_url(url)
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._rlock = anyio.Lock()
+        self._writer: GroupCommit[Op] = GroupCommit(self._flush)
+
+    # -- plumbing --------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._wconn is None:
+            await anyio.to_thread.run_sync(self._connect)
+
+    def _connect(self) -> None:
+        memory = self.path == ":memory:"
+        try:
+            if not memory and os.path.dirname(self.path):
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._wconn = self._new_connection()
+            if not memory:
+                self._wconn.execute("PRAGMA journal_mode = WAL")
+                self._rconn = self._new_connection()
+                self._rconn.execute("PRAGMA query_only = 1")
+        except (OSError, sqlite3.Error) as exc:
+            self._close_connections()
+            raise StoreError(f"cannot open store {self.redacted_url()}: {exc}") from exc
+
+    def _new_connection(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False,
+            timeout=self.busy_timeout / 1000,
+        )
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        # fail now, with a clear message, if the file is not a database
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+
+    def _close_connections(self) -> None:
+        for conn in (self._rconn, self._wconn):
+            if conn is not None:
+                conn.close()
+        self._rconn = self._wconn = None
+
+    async def close(self) -> None:
+        await self._writer.wait_idle()
+        if self._wconn is not None:
+            await anyio.to_thread.run_sync(self._close_connections)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._wconn is None:
+            raise StoreError(f"store {self.redacted_url()} is not open")
+        return self._wconn
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(conn, *args)`` inside the next write transaction."""
+        self._conn()
+        return await self._writer.submit((fn, args))
+
+    async def _flush(self, batch: list[Pending[Op]]) -> None:
+        await anyio.to_thread.run_sync(_run_batch, self._conn(), batch)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        if self._rconn is None:  # in-memory: one connection for everything
+            return await self._write(_fetchall, sql, args)  # type: ignore[no-any-return]
+        async with self._rlock:
+            return await anyio.to_thread.run_sync(_fetchall, self._rconn, sql, args)
+
+    async def _execute(self, sql: str, *args: Any) -> int:
+        return await self._write(_rowcount, sql, args)  # type: ignore[no-any-return]
+
+    def _list(self, values: Sequence[str]) -> Any:
+        return _ids(values)
+
+    # -- schema ----------------------------------------------------------------------
+    async def schema_version(self) -> int:
+        if not await self._fetch(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sailseg_schema'"
+        ):
+            return 0
+        rows = await self._fetch("SELECT max(version) FROM sailseg_schema")
+        return int(rows[0][0] or 0)
+
+    async def migrate(self) -> int:
+        return await self._write(_migrate)  # type: ignore[no-any-return]
+
+    # -- queue -----------------------------------------------------------------------
+    async def enqueue(
+        self, items: Sequence[QueueItem], *, dedupe_window: float, now: float
+    ) -> list[bool]:
+        if not items:
+            return []
+        rows = [item_row(i) for i in items]
+        return await self._write(_enqueue, rows, dedupe_window, now)  # type: ignore[no-any-return]
+
+    async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
+        if limit <= 0:
+            return []
+        rows = await self._write(_claim, owner, limit, now + lease, now)
+        return [item_from_row(r) for r in rows]
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> None:
+        prepared = prepare_outcomes(outcomes, now)
+        if prepared:
+            await self._write(_finish, prepared, now)
+
+    # -- parking ---------------------------------------------------------------------
+    async def release_parked(self, keys: dict[str, str], *, now: float) -> int:
+        if not keys:
+            return 0
+        return await self._write(_release_parked, list(keys.items()), now)  # type: ignore[no-any-return]
+
+    async def expire_parked(self, *, now: float) -> int:
+        return await self._write(_expire_parked, now)  # type: ignore[no-any-return]
+
+    # -- dead letters ----------------------------------------------------------------
+    async def replay_dead_letters(self, ids: Sequence[str] | None, *, now: float) -> int:
+        if ids is not None and not ids:
+            return 0
+        return await self._write(_replay, None if ids is None else list(ids), now)  # type: ignore[no-any-return]
+
+    # -- privacy ---------------------------------------------------------------------
+    async def purge_okeys(self, okeys: Sequence[str]) -> int:
+        if not okeys:
+            return 0
+        return await self._write(_purge, _ids(okeys))  # type: ignore[no-any-return]
+
+
+def _parse_url(url: str) -> tuple[str, str, int]:
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() != "sqlite" or not sep or not rest.startswith("/"):
+        raise StoreError(
+            f"not a SQLite store URL: {url!r} (expected sqlite:///relative/path.db, "
+            "sqlite:////absolute/path.db or sqlite:///:memory:)"
+        )
+    path, _, query = rest[1:].partition("?")
+    if not path:
+        raise StoreError(f"SQLite store URL {url!r} names no file")
+    synchronous, busy = "FULL", 10_000
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "synchronous" and value.upper() in ("FULL", "NORMAL"):
+            synchronous = value.upper()
+        elif name == "busy_timeout" and value.isdigit():
+            busy = int(value)
+        else:
+            raise StoreError(
+                f"SQLite store URL {url!r}: unknown option {name}={value!r} "
+                "(known: synchronous=full|normal, busy_timeout=<ms>)"
+            )
+    return path, synchronous, busy
+
+
+# -- everything below runs in a worker thread, inside a transaction ----------------------
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[Pending[Op]]) -> None:
+    """One transaction for the whole batch; a savepoint per call keeps failures apart."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        for entry in batch:
+            entry.error = exc
+        return
+    for entry in batch:
+        fn, args = entry.payload
+        conn.execute("SAVEPOINT call")
+        try:
+            entry.result = fn(conn, *args)
+        except Exception as exc:  # noqa: BLE001 - belongs to that caller alone
+            entry.error = exc
+            conn.execute("ROLLBACK TO call")
+        conn.execute("RELEASE call")
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for entry in batch:
+            entry.error, entry.result = exc, None
+
+
+def _fetchall(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Row]:
+    return conn.execute(sql, args).fetchall()
+
+
+def _rowcount(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
+    return conn.execute(sql, args).rowcount
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sailseg_schema'"
+    ).fetchone()
+    current = conn.execute("SELECT max(version) FROM sailseg_schema").fetchone()[0] if exists else 0
+    for version, statements in migrations("sqlite", current or 0):
+        for sql in statements:
+            conn.execute(sql)
+        current = version
+    return int(current or 0)
+
+
+def _fix_heads(conn: sqlite3.Connection, okeys: Sequence[str], now: float) -> None:
+    """Re-mark the oldest row of each ordering key as its head (see ``plan_heads``)."""
+    heads: dict[str, tuple[str, float]] = {}
+    oldest: dict[str, str | None] = {}
+    for okey in set(okeys):
+        head = conn.execute(
+            "SELECT id, lease_until FROM sailseg_queue WHERE okey = ? AND head = 1", (okey,)
+        ).fetchone()
+        if head is not None:
+            if head[1] > now:
+                continue  # in flight: it keeps the mark
+            heads[okey] = (head[0], head[1])
+        oldest[okey] = conn.execute(
+            "SELECT min(id) FROM sailseg_queue WHERE okey = ?", (okey,)
+        ).fetchone()[0]
+    unmark, mark = plan_heads(heads, oldest, now)
+    conn.executemany("UPDATE sailseg_queue SET head = 0 WHERE id = ?", [(i,) for i in unmark])
+    conn.executemany("UPDATE sailseg_queue SET head = 1 WHERE id = ?", [(i,) for i in mark])
+
+
+def _enqueue(conn: sqlite3.Connection, rows: list[Row], window: float, now: float) -> list[bool]:
+    flags: list[bool] = []
+    accepted: list[Row] = []
+    seen: set[str] = set()
+    for row in rows:
+        key = row[3]
+        if key is not None:
+            if key in seen:
+                ok = window <= 0  # a repeat inside one call: first_seen is this very call
+            else:
+                seen.add(key)
+                # first time, or the last sighting left the window: (re)start the window
+                ok = conn.execute(
+                    "INSERT INTO sailseg_dedupe (key, first_seen) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET first_seen = excluded.first_seen "
+                    "WHERE first_seen <= ? RETURNING 1",
+                    (key, now, now - window),
+                ).fetchone() is not None
+            if not ok:
+                flags.append(False)
+                continue
+        flags.append(True)
+        accepted.append(row)
+    if accepted:
+        conn.executemany(QUEUE_INSERT, accepted)
+        _fix_heads(conn, [r[2] for r in accepted], now)
+    return flags
+
+
+def _claim(conn: sqlite3.Connection, owner: str, limit: int, until: float, now: float) -> list[Row]:
+    rows = conn.execute(
+        f"SELECT {ITEM_COLS} FROM sailseg_queue WHERE head = 1 AND due_at <= ? "
+        "AND lease_until <= ? ORDER BY id LIMIT ?",
+        (now, now, limit),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id = ?",
+        [(owner, until, r[0]) for r in rows],
+    )
+    return rows
+
+
+def _finish(conn: sqlite3.Connection, prepared: list[PreparedOutcome], now: float) -> None:
+    applied: list[PreparedOutcome] = []
+    for p in prepared:
+        if p.retry is not None:
+            cur = conn.execute(
+                "UPDATE sailseg_queue SET sinks = ?, attempt = ?, due_at = ?, last_error = ?, "
+                "lease_owner = NULL, lease_until = 0 WHERE id = ?",
+                (*p.retry, p.id),
+            )
+        else:
+            cur = conn.execute("DELETE FROM sailseg_queue WHERE id = ?", (p.id,))
+        if cur.rowcount:  # else finished elsewhere already, or purged: nothing to record
+            applied.append(p)
+    for sql, rows in finish_writes(applied):
+        conn.executemany(sql, rows)
+    _fix_heads(conn, [p.okey for p in applied], now)
+
+
+def _release_parked(conn: sqlite3.Connection, keys: list[tuple[str, str]], now: float) -> int:
+    found: dict[str, str] = {}
+    for kind, value in keys:
+        for item_id, okey in conn.execute(
+            "SELECT p.id, p.okey FROM sailseg_parked_keys k JOIN sailseg_parked p "
+            "ON p.id = k.item_id WHERE k.kind = ? AND k.value = ?",
+            (kind, value),
+        ):
+            found[item_id] = okey
+    if not found:
+        return 0
+    ids = _ids(list(found))
+    move, drop_keys = release_sql(_IN)
+    conn.execute(move, (now, ids))
+    conn.execute(drop_keys, (ids,))
+    released = conn.execute(f"DELETE FROM sailseg_parked WHERE id {_IN}", (ids,)).rowcount
+    _fix_heads(conn, list(found.values()), now)
+    return released
+
+
+def _expire_parked(conn: sqlite3.Connection, now: float) -> int:
+    rows = conn.execute(
+        "SELECT id, pipeline, okey, attempt, reason, event FROM sailseg_parked "
+        "WHERE expires_at <= ?",
+        (now,),
+    ).fetchall()
+    if not rows:
+        return 0
+    ids = _ids([r[0] for r in rows])
+    conn.executemany(DEAD_INSERT, [expired_dead_row(r, now) for r in rows])
+    conn.execute(f"DELETE FROM sailseg_parked_keys WHERE item_id {_IN}", (ids,))
+    conn.execute(f"DELETE FROM sailseg_parked WHERE id {_IN}", (ids,))
+    return len(rows)
+
+
+def _replay(conn: sqlite3.Connection, ids: list[str] | None, now: float) -> int:
+    cols = "id, pipeline, okey, sink, event FROM sailseg_dead_letters"
+    if ids is None:
+        rows = conn.execute(f"SELECT {cols} ORDER BY created_at, id").fetchall()
+    else:
+        rows = conn.execute(f"SELECT {cols} WHERE id {_IN} ORDER BY created_at, id", (_ids(ids),)).fetchall()
+    if not rows:
+        return 0
+    fresh = [replay_row(r, now) for r in rows]
+    conn.executemany(QUEUE_INSERT, fresh)
+    conn.execute(f"DELETE FROM sailseg_dead_letters WHERE id {_IN}", (_ids([r[0] for r in rows]),))
+    _fix_heads(conn, [r[2] for r in fresh], now)
+    return len(rows)
+
+
+def _purge(conn: sqlite3.Connection, okeys: str) -> int:
+    total = 0
+    for sql, counted in purge_sql(_IN):
+        n = conn.execute(sql, (okeys,)).rowcount
+        total += n if counted else 0
+    return total
