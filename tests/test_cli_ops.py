@@ -1,0 +1,143 @@
+"""CLI operations against a real SQLite store: run, dlq, replay, status, db."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from click.testing import CliRunner
+from sailseg_plugins_echo import RECORDED
+
+from sailseg.cli import cli
+from sailseg.config import load_config
+from sailseg.runtime import Runtime
+
+CONFIG = """
+[store]
+url = "sqlite:///{tmp}/s.db"
+[delivery]
+poll_interval = 0.02
+max_attempts = 1
+max_age = 0
+[triggers.web]
+type = "echo"
+path = "/in"
+[pipelines.main]
+trigger = "web"
+transforms = [ {{ type = "map", fields = {{ "traits.plan" = {{ expr = "traits.plan", default = "free" }} }} }} ]
+sinks = [ {{ type = "echo", name = "rec", fail = "{fail}", fail_types = ["track"] }} ]
+"""
+
+
+def write_config(tmp: Path, fail: str = "fatal") -> Path:
+    p = tmp / "sailseg.toml"
+    p.write_text(CONFIG.format(tmp=tmp, fail=fail))
+    return p
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args))
+
+
+async def feed(cfg_path: Path, messages: list[dict[str, Any]], expect: int) -> None:
+    async with Runtime(load_config(cfg_path)) as rt:
+        await rt.accept("web", messages)
+        deadline = time.monotonic() + 10
+        while rt.delivery is not None and rt.delivery.processed < expect and time.monotonic() < deadline:
+            await anyio.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def clear() -> None:
+    RECORDED.clear()
+
+
+def test_run_prints_each_stage_and_sink_preview(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    ev = tmp_path / "e.json"
+    ev.write_text(json.dumps({"type": "identify", "userId": "u1", "traits": {"email": "a@b.io"}}))
+    res = invoke("run", "-c", str(cfg), "--event", str(ev))
+    assert res.exit_code == 0, res.output
+    (report,) = json.loads(res.output)
+    assert report["stages"][0]["output"]["traits"]["plan"] == "free"
+    assert report["sinks"]["rec"]["would_record"]["traits"] == {"email": "a@b.io", "plan": "free"}
+    assert report["outcome"] == "would deliver"
+    assert not (tmp_path / "s.db").exists()  # a dry run leaves the data directory alone
+
+
+def test_run_rejects_bad_event_file_with_one_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    ev = tmp_path / "e.json"
+    ev.write_text('{"type": "track", "userId": "u1"}')
+    res = invoke("run", "-c", str(cfg), "--event", str(ev))
+    assert res.exit_code == 1
+    assert res.output.strip() == "Error: Object missing required field `event`"
+
+
+def test_dlq_list_show_replay_purge(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    anyio.run(feed, cfg, [{"type": "track", "userId": "u1", "event": "A", "messageId": "m1"},
+                          {"type": "track", "userId": "u2", "event": "B", "messageId": "m2"}], 2)
+    res = invoke("dlq", "list", "-c", str(cfg), "--json")
+    rows = json.loads(res.output)
+    assert len(rows) == 2 and {r["event"]["payload"]["messageId"] for r in rows} == {"m1", "m2"}
+    table = invoke("dlq", "list", "-c", str(cfg))
+    assert "echo: configured to fail" in table.output and "rec" in table.output
+    shown = json.loads(invoke("dlq", "show", "-c", str(cfg), rows[0]["id"]).output)
+    assert shown["error_type"] == "FatalError" and shown["response"] == {"status": 400}
+    missing = invoke("dlq", "show", "-c", str(cfg), "nope")
+    assert missing.exit_code == 2 and "no dead letter with id 'nope'" in missing.output
+    assert invoke("dlq", "replay", "-c", str(cfg)).exit_code == 2  # ids or --all required
+    assert "replayed 1 dead letter(s)" in invoke("dlq", "replay", "-c", str(cfg), rows[0]["id"]).output
+    # fix the sink, run the node: the replayed letter is delivered, the other stays dead
+    ok = write_config(tmp_path, fail="")
+    anyio.run(feed, ok, [], 1)
+    assert [r["payload"]["messageId"] for r in RECORDED["rec"]] == [rows[0]["event"]["payload"]["messageId"]]
+    assert "purged 1 dead letter(s)" in invoke("dlq", "purge", "-c", str(cfg), "--all").output
+    assert invoke("dlq", "list", "-c", str(cfg)).output.strip() == "no dead letters"
+
+
+def test_status_table_counts(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    anyio.run(feed, cfg, [{"type": "identify", "userId": "u1", "messageId": "i1"},
+                          {"type": "track", "userId": "u1", "event": "A", "messageId": "t1"}], 2)
+    res = invoke("status", "-c", str(cfg), "--json")
+    data = json.loads(res.output)
+    assert data["pipelines"]["main"]["rec:delivered"] == 1
+    assert data["pipelines"]["main"]["rec:failed"] == 1
+    assert data["pipelines"]["main"]["dead"] == 1
+    table = invoke("status", "-c", str(cfg)).output
+    assert "main" in table and "total backlog: 0" in table
+
+
+def test_replay_dry_run_and_real(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, fail="")
+    anyio.run(feed, cfg, [{"type": "identify", "userId": "u1", "messageId": "i1", "traits": {}}], 1)
+    assert len(RECORDED["rec"]) == 1
+    dry = invoke("replay", "-c", str(cfg), "--pipeline", "main", "--since", "1h", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    (report,) = json.loads(dry.output)
+    assert report["sinks"]["rec"]["would_record"]["messageId"] == "i1"
+    assert len(RECORDED["rec"]) == 1  # nothing sent
+    res = invoke("replay", "-c", str(cfg), "--pipeline", "main", "--since", "1h")
+    assert "re-enqueued 1 event(s)" in res.output
+    anyio.run(feed, cfg, [], 1)
+    assert [r["payload"]["messageId"] for r in RECORDED["rec"]] == ["i1", "i1"]
+    bad = invoke("replay", "-c", str(cfg), "--pipeline", "nope", "--since", "1h")
+    assert bad.exit_code == 2 and "no pipeline named 'nope'" in bad.output
+    bad_since = invoke("replay", "-c", str(cfg), "--pipeline", "main", "--since", "yesterday-ish")
+    assert bad_since.exit_code == 2 and "--since" in bad_since.output
+
+
+def test_db_upgrade_and_version(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    res = invoke("db", "upgrade", "--store", url)
+    assert res.exit_code == 0 and "schema version 0 -> " in res.output
+    from sailseg.store.base import SCHEMA_VERSION
+
+    assert f"store schema {SCHEMA_VERSION}; this sailseg needs {SCHEMA_VERSION}" in invoke(
+        "db", "version", "--store", url).output
