@@ -74,7 +74,7 @@ class Collector:
         self.messages: list[dict[str, Any]] = []
         self.seen: set[str] = set()
 
-    async def __call__(self, messages: Sequence[dict[str, Any]]) -> sailseg.AcceptResult:
+    async def __call__(self, messages: Sequence[dict[str, Any]], **_: Any) -> sailseg.AcceptResult:
         acc = dup = 0
         for m in messages:
             if m["messageId"] in self.seen:

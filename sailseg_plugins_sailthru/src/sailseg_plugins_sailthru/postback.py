@@ -94,7 +94,8 @@ class PostbackTrigger(sailseg.Trigger):
         if not messages:
             return sailseg.json_response({"ok": True, "accepted": 0, "duplicates": 0})
         try:
-            result = await self.ctx.accept(messages)
+            trace = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
+            result = await self.ctx.accept(messages, trace=trace or None)
         except sailseg.Backpressure as exc:
             return sailseg.error_response(503, str(exc), headers={"retry-after": str(int(exc.retry_after + 0.999))})
         except sailseg.InputError as exc:
