@@ -19,6 +19,16 @@ from sailseg.runtime import Runtime
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def tmp_path(store_url: str, tmp_path: Path) -> Path:  # noqa: F811 - every test runs on both backends
+    """The test's directory, carrying the store URL (SQLite file or PostgreSQL schema) to use."""
+    STORE_URLS[str(tmp_path)] = store_url
+    return tmp_path
+
+
+STORE_URLS: dict[str, str] = {}
+
+
 def config(tmp_path: Path, sink: dict[str, Any] | None = None, **extra: Any) -> Any:
     pipelines: dict[str, Any] = {
         "main": {
@@ -30,7 +40,7 @@ def config(tmp_path: Path, sink: dict[str, Any] | None = None, **extra: Any) -> 
     if "resolver" in extra:
         pipelines["main"]["resolver"] = extra.pop("resolver")
     raw = {
-        "store": {"url": f"sqlite:///{tmp_path}/s.db"},
+        "store": {"url": STORE_URLS.get(str(tmp_path), f"sqlite:///{tmp_path}/s.db")},
         "server": {"admin_token": "admin-tok", "max_body": 4096},
         "delivery": {"backoff_base": 0.01, "backoff_max": 0.05, "poll_interval": 0.02,
                      "max_attempts": 3, "max_age": 0, **extra.pop("delivery", {})},
