@@ -147,3 +147,43 @@ def test_cli_command_is_registered() -> None:
     assert "--port" in result.output and "--postback-url" in result.output
     bad = CliRunner().invoke(cli, ["sailthru", "emulator", "--limit", "nonsense"])
     assert bad.exit_code != 0 and "METHOD /endpoint=N" in bad.output
+
+
+async def test_job_completion_postback_lists_and_send_endpoints(collector: object) -> None:
+    import sailseg
+    from sailthru_testing import ENV, Collector, make
+
+    from sailseg.server import RouteApp
+    from sailseg_plugins_sailthru.client import SailthruClient
+    from sailseg_plugins_sailthru.config import Account
+    from sailseg_plugins_sailthru.errors import SailthruBadRequest, SailthruNotFound
+    from sailseg_plugins_sailthru.postback import PostbackTrigger
+
+    col = Collector()
+    trig = await make(PostbackTrigger, sailseg.ComponentContext(env=dict(ENV), accept=col))
+    receiver = httpx.ASGITransport(app=RouteApp(trig.routes()))
+    emu = SailthruEmulator(EmulatorSettings(job_polls_to_complete=1), postback_transport=receiver)
+    c = SailthruClient(Account(KEY, SECRET, "http://emu"), httpx.AsyncClient(transport=emu.transport()))
+    await c.post("user", {"id": "m@example.com", "lists": {"VIP": 1}, "vars": {"tier": "gold"}})
+    job = await c.post("job", {"job": "export_list_data", "list": "VIP",
+                               "postback_url": "http://rx/sailthru/postback"})
+    status = await c.get("job", {"job_id": job["job_id"]})
+    assert status["status"] == "completed"
+    assert emu.state.postbacks[-1]["status"] == 200  # signed job postback verified by the trigger
+    assert col.messages == []  # job postbacks emit nothing
+    assert "m@example.com" in (await c.download(status["export_url"])).decode()
+    # /list
+    assert (await c.get("list", {"list": "VIP"}))["count"] == 1
+    assert [x["name"] for x in (await c.get("list", {}))["lists"]] == ["VIP"]
+    assert (await c.delete("list", {"list": "VIP"}))["ok"] is True
+    with pytest.raises(SailthruNotFound):
+        await c.get("list", {"list": "VIP"})
+    # /send GET + DELETE of a scheduled send
+    sent = await c.post("send", {"template": "t", "email": "m@example.com", "schedule_time": "+2 hours"})
+    assert (await c.get("send", {"send_id": sent["send_id"]}))["status"] == "scheduled"
+    assert (await c.delete("send", {"send_id": sent["send_id"]}))["ok"] is True
+    with pytest.raises(SailthruNotFound):
+        await c.get("send", {"send_id": "nope"})
+    with pytest.raises(SailthruBadRequest):
+        await c.post("send", {"template": "t", "email": "m@example.com", "schedule_time": "whenever"})
+    await c.aclose()
