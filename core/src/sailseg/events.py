@@ -90,26 +90,28 @@ Message = Union[Identify, Track, Page, Screen, Group, Alias, Delete]
 MESSAGE_TYPES: tuple[str, ...] = ("identify", "track", "page", "screen", "group", "alias", "delete")
 
 
-_last_ms = 0
+_last_us = 0
 _seq = 0
-_node = uuid.uuid4().hex[:12]
+_node = uuid.uuid4().hex[:10]
 
 
 def new_id() -> str:
-    """A unique id that sorts in creation order within a process (32 hex chars).
+    """A unique id that sorts in creation order (32 hex chars).
 
-    Milliseconds, then a per-millisecond sequence, then a per-process random node part:
-    ids made later in one process always sort after earlier ones, which is what the queue's
-    per-identity FIFO order relies on.
+    Microseconds since the epoch, then a per-microsecond sequence, then a per-process random
+    node part. Ids made later in one process always sort after earlier ones, which is what the
+    queue's per-identity FIFO order relies on; across processes on one machine the shared clock
+    orders them too, because a client sends a person's next event only after the previous one
+    was acknowledged. Nodes on different machines rely on synchronised clocks (NTP) for this.
     """
-    global _last_ms, _seq
-    ms = time.time_ns() // 1_000_000
-    if ms <= _last_ms:
-        ms = _last_ms
+    global _last_us, _seq
+    us = time.time_ns() // 1_000
+    if us <= _last_us:
+        us = _last_us
         _seq += 1
     else:
-        _last_ms, _seq = ms, 0
-    return f"{ms:012x}{_seq:08x}{_node}"
+        _last_us, _seq = us, 0
+    return f"{us:014x}{_seq:08x}{_node}"
 
 
 def validate_message(data: Any, *, where: str = "$") -> JSON:
