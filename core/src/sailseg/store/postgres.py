@@ -167,7 +167,20 @@ class PostgresStore(SQLStore):
         return await self._enqueuer.submit((rows, dedupe_window, now))  # type: ignore[no-any-return]
 
     async def _flush_enqueue(self, batch: list[Pending[EnqueueCall]]) -> None:
-        """Write every waiting ``enqueue`` call in one transaction."""
+        """Write every waiting ``enqueue`` call in one transaction. If that fails, write
+        them one by one, so a bad call fails alone (as its own savepoint does on SQLite)."""
+        try:
+            await self._enqueue_batch(batch)
+        except Exception:
+            if len(batch) == 1:
+                raise
+            for entry in batch:
+                try:
+                    await self._enqueue_batch([entry])
+                except Exception as exc:  # noqa: BLE001 - belongs to that caller alone
+                    entry.error = exc
+
+    async def _enqueue_batch(self, batch: list[Pending[EnqueueCall]]) -> None:
         # each key's first sighting in the batch asks the database; repeats are decided below
         seen: set[str] = set()
         probes: dict[float, list[tuple[str, float]]] = {}  # window -> [(key, now)]
@@ -405,15 +418,12 @@ async def _fix_heads(conn: asyncpg.Connection, okeys: Sequence[str], now: float)
             keys,
         )
     }
-    todo = [k for k in keys if k not in heads or heads[k][1] <= now]
-    if not todo:
-        return
     oldest: dict[str, str | None] = {
         r[0]: r[1]
         for r in await conn.fetch(
             "SELECT k, (SELECT min(id) FROM sailseg_queue WHERE okey = k) "
             "FROM unnest($1::text[]) AS k",
-            todo,
+            keys,
         )
     }
     unmark, mark = plan_heads(heads, oldest, now)

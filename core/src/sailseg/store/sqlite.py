@@ -280,8 +280,6 @@ def _fix_heads(conn: sqlite3.Connection, okeys: Sequence[str], now: float) -> No
             "SELECT id, lease_until FROM sailseg_queue WHERE okey = ? AND head = 1", (okey,)
         ).fetchone()
         if head is not None:
-            if head[1] > now:
-                continue  # in flight: it keeps the mark
             heads[okey] = (head[0], head[1])
         oldest[okey] = conn.execute(
             "SELECT min(id) FROM sailseg_queue WHERE okey = ?", (okey,)
