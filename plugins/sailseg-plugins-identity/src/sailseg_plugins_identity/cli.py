@@ -1,0 +1,279 @@
+"""CLI commands: ``sailseg identity show|unmatched``, ``sailseg privacy delete``,
+``sailseg audit export``. Attached by the plugin's ``register_commands`` hook."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from sailseg.errors import ConfigError, SailsegError
+from sailseg.store.base import Store
+
+from . import audit
+from .graph import KINDS, IdentityGraph
+from .timeutil import iso
+
+__all__ = ["identity_group", "privacy_group", "audit_group", "parse_id"]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# ``sailseg.cli`` loads plugin commands while it is imported, so its helpers are reached at
+# call time, never at import time (importing this module first must not be circular).
+def handle_errors(fn: F) -> F:
+    """``sailseg.cli.handle_errors`` (one-line errors, exit codes), applied at call time."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sailseg.cli import handle_errors as core_handle_errors
+
+        return core_handle_errors(fn)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def config_option(f: F) -> F:
+    return click.option("-c", "--config", "config_path", default=None, metavar="FILE",
+                        help="Pipeline config (default: $SAILSEG_CONFIG or ./sailseg.toml).")(f)
+
+
+def store_option(f: F) -> F:
+    return click.option("--store", "store_url", default=None, metavar="URL",
+                        help="Store URL; overrides the config and $SAILSEG_STORE.")(f)
+
+
+def _run(fn: Callable[[Store], Awaitable[Any]], config_path: str | None, store_url: str | None) -> Any:
+    import anyio
+
+    from sailseg.cli import store_for
+
+    async def main() -> Any:
+        store = store_for(config_path, store_url)
+        await store.open()
+        try:
+            await store.check_schema(auto_migrate=store.url.startswith("sqlite"))
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return anyio.run(main)
+
+
+def parse_id(text: str) -> list[tuple[str, str]]:
+    """``kind:value`` (kind one of userId, anonymousId, email, sid, extid), an email, or a bare
+    value tried as userId then anonymousId."""
+    kind, sep, value = text.partition(":")
+    if sep and kind in KINDS and value:
+        return [(kind, value)]
+    if "@" in text:
+        return [("email", text)]
+    return [("userId", text), ("anonymousId", text)]
+
+
+@click.group("identity")
+def identity_group() -> None:
+    """Inspect the identity graph and events that never resolved."""
+
+
+@identity_group.command("show")
+@click.argument("identifier")
+@config_option
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def identity_show(identifier: str, config_path: str | None, store_url: str | None, as_json: bool) -> None:
+    """Show the person IDENTIFIER belongs to: identifiers, sink keys, history of conflicts.
+
+    IDENTIFIER is an email, a userId/anonymousId, or KIND:VALUE (e.g. sid:57b4...).
+    """
+
+    async def show(store: Store) -> dict[str, Any] | None:
+        graph = IdentityGraph(store)
+        for kind, value in parse_id(identifier):
+            root = await graph.find(kind, value)
+            if root is not None:
+                return await graph.describe(root)
+        return None
+
+    view = _run(show, config_path, store_url)
+    if view is None:
+        raise SailsegError(f"no person known for {identifier!r}")
+    if as_json:
+        click.echo(json.dumps(view, indent=2, sort_keys=True))
+        return
+    click.echo(f"cluster {view['cluster']}")
+    for kind, values in sorted(view["identifiers"].items()):
+        click.echo(f"  {kind:12} {', '.join(values)}")
+    click.echo(f"  sailthru key: {json.dumps(view['keys']['sailthru'], sort_keys=True)}")
+    click.echo(f"  segment key:  {json.dumps(view['keys']['segment'], sort_keys=True)}")
+    if view["parked"]:
+        click.echo(f"  parked:       {', '.join(view['parked'])}")
+    if view["history"]:
+        click.echo("history (policy: latest by event time wins, history kept):")
+        for h in view["history"]:
+            rest = {k: v for k, v in h.items() if k not in ("at", "what")}
+            click.echo(f"  {iso(float(h.get('at', 0)))}  {h.get('what')}  {json.dumps(rest, sort_keys=True)}")
+
+
+@identity_group.command("unmatched")
+@config_option
+@store_option
+@click.option("--expire/--no-expire", default=True, show_default=True,
+              help="First turn parked events past their expiry into unmatched ones.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@handle_errors
+def identity_unmatched(config_path: str | None, store_url: str | None, expire: bool, limit: int,
+                       as_json: bool) -> None:
+    """Events whose identity never resolved before their parking time ran out, with the reason."""
+    import time
+
+    async def collect(store: Store) -> list[dict[str, Any]]:
+        if expire:
+            await store.expire_parked(now=time.time())
+        out: list[dict[str, Any]] = []
+        offset = 0
+        while len(out) < limit:
+            page = await store.list_dead_letters(limit=500, offset=offset)
+            if not page:
+                break
+            offset += len(page)
+            for d in page:
+                if d.error_type == "Unmatched":
+                    p = d.event.payload
+                    out.append({"id": d.id, "pipeline": d.pipeline, "at": iso(d.created_at),
+                                "type": p.get("type"), "event": p.get("event"),
+                                "userId": p.get("userId"), "anonymousId": p.get("anonymousId"),
+                                "messageId": p.get("messageId"), "reason": d.error})
+        return out[:limit]
+
+    rows = _run(collect, config_path, store_url)
+    for r in rows:
+        if as_json:
+            click.echo(json.dumps(r, sort_keys=True))
+        else:
+            who = f"anonymousId={r['anonymousId']}" if r["anonymousId"] else f"userId={r['userId']}"
+            what = r["event"] or r["type"]
+            click.echo(f"{r['id']}  {r['at']}  {r['pipeline']}  {what}  {who}  reason: {r['reason']}")
+    if not rows and not as_json:
+        click.echo("no unmatched events")
+
+
+@click.group("privacy")
+def privacy_group() -> None:
+    """Privacy operations (erasure)."""
+
+
+def _account(cfg: Any, component: str | None) -> Any:
+    """Sailthru AccountConfig from a named component of the config, the first Sailthru-ish
+    component, or the environment."""
+    import msgspec
+    from sailseg_plugins_sailthru.config import AccountConfig
+
+    fields = set(AccountConfig.__struct_fields__)
+    specs = list(cfg.components.values()) if cfg is not None else []
+    chosen = None
+    if component:
+        chosen = next((s for s in specs if s.instance == component), None)
+        if chosen is None:
+            raise ConfigError(f"--sailthru-component: no component named {component!r} in the config")
+    else:
+        chosen = next((s for s in specs if s.type == "privacy.delete"), None) or next(
+            (s for s in specs if s.type.startswith("sailthru.")), None)
+    options = {k: v for k, v in (chosen.options if chosen else {}).items() if k in fields}
+    return msgspec.convert(options, AccountConfig, strict=False)
+
+
+@privacy_group.command("delete")
+@click.option("--email", default=None, help="The person's email.")
+@click.option("--user-id", default=None, help="The person's userId.")
+@click.option("--sailthru-component", default=None, metavar="NAME",
+              help="Config component whose Sailthru account to use (default: first Sailthru one).")
+@click.option("--no-sailthru", is_flag=True, help="Only purge sailseg's store.")
+@config_option
+@store_option
+@handle_errors
+def privacy_delete(email: str | None, user_id: str | None, sailthru_component: str | None,
+                   no_sailthru: bool, config_path: str | None, store_url: str | None) -> None:
+    """Delete a person from Sailthru and purge sailseg's copy (the audit record is kept, with
+    the email hashed). User-not-found in Sailthru counts as done."""
+    if bool(email) == bool(user_id):
+        raise click.UsageError("give exactly one of --email or --user-id")
+    from pathlib import Path
+
+    from sailseg.cli import load, resolve_config_path
+    from sailseg.components import ComponentContext
+    from sailseg_plugins_sailthru.client import client_for
+
+    from .privacy import Eraser
+
+    cfg = load(config_path, store_url) if Path(resolve_config_path(config_path)).exists() else None
+    account = None if no_sailthru else _account(cfg, sailthru_component)
+    transport = getattr(sys.modules.get("sailseg_plugins_identity.cli"), "TRANSPORT", None)
+
+    async def erase(store: Store) -> dict[str, Any]:
+        ctx = ComponentContext(instance="privacy delete", store=store, transport=transport,
+                               env=dict(os.environ))
+        client = client_for(ctx, account, component="sailseg privacy delete") if account else None
+        try:
+            given = {"email": email} if email else {"userId": str(user_id)}
+            return dict(await Eraser(store, client).erase(
+                given, actor=f"cli:{_user()}", system="cli", request=None))
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    res = _run(erase, config_path, store_url)
+    click.echo(json.dumps(res, sort_keys=True))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "unknown"
+
+
+#: tests route the CLI's Sailthru calls to an emulator by setting this transport
+TRANSPORT: Any = None
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The audit trail of consent changes and deletions."""
+
+
+@audit_group.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--since", default="0", show_default=True,
+              help="ISO date/time, unix time, or a duration ago (24h, 30d).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to a file instead of stdout.")
+@config_option
+@store_option
+@handle_errors
+def audit_export(fmt: str, since: str, output: str | None, config_path: str | None, store_url: str | None) -> None:
+    """Export audit records at or after --since (oldest first)."""
+    from sailseg.cli_ops import parse_since
+
+    t = 0.0 if since in ("0", "") else parse_since(since)
+
+    async def fetch(store: Store) -> Any:
+        return await store.audit_since(t)
+
+    records = _run(fetch, config_path, store_url)
+    text = audit.export_jsonl(records) if fmt == "jsonl" else audit.export_csv(records)
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        click.echo(f"{len(records)} record(s) written to {output}", err=True)
+    else:
+        click.echo(text, nl=False)

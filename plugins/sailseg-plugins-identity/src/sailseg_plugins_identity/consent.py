@@ -1,0 +1,301 @@
+"""Consent sync transforms: ``consent.to_sailthru`` and ``consent.to_segment``.
+
+Both consult the :mod:`.ledger` and the audit trail, and raise :class:`sailseg.SkipEvent`
+for changes that must not be written (stale by event time, echoes of our own writes,
+no change). Applied changes are handed to the sinks through ``event.meta``:
+
+- ``consent.to_sailthru`` (Segment -> Sailthru): an opt-out trait (``unsubscribed: true``,
+  ``email_opt_in: false`` by default), an ``Unsubscribed`` track, or a ``context.consent``
+  category set to false become ``meta.sailthru.optout_email = <level>`` (``all`` by default);
+  an explicit opt-in (``Subscribed`` track, or configured opt-in traits) becomes ``none``.
+  Use it in a pipeline ending in a ``sailthru.user`` sink with ``types = ["identify",
+  "track"]``. Events that came from Sailthru (``context.sailseg.origin == "sailthru"``, or
+  emitted by the Sailthru plugin) are never written back.
+- ``consent.to_segment`` (Sailthru -> Segment): the ``Unsubscribed`` / ``Subscribed`` /
+  ``Email Bounced`` events of the ``sailthru.postback`` trigger. With ``emit = "identify"``
+  it sets ``meta.segment.traits`` to the consent traits (for a ``segment.identify`` sink);
+  with ``emit = "track"`` it passes the spec event on (for a ``segment.track`` sink). Both mark
+  the write with ``context.sailseg.origin = "sailthru"`` and ``integrations.Sailthru = false``
+  so it is recognised when it comes back. Run one pipeline per ``emit`` from the same trigger:
+  the ledger treats the second sight of the same change (same messageId) as already applied.
+
+Why explicit opt-in only: consent-management tools send their categories on every event, and
+a re-sync re-subscribing unsubscribed people is the classic failure; an opt-out is undone
+only by an event that says "opt in", and only when it is newer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+import sailseg
+from sailseg.events import Event
+
+from . import audit
+from .graph import IdentityGraph, identifiers, normalise
+from .ledger import Change, ConsentLedger, Decision
+from .resolver import is_barrier, park_or_resolve
+from .timeutil import event_time, iso
+
+__all__ = ["ConsentToSailthru", "ConsentToSegment", "ORIGIN", "origin_of", "TraitNames"]
+
+#: where sailseg marks the system a message it wrote came from
+ORIGIN = ("context", "sailseg", "origin")
+_SAILTHRU_LIBRARY = "sailseg-plugins-sailthru"
+_LEVELS = ("all", "blast", "basic")
+
+
+def origin_of(payload: dict[str, Any]) -> str | None:
+    """The system a message came from if sailseg (or the Sailthru plugin) produced it."""
+    ctx = payload.get("context")
+    if not isinstance(ctx, dict):
+        return None
+    mark = ctx.get("sailseg")
+    if isinstance(mark, dict) and isinstance(mark.get("origin"), str):
+        return str(mark["origin"])
+    lib = ctx.get("library")
+    if isinstance(lib, dict) and lib.get("name") == _SAILTHRU_LIBRARY:
+        return "sailthru"
+    return None
+
+
+class TraitNames(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Names of the consent traits written to Segment (``""`` leaves one out)."""
+
+    unsubscribed: str = "unsubscribed"
+    opt_in: str = "email_opt_in"
+    level: str = "sailthru_optout"
+    bounced: str = "email_bounced"
+
+
+class _ConsentBase(sailseg.Transform):
+    target: str = ""
+    source: str = ""
+
+    def __init__(self, config: Any, ctx: sailseg.ComponentContext) -> None:
+        super().__init__(config, ctx)
+        self._ledger: ConsentLedger | None = None
+        self._graph: IdentityGraph | None = None
+
+    async def start(self) -> None:
+        if self.ctx.store is None:
+            raise sailseg.ConfigError(f"{self.name}: needs the store")
+        self._ledger = ConsentLedger(self.ctx.store)
+        self._graph = IdentityGraph(self.ctx.store, clock=self.ctx.clock)
+
+    @property
+    def ledger(self) -> ConsentLedger:
+        assert self._ledger is not None, "start() first"
+        return self._ledger
+
+    @property
+    def graph(self) -> IdentityGraph:
+        assert self._graph is not None, "start() first"
+        return self._graph
+
+    async def _email(self, event: Event, *, park: bool) -> str | None:
+        """The person's email: the event's own, else from the identity graph; parks the
+        event (until the email is known) when ``park`` and none is known."""
+        own = identifiers(event.payload)
+        if own.get("email"):
+            return own["email"]
+        root = await self.graph.find_any(own)
+        if root is not None:
+            cur = root.current.get("email")
+            if cur is not None:
+                return cur.value
+        if not park:
+            return None
+        root = await park_or_resolve(self.graph, event, ["email"])
+        cur = root.current.get("email") if root is not None else None
+        return cur.value if cur is not None else None
+
+    async def _decide(self, event: Event, email: str, channel: str, change: Change, action: str) -> Decision:
+        store = self.ctx.store
+        assert store is not None
+        decision = await self.ledger.apply(email, channel, change, target=self.target)
+        outcome = decision.outcome
+        if outcome == "unchanged" or not decision.first:
+            return decision
+        if outcome != "applied" and change.msg:
+            # audit each ignored change once, even when a second pipeline or a retry sees it
+            if not await store.kv_add("consent.audited", f"{change.msg}:{self.target}:{outcome}", b"1"):
+                return decision
+        await audit.append(
+            store, action=action, subject=audit.subject_of(email=email),
+            actor=f"{self.source}:{event.source}", system=self.source, outcome=outcome,
+            details={"channel": channel, "state": change.state, "level": change.level,
+                     "event_time": iso(change.at), "message_id": change.msg, "target": self.target,
+                     "event": event.name or event.type, "pipeline": event.pipeline},
+        )
+        return decision
+
+
+class ConsentToSailthru(_ConsentBase):
+    """Segment consent changes -> Sailthru ``optout_email`` (see the module docstring)."""
+
+    name = "consent.to_sailthru"
+    description = "Segment opt-out/opt-in (traits, events, context.consent) -> Sailthru optout_email"
+    target = "sailthru"
+    source = "segment"
+
+    class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        """:param level: Sailthru ``optout_email`` for an opt-out (all, blast, basic).
+        :param optout_traits: trait -> value that means "opted out".
+        :param optin_traits: trait -> value that means an explicit opt-in (none by default).
+        :param optout_events: track names that opt out. :param optin_events: that opt in.
+        :param consent_categories: ``context.consent.categoryPreferences`` keys for email;
+            false opts out. :param consent_optin: whether true there is an explicit opt-in.
+        :param passthrough: pass events without a consent change on (default: drop them).
+        """
+
+        level: str = "all"
+        optout_traits: dict[str, Any] = msgspec.field(default_factory=lambda: {"unsubscribed": True, "email_opt_in": False})
+        optin_traits: dict[str, Any] = {}
+        optout_events: list[str] = msgspec.field(default_factory=lambda: ["Unsubscribed"])
+        optin_events: list[str] = msgspec.field(default_factory=lambda: ["Subscribed"])
+        consent_categories: list[str] = msgspec.field(default_factory=lambda: ["Email"])
+        consent_optin: bool = False
+        passthrough: bool = False
+
+    config: Config
+
+    def __init__(self, config: Any, ctx: sailseg.ComponentContext) -> None:
+        super().__init__(config, ctx)
+        if config.level not in _LEVELS:
+            raise sailseg.ConfigError(f"{self.name}: `level` must be one of {', '.join(_LEVELS)}")
+
+    def change_of(self, event: Event) -> str | None:
+        """``optout``, ``optin`` or None for what this Segment event says about email consent."""
+        p = event.payload
+        cfg = self.config
+        if event.type == "track":
+            if event.name in cfg.optout_events:
+                return "optout"
+            if event.name in cfg.optin_events:
+                return "optin"
+        traits = p.get("traits") if event.type == "identify" else None
+        if isinstance(traits, dict):
+            if any(k in traits and traits[k] == v for k, v in cfg.optout_traits.items()):
+                return "optout"
+            if any(k in traits and traits[k] == v for k, v in cfg.optin_traits.items()):
+                return "optin"
+        ctx = p.get("context")
+        consent = ctx.get("consent") if isinstance(ctx, dict) else None
+        prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+        if isinstance(prefs, dict):
+            vals = [prefs[c] for c in cfg.consent_categories if isinstance(prefs.get(c), bool)]
+            if any(v is False for v in vals):
+                return "optout"
+            if cfg.consent_optin and vals and all(vals):
+                return "optin"
+        return None
+
+    async def process(self, event: Event) -> Event | None:
+        if is_barrier(event):
+            return event
+        if origin_of(event.payload) == "sailthru":
+            raise sailseg.SkipEvent("came from Sailthru: never written back to Sailthru")
+        state = self.change_of(event)
+        if state is None:
+            return event if self.config.passthrough else None
+        email = await self._email(event, park=True)
+        if email is None:
+            raise sailseg.SkipEvent("no email known for this consent change")
+        level = self.config.level if state == "optout" else "none"
+        change = Change(state=state, level=level, at=event_time(event), source="segment",
+                        msg=event.message_id)
+        d = await self._decide(event, email, "email", change, f"consent.{state}")
+        if d.outcome != "applied":
+            raise sailseg.SkipEvent(f"consent change {d.outcome}")
+        meta = dict(event.meta.get("sailthru") or {})
+        meta["optout_email"] = level
+        event.meta = {**event.meta, "sailthru": meta}
+        event.identity = {**event.identity, "email": email}
+        return event
+
+
+class ConsentToSegment(_ConsentBase):
+    """Sailthru optout/hardbounce postback events -> Segment (see the module docstring)."""
+
+    name = "consent.to_segment"
+    description = "Sailthru optout/opt-in/hardbounce postbacks -> Segment consent traits and events"
+    target = "segment"
+    source = "sailthru"
+
+    class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        """:param emit: ``identify`` (consent traits) or ``track`` (the spec event).
+        :param traits: consent trait names.
+        :param optout_events / optin_events / bounce_events: event names of the postback trigger.
+        :param passthrough: pass other events on (default: drop them).
+        """
+
+        emit: str = "track"
+        traits: TraitNames = msgspec.field(default_factory=TraitNames)
+        optout_events: list[str] = msgspec.field(default_factory=lambda: ["Unsubscribed"])
+        optin_events: list[str] = msgspec.field(default_factory=lambda: ["Subscribed"])
+        bounce_events: list[str] = msgspec.field(default_factory=lambda: ["Email Bounced"])
+        passthrough: bool = False
+
+    config: Config
+
+    def __init__(self, config: Any, ctx: sailseg.ComponentContext) -> None:
+        super().__init__(config, ctx)
+        if config.emit not in ("identify", "track"):
+            raise sailseg.ConfigError(f"{self.name}: `emit` must be identify or track")
+
+    def traits_for(self, state: str, level: str) -> dict[str, Any]:
+        t = self.config.traits
+        if state == "bounced":
+            out: dict[str, Any] = {t.bounced: True}
+        elif state == "optout":
+            out = {t.unsubscribed: True, t.opt_in: False, t.level: level}
+        else:
+            out = {t.unsubscribed: False, t.opt_in: True, t.level: "none"}
+        return {k: v for k, v in out.items() if k}
+
+    async def process(self, event: Event) -> Event | None:
+        if is_barrier(event):
+            return event
+        p = event.payload
+        cfg = self.config
+        name = event.name if event.type == "track" else None
+        from_sailthru = origin_of(p) == "sailthru" or (
+            isinstance(p.get("properties"), dict) and p["properties"].get("source") == "sailthru")
+        if not from_sailthru or name not in (*cfg.optout_events, *cfg.optin_events, *cfg.bounce_events):
+            return event if cfg.passthrough else None
+        props = p.get("properties") if isinstance(p.get("properties"), dict) else {}
+        email = normalise("email", identifiers(p).get("email"))
+        if not email:
+            raise sailseg.SkipEvent("postback event without an email")
+        channel = "email"
+        if name in cfg.bounce_events:
+            state, level, channel = "bounced", "hard", "email.bounce"
+        elif name in cfg.optout_events:
+            state, level = "optout", str(props.get("mode") or "all")
+            if level == "template":
+                channel = f"email.template:{props.get('template', '')}"
+            elif level not in _LEVELS:
+                level = "all"
+        else:
+            state, level = "optin", "none"
+            if props.get("mode") == "template":
+                channel = f"email.template:{props.get('template', '')}"
+        change = Change(state=state, level=level, at=event_time(event), source="sailthru",
+                        msg=event.message_id)
+        d = await self._decide(event, email, channel, change, f"consent.{state}")
+        if d.outcome != "applied":
+            raise sailseg.SkipEvent(f"consent change {d.outcome}")
+        mark = {"context": {"sailseg": {"origin": "sailthru", "change": event.message_id}},
+                "integrations": {"Sailthru": False}}
+        if cfg.emit == "identify":
+            if channel.startswith("email.template:"):
+                raise sailseg.SkipEvent("per-template opt-outs change no profile-wide trait")
+            mark["traits"] = {"email": email, **self.traits_for(state, level)}
+        seg = dict(event.meta.get("segment") or {})
+        seg.update(mark)
+        event.meta = {**event.meta, "segment": seg}
+        event.identity = {**event.identity, "email": email}
+        return event

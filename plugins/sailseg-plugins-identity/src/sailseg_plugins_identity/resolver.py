@@ -1,0 +1,293 @@
+"""``identity.graph``: the resolver that learns the identity graph and fills ``event.identity``.
+
+For every event of its pipeline it:
+
+1. learns links from ``identify`` and ``alias`` (:meth:`IdentityGraph.observe`);
+2. fills ``event.identity`` with the keys sinks need (``email``, ``userId``, ``anonymousId``,
+   ``extid``, ``sid``): the event's own identifiers first, then the person's current ones;
+3. when a new email joins a person Sailthru may already know by extid, sets
+   ``meta.sailthru = {"keys": {"extid": ...}, "keysconflict": "merge"}`` (and, when the email
+   *changed*, addresses the profile by extid so Sailthru re-keys it instead of creating one);
+4. parks an event whose person has none of ``require_any`` yet (browsing before signup);
+5. when a linking event makes a person resolvable, releases their parked events and makes
+   sure they are delivered *before* this event's own sends (the release protocol below).
+
+Release protocol (why it is safe):
+
+- Parking is decided by a compare-and-set on the person's cluster document
+  (:meth:`IdentityGraph.mark_parked`), the same document every link updates, so a park and a
+  link never miss each other: the linking event always sees the park flag of every event that
+  was (or is about to be) parked.
+- The linking event calls ``store.release_parked`` for each flagged ordering key. Released
+  items keep their original (older) ids and ordering keys.
+- For its *own* ordering key, the store already orders the released items before it; the
+  event only has to step aside once (``RetryableError``), and the store hands them out first.
+- For *other* ordering keys (``anonymousId:A``), it enqueues a **barrier** item with that
+  key. The store delivers one item per key at a time, oldest first, so the barrier runs only
+  after every released item before it has finished (including an item that was still in
+  flight and got parked after the release: the barrier releases once more and steps aside
+  until nothing more is released). The linking event retries (``retry_after`` seconds) until
+  all its barriers have passed, or ``release_wait`` elapsed (then it goes on: a transform that
+  filters the barrier out must not block a person forever).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import msgspec
+
+import sailseg
+from sailseg.events import Event, new_id, ordering_key
+from sailseg.store.base import QueueItem
+
+from .graph import OKEY_KINDS, Cluster, IdentityGraph, identifiers, normalise, sink_keys
+from .timeutil import event_time
+
+__all__ = ["GraphResolver", "BARRIER", "is_barrier", "park_or_resolve"]
+
+log = logging.getLogger("sailseg.identity")
+
+#: ``event.meta`` key of a barrier item
+BARRIER = "identity_barrier"
+_WAIT_NS = "identity.wait"
+_enc = msgspec.json.Encoder()
+
+
+def is_barrier(event: Event) -> bool:
+    """True for the internal barrier items of the release protocol (transforms pass them on)."""
+    return isinstance(event.meta, dict) and BARRIER in event.meta
+
+
+class _Wait(msgspec.Struct):
+    since: float
+    barriers: dict[str, str] = {}  # barrier id -> okey
+
+
+async def park_or_resolve(graph: IdentityGraph, event: Event, need: list[str]) -> Cluster | None:
+    """Park ``event`` until one of ``need`` is known for its person, or return the cluster
+    when it became known meanwhile. Raises :class:`sailseg.ParkEvent`, keyed by the event's
+    ordering key so the release matches the queue's ordering.
+
+    Events whose ordering key is not an identifier (no userId, anonymousId or email) cannot
+    be released by anyone and are returned unresolved (None).
+    """
+    okey = ordering_key(event.payload)
+    kind, _, value = okey.partition(":")
+    if kind not in OKEY_KINDS or not value:
+        return None
+    at = event_time(event)
+    if await graph.mark_parked(okey, need, at=at):
+        raise sailseg.ParkEvent(
+            f"no {' or '.join(need)} known yet for this {kind}", keys={kind: value}
+        )
+    return await graph.find(kind, value)
+
+
+class GraphResolver(sailseg.IdentityResolver):
+    """Identity graph resolver (see the module docstring)."""
+
+    name = "identity.graph"
+    description = "Identity graph: link ids, fill sink keys, park until resolvable, release in order"
+
+    class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        """:param require_any: identity keys of which the sinks need at least one
+            (Sailthru: ``["email"]``; Segment: ``["userId", "anonymousId"]``).
+        :param park: park unresolvable events (False: pass them on unresolved).
+        :param link_types: message types that add links.
+        :param never_park: message types that are never parked.
+        :param release_wait: longest time (s) a linking event waits for released events.
+        :param retry_after: how soon (s) a waiting linking event looks again.
+        :param namespace: kv namespace of the graph.
+        """
+
+        require_any: list[str] = msgspec.field(default_factory=lambda: ["email"])
+        park: bool = True
+        link_types: list[str] = msgspec.field(default_factory=lambda: ["identify", "alias"])
+        never_park: list[str] = msgspec.field(default_factory=lambda: ["alias", "delete"])
+        release_wait: float = 30.0
+        retry_after: float = 0.05
+        namespace: str = "identity"
+
+    config: Config
+
+    def __init__(self, config: Any, ctx: sailseg.ComponentContext) -> None:
+        super().__init__(config, ctx)
+        bad = [k for k in config.require_any if k not in ("email", "userId", "anonymousId", "extid", "sid")]
+        if bad or not config.require_any:
+            raise sailseg.ConfigError(f"{self.name}: `require_any` must list identity keys, got {bad or '[]'}")
+        self._graph: IdentityGraph | None = None
+
+    async def start(self) -> None:
+        if self.ctx.store is None:
+            raise sailseg.ConfigError(f"{self.name}: needs the store")
+        self._graph = IdentityGraph(self.ctx.store, ns=self.config.namespace, clock=self.ctx.clock)
+
+    @property
+    def graph(self) -> IdentityGraph:
+        if self._graph is None:
+            raise RuntimeError(f"{self.name}: resolve before start")
+        return self._graph
+
+    # -- resolve ---------------------------------------------------------------------
+    async def resolve(self, event: Event) -> Event:
+        if is_barrier(event):
+            await self._barrier(event)
+        p = event.payload
+        own = identifiers(p)
+        own.update({k: v for k, v in ((k, normalise(k, v)) for k, v in event.identity.items()) if v})
+        at = event_time(event)
+        root: Cluster | None
+        linking = event.type in self.config.link_types
+        if linking and event.type == "alias":
+            root = await self._alias(event, own, at)
+        elif linking and own:
+            obs = await self.graph.observe(own, at=at, msg=event.message_id)
+            root = obs.root
+            self._keys_override(event, root, obs.email_joined, obs.previous_email)
+        else:
+            root = await self.graph.find_any(own)
+        keys = sink_keys(root, own)
+        store = self.ctx.store
+        assert store is not None
+        marker = f"parked:{event.pipeline}:{event.id}"
+        if not self._resolvable(keys):
+            if self.config.park and event.type not in self.config.never_park:
+                try:
+                    root = await park_or_resolve(self.graph, event, list(self.config.require_any))
+                except sailseg.ParkEvent:
+                    if linking:  # remembered so that, once released, it does not run barriers
+                        await store.kv_set(_WAIT_NS, marker, b"1")
+                    raise
+                keys = sink_keys(root, own)
+        event.identity = {**event.identity, **keys}
+        if linking and root is not None and self._resolvable(keys):
+            was_parked = await store.kv_get(_WAIT_NS, marker) is not None
+            await self._release(event, root.id, barriers=not was_parked)
+            if was_parked:
+                await store.kv_delete(_WAIT_NS, marker)
+        return event
+
+    def _resolvable(self, keys: dict[str, str]) -> bool:
+        return any(keys.get(k) for k in self.config.require_any)
+
+    async def _alias(self, event: Event, own: dict[str, str], at: float) -> Cluster | None:
+        """``alias``: userId + previousId (a known userId, else an anonymousId) are one person."""
+        uid = normalise("userId", event.payload.get("userId"))
+        prev = normalise("userId", event.payload.get("previousId"))
+        if not uid or not prev:
+            return await self.graph.find_any(own)
+        prev_kind = "anonymousId"
+        if await self.graph.find("userId", prev) is not None and await self.graph.find("anonymousId", prev) is None:
+            prev_kind = "userId"
+        if prev_kind == "userId":
+            other = await self.graph.find("userId", prev)
+            mine = (await self.graph.observe({"userId": uid}, at=at, msg=event.message_id)).root
+            if other is not None:
+                await self.graph.merge(mine.id, other.id, at=at, msg=event.message_id,
+                                       why="alias linked userId")
+            return (await self.graph.observe({"userId": uid}, at=at, msg=event.message_id,
+                                             explicit=True)).root
+        obs = await self.graph.observe({"userId": uid, "anonymousId": prev}, at=at,
+                                       msg=event.message_id, explicit=True)
+        return obs.root
+
+    def _keys_override(self, event: Event, root: Cluster, joined: bool, previous: str | None) -> None:
+        """Sailthru keys for a new or changed email (see the module docstring, step 3)."""
+        uid = root.current.get("userId")
+        email = root.current.get("email")
+        if not (joined and uid and email):
+            return
+        meta = dict(event.meta.get("sailthru") or {})
+        keys = dict(meta.get("keys") or {})
+        keys["extid"] = uid.value
+        if previous and previous != email.value:
+            # Sailthru knows the person by the old email and the extid: address the profile by
+            # extid and give it the new email, so it is re-keyed rather than duplicated
+            meta.update({"id": uid.value, "key": "extid"})
+            keys["email"] = email.value
+        meta.update({"keys": keys, "keysconflict": "merge"})
+        event.meta = {**event.meta, "sailthru": meta}
+
+    # -- release protocol ------------------------------------------------------------
+    async def _release(self, event: Event, cid: str, *, barriers: bool = True) -> None:
+        """Release the person's parked events; unless they were parked themselves
+        (``barriers`` False: only the own ordering key), wait until they were delivered."""
+        root = await self.graph.root(cid)
+        store = self.ctx.store
+        assert store is not None
+        wkey = f"{event.pipeline}:{event.id}"
+        raw = await store.kv_get(_WAIT_NS, wkey)
+        now = self.ctx.clock()
+        wait = msgspec.json.decode(raw, type=_Wait) if raw else _Wait(since=now)
+        own = ordering_key(event.payload)
+        released = 0
+        changed = False
+        if root is not None:
+            for okey, flag in sorted(root.parked.items()):
+                if not root.has_any(flag.need):
+                    continue  # another pipeline's events, still not resolvable for it
+                if not barriers and okey != own:
+                    continue
+                kind, _, value = okey.partition(":")
+                n = await store.release_parked({kind: value}, now=now)
+                released += n
+                if okey == own:
+                    if n == 0:
+                        await self.graph.clear_parked(okey, flag.token)
+                    continue
+                if okey not in wait.barriers.values():
+                    bid = new_id()
+                    await self._enqueue_barrier(event, okey, bid, flag.token, now)
+                    wait.barriers[bid] = okey
+                    changed = True
+        if released or changed:
+            await store.kv_set(_WAIT_NS, wkey, _enc.encode(wait))
+            raise sailseg.RetryableError(
+                f"released {released} parked event(s) of this person; they go first",
+                retry_after=self.config.retry_after,
+            )
+        if raw is None:
+            return
+        pending = [b for b in wait.barriers if await store.kv_get(_WAIT_NS, f"done:{b}") is None]
+        if pending and now - wait.since < self.config.release_wait:
+            raise sailseg.RetryableError(
+                f"waiting for {len(pending)} released ordering key(s) to drain",
+                retry_after=self.config.retry_after,
+            )
+        if pending:
+            log.warning("identity.graph: gave up waiting for %d barrier(s) after %.0fs "
+                        "(is a transform filtering them?)", len(pending), now - wait.since)
+        for b in wait.barriers:
+            await store.kv_delete(_WAIT_NS, f"done:{b}")
+        await store.kv_delete(_WAIT_NS, wkey)
+
+    async def _enqueue_barrier(self, event: Event, okey: str, bid: str, token: str, now: float) -> None:
+        store = self.ctx.store
+        assert store is not None
+        kind, _, value = okey.partition(":")
+        payload = {"type": "track", "event": "sailseg identity barrier", kind: value,
+                   "messageId": f"sailseg-barrier-{bid}", "properties": {}}
+        if kind == "email":
+            payload["properties"] = {"email": value}
+        ev = Event(id=bid, source=self.name, pipeline=event.pipeline, payload=payload,
+                   received_at=now, meta={BARRIER: {"id": bid, "okey": okey, "token": token}})
+        item = QueueItem(id=new_id(), event=ev, pipeline=event.pipeline, okey=okey,
+                         dedupe_key=None, first_seen=now, due_at=now)
+        await store.enqueue([item], dedupe_window=0, now=now)
+
+    async def _barrier(self, event: Event) -> None:
+        """Runs once every item queued before the barrier under its key has finished."""
+        info = event.meta[BARRIER]
+        store = self.ctx.store
+        assert store is not None
+        okey = str(info["okey"])
+        kind, _, value = okey.partition(":")
+        n = await store.release_parked({kind: value}, now=self.ctx.clock())
+        if n:
+            raise sailseg.RetryableError(f"released {n} late-parked event(s); they go first",
+                                         retry_after=self.config.retry_after)
+        await self.graph.clear_parked(okey, str(info.get("token") or "") or None)
+        await store.kv_set(_WAIT_NS, f"done:{info['id']}", b"1")
+        raise sailseg.SkipEvent("identity release barrier passed")
