@@ -4,6 +4,7 @@ server named by ``SAILSEG_TEST_POSTGRES_DSN`` (skipped, with the reason shown, w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sailseg.events import Event
 from sailseg.plugins import build_registry, make_plugin_manager
 from sailseg.runtime import open_store as build_store
@@ -45,18 +45,32 @@ async def drop_schema(dsn: str, schema: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A URL to an empty database of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/store.db"
-        return
+@contextlib.asynccontextmanager
+async def pg_schema_url() -> AsyncIterator[str]:
+    """A URL to a fresh schema on the test server, dropped afterwards."""
     dsn = pg_dsn()
     schema = f"sailseg_test_{uuid.uuid4().hex[:12]}"
     try:
         yield with_query(dsn, schema=schema)
     finally:
         await drop_schema(dsn, schema)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL to an empty database of each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    async with pg_schema_url() as url:
+        yield url
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """For PostgreSQL-only tests (mark them ``postgres``)."""
+    async with pg_schema_url() as url:
+        yield url
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Literal
 
 from .base import SCHEMA_VERSION
 
-__all__ = ["migrations", "Dialect"]
+__all__ = ["Dialect", "migrations"]
 
 Dialect = Literal["sqlite", "postgresql"]
 

@@ -17,9 +17,9 @@ import anyio
 from ..events import Event
 from ._rows import (
     AUDIT_COLS,
-    PreparedOutcome,
     DEAD_COLS,
     ITEM_COLS,
+    PreparedOutcome,
     audit_from_row,
     audit_row,
     clean,
@@ -31,14 +31,14 @@ from ._rows import (
 from .base import AuditRecord, DeadLetter, ParkedItem, Store
 
 __all__ = [
+    "DEAD_INSERT",
+    "QUEUE_INSERT",
     "GroupCommit",
     "Pending",
     "SQLStore",
-    "QUEUE_INSERT",
-    "DEAD_INSERT",
     "finish_writes",
-    "release_sql",
     "purge_sql",
+    "release_sql",
 ]
 
 T = TypeVar("T")
@@ -53,6 +53,21 @@ def _marks(n: int) -> str:
 
 QUEUE_INSERT = f"INSERT INTO sailseg_queue ({ITEM_COLS}) VALUES ({_marks(10)})"
 DEAD_INSERT = f"INSERT INTO sailseg_dead_letters ({DEAD_COLS}) VALUES ({_marks(11)})"
+_DELIVERED_INSERT = (
+    "INSERT INTO sailseg_delivered (id, pipeline, okey, delivered_at, sinks, event) "
+    f"VALUES ({_marks(6)}) ON CONFLICT (id) DO NOTHING"
+)
+_PARKED_INSERT = (
+    f"INSERT INTO sailseg_parked ({ITEM_COLS}, parked_at, expires_at, reason) "
+    f"VALUES ({_marks(13)}) ON CONFLICT (id) DO NOTHING"
+)
+_PARKED_KEYS_INSERT = (
+    "INSERT INTO sailseg_parked_keys (kind, value, item_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_COUNTS_UPSERT = (
+    "INSERT INTO sailseg_counters (pipeline, name, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (pipeline, name) DO UPDATE SET n = sailseg_counters.n + excluded.n"
+)
 
 
 def finish_writes(applied: Sequence[PreparedOutcome]) -> list[tuple[str, list[tuple[Any, ...]]]]:
@@ -63,20 +78,12 @@ def finish_writes(applied: Sequence[PreparedOutcome]) -> list[tuple[str, list[tu
         for pipeline, name, n in p.counts:
             counts[(pipeline, name)] = counts.get((pipeline, name), 0) + n
     return [
-        ("INSERT INTO sailseg_delivered (id, pipeline, okey, delivered_at, sinks, event) "
-         f"VALUES ({_marks(6)}) ON CONFLICT (id) DO NOTHING",
-         [p.delivered for p in applied if p.delivered is not None]),
-        (f"INSERT INTO sailseg_parked ({ITEM_COLS}, parked_at, expires_at, reason) "
-         f"VALUES ({_marks(13)}) ON CONFLICT (id) DO NOTHING",
-         [p.parked for p in applied if p.parked is not None]),
-        ("INSERT INTO sailseg_parked_keys (kind, value, item_id) VALUES (?, ?, ?) "
-         "ON CONFLICT DO NOTHING",
-         [k for p in applied for k in p.park_keys]),
+        (_DELIVERED_INSERT, [p.delivered for p in applied if p.delivered is not None]),
+        (_PARKED_INSERT, [p.parked for p in applied if p.parked is not None]),
+        (_PARKED_KEYS_INSERT, [k for p in applied for k in p.park_keys]),
         (DEAD_INSERT, [d for p in applied for d in p.dead]),
         # sorted, so that concurrent finishes on several nodes lock counter rows in one order
-        ("INSERT INTO sailseg_counters (pipeline, name, n) VALUES (?, ?, ?) "
-         "ON CONFLICT (pipeline, name) DO UPDATE SET n = sailseg_counters.n + excluded.n",
-         [(pipeline, name, n) for (pipeline, name), n in sorted(counts.items())]),
+        (_COUNTS_UPSERT, [(pl, name, n) for (pl, name), n in sorted(counts.items())]),
     ]
 
 
@@ -84,21 +91,21 @@ def release_sql(in_list: str) -> tuple[str, str]:
     """``release_parked`` after the matching ids are known (the list parameter): the
     statement moving them back to the queue (first parameter: due time), and the one
     deleting their keys."""
-    return (
+    move = (
         f"INSERT INTO sailseg_queue ({ITEM_COLS}) SELECT id, pipeline, okey, dedupe_key, sinks, "
         f"attempt, first_seen, ?, last_error, event FROM sailseg_parked WHERE id {in_list} "
-        "ON CONFLICT (id) DO NOTHING",
-        f"DELETE FROM sailseg_parked_keys WHERE item_id {in_list}",
+        "ON CONFLICT (id) DO NOTHING"
     )
+    return move, f"DELETE FROM sailseg_parked_keys WHERE item_id {in_list}"
 
 
 def purge_sql(in_list: str) -> list[tuple[str, bool]]:
     """The statements of ``purge_okeys`` in order, each taking the okey list as its one
     parameter, with whether its deleted rows count in the result."""
+    parked_ids = f"SELECT id FROM sailseg_parked WHERE okey {in_list}"
     return [
         (f"DELETE FROM sailseg_queue WHERE okey {in_list}", True),
-        ("DELETE FROM sailseg_parked_keys WHERE item_id IN "
-         f"(SELECT id FROM sailseg_parked WHERE okey {in_list})", False),
+        (f"DELETE FROM sailseg_parked_keys WHERE item_id IN ({parked_ids})", False),
         (f"DELETE FROM sailseg_parked WHERE okey {in_list}", True),
         (f"DELETE FROM sailseg_delivered WHERE okey {in_list}", True),
         (f"DELETE FROM sailseg_dead_letters WHERE okey {in_list}", True),
@@ -108,7 +115,7 @@ def purge_sql(in_list: str) -> list[tuple[str, bool]]:
 class Pending(Generic[T]):
     """One call waiting in a :class:`GroupCommit`; the flush sets ``result`` or ``error``."""
 
-    __slots__ = ("payload", "taken", "result", "error")
+    __slots__ = ("error", "payload", "result", "taken")
 
     def __init__(self, payload: T) -> None:
         self.payload = payload
@@ -257,7 +264,7 @@ class SQLStore(Store):
         )
 
     # -- delivered (replay) ----------------------------------------------------------
-    async def delivered_since(self, pipeline: str, since: float) -> AsyncIterator[Event]:  # type: ignore[override]
+    async def delivered_since(self, pipeline: str, since: float) -> AsyncIterator[Event]:
         rows = await self._fetch(
             "SELECT delivered_at, id, event FROM sailseg_delivered WHERE pipeline = ? "
             "AND delivered_at >= ? ORDER BY delivered_at, id LIMIT ?",
@@ -277,13 +284,17 @@ class SQLStore(Store):
 
     async def prune(self, *, now: float, delivered_retention: float, dedupe_window: float) -> None:
         """Delete in chunks, so other writers get the database between them."""
-        for sql, cutoff in (
-            ("DELETE FROM sailseg_delivered WHERE id IN (SELECT id FROM sailseg_delivered "
-             "WHERE delivered_at < ? LIMIT ?)", now - delivered_retention),
-            # a key is a duplicate while first_seen > now - window (see enqueue)
-            ("DELETE FROM sailseg_dedupe WHERE key IN (SELECT key FROM sailseg_dedupe "
-             "WHERE first_seen <= ? LIMIT ?)", now - dedupe_window),
-        ):
+        old_deliveries = (
+            "DELETE FROM sailseg_delivered WHERE id IN "
+            "(SELECT id FROM sailseg_delivered WHERE delivered_at < ? LIMIT ?)"
+        )
+        # a key is a duplicate while first_seen > now - window (see enqueue)
+        old_keys = (
+            "DELETE FROM sailseg_dedupe WHERE key IN "
+            "(SELECT key FROM sailseg_dedupe WHERE first_seen <= ? LIMIT ?)"
+        )
+        for sql, cutoff in ((old_deliveries, now - delivered_retention),
+                            (old_keys, now - dedupe_window)):
             while await self._execute(sql, cutoff, _PAGE) >= _PAGE:
                 pass
 

@@ -56,7 +56,7 @@ from ._sql import (
 from .base import Outcome, QueueItem
 
 if TYPE_CHECKING:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
 __all__ = ["PostgresStore"]
 
@@ -114,7 +114,7 @@ class PostgresStore(SQLStore):
                 self._dsn, min_size=self.pool_min, max_size=self.pool_max,
                 server_settings=settings,
             )
-        except Exception as exc:  # noqa: BLE001 - any failure to connect is one clear line
+        except Exception as exc:
             raise StoreError(
                 f"cannot connect to store {self.redacted_url()}: {type(exc).__name__}: {exc}"
             ) from exc
@@ -373,8 +373,7 @@ def _parse_url(url: str) -> tuple[str, str | None, int, int]:
             pool[name] = int(value)
         else:
             passthrough.append((name, value))
-    if pool["pool_min"] > pool["pool_max"]:
-        pool["pool_min"] = pool["pool_max"]
+    pool["pool_min"] = min(pool["pool_min"], pool["pool_max"])
     dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passthrough), ""))
     return dsn, schema, pool["pool_min"], pool["pool_max"]
 

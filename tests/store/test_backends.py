@@ -1,0 +1,178 @@
+"""What differs between the backends: URLs and options, opening errors, SQLite's in-memory
+mode and WAL, PostgreSQL's schemas and lock path for large batches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+from sailseg.errors import StoreError
+from sailseg.events import Event
+from sailseg.plugins import build_registry, make_plugin_manager
+from sailseg.store.base import Outcome, QueueItem
+from sailseg.store.postgres import PostgresStore, _parse_url
+from sailseg.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_700_000_000.0
+
+
+def qi(id: str, okey: str) -> QueueItem:
+    ev = Event(id=id, source="t", payload={"type": "track", "event": "E", "userId": okey})
+    return QueueItem(id=id, event=ev, pipeline="p", okey=okey, first_seen=NOW, due_at=NOW)
+
+
+def test_both_backends_are_registered_by_scheme() -> None:
+    stores = build_registry(make_plugin_manager(load_entrypoints=False)).stores
+    assert stores["sqlite"] is SQLiteStore
+    assert stores["postgresql"] is stores["postgres"] is PostgresStore
+
+
+# -- SQLite ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "sync", "busy"),
+    [
+        ("sqlite:///.sailseg/sailseg.db", ".sailseg/sailseg.db", "FULL", 10_000),
+        ("sqlite:////var/data/s.db", "/var/data/s.db", "FULL", 10_000),
+        ("sqlite:///:memory:", ":memory:", "FULL", 10_000),
+        ("SQLITE:///s.db?synchronous=normal&busy_timeout=250", "s.db", "NORMAL", 250),
+    ],
+)
+def test_sqlite_urls(url: str, path: str, sync: str, busy: int) -> None:
+    store = SQLiteStore(url)
+    assert (store.path, store.synchronous, store.busy_timeout) == (path, sync, busy)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://", "expected sqlite:///relative"),
+        ("sqlite:///", "names no file"),
+        ("sqlite:///s.db?journal=off", "unknown option journal='off'"),
+        ("sqlite:///s.db?synchronous=off", "unknown option synchronous='off'"),
+        ("postgresql://h/db", "not a SQLite store URL"),
+    ],
+)
+def test_bad_sqlite_urls_are_refused_with_the_reason(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        SQLiteStore(url)
+
+
+async def test_sqlite_creates_its_folder_and_uses_wal(tmp_path: Path) -> None:
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        store = SQLiteStore("sqlite:///data/nested/s.db")
+        await store.open()
+    finally:
+        os.chdir(old)
+    try:
+        assert (tmp_path / "data" / "nested" / "s.db").exists()
+        assert (await store._fetch("PRAGMA journal_mode"))[0][0] == "wal"
+    finally:
+        await store.close()
+
+
+async def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "s.db").write_bytes(b"this is not a database, just some text" * 100)
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    with pytest.raises(StoreError, match="cannot open store .*s.db"):
+        await store.open()
+
+
+async def test_sqlite_in_memory_store_works_on_one_connection() -> None:
+    store = SQLiteStore("sqlite:///:memory:")
+    await store.open()
+    try:
+        await store.check_schema(auto_migrate=True)
+        await store.enqueue([qi("1", "a"), qi("2", "a")], dedupe_window=0, now=NOW)
+        assert await store.backlog() == 2
+        assert [i.id for i in await store.claim("n", 9, lease=5, now=NOW)] == ["1"]
+    finally:
+        await store.close()
+
+
+async def test_a_store_that_is_not_open_says_so(tmp_path: Path) -> None:
+    for store in (SQLiteStore(f"sqlite:///{tmp_path}/s.db"), PostgresStore("postgresql://h/db")):
+        with pytest.raises(StoreError, match="is not open"):
+            await store.backlog()
+        await store.close()  # closing an unopened store is harmless
+
+
+# -- PostgreSQL --------------------------------------------------------------------------
+
+
+def test_postgres_url_options_are_ours_and_the_rest_goes_to_asyncpg() -> None:
+    dsn, schema, lo, hi = _parse_url(
+        "postgres://u:pw@db.example:6432/app?schema=sailseg_a&pool_min=2&pool_max=20&sslmode=require"
+    )
+    assert (dsn, schema, lo, hi) == ("postgresql://u:pw@db.example:6432/app?sslmode=require",
+                                     "sailseg_a", 2, 20)
+    assert _parse_url("postgresql://h/db")[1:] == (None, 1, 10)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://h/db?schema=Bad-Name", "schema 'Bad-Name' must be lowercase"),
+        ("postgresql://h/db?pool_max=0", "pool_max must be a positive integer"),
+        ("mysql://h/db", "not a PostgreSQL store URL"),
+    ],
+)
+def test_bad_postgres_urls_are_refused_with_the_reason(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        PostgresStore(url)
+
+
+async def test_unreachable_postgres_is_one_clear_line_without_the_password() -> None:
+    store = PostgresStore("postgresql://sailseg:hunter2@127.0.0.1:1/db")
+    with pytest.raises(StoreError) as err:
+        await store.open()
+    assert "cannot connect to store postgresql://sailseg:***@127.0.0.1:1/db" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.postgres
+async def test_postgres_batches_over_many_keys_take_the_exclusive_lock(pg_url: str) -> None:
+    """An enqueue over more than 128 lock buckets takes the exclusive lock; it must mix with
+    small transactions of other nodes without deadlocks or lost heads."""
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await a.open()
+    await b.open()
+    try:
+        await a.migrate()
+        big = [qi(f"big{n:04d}", f"k{n}") for n in range(600)]
+        small = [[qi(f"s{n:03d}-{j}", f"k{n}") for j in range(2)] for n in range(40)]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: a.enqueue(big, dedupe_window=0, now=NOW))
+            for batch in small:
+                tg.start_soon(lambda batch=batch: b.enqueue(batch, dedupe_window=0, now=NOW))
+        assert await a.backlog() == 680
+        heads = await a.claim("n", 1000, lease=30, now=NOW)
+        assert len(heads) == 600 and len({i.okey for i in heads}) == 600
+        await a.finish([Outcome(item=i, status="done") for i in heads], now=NOW)
+        assert len(await b.claim("n", 1000, lease=30, now=NOW)) == 40
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_schemas_keep_two_deployments_apart(pg_url: str) -> None:
+    other = pg_url + "_b"  # the schema parameter comes last
+    stores = [PostgresStore(pg_url), PostgresStore(other)]
+    try:
+        for s in stores:
+            await s.open()
+            await s.migrate()
+        await stores[0].enqueue([qi("1", "a")], dedupe_window=0, now=NOW)
+        assert [await s.backlog() for s in stores] == [1, 0]
+        await stores[1]._execute(f"DROP SCHEMA {stores[1].schema} CASCADE")
+    finally:
+        for s in stores:
+            await s.close()
