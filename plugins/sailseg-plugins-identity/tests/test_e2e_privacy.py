@@ -1,0 +1,54 @@
+"""End to end: a deletion request erases the person in Sailthru and purges sailseg's copy,
+leaving only the audit record (email hashed)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from identity_helpers import HostRouter, running, ts, wait_for
+from sailseg_plugins_identity.graph import IdentityGraph
+from sailseg_plugins_sailthru.emulator import SailthruEmulator
+from sailseg_plugins_segment.emulator import SegmentEmulator
+
+from sailseg.tracing import hash_email
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_deletion_request_purges_both_sides_and_leaves_an_audit_record(
+    tmp_path: Path, router: HostRouter, sailthru: SailthruEmulator, segment: SegmentEmulator
+) -> None:
+    async with running(tmp_path, router, sailthru, segment) as node:
+        store = node.rt.store
+        await node.send({"type": "track", "anonymousId": "a-5", "event": "Viewed", "messageId": "v1"})
+        await node.send({"type": "identify", "userId": "u-5", "anonymousId": "a-5", "messageId": "i1",
+                         "traits": {"email": "fay@example.com"}})
+        # a dead letter for the person (Sailthru refuses the reserved event name "send")
+        await node.send({"type": "track", "userId": "u-5", "event": "send", "messageId": "bad"})
+        # someone else, who must be left alone
+        await node.send({"type": "identify", "userId": "u-6", "messageId": "i2", "traits": {"email": "gus@example.com"}})
+        await wait_for(lambda: node.st_user("fay@example.com") is not None and node.st_user("gus@example.com") is not None)
+        await node.settled()
+        assert len(await store.list_dead_letters()) == 1
+        assert [e async for e in store.delivered_since("to_sailthru", 0)]
+
+        await node.send({"type": "delete", "userId": "u-5", "messageId": "del-1", "timestamp": ts(time.time())})
+        await wait_for(lambda: node.st_user("fay@example.com") is None)
+        await node.settled()
+
+        assert [d["keys"].get("email") for d in sailthru.state.deleted] == ["fay@example.com"]
+        graph = IdentityGraph(store)
+        for kind, value in [("userId", "u-5"), ("anonymousId", "a-5"), ("email", "fay@example.com")]:
+            assert await graph.find(kind, value) is None
+        assert await store.list_dead_letters() == []
+        left = [e.payload.get("userId") or e.payload.get("anonymousId") async for e in store.delivered_since("to_sailthru", 0)]
+        assert left == ["u-6"]
+        assert await graph.find("email", "gus@example.com") is not None and node.st_user("gus@example.com")
+        recs = [r for r in await store.audit_since(0) if r.action == "privacy.delete"]
+        assert len(recs) == 1
+        rec = recs[0]
+        assert (rec.system, rec.outcome, rec.subject) == ("segment", "done", hash_email("fay@example.com"))
+        assert rec.details["sailthru"] == ["email:deleted"] and rec.details["purged_rows"] > 0
+        assert "fay@example.com" not in repr(rec) and "u-5" not in repr(rec)

@@ -1,0 +1,47 @@
+"""The consent ledger's decisions (pure) and its compare-and-set recording on SQLite."""
+
+from __future__ import annotations
+
+import pytest
+from sailseg_plugins_identity.ledger import Change, ConsentLedger, Entry, decide
+
+from sailseg.store.sqlite import SQLiteStore
+
+
+def ch(state: str, at: float, source: str, msg: str, level: str = "all") -> Change:
+    return Change(state=state, level=level if state == "optout" else "none", at=at, source=source, msg=msg)
+
+
+def test_first_change_is_applied_and_records_what_is_written_where() -> None:
+    outcome, entry = decide(None, ch("optout", 10, "sailthru", "m1"), "segment")
+    assert outcome == "applied" and entry is not None
+    assert entry.written == {"segment": {"state": "optout", "level": "all", "at": 10}}
+
+
+def test_older_changes_lose_and_newer_different_ones_win() -> None:
+    cur = Entry(state="optout", level="all", at=10, source="sailthru", msg="m1")
+    assert decide(cur, ch("optin", 5, "segment", "m2"), "sailthru")[0] == "ignored-older"
+    outcome, new = decide(cur, ch("optin", 20, "segment", "m3"), "sailthru")
+    assert outcome == "applied" and new is not None and new.state == "optin"
+
+
+def test_our_own_write_coming_back_is_an_echo_and_a_repeat_is_no_change() -> None:
+    _, entry = decide(None, ch("optout", 10, "segment", "m1"), "sailthru")
+    assert entry is not None
+    assert decide(entry, ch("optout", 50, "sailthru", "pb"), "segment")[0] == "ignored-echo"
+    assert decide(entry, ch("optout", 60, "segment", "m2"), "sailthru")[0] == "unchanged"
+    # the same change seen again (a retry, a second pipeline) counts as applied, writes nothing
+    assert decide(entry, ch("optout", 10, "segment", "m1"), "sailthru") == ("applied", None)
+
+
+@pytest.mark.anyio
+async def test_apply_records_atomically_and_forget_erases(store: SQLiteStore) -> None:
+    led = ConsentLedger(store)
+    d1 = await led.apply("A@x.io", "email", ch("optout", 10, "sailthru", "m1"), target="segment")
+    d2 = await led.apply("a@x.io ", "email", ch("optout", 10, "sailthru", "m1"), target="segment")
+    assert (d1.outcome, d1.first, d2.outcome, d2.first) == ("applied", True, "applied", False)
+    got = await led.get("a@x.io", "email")
+    assert got is not None and got.state == "optout"
+    keys = [k for k, _ in await store.kv_scan("consent")]
+    assert keys and all("a@x.io" not in k for k in keys)  # keyed by the email's hash
+    assert await led.forget("a@x.io") == 1 and await led.get("a@x.io", "email") is None
