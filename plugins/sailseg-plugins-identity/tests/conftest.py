@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from identity_helpers import SAILSEG_HOST, SAILTHRU_HOST, SEGMENT_HOST, WRITE_KEY, HostRouter
+from sailseg.store.sqlite import SQLiteStore
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
 
-from identity_helpers import SAILSEG_HOST, SAILTHRU_HOST, SEGMENT_HOST, WRITE_KEY, HostRouter
-
-from sailseg.store.sqlite import SQLiteStore
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

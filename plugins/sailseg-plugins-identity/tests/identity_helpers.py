@@ -11,18 +11,16 @@ from typing import Any
 
 import anyio
 import httpx
-from sailseg_plugins_sailthru.emulator import SailthruEmulator
-from sailseg_plugins_segment.emulator import SegmentEmulator
-
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
+from sailseg_plugins_sailthru.emulator import SailthruEmulator
+from sailseg_plugins_segment.emulator import SegmentEmulator
 
 SAILTHRU_HOST = "api.sailthru.test"
 SEGMENT_HOST = "api.segment.test"
 SAILSEG_HOST = "sailseg.test"
 WRITE_KEY = "seg-write-key"
 ST_KEY, ST_SECRET = "emulator-key", "emulator-secret"
-
 
 
 class HostRouter(httpx.AsyncBaseTransport):

@@ -11,12 +11,11 @@ import anyio
 import pytest
 from click.testing import CliRunner
 from identity_helpers import HostRouter, running, ts, wait_for
+from sailseg.cli import cli
+from sailseg.store.sqlite import SQLiteStore
 from sailseg_plugins_identity import cli as identity_cli
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
-
-from sailseg.cli import cli
-from sailseg.store.sqlite import SQLiteStore
 
 
 def test_cli_identity_show_unmatched_privacy_delete_and_audit_export(

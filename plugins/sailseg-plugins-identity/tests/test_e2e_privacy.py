@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from identity_helpers import HostRouter, running, ts, wait_for
+from sailseg.tracing import hash_email
 from sailseg_plugins_identity.graph import IdentityGraph
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
-
-from sailseg.tracing import hash_email
 
 pytestmark = pytest.mark.anyio
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from sailseg_plugins_identity.graph import IdentityGraph, identifiers, sink_keys
-
 from sailseg.store.sqlite import SQLiteStore
+from sailseg_plugins_identity.graph import IdentityGraph, identifiers, sink_keys
 
 pytestmark = pytest.mark.anyio
 

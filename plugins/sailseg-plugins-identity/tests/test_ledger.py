@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sailseg_plugins_identity.ledger import Change, ConsentLedger, Entry, decide
-
 from sailseg.store.sqlite import SQLiteStore
+from sailseg_plugins_identity.ledger import Change, ConsentLedger, Entry, decide
 
 
 def ch(state: str, at: float, source: str, msg: str, level: str = "all") -> Change:

@@ -22,7 +22,7 @@ import sailseg
 if TYPE_CHECKING:
     import click
 
-__all__ = ["register_identity_resolvers", "register_transforms", "register_sinks", "register_commands"]
+__all__ = ["register_commands", "register_identity_resolvers", "register_sinks", "register_transforms"]
 
 
 @sailseg.hookimpl

@@ -15,14 +15,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-
 from sailseg.events import new_id
 from sailseg.store.base import AuditRecord, Store
 from sailseg.tracing import hash_email
 
 from .timeutil import iso
 
-__all__ = ["subject_of", "append", "export_jsonl", "export_csv", "EXPORT_FIELDS"]
+__all__ = ["EXPORT_FIELDS", "append", "export_csv", "export_jsonl", "subject_of"]
 
 EXPORT_FIELDS = ("id", "at", "time", "action", "subject", "actor", "system", "outcome", "details")
 

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
-
 from sailseg.errors import ConfigError, SailsegError
 from sailseg.store.base import Store
 
@@ -20,7 +19,7 @@ from . import audit
 from .graph import KINDS, IdentityGraph
 from .timeutil import iso
 
-__all__ = ["identity_group", "privacy_group", "audit_group", "parse_id"]
+__all__ = ["audit_group", "identity_group", "parse_id", "privacy_group"]
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,7 +51,6 @@ def store_option(f: F) -> F:
 
 def _run(fn: Callable[[Store], Awaitable[Any]], config_path: str | None, store_url: str | None) -> Any:
     import anyio
-
     from sailseg.cli import store_for
 
     async def main() -> Any:

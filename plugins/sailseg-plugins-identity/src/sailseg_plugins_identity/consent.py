@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
 import sailseg
 from sailseg.events import Event
 
@@ -39,7 +38,7 @@ from .ledger import Change, ConsentLedger, Decision
 from .resolver import is_barrier, park_or_resolve
 from .timeutil import event_time, iso
 
-__all__ = ["ConsentToSailthru", "ConsentToSegment", "ORIGIN", "origin_of", "TraitNames"]
+__all__ = ["ORIGIN", "ConsentToSailthru", "ConsentToSegment", "TraitNames", "origin_of"]
 
 #: where sailseg marks the system a message it wrote came from
 ORIGIN = ("context", "sailseg", "origin")

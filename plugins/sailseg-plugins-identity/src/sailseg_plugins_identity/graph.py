@@ -36,22 +36,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-
 from sailseg.events import identity_keys, new_id
 from sailseg.store.base import Store
 
 __all__ = [
-    "NS",
     "KINDS",
+    "NS",
     "OKEY_KINDS",
-    "Link",
-    "Current",
-    "ParkFlag",
     "Cluster",
-    "Observation",
+    "Current",
     "IdentityGraph",
-    "normalise",
+    "Link",
+    "Observation",
+    "ParkFlag",
     "identifiers",
+    "normalise",
     "sink_keys",
 ]
 
@@ -401,24 +400,24 @@ class IdentityGraph:
             # two different people claim this identifier: the newer claim wins, no merge
             if at < link.at:
                 notes.append(f"{kind} kept in its cluster (linked by a newer event)")
-                await self._apply_root(mine.id, lambda c: _note(c, {
-                    "at": at, "what": "conflict ignored (older)", "kind": kind, "value": value,
-                    "kept_in": other.id, "msg": msg}))
+                ignored = {"at": at, "what": "conflict ignored (older)", "kind": kind,
+                           "value": value, "kept_in": other.id, "msg": msg}
+                await self._apply_root(mine.id, lambda c, e=ignored: _note(c, e))
                 return mine.id
             if not await self.store.kv_cas(self.ns, _key(kind, value), lraw,
                                            _enc.encode(Link(c=mine.id, at=at, msg=msg))):
                 continue
             notes.append(f"{kind} moved from cluster {other.id}")
             await self._add_member(mine.id, kind, value)
-            await self._apply_root(mine.id, lambda c: _note(c, {
-                "at": at, "what": f"{kind} moved in", "value": value, "from": other.id, "msg": msg}))
+            moved_in = {"at": at, "what": f"{kind} moved in", "value": value, "from": other.id, "msg": msg}
+            await self._apply_root(mine.id, lambda c, e=moved_in: _note(c, e))
+            moved_out = {"at": at, "what": f"{kind} moved out", "value": value, "to": mine.id, "msg": msg}
 
-            def drop(c: Cluster) -> Cluster:
+            def drop(c: Cluster, moved_out: dict[str, Any] = moved_out) -> Cluster:
                 c.ids = {k: [v for v in vs if not (k == kind and v == value)] for k, vs in c.ids.items()}
                 if kind in c.current and c.current[kind].value == value:
                     c.current = {k: v for k, v in c.current.items() if k != kind}
-                c.history = _history(c, {"at": at, "what": f"{kind} moved out", "value": value,
-                                         "to": mine.id, "msg": msg})
+                c.history = _history(c, moved_out)
                 return c
 
             await self._apply_root(other.id, drop)

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-
 from sailseg.store.base import Store
 from sailseg.tracing import hash_email
 
-__all__ = ["NS", "Change", "Entry", "Decision", "ConsentLedger", "decide"]
+__all__ = ["NS", "Change", "ConsentLedger", "Decision", "Entry", "decide"]
 
 NS = "consent"
 
@@ -101,7 +100,7 @@ class ConsentLedger:
             cur = msgspec.json.decode(raw, type=Entry) if raw else None
             outcome, new = decide(cur, change, target)
             if new is None:
-                first = not (outcome == "applied")
+                first = outcome != "applied"
                 return Decision(outcome, cur, first=first)
             if await self.store.kv_cas(self.ns, key, raw, msgspec.json.encode(new)):
                 return Decision(outcome, new, first=True)

@@ -23,7 +23,6 @@ import logging
 from typing import Any, ClassVar
 
 import msgspec
-
 import sailseg
 from sailseg.store.base import Store
 from sailseg_plugins_sailthru.client import SailthruClient, client_for

@@ -34,10 +34,9 @@ Release protocol (why it is safe):
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
-
 import sailseg
 from sailseg.events import Event, new_id, ordering_key
 from sailseg.store.base import QueueItem
@@ -45,7 +44,7 @@ from sailseg.store.base import QueueItem
 from .graph import OKEY_KINDS, Cluster, IdentityGraph, identifiers, normalise, sink_keys
 from .timeutil import event_time
 
-__all__ = ["GraphResolver", "BARRIER", "is_barrier", "park_or_resolve"]
+__all__ = ["BARRIER", "GraphResolver", "is_barrier", "park_or_resolve"]
 
 log = logging.getLogger("sailseg.identity")
 

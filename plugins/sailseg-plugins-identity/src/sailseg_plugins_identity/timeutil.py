@@ -12,7 +12,7 @@ from typing import Any
 
 import sailseg
 
-__all__ = ["parse_time", "event_time", "iso"]
+__all__ = ["event_time", "iso", "parse_time"]
 
 
 def parse_time(value: Any) -> float | None:
@@ -29,7 +29,7 @@ def parse_time(value: Any) -> float | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
 
 
@@ -45,5 +45,5 @@ def event_time(event: sailseg.Event) -> float:
 
 def iso(t: float) -> str:
     """``2026-11-27T10:00:00.000Z`` for unix seconds ``t``."""
-    d = dt.datetime.fromtimestamp(t, tz=dt.timezone.utc)
+    d = dt.datetime.fromtimestamp(t, tz=dt.UTC)
     return d.isoformat(timespec="milliseconds").replace("+00:00", "Z")
