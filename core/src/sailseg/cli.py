@@ -96,7 +96,27 @@ def store_for(path: str | None, store_url: str | None) -> Any:
     return open_store(url, registry())
 
 
-@click.group()
+class PluginGroup(click.Group):
+    """The root group; plugins' ``register_commands`` run on first use, not at import, so a
+    plugin module may import ``sailseg.cli`` at its top without a circular import."""
+
+    _plugins_loaded = False
+
+    def _load_plugins(self) -> None:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            _load_plugin_commands(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_plugins()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugins()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=PluginGroup)
 @click.version_option(package_name="sailseg")
 def cli() -> None:
     """sailseg: durable real-time sync between Segment and Sailthru."""
@@ -105,9 +125,10 @@ def cli() -> None:
 # commands live in small modules; importing them attaches them to ``cli``
 from . import cli_commands as _cli_commands  # noqa: E402,F401
 from . import cli_ops as _cli_ops  # noqa: E402,F401
+from . import cli_send as _cli_send  # noqa: E402,F401
 
 
-def _load_plugin_commands() -> None:
+def _load_plugin_commands(group: click.Group) -> None:
     from .plugins import make_plugin_manager
 
     try:
@@ -115,10 +136,7 @@ def _load_plugin_commands() -> None:
     except SailsegError as exc:  # keep the CLI usable to diagnose plugins
         click.echo(f"Warning: {exc}", err=True)
         return
-    pm.hook.register_commands(cli=cli)
-
-
-_load_plugin_commands()
+    pm.hook.register_commands(cli=group)
 
 
 def main() -> None:
