@@ -96,3 +96,24 @@ async def test_budget_unit_window_rollover() -> None:
     now[0] = 1021.0
     await b.acquire("user", "POST")  # new window: probe allowed
     assert b.state("user", "POST").inflight == 1
+
+
+async def test_responses_without_rate_headers_do_not_serialise_requests() -> None:
+    b = RateBudget(max_wait=0.0)
+    await b.acquire("user", "POST")  # the probe
+    with pytest.raises(SailthruRateLimited):
+        await b.acquire("user", "POST")  # limits unknown: one at a time
+    b.release("user", "POST", {}, status=200)  # answered, but with no rate-limit headers
+    for _ in range(10):
+        await b.acquire("user", "POST")  # unmetered: no pacing
+    assert b.state("user", "POST").inflight == 10
+    b.release("user", "POST", {"x-rate-limit-limit": "5", "x-rate-limit-remaining": "0",
+                               "x-rate-limit-reset": str(time.time() + 60)}, status=200)
+    with pytest.raises(SailthruRateLimited):
+        await b.acquire("user", "POST")  # headers are back: metered again
+    b2 = RateBudget(max_wait=0.0)
+    await b2.acquire("user", "POST")
+    b2.release("user", "POST", None)  # a network failure says nothing about metering
+    await b2.acquire("user", "POST")
+    with pytest.raises(SailthruRateLimited):
+        await b2.acquire("user", "POST")

@@ -15,7 +15,9 @@ window; each send takes one; each response lowers it to ``server remaining - oth
 flight`` (never raises it inside a window, so concurrent responses arriving out of order cannot
 over-grant). A new window (a larger reset) restarts from the server's figures. Until the first
 headers of a bucket's window are known (at start, and after each reset), only
-``probe_concurrency`` requests go out.
+``probe_concurrency`` requests go out. A bucket whose responses carry no rate-limit headers at
+all (a proxy or stub in front of the API, or an endpoint that is not metered) is *unmetered*:
+with nothing to pace by, it does not throttle, until a response brings the headers back.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class BucketState:
     inflight: int = 0
     sent: int = 0
     waited: float = 0.0
+    #: False once a response came back without any rate-limit header (see the module doc)
+    metered: bool = True
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
@@ -105,6 +109,8 @@ class RateBudget:
         limit_wait = self.max_wait if max_wait is None else max_wait
         waited = 0.0
         while True:
+            if not b.metered:
+                break
             now = self.clock()
             if b.reset and now >= b.reset + self.reset_margin:
                 # the window passed: probe the new one (its first response gives the real
@@ -142,7 +148,13 @@ class RateBudget:
         b = self.state(endpoint, method)
         b.inflight = max(0, b.inflight - 1)
         if not headers:
+            # an answer without any rate-limit header: nothing to pace by. Without this the
+            # bucket stayed in its probe state and let one request out at a time (W1 against
+            # a header-less stub: 1 in flight, the other sends polling every 2 ms)
+            if status is not None and status < 500 and status != 429:
+                b.metered = False
             return
+        b.metered = True
         limit = _header_int(headers, "x-rate-limit-limit")
         remaining = _header_int(headers, "x-rate-limit-remaining")
         reset = _header_float(headers, "x-rate-limit-reset")
