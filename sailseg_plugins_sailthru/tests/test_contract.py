@@ -20,6 +20,7 @@ from sailseg.testing import (
 )
 from sailseg.testing.emulators import SAILTHRU_TEST_KEY, SAILTHRU_TEST_SECRET
 
+# -- start sailthru --
 EMAIL = {"context": {"traits": {"email": "contract@example.com"}}}
 COMMON = {"app": sailthru_app, "env": SAILTHRU_ENV, "plugin": plugin}
 
@@ -28,6 +29,7 @@ TestUserSink = get_sink_test_class(
     events=[{"type": "identify", "userId": "u-1",
              "traits": {"email": "contract@example.com", "name": "Ada", "address": {"city": "Paris"}}}],
 )
+# -- end sailthru --
 
 TestEventSink = get_sink_test_class(
     EventSink, **COMMON,
@@ -59,6 +61,7 @@ TestDeleteSink = get_sink_test_class(
 )
 
 
+# -- start postback --
 def postback(fields: dict[str, str]) -> SampleRequest:
     body = urlencode(build_postback(fields, SAILTHRU_TEST_KEY, SAILTHRU_TEST_SECRET)).encode()
     return SampleRequest("/sailthru/postback", body=body,
@@ -70,6 +73,7 @@ TestPostbackTrigger = get_trigger_test_class(
     requests=[postback({"action": "optout", "email": "contract@example.com", "optout": "1"}),
               postback({"action": "hardbounce", "email": "contract@example.com", "send_id": "s-1"})],
 )
+# -- end postback --
 
 # a poller has no routes: the request cases skip (test_triggers.py drives its run())
 TestPollTrigger = get_trigger_test_class(PollTrigger, config={"interval": 3600}, **COMMON)

@@ -62,8 +62,10 @@ async def test_pipeline_delivers_tidy_names(sailseg_runtime: Any, spans: Any) ->
 # -- end runtime --
 
 
+# -- start cli --
 def test_sailseg_plugins_lists_hello(cli: Any) -> None:
     result = cli.invoke(["plugins", "--json"])
     plugins = {p["name"]: p for p in json.loads(result.output)}
     assert plugins["hello"]["components"] == {"transforms": ["hello.title_case"]}
     assert plugins["hello"]["distribution"] == "sailseg-plugins-hello"
+# -- end cli --
