@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-
 import sailseg
 from sailseg.testing import (
     FaultInjector,

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["docs/plugin-hooks.md", "docs/tutorial-plugin.md", "docs/testing-plugins.md"]
 _MARKED = re.compile(r"<!-- from: (?P<path>[^#\s]+)(?:#(?P<region>[\w-]+))? -->\n```[\w-]*\n(?P<body>.*?)^```",
-                     re.S | re.M)
+                     re.DOTALL | re.MULTILINE)
 _REGION_LINE = re.compile(r"^\s*# -- (start|end) [\w-]+ --\s*$")
 
 

@@ -5,12 +5,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-import sailseg_plugins_sailthru as plugin
-from sailseg_plugins_sailthru.emulator import build_postback
-from sailseg_plugins_sailthru.poll import PollTrigger
-from sailseg_plugins_sailthru.postback import PostbackTrigger
-from sailseg_plugins_sailthru.sinks import DeleteSink, EventSink, ListSink, PurchaseSink, SendSink, UserSink
-
 from sailseg.testing import (
     SAILTHRU_ENV,
     SampleRequest,
@@ -19,6 +13,19 @@ from sailseg.testing import (
     sailthru_app,
 )
 from sailseg.testing.emulators import SAILTHRU_TEST_KEY, SAILTHRU_TEST_SECRET
+from sailseg_plugins_sailthru.emulator import build_postback
+from sailseg_plugins_sailthru.poll import PollTrigger
+from sailseg_plugins_sailthru.postback import PostbackTrigger
+from sailseg_plugins_sailthru.sinks import (
+    DeleteSink,
+    EventSink,
+    ListSink,
+    PurchaseSink,
+    SendSink,
+    UserSink,
+)
+
+import sailseg_plugins_sailthru as plugin
 
 # -- start sailthru --
 EMAIL = {"context": {"traits": {"email": "contract@example.com"}}}

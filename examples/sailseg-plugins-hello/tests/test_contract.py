@@ -1,8 +1,7 @@
 """The standard transform contract (sailseg.testing), in one line plus samples."""
 
-from sailseg_plugins_hello import TitleCase
-
 from sailseg.testing import get_transform_test_class
+from sailseg_plugins_hello import TitleCase
 
 # -- start contract --
 TestTitleCaseContract = get_transform_test_class(

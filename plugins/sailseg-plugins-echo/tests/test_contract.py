@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sailseg_plugins_echo as echo
-
 from sailseg.testing import (
     SampleRequest,
-    SuiteConfig,
     get_identity_resolver_test_class,
     get_sink_test_class,
     get_transform_test_class,

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .emulators import SAILTHRU_ENV, SEGMENT_ENV, sailthru_app, segment_app
     from .faults import FaultInjector, Unreachable, ok_app
-    from .harness import HarnessRuntime, find_spans, make_event, open_runtime, started_component, wait_for
+    from .harness import (
+        HarnessRuntime,
+        find_spans,
+        make_event,
+        open_runtime,
+        started_component,
+        wait_for,
+    )
     from .routing import PROFILES_TEST_URL, SAILTHRU_TEST_URL, SEGMENT_TEST_URL, HostRouter
     from .suite_base import SampleRequest, SuiteConfig
     from .suites import (

@@ -11,7 +11,6 @@ import re
 from typing import Any
 
 import msgspec
-
 import sailseg
 
 __all__ = ["TitleCase", "title_case"]
