@@ -171,7 +171,7 @@ async def running(tmp_path: Path, vendors: Vendors, *prefixes: str) -> AsyncIter
 # -- 1 ------------------------------------------------------------------------------------
 async def test_01_identify_to_sailthru_profile(tmp_path: Path, vendors: Vendors) -> None:
     async with running(tmp_path, vendors, "01") as s:
-        await s.webhook(sample("01-identify.json"))
+        await s.webhook(sample("01a-identify.json"))
         await s.webhook(sample("05-audience-entered.json"))  # Engage: not this pipeline's job
         await s.settle()
         peter = await vendors.user("peter@example.com")
@@ -190,7 +190,7 @@ async def test_01_identify_to_sailthru_profile(tmp_path: Path, vendors: Vendors)
         assert await vendors.user("jane.doe@example.com") is None
 
         # null clears a var; absent traits are left alone; newsletter=false leaves the list
-        await s.webhook(sample("01-identify-partial-update.json"))
+        await s.webhook(sample("01b-identify-partial-update.json"))
         await s.settle()
         peter = await vendors.user("peter@example.com")
         assert peter is not None
@@ -306,7 +306,7 @@ async def test_05_audience_enter_exit_to_sailthru_list(tmp_path: Path, vendors: 
                                      "computation_id": "aud_vip", "space_id": "spa_1"}},
             "properties": {"audience_key": "vip_customers", "vip_customers": True}}
         await s.webhook(vip_enter)
-        await s.webhook(sample("01-identify.json"))  # a plain identify: no list change
+        await s.webhook(sample("01a-identify.json"))  # a plain identify: no list change
         await s.settle()
         jane = await vendors.user("jane.doe@example.com")
         assert jane is not None and jane["lists"] == ["First-time shoppers"]
@@ -438,7 +438,7 @@ async def test_09_computed_traits_to_sailthru_vars(tmp_path: Path, vendors: Vend
                                                                             "computation_key": "most_active_day"}}})
         await s.webhook(hour | {"messageId": "ct-rev", "traits": {"email": "dorothy@example.com",
                                                                    "total_revenue_180_days": 450.0}})
-        await s.webhook(sample("01-identify.json"))  # not a computed trait
+        await s.webhook(sample("01a-identify.json"))  # not a computed trait
         await s.settle()
         dorothy = await vendors.user("dorothy@example.com")
         assert dorothy is not None
@@ -458,7 +458,7 @@ async def test_every_example_file_merges_into_one_runtime(tmp_path: Path, vendor
         for path in ("/segment/webhook", "/segment/audiences/backfill", "/sailthru/postback"):
             assert path in routes
         # one identify reaches the profile pipeline once, even though five pipelines see it
-        await s.webhook(sample("01-identify.json"))
+        await s.webhook(sample("01a-identify.json"))
         await s.settle()
         assert len([u for u in await vendors.state("users") if u["keys"].get("email") == "peter@example.com"]) == 1
         await s.assert_no_dead_letters()

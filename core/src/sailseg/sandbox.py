@@ -276,7 +276,7 @@ def _guide(ep: SandboxEndpoints, files: Sequence[Path], events_dir: Path | None)
                      "sig md5)")
     samples = sorted(events_dir.glob("*.json")) if events_dir else []
     if events_dir is not None and samples:
-        first = next((p for p in samples if p.name == "01-identify.json"), samples[0])
+        first = next((p for p in samples if p.name == "01a-identify.json"), samples[0])
         lines.append("  signed for you:      " + cmd(f"send {_short(first)}"))
         lines.append("                       " + cmd(f"send {_short(events_dir)}/*.json") + "   (every sample)")
     lines += [

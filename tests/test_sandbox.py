@@ -1,0 +1,166 @@
+"""``sailseg serve --sandbox`` as a real process, fed with ``sailseg send`` of every sample event.
+
+The sandbox runs from an empty working directory (as after a fresh clone, it finds the example
+pipelines in the source checkout), on free ports. Every file of examples/events/ is sent with
+the ``send`` command; then the emulators' inspection endpoints must show each one's effect, and
+``sailseg status`` (a second process, reading the sandbox's store) must show the pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from sailseg.cli import cli
+
+EVENTS = Path(__file__).resolve().parents[1] / "examples" / "events"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SAILSEG_", "OTEL_", "SAILTHRU_", "SEGMENT_"))}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A running sandbox; yields its endpoints.json (after /readyz answers 200)."""
+    port = free_port()
+    log = open(tmp_path / "sandbox.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sailseg", "serve", "--sandbox", "--port", str(port)],
+        cwd=tmp_path, env=child_env(SAILSEG_SANDBOX_POLL_INTERVAL="0.5"), stdout=log, stderr=subprocess.STDOUT,
+    )
+    ep_file = tmp_path / ".sailseg" / "sandbox" / "endpoints.json"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"sandbox exited with {proc.returncode}: {(tmp_path / 'sandbox.log').read_text()}")
+            if ep_file.exists():
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sandbox not ready: {(tmp_path / 'sandbox.log').read_text()}")
+            time.sleep(0.1)
+        yield {**json.loads(ep_file.read_text()), "cwd": tmp_path, "log": tmp_path / "sandbox.log", "proc": proc}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def eventually(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except (AssertionError, KeyError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_sandbox_serves_every_sample_event(sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    banner = sandbox["log"].read_text()
+    assert "Segment webhook" in banner and "/segment/webhook" in banner and "sailseg send" in banner
+    assert sandbox["sailthru_url"] in banner and sandbox["segment_url"] in banner
+    assert len(sandbox["pipelines"]) >= 13
+
+    # every sample, signed by `sailseg send`, is accepted (the CLI reads the sandbox's endpoints.json)
+    monkeypatch.chdir(sandbox["cwd"])
+    for key in [k for k in os.environ if k.startswith(("SAILSEG_", "SAILTHRU_", "SEGMENT_"))]:
+        monkeypatch.delenv(key)
+    samples = sorted(EVENTS.glob("*.json"))
+    assert len(samples) >= 10
+    runner = CliRunner()
+    for path in samples:
+        res = runner.invoke(cli, ["send", str(path)])
+        assert res.exit_code == 0, res.output
+        assert ": 200 " in res.output, res.output
+
+    st, sg = sandbox["sailthru_url"], sandbox["segment_url"]
+
+    def sailthru(section: str) -> Any:
+        return httpx.get(f"{st}/_emulator/state/{section}", timeout=5).json()
+
+    def users() -> dict[str, dict[str, Any]]:
+        return {u["keys"].get("email"): u for u in sailthru("users")}
+
+    def segment(**q: str) -> list[dict[str, Any]]:
+        return list(httpx.get(f"{sg}/_emulator/messages", params=q, timeout=5).json()["messages"])
+
+    def sailthru_side() -> None:
+        u = users()
+        assert u["peter@example.com"]["vars"]["logins"] == 5                        # 01
+        assert "plan" not in u["peter@example.com"]["vars"]                         # 01 update
+        events = {(e["event"], e["email"]) for e in sailthru("events")}
+        assert ("plan_upgraded", "ada@example.com") in events                       # 02
+        assert ("content_engaged", "ada@example.com") in events                     # 02
+        lists = sailthru("lists")
+        assert lists["VIP customers"]["count"] == 5                                 # 05 backfill
+        assert u["jane.doe@example.com"]["lists"] == []                             # 05 enter + exit
+        assert "First-time shoppers" in lists
+        assert any(p["email"] == "barbara@example.com" for p in sailthru("purchases"))  # 07
+        templates = {(s["template"], s["email"]) for s in sailthru("sends")}
+        assert ("welcome", "katherine@example.com") in templates                    # 08
+        assert ("win-back", "katherine@example.com") in templates                   # 08
+        assert u["dorothy@example.com"]["vars"]["preferred_hour"] == 9              # 09
+        assert u["dorothy@example.com"]["vars"]["content_affinity"] == ["running", "yoga"]
+
+    def segment_side() -> None:
+        tracks = {(m["event"], m["context"]["traits"]["email"]) for m in segment(type="track")}
+        assert ("Email Bounced", "bounced@example.com") in tracks                   # 03 postback
+        assert ("Unsubscribed", "grace@example.com") in tracks                      # 03 postback
+        assert ("Email Opened", "linus@example.com") in tracks                      # 03 polled campaign
+        assert ("Email Link Clicked", "linus@example.com") in tracks
+        assert ("Order Completed", "alan@example.com") in tracks                    # 06 polled purchase
+        consent = {m["traits"]["email"]: m["traits"] for m in segment(type="identify")}
+        assert consent["margaret@example.com"]["email_subscribed"] is False         # 04
+
+    eventually(sailthru_side)
+    eventually(segment_side)
+
+    # `sailseg status` in another process finds the sandbox's store and lists its pipelines
+    def status() -> None:
+        out = subprocess.run([sys.executable, "-m", "sailseg", "status"], cwd=sandbox["cwd"], env=child_env(),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "sandbox" in out.stdout and "total backlog: 0" in out.stdout, out.stdout
+        rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line.strip()}
+        assert rows["identify_to_sailthru_profile"][1] == "2", out.stdout  # delivered
+        assert rows["total"][-1] == "0", out.stdout                        # no dead letters
+
+    eventually(status)
+
+    # Ctrl-C stops the whole sandbox cleanly
+    proc = sandbox["proc"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0, sandbox["log"].read_text()
