@@ -82,7 +82,9 @@ def registry() -> Any:
 
 
 def store_for(path: str | None, store_url: str | None) -> Any:
-    """A store from --store, $SAILSEG_STORE, the config file if present, or the default."""
+    """A store from --store, $SAILSEG_STORE, the config file if present, the sandbox's store
+    when a sandbox was run from this directory (``.sailseg/sandbox/endpoints.json``), or the
+    default."""
     from .config import StoreConfig
     from .runtime import open_store
 
@@ -92,7 +94,10 @@ def store_for(path: str | None, store_url: str | None) -> Any:
         if Path(cfg_path).exists():
             url = load(path).store.url
         else:
-            url = StoreConfig().url
+            from .sandbox import read_endpoints
+
+            sandbox = read_endpoints() if path is None else None
+            url = sandbox.store_url if sandbox and sandbox.store_url else StoreConfig().url
     return open_store(url, registry())
 
 

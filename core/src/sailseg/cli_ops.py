@@ -18,7 +18,7 @@ import msgspec
 from .cli import cli, config_option, handle_errors, load, run_async, store_for, store_option
 from .errors import ConfigError
 
-__all__ = ["dlq", "replay", "db", "status", "parse_since"]
+__all__ = ["dlq", "replay", "db", "status", "status_table", "parse_since"]
 
 
 def parse_since(text: str, now: float | None = None) -> float:
@@ -262,20 +262,81 @@ def db_version(config_path: str | None, store_url: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def status(config_path: str | None, store_url: str | None, as_json: bool) -> None:
-    """Pipelines with backlog, delivered/failed counts, parked events and dead letters."""
+    """Pipelines with backlog, delivered/failed counts, parked events and dead letters.
+
+    Lists every configured pipeline (the config file's, or the running sandbox's), also those
+    that saw no event yet, plus any other pipeline the store has counts for.
+    """
 
     async def go(store: Any) -> Any:
-        return await store.stats(), await store.backlog()
+        return await store.stats(), await store.backlog(), store.redacted_url()
 
-    stats, backlog = run_async(_with_store, config_path, store_url, go)
+    stats, backlog, url = run_async(_with_store, config_path, store_url, go)
     if as_json:
         click.echo(json.dumps({"backlog": backlog, "pipelines": stats}, indent=2))
         return
-    click.echo(f"{'pipeline':<24} {'backlog':>8} {'delivered':>10} {'failed':>7} {'skipped':>8} {'parked':>7} {'dead':>6}")
-    for p, s in sorted(stats.items()):
-        delivered = sum(v for k, v in s.items() if k.endswith(":delivered"))
-        failed = sum(v for k, v in s.items() if k.endswith(":failed"))
-        skipped = sum(v for k, v in s.items() if k.endswith((":skipped", ":filtered")))
-        click.echo(f"{p:<24} {s.get('backlog', 0):>8} {delivered:>10} {failed:>7} {skipped:>8} "
-                   f"{s.get('parked', 0):>7} {s.get('dead', 0):>6}")
-    click.echo(f"total backlog: {backlog}")
+    click.echo(status_table(stats, backlog, url, _configured_pipelines(config_path)))
+
+
+def _configured_pipelines(config_path: str | None) -> list[str]:
+    """Pipeline names from the config file, else from the sandbox run here (best effort)."""
+    import os
+    from pathlib import Path
+
+    from .cli import resolve_config_path
+    from .errors import SailsegError
+
+    if Path(resolve_config_path(config_path)).exists():
+        try:
+            return list(load(config_path).pipelines)
+        except SailsegError:
+            return []
+    if config_path is None and not os.environ.get("SAILSEG_STORE"):
+        from .sandbox import read_endpoints
+
+        ep = read_endpoints()
+        return list(ep.pipelines) if ep else []
+    return []
+
+
+_COLUMNS = ("backlog", "delivered", "failed", "filtered", "skipped", "parked", "dead")
+
+
+def status_table(stats: dict[str, dict[str, int]], backlog: int, store_url: str,
+                 configured: list[str] | None = None) -> str:
+    """The ``sailseg status`` table: one row per pipeline, a total row, hints.
+
+    ``delivered``/``failed``/``skipped`` add up every sink of the pipeline; ``filtered`` counts
+    events a transform dropped; ``dead`` is the dead letters waiting for ``sailseg dlq``.
+    """
+    names = sorted(set(stats) | set(configured or []))
+    rows: list[tuple[str, list[int]]] = []
+    for p in names:
+        s = stats.get(p, {})
+        rows.append((p, [
+            s.get("backlog", 0),
+            sum(v for k, v in s.items() if k.endswith(":delivered")),
+            sum(v for k, v in s.items() if k.endswith(":failed")),
+            sum(v for k, v in s.items() if k.endswith(":filtered")),
+            sum(v for k, v in s.items() if k.endswith(":skipped")),
+            s.get("parked", 0),
+            s.get("dead", 0),
+        ]))
+    totals = [sum(r[1][i] for r in rows) for i in range(len(_COLUMNS))]
+    width = max([len("pipeline"), len("total"), *(len(n) for n in names)])
+    sep = "  "
+    head = "pipeline".ljust(width) + sep + sep.join(c.rjust(9) for c in _COLUMNS)
+    lines = [f"store: {store_url}", "", head, "-" * len(head)]
+    for name, vals in rows:
+        lines.append(name.ljust(width) + sep + sep.join(f"{v:>9}" for v in vals))
+    if not rows:
+        lines.append("(no pipelines and no events yet)")
+    lines.append("-" * len(head))
+    lines.append("total".ljust(width) + sep + sep.join(f"{v:>9}" for v in totals))
+    lines.append("")
+    lines.append(f"total backlog: {backlog}")
+    dead = totals[_COLUMNS.index("dead")]
+    if dead:
+        lines.append(f"{dead} dead letter(s): `sailseg dlq list` to see why, `sailseg dlq replay --all` "
+                     "once fixed")
+    return "\n".join(lines)
