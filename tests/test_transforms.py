@@ -102,3 +102,33 @@ async def test_map_bad_config() -> None:
         await make("transform", "map", fields={"a": "traits.["})
     with pytest.raises(ConfigError, match="unknown field `exp`"):
         await make("transform", "map", fields={"a": {"exp": "x"}})
+
+
+@pytest.mark.anyio
+async def test_map_never_changes_the_input_objects_and_plain_paths_match_jmespath() -> None:
+    import copy
+
+    import jmespath
+
+    from sailseg.default_plugins.expressions import compile_expr
+
+    payload = copy.deepcopy(IDENTIFY)
+    meta = {"sailthru": {"vars": {"keep": 1}}}
+    m = await make("transform", "map", fields={
+        "traits.address.city": "traits.plan",          # nested write into an existing object
+        "traits.new.deep": "userId",                   # a write that creates objects
+        "meta.sailthru.vars.message_id": "messageId",  # a write into existing meta
+    })
+    out = await m.process(Event(id="1", source="test", payload=payload, meta=meta))
+    assert out.payload["traits"]["address"] == {"city": "pro", "geo": {"lat": 1}}
+    assert out.payload["traits"]["new"] == {"deep": "u1"}
+    assert out.meta["sailthru"]["vars"] == {"keep": 1, "message_id": "m1"}
+    assert payload == IDENTIFY  # the input's objects were copied before being written
+    assert meta == {"sailthru": {"vars": {"keep": 1}}}
+
+    for text in ("traits.address.city", "traits.address.geo.lat", "traits.gone", "traits.nope.x",
+                 "traits.email.x", "messageId", " userId "):
+        expr = compile_expr(text, field="f")
+        assert expr.path is not None
+        assert expr.search(ev(IDENTIFY)) == jmespath.search(text, IDENTIFY), text
+    assert compile_expr("traits.plan || 'x'", field="f").path is None

@@ -35,6 +35,7 @@ from .components import IdentityResolver, Sink, Transform
 from .errors import FatalError, ParkEvent, RetryableError, SkipEvent
 from .events import Event
 from .store.base import DeadLetterRecord, Outcome, QueueItem
+from .tracing import enabled as tracing_enabled
 from .tracing import event_attributes, extract
 
 if TYPE_CHECKING:
@@ -305,6 +306,8 @@ class Delivery:
         event = item.event
         event.attempt = item.attempt
         event.pipeline = item.pipeline
+        if not tracing_enabled():  # no SDK: skip the no-op spans (see tracing.enabled)
+            return await self._run(item, pipeline, event, now, traced=False)
         parent = extract(event.trace)
         attrs = event_attributes(event.payload, item.pipeline, item.attempt)
         with self.tracer.start_as_current_span("deliver", context=parent, attributes=attrs) as span:
@@ -319,14 +322,19 @@ class Delivery:
                 span.set_status(Status(StatusCode.ERROR, outcome.dead[0].error_type))
             return outcome
 
-    async def _run(self, item: QueueItem, pipeline: PipelineRuntime, event: Event, now: float) -> Outcome:
+    async def _run(
+        self, item: QueueItem, pipeline: PipelineRuntime, event: Event, now: float, traced: bool = True
+    ) -> Outcome:
         counts: dict[str, int] = {}
         targets = item.sinks or list(pipeline.sinks)
         try:
             for name, transform in pipeline.transforms:
-                with self.tracer.start_as_current_span(
-                    f"transform {name}", attributes={"sailseg.component": transform.name}
-                ):
+                if traced:
+                    with self.tracer.start_as_current_span(
+                        f"transform {name}", attributes={"sailseg.component": transform.name}
+                    ):
+                        result = await transform.process(event)
+                else:
                     result = await transform.process(event)
                 if result is None:
                     counts["-:filtered"] = 1
@@ -334,9 +342,12 @@ class Delivery:
                 event = result
             if pipeline.resolver is not None:
                 rname, resolver = pipeline.resolver
-                with self.tracer.start_as_current_span(
-                    f"identity {rname}", attributes={"sailseg.component": resolver.name}
-                ):
+                if traced:
+                    with self.tracer.start_as_current_span(
+                        f"identity {rname}", attributes={"sailseg.component": resolver.name}
+                    ):
+                        event = await resolver.resolve(event)
+                else:
                     event = await resolver.resolve(event)
         except ParkEvent as exc:
             counts["-:parked"] = 1
@@ -359,6 +370,9 @@ class Delivery:
 
         async def call(sink_name: str, out: dict[str, Any]) -> None:
             runner = pipeline.sinks[sink_name]
+            if not traced:
+                out[sink_name] = await runner.submit(event)
+                return
             with self.tracer.start_as_current_span(
                 f"sink {sink_name}",
                 attributes={"sailseg.sink": runner.sink.name, "sailseg.plugin": runner.plugin},

@@ -35,6 +35,7 @@ from .metrics import Metrics
 from .plugins import Registry, build_registry, make_plugin_manager
 from .server import RouteApp
 from .store.base import QueueItem, Store
+from .tracing import enabled as tracing_enabled
 from .tracing import extract, inject
 
 __all__ = ["Runtime", "open_store", "build_component"]
@@ -276,21 +277,25 @@ class Runtime:
         now = self.clock()
         from opentelemetry import trace as ot
 
+        traced = tracing_enabled()  # no SDK: no-op spans are skipped (see tracing.enabled)
         tracer = ot.get_tracer("sailseg")
-        parent = extract(trace or {})
+        parent = extract(trace or {}) if traced else None
         items: list[QueueItem] = []
         spans = []
         for msg in messages:
             eid = new_id()
             if not msg.get("messageId"):
                 msg["messageId"] = f"sailseg-{eid}"
-            span = tracer.start_span(
-                "ingest", context=parent,
-                attributes={"sailseg.trigger": trigger_instance, "sailseg.event.type": str(msg.get("type", "")),
-                            "sailseg.message_id": str(msg["messageId"])},
-            )
-            spans.append(span)
-            carrier = inject(ot.set_span_in_context(span)) if span.is_recording() else dict(trace or {})
+            if traced:
+                span = tracer.start_span(
+                    "ingest", context=parent,
+                    attributes={"sailseg.trigger": trigger_instance, "sailseg.event.type": str(msg.get("type", "")),
+                                "sailseg.message_id": str(msg["messageId"])},
+                )
+                spans.append(span)
+                carrier = inject(ot.set_span_in_context(span)) if span.is_recording() else dict(trace or {})
+            else:
+                carrier = dict(trace or {})
             okey = ordering_key(msg)
             for p in pipelines:
                 items.append(QueueItem(

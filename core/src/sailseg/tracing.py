@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["tracer", "hash_email", "extract", "inject", "event_attributes", "safe_attr"]
+__all__ = ["tracer", "enabled", "hash_email", "extract", "inject", "event_attributes", "safe_attr"]
 
 _propagator = TraceContextTextMapPropagator()
 _getter = DefaultGetter()
@@ -25,6 +25,17 @@ _getter = DefaultGetter()
 
 def tracer() -> trace.Tracer:
     return trace.get_tracer("sailseg")
+
+
+def enabled() -> bool:
+    """True when a real tracer provider (the SDK) is installed, i.e. spans can be recorded.
+
+    Why: with only the API installed every span is a no-op, yet starting spans, building their
+    attributes and switching the current context cost tens of microseconds per event on the
+    delivery hot path (W1 profile: ~8 no-op spans per event). Hot paths skip span work when
+    this is False; it is checked per call, so installing the SDK later still takes effect.
+    """
+    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 def hash_email(email: str) -> str:

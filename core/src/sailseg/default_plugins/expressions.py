@@ -7,6 +7,7 @@ reserved top-level names ``_identity`` and ``_meta`` expose ``event.identity`` /
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jmespath
@@ -19,20 +20,39 @@ from ..events import Event
 __all__ = ["compile_expr", "Expr"]
 
 
-class Expr:
-    """A compiled JMESPath expression bound to its source text."""
+_PLAIN_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
-    __slots__ = ("text", "parsed", "needs_view")
+
+class Expr:
+    """A compiled JMESPath expression bound to its source text.
+
+    A plain field path (``traits.company.name``) is evaluated with dict lookups instead of the
+    JMESPath interpreter: same result (a missing key, or a step into a non-object, is null) at
+    a fraction of the cost; such paths are most of what W1-style mappings use.
+    """
+
+    __slots__ = ("text", "parsed", "needs_view", "path")
 
     def __init__(self, text: str, parsed: ParsedResult) -> None:
         self.text = text
         self.parsed = parsed
         self.needs_view = "_identity" in text or "_meta" in text
+        stripped = text.strip()
+        self.path: tuple[str, ...] | None = (
+            tuple(stripped.split(".")) if _PLAIN_PATH.fullmatch(stripped) else None
+        )
 
     def search(self, event: Event) -> Any:
         data: Any = event.payload
         if self.needs_view:
             data = {**event.payload, "_identity": event.identity, "_meta": event.meta}
+        path = self.path
+        if path is not None:
+            for key in path:
+                if not isinstance(data, dict):
+                    return None
+                data = data.get(key)
+            return data
         return self.parsed.search(data)
 
 

@@ -139,6 +139,23 @@ def _set_path(root: dict[str, Any], parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _set_path_cow(root: dict[str, Any], parts: list[str], value: Any, fresh: set[int]) -> None:
+    """``_set_path`` on a shallow copy: every dict on the way is copied once (ids in
+    ``fresh``) before it is written, so the input event's objects are never changed."""
+    node = root
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            fresh.add(id(nxt))
+        elif id(nxt) not in fresh:
+            nxt = dict(nxt)
+            fresh.add(id(nxt))
+        node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
 def _del_path(root: dict[str, Any], parts: list[str]) -> None:
     node: Any = root
     for p in parts[:-1]:
@@ -194,19 +211,27 @@ class Map(Transform):
             except (ValueError, TypeError, OverflowError) as exc:
                 raise FatalError(f"map: field {target!r}: cannot convert to {spec.type}: {exc}") from None
             values.append((target, parts, value))
-        payload = copy.deepcopy(event.payload)
-        meta = copy.deepcopy(event.meta)
+        # Copy on write: only the dicts on the written paths are copied (a deepcopy of every
+        # payload was ~10% of the W1 delivery CPU); remove/flatten/drop_nulls edit anywhere,
+        # so they still work on a deep copy.
+        cfg = self.config
+        deep = bool(cfg.remove or cfg.flatten or cfg.drop_nulls)
+        payload = copy.deepcopy(event.payload) if deep else dict(event.payload)
+        meta = dict(event.meta)
+        fresh = {id(payload), id(meta)}
         identity = dict(event.identity)
         for _target, parts, value in values:
             if value is None and self.config.drop_nulls:
                 continue
             if parts[0] == "meta":
-                _set_path(meta, parts[1:], value)
+                _set_path_cow(meta, parts[1:], value, fresh)
             elif parts[0] == "identity":
                 if value is not None:
                     identity[parts[1]] = str(value)
-            else:
+            elif deep:
                 _set_path(payload, parts, value)
+            else:
+                _set_path_cow(payload, parts, value, fresh)
         for path in self.config.remove:
             _del_path(payload, path.split("."))
         for path in self.config.flatten:
