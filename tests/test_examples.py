@@ -448,6 +448,54 @@ async def test_09_computed_traits_to_sailthru_vars(tmp_path: Path, vendors: Vend
         await s.assert_no_dead_letters()
 
 
+# -- 10 -----------------------------------------------------------------------------------
+async def test_10_identity_stitching_consent_and_deletion(tmp_path: Path, vendors: Vendors) -> None:
+    route = "/identity/segment/webhook"
+    async with running(tmp_path, vendors, "10") as s:
+        # anonymous browsing is parked (no email yet), then released by the signup, in order
+        await s.webhook(sample("10a-anonymous-article-read.json"), path=route)
+        await s.settle()
+        assert await vendors.state("events") == []
+        await s.webhook(sample("10b-identify-signup.json"), path=route)
+        await s.settle()
+        marie = await vendors.user("marie@example.com")
+        assert marie is not None and marie["keys"]["extid"] == "u-marie" and marie["vars"]["first_name"] == "Marie"
+        [read] = await vendors.state("events")
+        assert (read["event"], read["email"], read["vars"]["article_id"]) == ("Article Read", "marie@example.com", "a-77")
+
+        # a changed email re-keys the same profile (by extid) instead of creating a second one
+        await s.webhook({"type": "identify", "userId": "u-marie", "messageId": "email-change",
+                         "timestamp": "2024-05-06T09:30:00.000Z", "traits": {"email": "marie.new@example.com"}},
+                        path=route)
+        await s.settle()
+        profiles = [u for u in await vendors.state("users") if u["keys"].get("extid") == "u-marie"]
+        assert [p["keys"]["email"] for p in profiles] == ["marie.new@example.com"]
+
+        # Segment -> Sailthru consent: an opt-out trait sets optout_email
+        await s.webhook({"type": "identify", "userId": "u-omar", "messageId": "omar-1",
+                         "timestamp": "2024-05-06T09:40:00.000Z",
+                         "traits": {"email": "omar@example.com", "unsubscribed": True}}, path=route)
+        await s.settle()
+        assert (await vendors.user("omar@example.com") or {})["optout_email"] == "all"
+
+        # Sailthru -> Segment consent: the postback reaches Segment on the person's userId
+        await vendors.sailthru_postback(action="optout", email="marie.new@example.com", optout=1, mode="all",
+                                        url=f"{SAILSEG_URL}/identity/sailthru/postback")
+        await s.settle()
+        [consent] = await vendors.messages(type="identify", userId="u-marie")
+        assert consent["traits"]["unsubscribed"] is True and consent["traits"]["email_opt_in"] is False
+        assert [m["event"] for m in await vendors.messages(type="track", userId="u-marie")] == ["Unsubscribed"]
+        assert await vendors.messages(userId="u-omar") == []  # no echo of Segment's own opt-out
+
+        # deletion: every Sailthru profile of the person is deleted
+        await s.webhook(sample("10d-user-deleted.json"), path=route)
+        await s.settle()
+        assert await vendors.user("marie.new@example.com") is None
+        deleted = await vendors.state("deleted")
+        assert any(d["keys"].get("extid") == "u-marie" for d in deleted)
+        await s.assert_no_dead_letters()
+
+
 # -- all together --------------------------------------------------------------------------
 async def test_every_example_file_merges_into_one_runtime(tmp_path: Path, vendors: Vendors) -> None:
     all_files = sorted(PIPELINES.glob("*.toml"))

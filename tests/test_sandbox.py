@@ -134,6 +134,7 @@ def test_sandbox_serves_every_sample_event(sandbox: dict[str, Any], monkeypatch:
         assert ("win-back", "katherine@example.com") in templates                   # 08
         assert u["dorothy@example.com"]["vars"]["preferred_hour"] == 9              # 09
         assert u["dorothy@example.com"]["vars"]["content_affinity"] == ["running", "yoga"]
+        assert any(d["keys"].get("extid") == "u-marie" for d in sailthru("deleted"))  # 10 (a, b, d)
 
     def segment_side() -> None:
         tracks = {(m["event"], m["context"]["traits"]["email"]) for m in segment(type="track")}
