@@ -23,13 +23,12 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 import pytest
-from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
-from sailseg_plugins_segment.emulator import SegmentEmulator
-
 from sailseg.cli_send import load_sample, segment_webhook_body
 from sailseg.runtime import Runtime
 from sailseg.sandbox import load_pipeline_files
 from sailseg.testing.routing import SAILTHRU_TEST_URL, SEGMENT_TEST_URL, HostRouter
+from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
+from sailseg_plugins_segment.emulator import SegmentEmulator
 
 pytestmark = pytest.mark.anyio
 
@@ -128,6 +127,7 @@ class Stack:
 
     async def settle(self, timeout: float = 15.0) -> None:
         """Wait until every accepted event was delivered, skipped or dead-lettered."""
+
         async def empty() -> None:
             assert await self.rt.store.backlog() == 0
 
@@ -143,11 +143,18 @@ class Stack:
 
 @pytest.fixture
 async def vendors() -> AsyncIterator[Vendors]:
-    sailthru = SailthruEmulator(EmulatorSettings(accounts={KEY: SECRET},
-                                                 postback_url=f"{SAILSEG_URL}/sailthru/postback"))
+    sailthru = SailthruEmulator(
+        EmulatorSettings(accounts={KEY: SECRET}, postback_url=f"{SAILSEG_URL}/sailthru/postback")
+    )
     segment = SegmentEmulator(write_keys={WRITE_KEY})
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sailthru), base_url=SAILTHRU_TEST_URL) as st, \
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=segment), base_url=SEGMENT_TEST_URL) as sg:
+    async with (
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=sailthru), base_url=SAILTHRU_TEST_URL
+        ) as st,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=segment), base_url=SEGMENT_TEST_URL
+        ) as sg,
+    ):
         yield Vendors(sailthru, segment, st, sg)
 
 
@@ -159,12 +166,18 @@ async def running(tmp_path: Path, vendors: Vendors, *prefixes: str) -> AsyncIter
     cfg.delivery.poll_interval = 0.02
     cfg.delivery.backoff_base = 0.01
     cfg.delivery.backoff_max = 0.05
-    router = HostRouter({urlsplit(SAILTHRU_TEST_URL).hostname: vendors.sailthru_app,
-                         urlsplit(SEGMENT_TEST_URL).hostname: vendors.segment_app})
+    router = HostRouter(
+        {
+            urlsplit(SAILTHRU_TEST_URL).hostname: vendors.sailthru_app,
+            urlsplit(SEGMENT_TEST_URL).hostname: vendors.segment_app,
+        }
+    )
     async with Runtime(cfg, transport=router, env=dict(ENV)) as rt:
         app = rt.asgi_app()
         vendors.sailthru_app.postbacks.transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=SAILSEG_URL) as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=SAILSEG_URL
+        ) as http:
             yield Stack(rt, http, vendors)
 
 
@@ -203,30 +216,54 @@ async def test_01_identify_to_sailthru_profile(tmp_path: Path, vendors: Vendors)
 
 # -- 2 ------------------------------------------------------------------------------------
 def _track(mid: str, event: str, email: str, **props: Any) -> dict[str, Any]:
-    return {"type": "track", "messageId": mid, "event": event, "userId": f"u-{email.split('@')[0]}",
-            "timestamp": "2024-05-06T09:30:23.116Z", "context": {"traits": {"email": email}},
-            "properties": props}
+    return {
+        "type": "track",
+        "messageId": mid,
+        "event": event,
+        "userId": f"u-{email.split('@')[0]}",
+        "timestamp": "2024-05-06T09:30:23.116Z",
+        "context": {"traits": {"email": email}},
+        "properties": props,
+    }
 
 
-async def test_02_track_to_sailthru_event_filters_and_routes(tmp_path: Path, vendors: Vendors) -> None:
+async def test_02_track_to_sailthru_event_filters_and_routes(
+    tmp_path: Path, vendors: Vendors
+) -> None:
     async with running(tmp_path, vendors, "02") as s:
-        await s.webhook([
-            sample("02-track-plan-upgraded.json"),
-            sample("02-track-article-read.json"),
-            _track("t-1", "Signed Up", "bob@example.com", plan="free"),
-            _track("t-2", "Plan Upgraded", "qa@example.com", to_plan="pro", internal=True),  # dropped
-            _track("t-3", "Article Read", "bob@example.com", article_id="a-2", percent_complete=10),  # dropped
-            _track("t-4", "Video Watched", "bob@example.com", video_id="v-9", percent_complete=75),
-            _track("t-5", "Page Scrolled", "bob@example.com", depth=50),  # dropped
-        ])
+        await s.webhook(
+            [
+                sample("02-track-plan-upgraded.json"),
+                sample("02-track-article-read.json"),
+                _track("t-1", "Signed Up", "bob@example.com", plan="free"),
+                _track(
+                    "t-2", "Plan Upgraded", "qa@example.com", to_plan="pro", internal=True
+                ),  # dropped
+                _track(
+                    "t-3", "Article Read", "bob@example.com", article_id="a-2", percent_complete=10
+                ),  # dropped
+                _track(
+                    "t-4", "Video Watched", "bob@example.com", video_id="v-9", percent_complete=75
+                ),
+                _track("t-5", "Page Scrolled", "bob@example.com", depth=50),  # dropped
+            ]
+        )
         await s.settle()
         events = await vendors.state("events")
         got = sorted((e["event"], e["email"]) for e in events)
-        assert got == [("content_engaged", "ada@example.com"), ("content_engaged", "bob@example.com"),
-                       ("plan_upgraded", "ada@example.com"), ("signup", "bob@example.com")]
+        assert got == [
+            ("content_engaged", "ada@example.com"),
+            ("content_engaged", "bob@example.com"),
+            ("plan_upgraded", "ada@example.com"),
+            ("signup", "bob@example.com"),
+        ]
         by = {(e["event"], e["email"]): e["vars"] for e in events}
         assert by[("plan_upgraded", "ada@example.com")] == {
-            "from_plan": "starter", "to_plan": "business", "seats": 12, "billing_cycle": "annual"}
+            "from_plan": "starter",
+            "to_plan": "business",
+            "seats": 12,
+            "billing_cycle": "annual",
+        }
         article = by[("content_engaged", "ada@example.com")]
         assert article["content_type"] == "article" and article["percent_complete"] == 80
         assert article["author_name"] == "R. Hipp" and article["article_id"] == "a-1842"
@@ -237,26 +274,42 @@ async def test_02_track_to_sailthru_event_filters_and_routes(tmp_path: Path, ven
 # -- 3 ------------------------------------------------------------------------------------
 async def test_03_sailthru_engagement_to_segment_tracks(tmp_path: Path, vendors: Vendors) -> None:
     seed = load_sample(EVENTS / "03-sailthru-campaign-engagement.json")
-    r = await vendors.sailthru.post(seed.path or "", json=seed.body)  # a sent campaign with opens/clicks
+    r = await vendors.sailthru.post(
+        seed.path or "", json=seed.body
+    )  # a sent campaign with opens/clicks
     assert r.status_code == 200, r.text
     async with running(tmp_path, vendors, "03") as s:
+
         async def polled() -> None:
             names = [m["event"] for m in await vendors.messages(type="track")]
             assert sorted(names) == ["Email Link Clicked", "Email Link Clicked", "Email Opened"]
 
         await eventually(polled)
-        await vendors.sailthru_postback(action="hardbounce", email="bounced@example.com", send_id="S-1", blast_id="20240506")
-        await vendors.sailthru_postback(action="optout", email="grace@example.com", optout=1, mode="blast")
-        await vendors.sailthru_postback(action="update", email="grace@example.com", vars={"plan": "x"})  # not engagement
+        await vendors.sailthru_postback(
+            action="hardbounce", email="bounced@example.com", send_id="S-1", blast_id="20240506"
+        )
+        await vendors.sailthru_postback(
+            action="optout", email="grace@example.com", optout=1, mode="blast"
+        )
+        await vendors.sailthru_postback(
+            action="update", email="grace@example.com", vars={"plan": "x"}
+        )  # not engagement
         await s.settle()
         tracks = await vendors.messages(type="track")
         by_event = {m["event"]: m for m in tracks}
-        assert sorted(by_event) == ["Email Bounced", "Email Link Clicked", "Email Opened", "Unsubscribed"]
+        assert sorted(by_event) == [
+            "Email Bounced",
+            "Email Link Clicked",
+            "Email Opened",
+            "Unsubscribed",
+        ]
         opened = by_event["Email Opened"]
         assert opened["properties"]["campaign_id"] == "20240506"
         assert opened["properties"]["campaign_name"] == "May newsletter"
         assert opened["context"]["traits"]["email"] == "linus@example.com"
-        clicks = sorted(m["properties"]["link_url"] for m in tracks if m["event"] == "Email Link Clicked")
+        clicks = sorted(
+            m["properties"]["link_url"] for m in tracks if m["event"] == "Email Link Clicked"
+        )
         assert clicks == ["https://example.com/may/feature", "https://example.com/may/pricing"]
         assert by_event["Email Bounced"]["properties"]["email_id"] == "S-1"
         assert by_event["Unsubscribed"]["properties"]["mode"] == "blast"
@@ -271,19 +324,35 @@ async def test_03_sailthru_engagement_to_segment_tracks(tmp_path: Path, vendors:
 
 
 # -- 4 ------------------------------------------------------------------------------------
-async def test_04_sailthru_optout_to_segment_consent_identify(tmp_path: Path, vendors: Vendors) -> None:
+async def test_04_sailthru_optout_to_segment_consent_identify(
+    tmp_path: Path, vendors: Vendors
+) -> None:
     async with running(tmp_path, vendors, "04") as s:
-        await vendors.sailthru_postback(action="optout", email="margaret@example.com", optout=1, mode="all")
-        await vendors.sailthru_postback(action="optout", email="ken@example.com", optout=1, mode="template",
-                                        template="weekly-digest")
+        await vendors.sailthru_postback(
+            action="optout", email="margaret@example.com", optout=1, mode="all"
+        )
+        await vendors.sailthru_postback(
+            action="optout",
+            email="ken@example.com",
+            optout=1,
+            mode="template",
+            template="weekly-digest",
+        )
         await vendors.sailthru_postback(action="hardbounce", email="ken@example.com", send_id="S-2")
         await s.settle()
-        await vendors.sailthru_postback(action="optout", email="margaret@example.com", optout=0, mode="all")
+        await vendors.sailthru_postback(
+            action="optout", email="margaret@example.com", optout=0, mode="all"
+        )
         await s.settle()
         assert (await vendors.user("margaret@example.com") or {})["optout_email"] == "none"
         identifies = await vendors.messages(type="identify")
-        margaret = [m["traits"] for m in identifies if m["traits"]["email"] == "margaret@example.com"]
-        assert [(t["email_subscribed"], t["email_optout_level"]) for t in margaret] == [(False, "all"), (True, "none")]
+        margaret = [
+            m["traits"] for m in identifies if m["traits"]["email"] == "margaret@example.com"
+        ]
+        assert [(t["email_subscribed"], t["email_optout_level"]) for t in margaret] == [
+            (False, "all"),
+            (True, "none"),
+        ]
         assert margaret[0]["email_consent_source"] == "sailthru"
         assert margaret[0]["email_consent_updated_at"].endswith("Z")
         [ken] = [m for m in identifies if m["traits"]["email"] == "ken@example.com"]
@@ -300,11 +369,21 @@ async def test_05_audience_enter_exit_to_sailthru_list(tmp_path: Path, vendors: 
     async with running(tmp_path, vendors, "05") as s:
         await s.webhook(sample("05-audience-entered.json"))
         vip_enter = sample("05-audience-exited.json") | {
-            "messageId": "vip-enter-1", "event": "Audience Entered", "userId": "u77",
-            "context": {**sample("05-audience-exited.json")["context"], "traits": {"email": "vip77@example.com"},
-                        "personas": {"computation_class": "audience", "computation_key": "vip_customers",
-                                     "computation_id": "aud_vip", "space_id": "spa_1"}},
-            "properties": {"audience_key": "vip_customers", "vip_customers": True}}
+            "messageId": "vip-enter-1",
+            "event": "Audience Entered",
+            "userId": "u77",
+            "context": {
+                **sample("05-audience-exited.json")["context"],
+                "traits": {"email": "vip77@example.com"},
+                "personas": {
+                    "computation_class": "audience",
+                    "computation_key": "vip_customers",
+                    "computation_id": "aud_vip",
+                    "space_id": "spa_1",
+                },
+            },
+            "properties": {"audience_key": "vip_customers", "vip_customers": True},
+        }
         await s.webhook(vip_enter)
         await s.webhook(sample("01a-identify.json"))  # a plain identify: no list change
         await s.settle()
@@ -314,7 +393,9 @@ async def test_05_audience_enter_exit_to_sailthru_list(tmp_path: Path, vendors: 
         assert await vendors.user("peter@example.com") is None
         flows = await vendors.state("flows")
         assert {(f["email"], f["list"]) for f in flows if f["trigger"] == "list_join"} == {
-            ("jane.doe@example.com", "First-time shoppers"), ("vip77@example.com", "VIP customers")}
+            ("jane.doe@example.com", "First-time shoppers"),
+            ("vip77@example.com", "VIP customers"),
+        }
 
         await s.webhook(sample("05-audience-exited.json"))
         await s.settle()
@@ -325,8 +406,15 @@ async def test_05_audience_enter_exit_to_sailthru_list(tmp_path: Path, vendors: 
 
 async def test_05_audience_backfill_through_the_job_api(tmp_path: Path, vendors: Vendors) -> None:
     template = sample("05-audience-backfill.json")[0]
-    members = [template | {"messageId": f"bf-{i}", "userId": f"vip-{i}",
-                           "traits": {"email": f"vip{i}@example.com", "vip_customers": True}} for i in range(150)]
+    members = [
+        template
+        | {
+            "messageId": f"bf-{i}",
+            "userId": f"vip-{i}",
+            "traits": {"email": f"vip{i}@example.com", "vip_customers": True},
+        }
+        for i in range(150)
+    ]
     async with running(tmp_path, vendors, "05") as s:
         assert (await s.webhook(members, path="/segment/audiences/backfill"))["accepted"] == 150
         await s.settle()
@@ -337,16 +425,24 @@ async def test_05_audience_backfill_through_the_job_api(tmp_path: Path, vendors:
         assert await vendors.state("flows") == []  # a backfill starts no Lifecycle Optimizer flows
         assert (await vendors.state("requests")).get("POST /user", 0) == 0
         stats = await s.rt.store.stats()
-        assert stats["audience_backfill_to_sailthru_list"]["sailthru_audience_backfill:delivered"] == 150
+        assert (
+            stats["audience_backfill_to_sailthru_list"]["sailthru_audience_backfill:delivered"]
+            == 150
+        )
         await s.assert_no_dead_letters()
 
 
 # -- 6 ------------------------------------------------------------------------------------
-async def test_06_sailthru_purchases_to_segment_order_completed(tmp_path: Path, vendors: Vendors) -> None:
+async def test_06_sailthru_purchases_to_segment_order_completed(
+    tmp_path: Path, vendors: Vendors
+) -> None:
     seed = load_sample(EVENTS / "06-sailthru-purchase.json")
-    await vendors.sailthru_api(str(seed.endpoint), seed.body)  # bought through the shop's own Sailthru JS/API
+    await vendors.sailthru_api(
+        str(seed.endpoint), seed.body
+    )  # bought through the shop's own Sailthru JS/API
     # 07 runs alongside: an order sailseg posts to Sailthru must not come back to Segment
     async with running(tmp_path, vendors, "06", "07") as s:
+
         async def polled() -> None:
             assert len(await vendors.messages(type="track", event="Order Completed")) == 1
 
@@ -356,7 +452,9 @@ async def test_06_sailthru_purchases_to_segment_order_completed(tmp_path: Path, 
         assert p["order_id"] == "sample-order-6001" and p["currency"] == "USD"
         assert p["total"] == p["revenue"] == 138.0
         assert sorted((x["product_id"], x["price"], x["quantity"]) for x in p["products"]) == [
-            ("sku-espresso", 24.5, 2), ("sku-grinder", 89.0, 1)]
+            ("sku-espresso", 24.5, 2),
+            ("sku-grinder", 89.0, 1),
+        ]
         assert order["context"]["traits"]["email"] == "alan@example.com" and order["anonymousId"]
 
         await s.webhook(sample("07-order-completed.json"))
@@ -365,7 +463,9 @@ async def test_06_sailthru_purchases_to_segment_order_completed(tmp_path: Path, 
         poller = s.rt.instances[("trigger", "sailthru_purchase_poll")]
         await poller.poll_once()  # type: ignore[attr-defined]
         await s.settle()
-        assert [m["properties"]["order_id"] for m in await vendors.messages(type="track")] == ["sample-order-6001"]
+        assert [m["properties"]["order_id"] for m in await vendors.messages(type="track")] == [
+            "sample-order-6001"
+        ]
         await s.assert_no_dead_letters()
 
 
@@ -389,9 +489,18 @@ async def test_07_orders_and_carts_to_sailthru(tmp_path: Path, vendors: Vendors)
         assert purchase["email"] == "barbara@example.com"
         assert purchase["purchase_keys"] == {"extid": "50314b8e9bcf000000000000"}
         assert [(i["title"], i["price"], i["qty"]) for i in purchase["items"]] == [
-            ("Monopoly: 3rd Edition", 1900, 1), ("Uno Card Game", 300, 2)]
-        assert purchase["items"][1]["url"] == "https://shop.example.com/products/505bd76785ebb509fc183733"
-        assert {a["title"]: a["price"] for a in purchase["adjustments"]} == {"shipping": 300, "tax": 200, "discount": -250}
+            ("Monopoly: 3rd Edition", 1900, 1),
+            ("Uno Card Game", 300, 2),
+        ]
+        assert (
+            purchase["items"][1]["url"]
+            == "https://shop.example.com/products/505bd76785ebb509fc183733"
+        )
+        assert {a["title"]: a["price"] for a in purchase["adjustments"]} == {
+            "shipping": 300,
+            "tax": 200,
+            "discount": -250,
+        }
         assert purchase["vars"]["coupon"] == "hasbros"
         assert (await vendors.user("barbara@example.com") or {})["purchase_incomplete"] is None
         assert [x["status"] for x in await vendors.state("sends")] == ["cancelled"]
@@ -404,23 +513,35 @@ async def test_08_track_to_transactional_sends(tmp_path: Path, vendors: Vendors)
         before = time.time()
         await s.webhook(sample("08-signed-up.json"))
         await s.webhook(sample("08-payment-failed.json"))
-        broken = sample("08-payment-failed.json") | {"messageId": "pf-no-amount", "properties": {"currency": "EUR"}}
+        broken = sample("08-payment-failed.json") | {
+            "messageId": "pf-no-amount",
+            "properties": {"currency": "EUR"},
+        }
         await s.webhook(broken)
-        await s.webhook(_track("t-x", "Order Completed", "katherine@example.com"))  # no template for it
+        await s.webhook(
+            _track("t-x", "Order Completed", "katherine@example.com")
+        )  # no template for it
         await s.settle()
         sends = {x["template"]: x for x in await vendors.state("sends")}
         assert sorted(sends) == ["welcome", "win-back"]
         welcome = sends["welcome"]
         assert welcome["email"] == "katherine@example.com" and welcome["status"] == "delivered"
-        assert welcome["vars"] == {"first_name": "Katherine", "plan": "starter", "signup_source": "newsletter",
-                                   "referrer_code": "FRIEND10"}
+        assert welcome["vars"] == {
+            "first_name": "Katherine",
+            "plan": "starter",
+            "signup_source": "newsletter",
+            "referrer_code": "FRIEND10",
+        }
         winback = sends["win-back"]
         assert winback["status"] == "scheduled"
         assert before + 86400 - 5 <= winback["schedule_time"] <= time.time() + 86400 + 5
         assert winback["vars"]["amount_due"] == 49.0 and winback["vars"]["currency"] == "EUR"
         assert winback["vars"]["next_attempt_date"] == "2024-05-09"
         assert winback["vars"]["update_payment_url"] == "https://app.example.com/billing"
-        assert winback["vars"]["invoice_id"] == "in_1PB2xY" and winback["vars"]["first_name"] == "Katherine"
+        assert (
+            winback["vars"]["invoice_id"] == "in_1PB2xY"
+            and winback["vars"]["first_name"] == "Katherine"
+        )
         # a Payment Failed without an amount cannot fill the template: dead-lettered, named
         [dead] = await s.dead_letters()
         assert dead.pipeline == "winback_send_on_payment_failed" and "amount_due" in dead.error
@@ -432,18 +553,37 @@ async def test_09_computed_traits_to_sailthru_vars(tmp_path: Path, vendors: Vend
     async with running(tmp_path, vendors, "09") as s:
         await s.webhook(hour)
         await s.webhook(sample("09-computed-trait-content-affinity.json"))
-        await s.webhook(hour | {"messageId": "ct-day", "traits": {"email": "dorothy@example.com",
-                                                                   "most_active_day": "Tuesday"},
-                                "context": {**hour["context"], "personas": {**hour["context"]["personas"],
-                                                                            "computation_key": "most_active_day"}}})
-        await s.webhook(hour | {"messageId": "ct-rev", "traits": {"email": "dorothy@example.com",
-                                                                   "total_revenue_180_days": 450.0}})
+        await s.webhook(
+            hour
+            | {
+                "messageId": "ct-day",
+                "traits": {"email": "dorothy@example.com", "most_active_day": "Tuesday"},
+                "context": {
+                    **hour["context"],
+                    "personas": {
+                        **hour["context"]["personas"],
+                        "computation_key": "most_active_day",
+                    },
+                },
+            }
+        )
+        await s.webhook(
+            hour
+            | {
+                "messageId": "ct-rev",
+                "traits": {"email": "dorothy@example.com", "total_revenue_180_days": 450.0},
+            }
+        )
         await s.webhook(sample("01a-identify.json"))  # not a computed trait
         await s.settle()
         dorothy = await vendors.user("dorothy@example.com")
         assert dorothy is not None
-        assert dorothy["vars"] == {"preferred_hour": 9, "content_affinity": ["running", "yoga"],
-                                   "most_active_day": "Tuesday", "total_revenue_180_days": 450.0}
+        assert dorothy["vars"] == {
+            "preferred_hour": 9,
+            "content_affinity": ["running", "yoga"],
+            "most_active_day": "Tuesday",
+            "total_revenue_180_days": 450.0,
+        }
         assert await vendors.user("peter@example.com") is None
         await s.assert_no_dead_letters()
 
@@ -459,32 +599,63 @@ async def test_10_identity_stitching_consent_and_deletion(tmp_path: Path, vendor
         await s.webhook(sample("10b-identify-signup.json"), path=route)
         await s.settle()
         marie = await vendors.user("marie@example.com")
-        assert marie is not None and marie["keys"]["extid"] == "u-marie" and marie["vars"]["first_name"] == "Marie"
+        assert (
+            marie is not None
+            and marie["keys"]["extid"] == "u-marie"
+            and marie["vars"]["first_name"] == "Marie"
+        )
         [read] = await vendors.state("events")
-        assert (read["event"], read["email"], read["vars"]["article_id"]) == ("Article Read", "marie@example.com", "a-77")
+        assert (read["event"], read["email"], read["vars"]["article_id"]) == (
+            "Article Read",
+            "marie@example.com",
+            "a-77",
+        )
 
         # a changed email re-keys the same profile (by extid) instead of creating a second one
-        await s.webhook({"type": "identify", "userId": "u-marie", "messageId": "email-change",
-                         "timestamp": "2024-05-06T09:30:00.000Z", "traits": {"email": "marie.new@example.com"}},
-                        path=route)
+        await s.webhook(
+            {
+                "type": "identify",
+                "userId": "u-marie",
+                "messageId": "email-change",
+                "timestamp": "2024-05-06T09:30:00.000Z",
+                "traits": {"email": "marie.new@example.com"},
+            },
+            path=route,
+        )
         await s.settle()
         profiles = [u for u in await vendors.state("users") if u["keys"].get("extid") == "u-marie"]
         assert [p["keys"]["email"] for p in profiles] == ["marie.new@example.com"]
 
         # Segment -> Sailthru consent: an opt-out trait sets optout_email
-        await s.webhook({"type": "identify", "userId": "u-omar", "messageId": "omar-1",
-                         "timestamp": "2024-05-06T09:40:00.000Z",
-                         "traits": {"email": "omar@example.com", "unsubscribed": True}}, path=route)
+        await s.webhook(
+            {
+                "type": "identify",
+                "userId": "u-omar",
+                "messageId": "omar-1",
+                "timestamp": "2024-05-06T09:40:00.000Z",
+                "traits": {"email": "omar@example.com", "unsubscribed": True},
+            },
+            path=route,
+        )
         await s.settle()
         assert (await vendors.user("omar@example.com") or {})["optout_email"] == "all"
 
         # Sailthru -> Segment consent: the postback reaches Segment on the person's userId
-        await vendors.sailthru_postback(action="optout", email="marie.new@example.com", optout=1, mode="all",
-                                        url=f"{SAILSEG_URL}/identity/sailthru/postback")
+        await vendors.sailthru_postback(
+            action="optout",
+            email="marie.new@example.com",
+            optout=1,
+            mode="all",
+            url=f"{SAILSEG_URL}/identity/sailthru/postback",
+        )
         await s.settle()
         [consent] = await vendors.messages(type="identify", userId="u-marie")
-        assert consent["traits"]["unsubscribed"] is True and consent["traits"]["email_opt_in"] is False
-        assert [m["event"] for m in await vendors.messages(type="track", userId="u-marie")] == ["Unsubscribed"]
+        assert (
+            consent["traits"]["unsubscribed"] is True and consent["traits"]["email_opt_in"] is False
+        )
+        assert [m["event"] for m in await vendors.messages(type="track", userId="u-marie")] == [
+            "Unsubscribed"
+        ]
         assert await vendors.messages(userId="u-omar") == []  # no echo of Segment's own opt-out
 
         # deletion: every Sailthru profile of the person is deleted
@@ -508,7 +679,16 @@ async def test_every_example_file_merges_into_one_runtime(tmp_path: Path, vendor
         # one identify reaches the profile pipeline once, even though five pipelines see it
         await s.webhook(sample("01a-identify.json"))
         await s.settle()
-        assert len([u for u in await vendors.state("users") if u["keys"].get("email") == "peter@example.com"]) == 1
+        assert (
+            len(
+                [
+                    u
+                    for u in await vendors.state("users")
+                    if u["keys"].get("email") == "peter@example.com"
+                ]
+            )
+            == 1
+        )
         await s.assert_no_dead_letters()
 
 

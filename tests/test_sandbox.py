@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-
 from sailseg.cli import cli
 
 EVENTS = Path(__file__).resolve().parents[1] / "examples" / "events"
@@ -35,8 +34,11 @@ def free_port() -> int:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SAILSEG_", "OTEL_", "SAILTHRU_", "SEGMENT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SAILSEG_", "OTEL_", "SAILTHRU_", "SEGMENT_"))
+    }
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
@@ -44,17 +46,21 @@ def child_env(**extra: str) -> dict[str, str]:
 def sandbox(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A running sandbox; yields its endpoints.json (after /readyz answers 200)."""
     port = free_port()
-    log = open(tmp_path / "sandbox.log", "wb")
+    log = open(tmp_path / "sandbox.log", "wb")  # noqa: SIM115 - the child writes it until teardown
     proc = subprocess.Popen(
         [sys.executable, "-m", "sailseg", "serve", "--sandbox", "--port", str(port)],
-        cwd=tmp_path, env=child_env(SAILSEG_SANDBOX_POLL_INTERVAL="0.5"), stdout=log, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=child_env(SAILSEG_SANDBOX_POLL_INTERVAL="0.5"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     ep_file = tmp_path / ".sailseg" / "sandbox" / "endpoints.json"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"sandbox exited with {proc.returncode}: {(tmp_path / 'sandbox.log').read_text()}")
+                output = (tmp_path / "sandbox.log").read_text()
+                raise AssertionError(f"sandbox exited with {proc.returncode}: {output}")
             if ep_file.exists():
                 try:
                     if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
@@ -64,7 +70,12 @@ def sandbox(tmp_path: Path) -> Iterator[dict[str, Any]]:
             if time.monotonic() > deadline:
                 raise AssertionError(f"sandbox not ready: {(tmp_path / 'sandbox.log').read_text()}")
             time.sleep(0.1)
-        yield {**json.loads(ep_file.read_text()), "cwd": tmp_path, "log": tmp_path / "sandbox.log", "proc": proc}
+        yield {
+            **json.loads(ep_file.read_text()),
+            "cwd": tmp_path,
+            "log": tmp_path / "sandbox.log",
+            "proc": proc,
+        }
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -88,13 +99,15 @@ def eventually(check: Any, timeout: float = 20.0) -> None:
             time.sleep(0.1)
 
 
-def test_sandbox_serves_every_sample_event(sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sandbox_serves_every_sample_event(
+    sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     banner = sandbox["log"].read_text()
     assert "Segment webhook" in banner and "/segment/webhook" in banner and "sailseg send" in banner
     assert sandbox["sailthru_url"] in banner and sandbox["segment_url"] in banner
     assert len(sandbox["pipelines"]) >= 13
 
-    # every sample, signed by `sailseg send`, is accepted (the CLI reads the sandbox's endpoints.json)
+    # every sample, signed by `sailseg send`, is accepted (the CLI reads endpoints.json)
     monkeypatch.chdir(sandbox["cwd"])
     for key in [k for k in os.environ if k.startswith(("SAILSEG_", "SAILTHRU_", "SEGMENT_"))]:
         monkeypatch.delenv(key)
@@ -119,45 +132,54 @@ def test_sandbox_serves_every_sample_event(sandbox: dict[str, Any], monkeypatch:
 
     def sailthru_side() -> None:
         u = users()
-        assert u["peter@example.com"]["vars"]["logins"] == 5                        # 01
-        assert "plan" not in u["peter@example.com"]["vars"]                         # 01 update
+        assert u["peter@example.com"]["vars"]["logins"] == 5  # 01
+        assert "plan" not in u["peter@example.com"]["vars"]  # 01 update
         events = {(e["event"], e["email"]) for e in sailthru("events")}
-        assert ("plan_upgraded", "ada@example.com") in events                       # 02
-        assert ("content_engaged", "ada@example.com") in events                     # 02
+        assert ("plan_upgraded", "ada@example.com") in events  # 02
+        assert ("content_engaged", "ada@example.com") in events  # 02
         lists = sailthru("lists")
-        assert lists["VIP customers"]["count"] == 5                                 # 05 backfill
-        assert u["jane.doe@example.com"]["lists"] == []                             # 05 enter + exit
+        assert lists["VIP customers"]["count"] == 5  # 05 backfill
+        assert u["jane.doe@example.com"]["lists"] == []  # 05 enter + exit
         assert "First-time shoppers" in lists
         assert any(p["email"] == "barbara@example.com" for p in sailthru("purchases"))  # 07
         templates = {(s["template"], s["email"]) for s in sailthru("sends")}
-        assert ("welcome", "katherine@example.com") in templates                    # 08
-        assert ("win-back", "katherine@example.com") in templates                   # 08
-        assert u["dorothy@example.com"]["vars"]["preferred_hour"] == 9              # 09
+        assert ("welcome", "katherine@example.com") in templates  # 08
+        assert ("win-back", "katherine@example.com") in templates  # 08
+        assert u["dorothy@example.com"]["vars"]["preferred_hour"] == 9  # 09
         assert u["dorothy@example.com"]["vars"]["content_affinity"] == ["running", "yoga"]
         assert any(d["keys"].get("extid") == "u-marie" for d in sailthru("deleted"))  # 10 (a, b, d)
 
     def segment_side() -> None:
         tracks = {(m["event"], m["context"]["traits"]["email"]) for m in segment(type="track")}
-        assert ("Email Bounced", "bounced@example.com") in tracks                   # 03 postback
-        assert ("Unsubscribed", "grace@example.com") in tracks                      # 03 postback
-        assert ("Email Opened", "linus@example.com") in tracks                      # 03 polled campaign
+        assert ("Email Bounced", "bounced@example.com") in tracks  # 03 postback
+        assert ("Unsubscribed", "grace@example.com") in tracks  # 03 postback
+        assert ("Email Opened", "linus@example.com") in tracks  # 03 polled campaign
         assert ("Email Link Clicked", "linus@example.com") in tracks
-        assert ("Order Completed", "alan@example.com") in tracks                    # 06 polled purchase
+        assert ("Order Completed", "alan@example.com") in tracks  # 06 polled purchase
         consent = {m["traits"]["email"]: m["traits"] for m in segment(type="identify")}
-        assert consent["margaret@example.com"]["email_subscribed"] is False         # 04
+        assert consent["margaret@example.com"]["email_subscribed"] is False  # 04
 
     eventually(sailthru_side)
     eventually(segment_side)
 
     # `sailseg status` in another process finds the sandbox's store and lists its pipelines
     def status() -> None:
-        out = subprocess.run([sys.executable, "-m", "sailseg", "status"], cwd=sandbox["cwd"], env=child_env(),
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "sailseg", "status"],
+            check=False,
+            cwd=sandbox["cwd"],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert "sandbox" in out.stdout and "total backlog: 0" in out.stdout, out.stdout
-        rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line.strip()}
+        rows = {
+            line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line.strip()
+        }
         assert rows["identify_to_sailthru_profile"][1] == "2", out.stdout  # delivered
-        assert rows["total"][-1] == "0", out.stdout                        # no dead letters
+        assert rows["total"][-1] == "0", out.stdout  # no dead letters
 
     eventually(status)
 

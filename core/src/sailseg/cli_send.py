@@ -86,19 +86,26 @@ def load_sample(file: str | os.PathLike[str]) -> Sample:
         if "body" not in data:
             raise ConfigError(f"{p}: a sailseg_send wrapper needs a `body`")
         if kind == "sailthru.api" and not data.get("endpoint"):
-            raise ConfigError(f"{p}: sailthru.api needs an `endpoint` (e.g. \"purchase\")")
+            raise ConfigError(f'{p}: sailthru.api needs an `endpoint` (e.g. "purchase")')
         if kind == "sailthru.emulator" and not data.get("path"):
-            raise ConfigError(f"{p}: sailthru.emulator needs a `path` (e.g. \"/_emulator/blasts\")")
-        return Sample(kind=kind, body=data["body"], path=data.get("path"),
-                      method=str(data.get("method") or "POST").upper(), endpoint=data.get("endpoint"))
+            raise ConfigError(f'{p}: sailthru.emulator needs a `path` (e.g. "/_emulator/blasts")')
+        return Sample(
+            kind=kind,
+            body=data["body"],
+            path=data.get("path"),
+            method=str(data.get("method") or "POST").upper(),
+            endpoint=data.get("endpoint"),
+        )
     if isinstance(data, list) and data and all(isinstance(m, dict) for m in data):
         return Sample(kind="segment.webhook", body=data)
     if isinstance(data, dict) and "type" in data:
         return Sample(kind="segment.webhook", body=data)
     if isinstance(data, dict) and "action" in data:
         return Sample(kind="sailthru.postback", body=data)
-    raise ConfigError(f"{p}: not a Segment message (no `type`), a batch, a Sailthru postback (no "
-                      "`action`) or a {\"sailseg_send\": ...} wrapper")
+    raise ConfigError(
+        f"{p}: not a Segment message (no `type`), a batch, a Sailthru postback (no "
+        '`action`) or a {"sailseg_send": ...} wrapper'
+    )
 
 
 # -- signing -----------------------------------------------------------------------------
@@ -119,7 +126,9 @@ def segment_webhook_body(body: Any, secret: str | None) -> tuple[bytes, dict[str
         text = signed = _compact(body)
     headers = {"content-type": "application/json", "user-agent": "sailseg-send"}
     if secret:
-        headers["x-signature"] = hmac.new(secret.encode(), signed.encode("utf-8"), hashlib.sha1).hexdigest()
+        headers["x-signature"] = hmac.new(
+            secret.encode(), signed.encode("utf-8"), hashlib.sha1
+        ).hexdigest()
     return text.encode("utf-8"), headers
 
 
@@ -149,10 +158,14 @@ def sailthru_form(fields: Mapping[str, Any], api_key: str, secret: str) -> bytes
 
 
 def sailthru_api_params(data: Any, api_key: str, secret: str) -> dict[str, str]:
-    """The four wire parameters of a Sailthru API call (``api_key``, ``format``, ``json``, ``sig``)."""
+    """The wire parameters of a Sailthru API call: ``api_key``, ``format``, ``json``, ``sig``."""
     js = _compact(data)
-    return {"api_key": api_key, "format": "json", "json": js,
-            "sig": sailthru_sig([api_key, "json", js], secret)}
+    return {
+        "api_key": api_key,
+        "format": "json",
+        "json": js,
+        "sig": sailthru_sig([api_key, "json", js], secret),
+    }
 
 
 # -- targets -----------------------------------------------------------------------------
@@ -172,11 +185,15 @@ def _target(to_url: str | None) -> _Target:
 
     ep = read_endpoints()
     env = os.environ
-    env_secrets = {k: v for k, v in {
-        "segment_webhook_secret": env.get("SEGMENT_WEBHOOK_SECRET"),
-        "sailthru_api_key": env.get("SAILTHRU_API_KEY"),
-        "sailthru_api_secret": env.get("SAILTHRU_API_SECRET"),
-    }.items() if v}
+    env_secrets = {
+        k: v
+        for k, v in {
+            "segment_webhook_secret": env.get("SEGMENT_WEBHOOK_SECRET"),
+            "sailthru_api_key": env.get("SAILTHRU_API_KEY"),
+            "sailthru_api_secret": env.get("SAILTHRU_API_SECRET"),
+        }.items()
+        if v
+    }
     ep_secrets = dict(ep.secrets) if ep else {}
     explicit_path = None
     if to_url:
@@ -189,12 +206,20 @@ def _target(to_url: str | None) -> _Target:
     else:
         base = ep.sailseg_url if ep else DEFAULT_URL
         secrets = {**env_secrets, **ep_secrets}
-    sailthru_url = (ep.sailthru_url if ep and not to_url else None) or env.get("SAILTHRU_API_URL") or (
-        ep.sailthru_url if ep else None)
-    return _Target(base=base.rstrip("/"), explicit_path=explicit_path, routes=dict(ep.routes) if ep else {},
-                   secrets=secrets, sailthru_url=sailthru_url,
-                   hint_sailthru=f"{ep.sailthru_url}/_emulator/state" if ep else None,
-                   hint_segment=f"{ep.segment_url}/_emulator/messages" if ep else None)
+    sailthru_url = (
+        (ep.sailthru_url if ep and not to_url else None)
+        or env.get("SAILTHRU_API_URL")
+        or (ep.sailthru_url if ep else None)
+    )
+    return _Target(
+        base=base.rstrip("/"),
+        explicit_path=explicit_path,
+        routes=dict(ep.routes) if ep else {},
+        secrets=secrets,
+        sailthru_url=sailthru_url,
+        hint_sailthru=f"{ep.sailthru_url}/_emulator/state" if ep else None,
+        hint_segment=f"{ep.segment_url}/_emulator/messages" if ep else None,
+    )
 
 
 def _route(sample: Sample, target: _Target, path_opt: str | None) -> str:
@@ -211,12 +236,16 @@ def _post(url: str, content: bytes, headers: dict[str, str]) -> tuple[int, str]:
     try:
         r = httpx.post(url, content=content, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:
-        raise SailsegError(f"cannot reach {url}: {type(exc).__name__}: {exc} "
-                           "(is `sailseg serve --sandbox` running?)") from None
+        raise SailsegError(
+            f"cannot reach {url}: {type(exc).__name__}: {exc} "
+            "(is `sailseg serve --sandbox` running?)"
+        ) from None
     return r.status_code, r.text
 
 
-def _deliver(sample: Sample, target: _Target, path_opt: str | None) -> tuple[str, int, str, str | None]:
+def _deliver(
+    sample: Sample, target: _Target, path_opt: str | None
+) -> tuple[str, int, str, str | None]:
     """Send one sample; return (what, status, response text, where to look)."""
     s = target.secrets
     if sample.kind == "segment.webhook":
@@ -227,21 +256,33 @@ def _deliver(sample: Sample, target: _Target, path_opt: str | None) -> tuple[str
     if sample.kind == "sailthru.postback":
         key, secret = s.get("sailthru_api_key"), s.get("sailthru_api_secret")
         if not key or not secret:
-            raise ConfigError("signing a Sailthru postback needs SAILTHRU_API_KEY and SAILTHRU_API_SECRET "
-                              "(or a running sandbox)")
+            raise ConfigError(
+                "signing a Sailthru postback needs SAILTHRU_API_KEY and SAILTHRU_API_SECRET "
+                "(or a running sandbox)"
+            )
         url = _route(sample, target, path_opt)
-        status, text = _post(url, sailthru_form(sample.body, key, secret),
-                             {"content-type": "application/x-www-form-urlencoded", "user-agent": "sailseg-send"})
+        status, text = _post(
+            url,
+            sailthru_form(sample.body, key, secret),
+            {"content-type": "application/x-www-form-urlencoded", "user-agent": "sailseg-send"},
+        )
         return f"POST {url}", status, text, target.hint_segment
     if not target.sailthru_url:
-        raise ConfigError(f"{sample.kind}: no Sailthru URL known: start the sandbox or set SAILTHRU_API_URL")
+        raise ConfigError(
+            f"{sample.kind}: no Sailthru URL known: start the sandbox or set SAILTHRU_API_URL"
+        )
     if sample.kind == "sailthru.emulator":
         url = f"{target.sailthru_url.rstrip('/')}/{str(sample.path).lstrip('/')}"
-        status, text = _post(url, _compact(sample.body).encode(), {"content-type": "application/json"})
+        status, text = _post(
+            url, _compact(sample.body).encode(), {"content-type": "application/json"}
+        )
         return f"POST {url}", status, text, target.hint_segment
     key, secret = s.get("sailthru_api_key"), s.get("sailthru_api_secret")
     if not key or not secret:
-        raise ConfigError("a Sailthru API call needs SAILTHRU_API_KEY and SAILTHRU_API_SECRET (or a running sandbox)")
+        raise ConfigError(
+            "a Sailthru API call needs SAILTHRU_API_KEY and SAILTHRU_API_SECRET "
+            "(or a running sandbox)"
+        )
     url = f"{target.sailthru_url.rstrip('/')}/{str(sample.endpoint).strip('/')}"
     params = sailthru_api_params(sample.body, key, secret)
     import httpx
@@ -258,11 +299,21 @@ def _deliver(sample: Sample, target: _Target, path_opt: str | None) -> tuple[str
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--to", "to_url", default=None, metavar="URL",
-              help="sailseg's base URL, or a full route URL (default: the running sandbox's, else "
-                   f"{DEFAULT_URL}).")
-@click.option("--path", "path_opt", default=None, metavar="PATH",
-              help="Route path (default: the file's `path`, else /segment/webhook or /sailthru/postback).")
+@click.option(
+    "--to",
+    "to_url",
+    default=None,
+    metavar="URL",
+    help="sailseg's base URL, or a full route URL (default: the running sandbox's, else "
+    f"{DEFAULT_URL}).",
+)
+@click.option(
+    "--path",
+    "path_opt",
+    default=None,
+    metavar="PATH",
+    help="Route path (default: the file's `path`, else /segment/webhook or /sailthru/postback).",
+)
 @handle_errors
 def send(files: tuple[str, ...], to_url: str | None, path_opt: str | None) -> None:
     """Post sample events (Segment webhook deliveries, Sailthru postbacks), signed, to sailseg.

@@ -1,4 +1,4 @@
-"""``sailseg serve --sandbox``: every example pipeline against both vendor emulators, in one process.
+"""``sailseg serve --sandbox``: every example pipeline against both vendor emulators, one process.
 
 Why: a fresh clone should reach a working Segment <-> Sailthru sync with one command and no
 accounts. The sandbox
@@ -105,7 +105,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
-def load_pipeline_files(files: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None) -> SailsegConfig:
+def load_pipeline_files(
+    files: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None
+) -> SailsegConfig:
     """Validate each file on its own, then merge them into one config.
 
     Merge rules, so that files written to run alone also run together:
@@ -129,8 +131,10 @@ def load_pipeline_files(files: Sequence[str | os.PathLike[str]], *, env: Mapping
             if section == "pipelines":
                 for name, spec in value.items():
                     if ("pipelines", name) in origin:
-                        raise ConfigError(f"{f}: pipeline {name!r} is already defined in "
-                                          f"{origin[('pipelines', name)]} (pipeline names must be unique)")
+                        raise ConfigError(
+                            f"{f}: pipeline {name!r} is already defined in "
+                            f"{origin[('pipelines', name)]} (pipeline names must be unique)"
+                        )
                     origin[("pipelines", name)] = f
                     merged.setdefault("pipelines", {})[name] = spec
             elif section in _MERGED_SECTIONS:
@@ -138,19 +142,27 @@ def load_pipeline_files(files: Sequence[str | os.PathLike[str]], *, env: Mapping
                     key = (section, name)
                     have = merged.setdefault(section, {})
                     if name in have and have[name] != spec:
-                        raise ConfigError(f"{f}: [{section}.{name}] differs from the one in {origin[key]}; "
-                                          "shared components must be defined identically (or renamed)")
+                        raise ConfigError(
+                            f"{f}: [{section}.{name}] differs from the one in {origin[key]}; "
+                            "shared components must be defined identically (or renamed)"
+                        )
                     have[name] = spec
                     origin.setdefault(key, f)
             else:
                 have = merged.setdefault(section, {})
                 for k, v in value.items():
                     if k in have and have[k] != v:
-                        raise ConfigError(f"{f}: [{section}] {k} = {v!r} conflicts with {have[k]!r} "
-                                          f"from {origin[(section, k)]}")
+                        raise ConfigError(
+                            f"{f}: [{section}] {k} = {v!r} conflicts with {have[k]!r} "
+                            f"from {origin[(section, k)]}"
+                        )
                     have[k] = v
                     origin.setdefault((section, k), f)
-    label = ", ".join(str(Path(x)) for x in files) if len(files) <= 1 else f"{len(files)} files in {_common_dir(files)}"
+    label = (
+        ", ".join(str(Path(x)) for x in files)
+        if len(files) <= 1
+        else f"{len(files)} files in {_common_dir(files)}"
+    )
     return parse_config(merged, path=label, env=env_d)
 
 
@@ -219,11 +231,19 @@ class SandboxEndpoints:
     pid: int = 0
 
     def to_json(self) -> str:
-        return json.dumps({
-            "sailseg_url": self.sailseg_url, "sailthru_url": self.sailthru_url,
-            "segment_url": self.segment_url, "store_url": self.store_url, "routes": self.routes,
-            "pipelines": self.pipelines, "secrets": self.secrets, "pid": self.pid,
-        }, indent=2)
+        return json.dumps(
+            {
+                "sailseg_url": self.sailseg_url,
+                "sailthru_url": self.sailthru_url,
+                "segment_url": self.segment_url,
+                "store_url": self.store_url,
+                "routes": self.routes,
+                "pipelines": self.pipelines,
+                "secrets": self.secrets,
+                "pid": self.pid,
+            },
+            indent=2,
+        )
 
 
 def read_endpoints(directory: str | os.PathLike[str] | None = None) -> SandboxEndpoints | None:
@@ -236,10 +256,14 @@ def read_endpoints(directory: str | os.PathLike[str] | None = None) -> SandboxEn
     if not isinstance(data, dict) or "sailseg_url" not in data:
         return None
     return SandboxEndpoints(
-        sailseg_url=str(data["sailseg_url"]), sailthru_url=str(data.get("sailthru_url", "")),
-        segment_url=str(data.get("segment_url", "")), store_url=str(data.get("store_url", "")),
-        routes=dict(data.get("routes") or {}), pipelines=list(data.get("pipelines") or []),
-        secrets=dict(data.get("secrets") or {}), pid=int(data.get("pid") or 0),
+        sailseg_url=str(data["sailseg_url"]),
+        sailthru_url=str(data.get("sailthru_url", "")),
+        segment_url=str(data.get("segment_url", "")),
+        store_url=str(data.get("store_url", "")),
+        routes=dict(data.get("routes") or {}),
+        pipelines=list(data.get("pipelines") or []),
+        secrets=dict(data.get("secrets") or {}),
+        pid=int(data.get("pid") or 0),
     )
 
 
@@ -262,28 +286,39 @@ def _guide(ep: SandboxEndpoints, files: Sequence[Path], events_dir: Path | None)
 
     lines = [
         "",
-        f"sailseg sandbox: {len(ep.pipelines)} pipeline(s) from {len(files)} file(s) in "
-        f"{_short(Path(_common_dir(files)))}, Sailthru and Segment emulated locally",
+        (
+            f"sailseg sandbox: {len(ep.pipelines)} pipeline(s) from {len(files)} file(s) in "
+            f"{_short(Path(_common_dir(files)))}, Sailthru and Segment emulated locally"
+        ),
         f"  store                {ep.store_url}",
         "",
         "Send events to sailseg",
     ]
     for path in ep.routes.get("segment.webhook", []):
-        lines.append(f"  Segment webhook      POST {ep.sailseg_url}{path}   (X-Signature: HMAC-SHA1, "
-                     f"secret {ep.secrets.get('segment_webhook_secret')})")
+        lines.append(
+            f"  Segment webhook      POST {ep.sailseg_url}{path}   (X-Signature: HMAC-SHA1, "
+            f"secret {ep.secrets.get('segment_webhook_secret')})"
+        )
+    key = ep.secrets.get("sailthru_api_key")
     for path in ep.routes.get("sailthru.postback", []):
-        lines.append(f"  Sailthru postbacks   POST {ep.sailseg_url}{path}   (api_key {ep.secrets.get('sailthru_api_key')}, "
-                     "sig md5)")
+        url = f"{ep.sailseg_url}{path}"
+        lines.append(f"  Sailthru postbacks   POST {url}   (api_key {key}, sig md5)")
     samples = sorted(events_dir.glob("*.json")) if events_dir else []
     if events_dir is not None and samples:
         first = next((p for p in samples if p.name == "01a-identify.json"), samples[0])
         lines.append("  signed for you:      " + cmd(f"send {_short(first)}"))
-        lines.append("                       " + cmd(f"send {_short(events_dir)}/*.json") + "   (every sample)")
+        lines.append(
+            "                       "
+            + cmd(f"send {_short(events_dir)}/*.json")
+            + "   (every sample)"
+        )
     lines += [
         "",
         "Look at the results",
-        f"  Sailthru emulator    {ep.sailthru_url}/_emulator/state   (or /_emulator/state/users, "
-        "events, purchases, sends, lists, jobs)",
+        (
+            f"  Sailthru emulator    {ep.sailthru_url}/_emulator/state   "
+            "(or /_emulator/state/users, events, purchases, sends, lists, jobs)"
+        ),
         f"  Segment emulator     {ep.segment_url}/_emulator/messages   (?type=track&event=...)",
         f"  sailseg              {cmd('status')}   |   {ep.sailseg_url}/metrics",
         f"  dead letters         {cmd('dlq list')}",
@@ -304,8 +339,11 @@ class _QuietServer:
             def capture_signals(self) -> Iterator[None]:
                 yield
 
-        self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                            access_log=False, lifespan="off"))
+        self.server = Server(
+            uvicorn.Config(
+                app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+            )
+        )
 
     async def serve(self) -> None:
         await self.server.serve()
@@ -328,19 +366,25 @@ def _emulators(host: str, sailseg_url: str, postback_path: str) -> tuple[Any, An
         from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
         from sailseg_plugins_segment.emulator import SegmentEmulator
     except ImportError as exc:  # pragma: no cover - the workspace installs both
-        raise ConfigError(f"the sandbox needs sailseg-plugins-sailthru and sailseg-plugins-segment: {exc}") from None
-    sailthru = SailthruEmulator(EmulatorSettings(
-        accounts={SAILTHRU_KEY: SAILTHRU_SECRET},
-        postback_url=f"{sailseg_url}{postback_path}",
-        job_polls_to_complete=1,
-    ))
-    segment = SegmentEmulator(write_keys={SEGMENT_WRITE_KEY},
-                              access_tokens={SEGMENT_SPACE_ID: SEGMENT_PROFILE_TOKEN})
+        raise ConfigError(
+            f"the sandbox needs sailseg-plugins-sailthru and sailseg-plugins-segment: {exc}"
+        ) from None
+    sailthru = SailthruEmulator(
+        EmulatorSettings(
+            accounts={SAILTHRU_KEY: SAILTHRU_SECRET},
+            postback_url=f"{sailseg_url}{postback_path}",
+            job_polls_to_complete=1,
+        )
+    )
+    segment = SegmentEmulator(
+        write_keys={SEGMENT_WRITE_KEY}, access_tokens={SEGMENT_SPACE_ID: SEGMENT_PROFILE_TOKEN}
+    )
     return sailthru, segment
 
 
-async def run_sandbox(config_path: str | None, store_url: str | None, host: str | None,
-                      port: int | None) -> None:
+async def run_sandbox(
+    config_path: str | None, store_url: str | None, host: str | None, port: int | None
+) -> None:
     """Run the sandbox until SIGINT/SIGTERM (see the module docstring)."""
     import anyio
 
@@ -360,21 +404,36 @@ async def run_sandbox(config_path: str | None, store_url: str | None, host: str 
     segment_url = f"http://{url_host}:{sg_port}"
     env = {**os.environ, **sandbox_env(sailthru_url=sailthru_url, segment_url=segment_url)}
     cfg = load_pipeline_files(files, env=env)
-    cfg.store.url = store_url or os.environ.get("SAILSEG_STORE") or f"sqlite:///{(data / 'sailseg.db').as_posix()}"
+    cfg.store.url = (
+        store_url
+        or os.environ.get("SAILSEG_STORE")
+        or f"sqlite:///{(data / 'sailseg.db').as_posix()}"
+    )
     cfg.server.host, cfg.server.port = host, port
     routes = _routes(cfg)
     postback_path = (routes.get("sailthru.postback") or ["/sailthru/postback"])[0]
     sailthru, segment = _emulators(host, sailseg_url, postback_path)
     endpoints = SandboxEndpoints(
-        sailseg_url=sailseg_url, sailthru_url=sailthru_url, segment_url=segment_url,
-        store_url=cfg.store.url, routes=routes, pipelines=sorted(cfg.pipelines),
-        secrets={"segment_webhook_secret": SEGMENT_WEBHOOK_SECRET, "sailthru_api_key": SAILTHRU_KEY,
-                 "sailthru_api_secret": SAILTHRU_SECRET, "segment_write_key": SEGMENT_WRITE_KEY},
+        sailseg_url=sailseg_url,
+        sailthru_url=sailthru_url,
+        segment_url=segment_url,
+        store_url=cfg.store.url,
+        routes=routes,
+        pipelines=sorted(cfg.pipelines),
+        secrets={
+            "segment_webhook_secret": SEGMENT_WEBHOOK_SECRET,
+            "sailthru_api_key": SAILTHRU_KEY,
+            "sailthru_api_secret": SAILTHRU_SECRET,
+            "segment_write_key": SEGMENT_WRITE_KEY,
+        },
         pid=os.getpid(),
     )
     ep_file = data / ENDPOINTS_FILE
     servers = [_QuietServer(sailthru, host, st_port), _QuietServer(segment, host, sg_port)]
-    events_dir = next((d for d in (files[0].parent.parent / "events", Path("examples") / "events") if d.is_dir()), None)
+    events_dir = next(
+        (d for d in (files[0].parent.parent / "events", Path("examples") / "events") if d.is_dir()),
+        None,
+    )
     async with anyio.create_task_group() as tg:
         for s in servers:
             tg.start_soon(s.serve)
