@@ -140,3 +140,17 @@ async def test_xml_error_when_format_missing(emulator: SailthruEmulator) -> None
         r = await http.post("/user", content=b"api_key=emulator-key&format=json&json=%FF%FE",
                             headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 400 and r.json()["error"] == 6
+
+
+def test_form_quote_matches_quote_plus() -> None:
+    import random
+    from urllib.parse import quote_plus
+
+    from sailseg_plugins_sailthru.client import form_quote
+
+    rng = random.Random(7)
+    alphabet = [chr(c) for c in range(0, 256)] + ["é", "ü", "€", "😀", "中", " ", "+", "&", "="]
+    samples = ['{"id":"a b@example.com","vars":{"x":"1&2=3+4 %~._-"}}', "", "~", "😀"]
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))) for _ in range(300)]
+    for text in samples:
+        assert form_quote(text) == quote_plus(text), text

@@ -20,8 +20,10 @@ from urllib.parse import quote_plus
 
 import httpx
 import msgspec
+from opentelemetry import trace as _otel_trace
 
 import sailseg
+from sailseg.tracing import enabled as tracing_enabled
 
 from .config import Account, AccountConfig, resolve_account
 from .errors import (
@@ -35,7 +37,20 @@ from .errors import (
 from .ratelimit import RateBudget
 from .signature import encode_json, sign_request
 
-__all__ = ["SailthruClient", "client_for", "USER_AGENT"]
+__all__ = ["SailthruClient", "client_for", "form_quote", "USER_AGENT"]
+
+# urllib.parse.quote_plus as one str.translate over the UTF-8 bytes: quote_plus quotes byte by
+# byte in a Python list comprehension, which was ~10% of the W1 delivery CPU for the ~500-char
+# `json` parameter (cProfile); same output (tests compare them)
+_FORM_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_FORM_TABLE = str.maketrans({
+    chr(b): chr(b) if b in _FORM_SAFE else ("+" if b == 0x20 else f"%{b:02X}") for b in range(256)
+})
+
+
+def form_quote(text: str) -> str:
+    """``urllib.parse.quote_plus(text)`` (UTF-8, ``safe=""``), faster."""
+    return text.encode("utf-8").decode("latin-1").translate(_FORM_TABLE)
 
 USER_AGENT = f"sailseg-plugins-sailthru/0.1; Python Version: {sys.version.split()[0]}"
 _XML_ERR = re.compile(rb"<error>(\d+)</error>\s*<errormsg>([^<]*)</errormsg>")
@@ -130,7 +145,7 @@ class SailthruClient:
                 record_exception=False,
                 set_status_on_exception=False,
             )
-            if self.tracer is not None
+            if _records(self.tracer)
             else contextlib.nullcontext()
         )
         try:
@@ -181,7 +196,7 @@ class SailthruClient:
             if method == "POST" and file is None:
                 js = encode_json(data, self.json_style)
                 sig = sign_request(self._secret, (self._key, "json", js))
-                body = f"{self._body_prefix}{quote_plus(js)}&sig={sig}"
+                body = f"{self._body_prefix}{form_quote(js)}&sig={sig}"
                 return await self.http.post(url, content=body.encode("ascii"), headers=self._headers)
             params = self.sign_params(data)
             hdrs = {"user-agent": USER_AGENT, "accept": "application/json"}
@@ -253,6 +268,16 @@ class SailthruClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _records(tracer: Any) -> bool:
+    """Whether spans from ``tracer`` can be recorded. The runtime's tracer is the API's proxy,
+    a no-op until an SDK is installed: then span work is skipped on the hot path."""
+    if tracer is None or isinstance(tracer, _otel_trace.NoOpTracer):
+        return False
+    if isinstance(tracer, _otel_trace.ProxyTracer):
+        return tracing_enabled()
+    return True
 
 
 def _mark(span: Any, exc: Any) -> None:
