@@ -1,0 +1,193 @@
+"""Ingest only: acked events/s of `sailseg serve` with the durable commit, next to the W1
+stub on uvicorn measured in the same run (the request rate of a Python ASGI server on this
+machine, i.e. the ceiling for any Python ingest).
+
+    bench/.venv-bench/bin/python bench/run_ingest.py            # ROUNDS=3 CONNS=64 DURATION=15
+    ROUNDS=1 DURATION=5 bench/.venv-bench/bin/python bench/run_ingest.py   # smoke
+
+Each round runs both systems, alternating which goes first: a 3-second wrk warm-up, then wrk
+for DURATION seconds with CONNS connections (loopback only). sailseg runs bench/w1/serve.sh
+with bench/ingest/sailseg.toml (delivery paused) on a fresh data directory; each request is
+one ~900-byte Segment identify (lua/w1_identify.lua, unique messageId). After each sailseg
+run the queue rows are counted: every 2xx ack must be a stored event (`acked_not_stored`
+must be 0). The stub runs `stub_sailthru.py --server uvicorn` under lua/stub_fixed.lua (a
+signed Sailthru /user form POST; the stub checks the signature).
+
+Prints a Markdown table (median [min-max] over rounds) and writes results/ingest-<time>.json.
+Ports: INGEST_PORT (9300) for sailseg, STUB_PORT (9309) for the stub.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import common  # noqa: E402
+import load  # noqa: E402
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+CONNS = int(os.environ.get("CONNS", "64"))
+DURATION = int(os.environ.get("DURATION", "15"))
+WARMUP = int(os.environ.get("WARMUP", "3"))
+INGEST_PORT = int(os.environ.get("INGEST_PORT", "9300"))
+STUB_PORT = int(os.environ.get("STUB_PORT", "9309"))
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_http(url: str, body: bytes | None, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    last = ""
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except Exception as exc:  # noqa: BLE001 - not up yet
+            last = repr(exc)[:200]
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up: {last}")
+
+
+def _wrk(url: str, script: str, seconds: int, runid: str) -> dict:
+    cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+           "-s", os.path.join(HERE, "lua", script), url, "--", runid]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    return load.parse_wrk(out)
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            for pid in load.proc_tree(p.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            p.wait(10)
+
+
+def run_stub() -> dict:
+    url = f"http://127.0.0.1:{STUB_PORT}"
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "stub_sailthru.py"), "--port", str(STUB_PORT),
+                          "--server", "uvicorn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(url + "/stats", None)
+        _wrk(url + "/user", "stub_fixed.lua", WARMUP, "warm")
+        load.stub_reset(url)
+        cpu, mach = load.CpuMeter(p.pid), load.MachineMeter()
+        cpu.start(); mach.start()
+        r = _wrk(url + "/user", "stub_fixed.lua", DURATION, "m")
+        cores, busy = cpu.stop(), mach.stop()
+        st = load.stub_stats(url)
+        return {"system": "stub-uvicorn", "rps": r["wrk_rps"], "requests": r["wrk_requests"],
+                "non2xx": r["wrk_non2xx"], "sock_errors": r["wrk_sock_errors"], "p99": r["wrk_p99"],
+                "cpu_cores": cores, "machine_busy_cores": busy, "bad_sigs": st["bad_sigs"]}
+    finally:
+        _stop(p)
+
+
+def run_sailseg(rnd: int) -> dict:
+    data = tempfile.mkdtemp(prefix="sailseg-ingest-")
+    env = dict(os.environ, SUT_PORT=str(INGEST_PORT), W1_DATA_DIR=data,
+               SAILSEG_BENCH_CONFIG=os.path.join(HERE, "ingest", "sailseg.toml"),
+               SAILTHRU_API_URL="http://127.0.0.1:9", SAILTHRU_API_KEY=common.API_KEY,
+               SAILTHRU_API_SECRET=common.SECRET)
+    url = f"http://127.0.0.1:{INGEST_PORT}/v1/identify"
+    p = subprocess.Popen([os.path.join(HERE, "w1", "serve.sh")], env=env,
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "serve.log"), "w"))
+    try:
+        _wait_http(url, common.identify_body(f"ingest-ready-{rnd}", 0))
+        warm = _wrk(url, "w1_identify.lua", WARMUP, f"ing{rnd}-warm")
+        cpu, mach = load.CpuMeter(p.pid), load.MachineMeter()
+        cpu.start(); mach.start()
+        r = _wrk(url, "w1_identify.lua", DURATION, f"ing{rnd}-m")
+        cores, busy = cpu.stop(), mach.stop()
+    finally:
+        _stop(p)
+    db = sqlite3.connect(os.path.join(data, "sailseg.db"))
+    stored = db.execute("SELECT count(*) FROM sailseg_queue").fetchone()[0]
+    db.close()
+    acked = 1 + (warm["wrk_requests"] or 0) - warm["wrk_non2xx"] + (r["wrk_requests"] or 0) - r["wrk_non2xx"]
+    for f in glob.glob(os.path.join(data, "*")):
+        os.remove(f)
+    os.rmdir(data)
+    return {"system": "sailseg-ingest", "rps": r["wrk_rps"], "requests": r["wrk_requests"],
+            "non2xx": r["wrk_non2xx"], "sock_errors": r["wrk_sock_errors"], "p99": r["wrk_p99"],
+            "cpu_cores": cores, "machine_busy_cores": busy, "stored": stored, "acked": acked,
+            # wrk stops mid-request: a request it gave up on may still have been stored, so
+            # stored >= acked is right; stored < acked would be an acked event lost
+            "acked_not_stored": max(0, acked - stored)}
+
+
+def main() -> None:
+    for port in (INGEST_PORT, STUB_PORT):
+        if not _port_free(port):
+            raise SystemExit(f"port {port} is in use")
+    load.write_lua_inputs()
+    rows: list[dict] = []
+    for rnd in range(1, ROUNDS + 1):
+        order = [run_stub, lambda: run_sailseg(rnd)] if rnd % 2 else [lambda: run_sailseg(rnd), run_stub]
+        pair = {}
+        for fn in order:
+            res = fn()
+            res["round"] = rnd
+            rows.append(res)
+            pair[res["system"]] = res
+            print(f"  round {rnd} {res['system']:<15} {res['rps']:>8.0f}/s cpu {res['cpu_cores']} cores, "
+                  f"machine busy {res['machine_busy_cores']}, non2xx {res['non2xx']}"
+                  + (f", stored {res['stored']} acked {res['acked']}" if "stored" in res else ""), file=sys.stderr)
+        pair["sailseg-ingest"]["ratio_to_stub_uvicorn"] = round(pair["sailseg-ingest"]["rps"] / pair["stub-uvicorn"]["rps"], 3)
+
+    def mmm(xs: list[float], nd: int = 0) -> str:
+        return f"{statistics.median(xs):.{nd}f} [{min(xs):.{nd}f}-{max(xs):.{nd}f}]"
+
+    stub = [r for r in rows if r["system"] == "stub-uvicorn"]
+    ing = [r for r in rows if r["system"] == "sailseg-ingest"]
+    ratios = [r["ratio_to_stub_uvicorn"] for r in ing]
+    summary = {
+        "stub_uvicorn_rps_median": statistics.median(r["rps"] for r in stub),
+        "sailseg_ingest_acked_per_s_median": statistics.median(r["rps"] for r in ing),
+        "ratio_median": statistics.median(ratios), "target_ratio": 0.6,
+        "acked_not_stored": sum(r["acked_not_stored"] for r in ing),
+        "non2xx": sum(r["non2xx"] for r in ing), "bad_sigs": sum(r["bad_sigs"] for r in stub),
+    }
+    print(f"Ingest only, {ROUNDS} rounds, {CONNS} connections, {DURATION} s each (median [min-max]):\n")
+    print("| system | acked req/s | CPU cores | machine busy cores | ratio to stub-on-uvicorn |")
+    print("|---|---|---|---|---|")
+    for name, rs in (("stub on uvicorn (ASGI ceiling)", stub), ("sailseg ingest, durable (SQLite FULL)", ing)):
+        ratio = mmm(ratios, 2) if rs is ing else "1"
+        print(f"| {name} | {mmm([r['rps'] for r in rs])} | {mmm([r['cpu_cores'] for r in rs], 2)} | "
+              f"{mmm([r['machine_busy_cores'] for r in rs], 2)} | {ratio} |")
+    print(f"\nacked but not stored: {summary['acked_not_stored']} (must be 0); sailseg non-2xx: "
+          f"{summary['non2xx']}; stub bad signatures: {summary['bad_sigs']}; "
+          f"target ratio >= 0.6: {'met' if summary['ratio_median'] >= 0.6 else 'NOT met'}")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    path = os.path.join(HERE, "results", f"ingest-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
+    with open(path, "w") as fh:
+        json.dump({"rounds": ROUNDS, "conns": CONNS, "duration_s": DURATION, "summary": summary, "runs": rows}, fh, indent=1)
+    print(f"JSON: {path}")
+
+
+if __name__ == "__main__":
+    main()
