@@ -31,6 +31,7 @@ __all__ = [
     "item_from_row",
     "item_row",
     "plan_heads",
+    "plan_new_heads",
     "prefix_bound",
     "prepare_outcomes",
     "replay_row",
@@ -274,6 +275,22 @@ def plan_heads(
             unmark.append(current_id)
         mark.append(first)
     return unmark, mark
+
+
+def plan_new_heads(
+    new: Sequence[tuple[str, str]], heads: dict[str, str]
+) -> tuple[set[str], list[str]]:
+    """For (okey, id) rows about to be inserted, given the current head id of their keys:
+    the ids to insert already marked (the oldest new row of a key with no rows yet), and the
+    keys that receive a row older than their head, whose heads :func:`plan_heads` must
+    reconsider after the insert (rare: released parked items, clock skew between nodes)."""
+    first: dict[str, str] = {}
+    for okey, id in new:
+        if okey not in first or id < first[okey]:
+            first[okey] = id
+    mark = {id for okey, id in first.items() if okey not in heads}
+    older = [okey for okey, id in first.items() if okey in heads and id < heads[okey]]
+    return mark, older
 
 
 def prefix_bound(prefix: str) -> str | None:

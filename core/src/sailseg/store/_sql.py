@@ -32,7 +32,7 @@ from .base import AuditRecord, DeadLetter, ParkedItem, Store
 
 __all__ = [
     "DEAD_INSERT",
-    "QUEUE_INSERT",
+    "QUEUE_INSERT_HEAD",
     "GroupCommit",
     "Pending",
     "SQLStore",
@@ -51,7 +51,8 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-QUEUE_INSERT = f"INSERT INTO sailseg_queue ({ITEM_COLS}) VALUES ({_marks(10)})"
+#: ``ITEM_COLS`` and the ``head`` mark (0 or 1)
+QUEUE_INSERT_HEAD = f"INSERT INTO sailseg_queue ({ITEM_COLS}, head) VALUES ({_marks(11)})"
 DEAD_INSERT = f"INSERT INTO sailseg_dead_letters ({DEAD_COLS}) VALUES ({_marks(11)})"
 _DELIVERED_INSERT = (
     "INSERT INTO sailseg_delivered (id, pipeline, okey, delivered_at, sinks, event) "
@@ -115,11 +116,12 @@ def purge_sql(in_list: str) -> list[tuple[str, bool]]:
 class Pending(Generic[T]):
     """One call waiting in a :class:`GroupCommit`; the flush sets ``result`` or ``error``."""
 
-    __slots__ = ("error", "payload", "result", "taken")
+    __slots__ = ("done", "error", "payload", "result", "taken")
 
     def __init__(self, payload: T) -> None:
         self.payload = payload
         self.taken = False
+        self.done = anyio.Event()
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -130,12 +132,17 @@ class GroupCommit(Generic[T]):
 
     ``flush(batch)`` writes a batch in one transaction and sets each entry's ``result`` or
     ``error``; it runs shielded from cancellation, because the batch holds other callers' work.
+    ``parallel`` flushes may run at once (a server that merges concurrent commits itself,
+    like PostgreSQL, gains from a few; SQLite has one writer and uses 1).
     """
 
-    def __init__(self, flush: Callable[[list[Pending[T]]], Awaitable[None]]) -> None:
+    def __init__(
+        self, flush: Callable[[list[Pending[T]]], Awaitable[None]], *, parallel: int = 1
+    ) -> None:
         self._flush = flush
         self._pending: list[Pending[T]] = []
-        self._lock = anyio.Lock()
+        self._parallel = parallel
+        self._lock = anyio.Semaphore(parallel)
 
     async def submit(self, payload: T) -> Any:
         entry = Pending(payload)
@@ -153,6 +160,11 @@ class GroupCommit(Generic[T]):
                             for e in batch:
                                 if e.error is None:
                                     e.error = exc
+                        finally:
+                            for e in batch:
+                                e.done.set()
+            # taken by a flush running beside ours (parallel > 1): wait for it to end
+            await entry.done.wait()
         except anyio.get_cancelled_exc_class():
             if not entry.taken:
                 self._pending.remove(entry)
@@ -163,8 +175,10 @@ class GroupCommit(Generic[T]):
 
     async def wait_idle(self) -> None:
         """Return once no batch is being written (for ``close``)."""
-        async with self._lock:
-            pass
+        for _ in range(self._parallel):
+            await self._lock.acquire()
+        for _ in range(self._parallel):
+            self._lock.release()
 
 
 class SQLStore(Store):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -36,13 +36,14 @@ from ._rows import (
     item_from_row,
     item_row,
     plan_heads,
+    plan_new_heads,
     prepare_outcomes,
     replay_row,
 )
 from ._schema import migrations
 from ._sql import (
     DEAD_INSERT,
-    QUEUE_INSERT,
+    QUEUE_INSERT_HEAD,
     GroupCommit,
     Pending,
     SQLStore,
@@ -225,8 +226,25 @@ def _parse_url(url: str) -> tuple[str, str, int]:
 # -- everything below runs in a worker thread, inside a transaction ----------------------
 
 
+class _CallFailed(Exception):
+    """A call of an optimistic batch failed: replay the batch with a savepoint per call."""
+
+
 def _run_batch(conn: sqlite3.Connection, batch: list[Pending[Op]]) -> None:
-    """One transaction for the whole batch; a savepoint per call keeps failures apart."""
+    """One transaction for the whole batch. Calls run back to back; if one raises, the
+    transaction is rolled back and replayed with a savepoint per call, so the failure stays
+    that caller's alone (calls are plain functions of the connection, safe to run again)."""
+    if len(batch) > 1:
+        try:
+            _transaction(conn, batch, isolate=False)
+            return
+        except _CallFailed:
+            for entry in batch:
+                entry.result = entry.error = None
+    _transaction(conn, batch, isolate=True)
+
+
+def _transaction(conn: sqlite3.Connection, batch: list[Pending[Op]], *, isolate: bool) -> None:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
@@ -235,13 +253,18 @@ def _run_batch(conn: sqlite3.Connection, batch: list[Pending[Op]]) -> None:
         return
     for entry in batch:
         fn, args = entry.payload
-        conn.execute("SAVEPOINT call")
+        if isolate:
+            conn.execute("SAVEPOINT call")
         try:
             entry.result = fn(conn, *args)
-        except Exception as exc:  # noqa: BLE001 - belongs to that caller alone
+        except Exception as exc:
+            if not isolate:
+                conn.execute("ROLLBACK")
+                raise _CallFailed from exc
             entry.error = exc
             conn.execute("ROLLBACK TO call")
-        conn.execute("RELEASE call")
+        if isolate:
+            conn.execute("RELEASE call")
     try:
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
@@ -271,22 +294,38 @@ def _migrate(conn: sqlite3.Connection) -> int:
     return int(current or 0)
 
 
-def _fix_heads(conn: sqlite3.Connection, okeys: Sequence[str], now: float) -> None:
+def _fix_heads(conn: sqlite3.Connection, okeys: Iterable[str], now: float) -> None:
     """Re-mark the oldest row of each ordering key as its head (see ``plan_heads``)."""
     heads: dict[str, tuple[str, float]] = {}
     oldest: dict[str, str | None] = {}
     for okey in set(okeys):
+        head_id, lease_until, oldest[okey] = conn.execute(
+            "SELECT h.id, h.lease_until, (SELECT min(id) FROM sailseg_queue WHERE okey = ?1) "
+            "FROM (SELECT 1) LEFT JOIN sailseg_queue h ON h.okey = ?1 AND h.head = 1",
+            (okey,),
+        ).fetchone()
+        if head_id is not None:
+            heads[okey] = (head_id, lease_until)
+    unmark, mark = plan_heads(heads, oldest, now)
+    if unmark:
+        conn.executemany("UPDATE sailseg_queue SET head = 0 WHERE id = ?", [(i,) for i in unmark])
+    if mark:
+        conn.executemany("UPDATE sailseg_queue SET head = 1 WHERE id = ?", [(i,) for i in mark])
+
+
+def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None:
+    """Insert queue rows (``ITEM_COLS``), marked as heads where their key had no rows."""
+    heads: dict[str, str] = {}
+    for okey in {r[2] for r in rows}:
         head = conn.execute(
-            "SELECT id, lease_until FROM sailseg_queue WHERE okey = ? AND head = 1", (okey,)
+            "SELECT id FROM sailseg_queue WHERE okey = ? AND head = 1", (okey,)
         ).fetchone()
         if head is not None:
-            heads[okey] = (head[0], head[1])
-        oldest[okey] = conn.execute(
-            "SELECT min(id) FROM sailseg_queue WHERE okey = ?", (okey,)
-        ).fetchone()[0]
-    unmark, mark = plan_heads(heads, oldest, now)
-    conn.executemany("UPDATE sailseg_queue SET head = 0 WHERE id = ?", [(i,) for i in unmark])
-    conn.executemany("UPDATE sailseg_queue SET head = 1 WHERE id = ?", [(i,) for i in mark])
+            heads[okey] = head[0]
+    mark, older = plan_new_heads([(r[2], r[0]) for r in rows], heads)
+    conn.executemany(QUEUE_INSERT_HEAD, [(*r, int(r[0] in mark)) for r in rows])
+    if older:
+        _fix_heads(conn, older, now)
 
 
 def _enqueue(conn: sqlite3.Connection, rows: list[Row], window: float, now: float) -> list[bool]:
@@ -313,8 +352,7 @@ def _enqueue(conn: sqlite3.Connection, rows: list[Row], window: float, now: floa
         flags.append(True)
         accepted.append(row)
     if accepted:
-        conn.executemany(QUEUE_INSERT, accepted)
-        _fix_heads(conn, [r[2] for r in accepted], now)
+        _insert_items(conn, accepted, now)
     return flags
 
 
@@ -345,7 +383,8 @@ def _finish(conn: sqlite3.Connection, prepared: list[PreparedOutcome], now: floa
         if cur.rowcount:  # else finished elsewhere already, or purged: nothing to record
             applied.append(p)
     for sql, rows in finish_writes(applied):
-        conn.executemany(sql, rows)
+        if rows:
+            conn.executemany(sql, rows)
     _fix_heads(conn, [p.okey for p in applied], now)
 
 
@@ -392,10 +431,8 @@ def _replay(conn: sqlite3.Connection, ids: list[str] | None, now: float) -> int:
         rows = conn.execute(f"SELECT {cols} WHERE id {_IN} ORDER BY created_at, id", (_ids(ids),)).fetchall()
     if not rows:
         return 0
-    fresh = [replay_row(r, now) for r in rows]
-    conn.executemany(QUEUE_INSERT, fresh)
     conn.execute(f"DELETE FROM sailseg_dead_letters WHERE id {_IN}", (_ids([r[0] for r in rows]),))
-    _fix_heads(conn, [r[2] for r in fresh], now)
+    _insert_items(conn, [replay_row(r, now) for r in rows], now)
     return len(rows)
 
 
