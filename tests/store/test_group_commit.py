@@ -1,0 +1,85 @@
+"""Group commit on its own: batching, results per caller, errors, cancellation."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from sailseg.store._sql import GroupCommit, Pending
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    def __init__(self, delay: float = 0.005, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.written: set[int] = set()
+        self.delay = delay
+        self.fail_on = fail_on
+
+    async def flush(self, batch: list[Pending[int]]) -> None:
+        self.batches.append([e.payload for e in batch])
+        await anyio.sleep(self.delay)
+        if self.fail_on in (e.payload for e in batch):
+            raise OSError("disk full")
+        for e in batch:
+            self.written.add(e.payload)
+            e.result = e.payload * 10
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+async def test_each_caller_returns_its_result_after_its_write(parallel: int) -> None:
+    rec = Recorder()
+    gc: GroupCommit[int] = GroupCommit(rec.flush, parallel=parallel)
+
+    async def call(i: int) -> None:
+        assert await gc.submit(i) == i * 10
+        assert i in rec.written  # never before its batch was written
+
+    async with anyio.create_task_group() as tg:
+        for i in range(60):
+            tg.start_soon(call, i)
+    assert sorted(p for b in rec.batches for p in b) == list(range(60))
+    assert len(rec.batches) < 20  # concurrent calls shared transactions
+    assert max(len(b) for b in rec.batches) > 1
+
+
+async def test_a_failed_flush_fails_every_caller_of_that_batch_only() -> None:
+    rec = Recorder(fail_on=5)
+    gc: GroupCommit[int] = GroupCommit(rec.flush)
+    results: dict[int, object] = {}
+
+    async def call(i: int) -> None:
+        try:
+            results[i] = await gc.submit(i)
+        except OSError as exc:
+            results[i] = exc
+
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(call, i)
+    failed_batch = next(b for b in rec.batches if 5 in b)
+    assert all(isinstance(results[i], OSError) for i in failed_batch)
+    assert all(results[i] == i * 10 for i in range(10) if i not in failed_batch)
+
+
+async def test_a_caller_cancelled_before_its_batch_is_not_written() -> None:
+    rec = Recorder(delay=0.05)
+    gc: GroupCommit[int] = GroupCommit(rec.flush)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gc.submit, 1)  # starts the first flush
+        await anyio.sleep(0.01)
+        with anyio.move_on_after(0.01):
+            await gc.submit(2)  # waits behind the first flush, then gives up
+        assert await gc.submit(3) == 30
+    assert 2 not in rec.written and {1, 3} <= rec.written
+
+
+async def test_wait_idle_waits_for_running_flushes() -> None:
+    rec = Recorder(delay=0.05)
+    gc: GroupCommit[int] = GroupCommit(rec.flush, parallel=2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gc.submit, 1)
+        await anyio.sleep(0.01)
+        await gc.wait_idle()
+        assert rec.written == {1}
