@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 USERS = 400
 PER_USER = 50  # 20,000 events
 KILL_AFTER = 6000
+CLIENTS = 20
 
 CONFIG = """
 [store]
@@ -117,33 +118,39 @@ def test_three_nodes_one_killed(tmp_path: Path, store_url: str) -> None:
 
 
 async def _load(ports: list[int], victim: subprocess.Popen[bytes]) -> set[str]:
+    """CLIENTS concurrent senders, each owning USERS // CLIENTS people; every request carries
+    one event per owned person, and a sender posts its next batch only after the previous one
+    was acknowledged, so each person's events have a defined order. A request that fails
+    (the killed node) is retried on another node with the same messageIds."""
     acked: set[str] = set()
     alive = list(ports)
     killed = False
+    per_client = USERS // CLIENTS
 
-    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=96)) as client:
-        async def user(u: int) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        async def sender(c: int) -> None:
             nonlocal killed
+            owned = range(c * per_client, (c + 1) * per_client)
             for seq in range(PER_USER):
-                mid = f"u{u}-{seq}"
-                body: dict[str, Any] = {
-                    "type": "track", "userId": f"u{u}", "event": "Step", "messageId": mid,
-                    "context": {"traits": {"email": f"u{u}@example.com"}},
-                    "properties": {"uid": f"u{u}", "seq": seq, "mid": mid},
-                }
+                batch: list[dict[str, Any]] = [
+                    {"type": "track", "userId": f"u{u}", "event": "Step", "messageId": f"u{u}-{seq}",
+                     "context": {"traits": {"email": f"u{u}@example.com"}},
+                     "properties": {"uid": f"u{u}", "seq": seq, "mid": f"u{u}-{seq}"}}
+                    for u in owned
+                ]
                 attempt = 0
                 while True:
-                    port = alive[(u + seq + attempt) % len(alive)]
+                    port = alive[(c + seq + attempt) % len(alive)]
                     attempt += 1
                     try:
-                        r = await client.post(f"http://127.0.0.1:{port}/in", json=body)
+                        r = await client.post(f"http://127.0.0.1:{port}/in", json=batch)
                     except httpx.HTTPError:
                         if port in alive and len(alive) > 1 and victim.poll() is not None:
                             alive.remove(port)
                         await anyio.sleep(0.01)
                         continue
                     if r.status_code == 200:
-                        acked.add(mid)
+                        acked.update(m["messageId"] for m in batch)
                         break
                     await anyio.sleep(0.05)
                 if not killed and len(acked) >= KILL_AFTER:
@@ -151,8 +158,8 @@ async def _load(ports: list[int], victim: subprocess.Popen[bytes]) -> set[str]:
                     os.kill(victim.pid, signal.SIGKILL)
 
         async with anyio.create_task_group() as tg:
-            for u in range(USERS):
-                tg.start_soon(user, u)
+            for c in range(CLIENTS):
+                tg.start_soon(sender, c)
     return acked
 
 
