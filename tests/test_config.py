@@ -151,3 +151,20 @@ sinks = ["other"]
 def test_parse_config_direct() -> None:
     cfg = parse_config({"pipelines": {"p": {"trigger": {"type": "echo"}, "sinks": [{"type": "echo"}]}}}, env={})
     assert list(cfg.pipelines) == ["p"] and cfg.pipelines["p"].trigger.instance == "p.trigger"
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "pipelines").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_pipeline_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("SEGMENT_WEBHOOK_SECRET", "SAILTHRU_API_KEY", "SAILTHRU_API_SECRET", "SEGMENT_WRITE_KEY"):
+        monkeypatch.setenv(var, "x-test-value")
+    res = CliRunner().invoke(cli, ["validate", str(path)])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("OK: ")
+
+
+def test_validate_names_the_missing_secret_variable() -> None:
+    res = CliRunner().invoke(cli, ["validate", str(EXAMPLES[0])], env={"SEGMENT_WEBHOOK_SECRET": None})
+    assert res.exit_code == 2 and "SEGMENT_WEBHOOK_SECRET is not set" in res.output

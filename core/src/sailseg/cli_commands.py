@@ -161,22 +161,30 @@ def plugins(as_json: bool) -> None:
 
 
 async def _check_components(cfg: Any) -> list[str]:
-    """Convert every component's options to its Config; compile transforms (no I/O)."""
+    """Convert every component's options to its Config and start the transforms (which
+    compiles their expressions) against a throwaway store, so nothing real is touched."""
     from .components import ComponentContext
-    from .runtime import build_component
+    from .runtime import build_component, open_store
 
     reg = registry()
     lines = []
-    for (kind, inst), spec in cfg.components.items():
-        comp = build_component(spec, reg, ComponentContext(instance=inst))
-        if kind == "transform":
-            try:
-                await comp.start()
-            except ConfigError as exc:
-                raise ConfigError(f"{spec.where}: {exc}") from None
-            finally:
-                await comp.stop()
-        lines.append(f"{kind:<9} {inst} ({spec.type})")
+    with tempfile.TemporaryDirectory(prefix="sailseg-validate-") as tmp:
+        store = open_store(f"sqlite:///{tmp}/validate.db", reg)
+        await store.open()
+        try:
+            await store.migrate()
+            for (kind, inst), spec in cfg.components.items():
+                comp = build_component(spec, reg, ComponentContext(instance=inst, store=store))
+                if kind == "transform":
+                    try:
+                        await comp.start()
+                    except ConfigError as exc:
+                        raise ConfigError(f"{spec.where}: {exc}") from None
+                    finally:
+                        await comp.stop()
+                lines.append(f"{kind:<9} {inst} ({spec.type})")
+        finally:
+            await store.close()
     return lines
 
 
