@@ -218,6 +218,18 @@ async def test_list_sink_backfill_mode_uses_jobs_for_single_events(ctx: sailseg.
     assert emulator.state.flows == [] and emulator.state.sends == {}
 
 
+
+async def test_list_sink_batch_size_and_linger_are_configurable(ctx: sailseg.ComponentContext) -> None:
+    from sailseg.delivery import SinkRunner
+
+    default = await make(ListSink, ctx)
+    bulk = await make(ListSink, ctx, mode="backfill", max_batch=20000, batch_linger=5.0)
+    assert (default.max_batch, default.batch_linger) == (ListSink.max_batch, ListSink.batch_linger)
+    runner = SinkRunner(bulk, "audience", 4, "sailthru")
+    assert (runner.max_batch, runner.linger) == (20000, 5.0)
+    with pytest.raises(sailseg.ConfigError):
+        await make(ListSink, ctx, max_batch=0)
+
 async def test_delete_sink(ctx: sailseg.ComponentContext, emulator: SailthruEmulator) -> None:
     await (await make(UserSink, ctx)).send(event({"type": "identify", "userId": "d1", "traits": {"email": "d@example.com"}}))
     sink = await make(DeleteSink, ctx)
