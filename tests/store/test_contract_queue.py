@@ -407,6 +407,35 @@ async def test_expired_parked_items_become_unmatched_dead_letters(store: Store, 
     assert ids([p.item for p in await store.list_parked()]) == ["e2"]
 
 
+async def test_release_racing_expiry_on_another_node_settles_each_item_once(
+    open_store: Any, item: Item
+) -> None:
+    a, b = await open_store(), await open_store()
+    await a.enqueue([item(f"r{n:03d}", f"R{n}") for n in range(60)], dedupe_window=0, now=NOW)
+    claimed = await a.claim("n", 100, lease=30, now=NOW)
+    await a.finish([Outcome(item=i, status="parked", park_keys={"anonymousId": i.okey},
+                            park_expires_at=NOW) for i in claimed], now=NOW)
+    released = expired = 0
+
+    async def release_all() -> None:
+        nonlocal released
+        for i in claimed:
+            released += await a.release_parked({"anonymousId": i.okey}, now=NOW)
+
+    async def expire_repeatedly() -> None:
+        nonlocal expired
+        for _ in range(30):
+            expired += await b.expire_parked(now=NOW)
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_all)
+        tg.start_soon(expire_repeatedly)
+    assert released + expired == 60
+    assert await a.backlog() == released
+    assert len(await a.list_dead_letters(limit=100)) == expired
+
+
 async def test_text_with_nul_characters_is_stored(store: Store, item: Item) -> None:
     """PostgreSQL text cannot hold NUL: both backends store U+FFFD in its place."""
     await store.enqueue([item("n1", "user\x00id", key="p:m\x00")], dedupe_window=60, now=NOW)

@@ -34,6 +34,7 @@ __all__ = [
     "plan_new_heads",
     "prefix_bound",
     "prepare_outcomes",
+    "released_row",
     "replay_row",
 ]
 
@@ -140,6 +141,11 @@ def expired_dead_row(row: Row, now: float) -> tuple[Any, ...]:
         error=f"parked until it expired without an identity match: {reason}",
         error_type="Unmatched", response=None, attempts=row[3], created_at=now, event=row[5],
     )
+
+
+def released_row(row: Row, now: float) -> tuple[Any, ...]:
+    """A parked row (``ITEM_COLS``) going back to the queue: the same item, due ``now``."""
+    return (*row[:7], now, row[8], bytes(row[9]))
 
 
 def replay_row(row: Row, now: float) -> tuple[Any, ...]:

@@ -38,7 +38,6 @@ __all__ = [
     "SQLStore",
     "finish_writes",
     "purge_sql",
-    "release_sql",
 ]
 
 T = TypeVar("T")
@@ -88,28 +87,12 @@ def finish_writes(applied: Sequence[PreparedOutcome]) -> list[tuple[str, list[tu
     ]
 
 
-def release_sql(in_list: str) -> tuple[str, str]:
-    """``release_parked`` after the matching ids are known (the list parameter): the
-    statement moving them back to the queue (first parameter: due time), and the one
-    deleting their keys."""
-    move = (
-        f"INSERT INTO sailseg_queue ({ITEM_COLS}) SELECT id, pipeline, okey, dedupe_key, sinks, "
-        f"attempt, first_seen, ?, last_error, event FROM sailseg_parked WHERE id {in_list} "
-        "ON CONFLICT (id) DO NOTHING"
-    )
-    return move, f"DELETE FROM sailseg_parked_keys WHERE item_id {in_list}"
-
-
-def purge_sql(in_list: str) -> list[tuple[str, bool]]:
-    """The statements of ``purge_okeys`` in order, each taking the okey list as its one
-    parameter, with whether its deleted rows count in the result."""
-    parked_ids = f"SELECT id FROM sailseg_parked WHERE okey {in_list}"
+def purge_sql(in_list: str) -> list[str]:
+    """The statements of ``purge_okeys`` apart from parked items (which go through each
+    backend's ``_take_parked``), each taking the okey list as its one parameter."""
     return [
-        (f"DELETE FROM sailseg_queue WHERE okey {in_list}", True),
-        (f"DELETE FROM sailseg_parked_keys WHERE item_id IN ({parked_ids})", False),
-        (f"DELETE FROM sailseg_parked WHERE okey {in_list}", True),
-        (f"DELETE FROM sailseg_delivered WHERE okey {in_list}", True),
-        (f"DELETE FROM sailseg_dead_letters WHERE okey {in_list}", True),
+        f"DELETE FROM sailseg_{table} WHERE okey {in_list}"
+        for table in ("queue", "delivered", "dead_letters")
     ]
 
 

@@ -41,6 +41,7 @@ from ._rows import (
     plan_heads,
     plan_new_heads,
     prepare_outcomes,
+    released_row,
     replay_row,
 )
 from ._schema import migrations
@@ -52,7 +53,6 @@ from ._sql import (
     SQLStore,
     finish_writes,
     purge_sql,
-    release_sql,
 )
 from .base import Outcome, QueueItem
 
@@ -287,29 +287,17 @@ class PostgresStore(SQLStore):
             if not found:
                 return 0
             await _lock_okeys(conn, [r[1] for r in found])
-            ids = [r[0] for r in found]
-            move, drop_keys = release_sql(_IN)
-            await conn.execute(_numbered(move), now, ids)
-            await conn.execute(_numbered(drop_keys), ids)
-            # a node that released them first (while we waited for the locks) wins
-            released = await conn.fetch(
-                "DELETE FROM sailseg_parked WHERE id = ANY($1::text[]) RETURNING okey", ids
-            )
-            await _fix_heads(conn, [r[0] for r in released], now)
-            return len(released)
+            # of two nodes releasing (or one expiring) the same items, one takes each row
+            rows = await _take_parked(conn, "id = ANY($1::text[])", [r[0] for r in found], ITEM_COLS)
+            if rows:
+                await _insert_items(conn, [released_row(r, now) for r in rows], now)
+            return len(rows)
 
     async def expire_parked(self, *, now: float) -> int:
         async with self._db().acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "DELETE FROM sailseg_parked WHERE expires_at <= $1 "
-                "RETURNING id, pipeline, okey, attempt, reason, event",
-                now,
-            )
+            rows = await _take_parked(conn, "expires_at <= $1", now,
+                                      "id, pipeline, okey, attempt, reason, event")
             if rows:
-                await conn.execute(
-                    "DELETE FROM sailseg_parked_keys WHERE item_id = ANY($1::text[])",
-                    [r[0] for r in rows],
-                )
                 await conn.executemany(_numbered(DEAD_INSERT), [expired_dead_row(r, now) for r in rows])
             return len(rows)
 
@@ -342,12 +330,11 @@ class PostgresStore(SQLStore):
         if not okeys:
             return 0
         okeys = list(okeys)
-        total = 0
         async with self._db().acquire() as conn, conn.transaction():
             await _lock_okeys(conn, okeys)
-            for sql, counted in purge_sql(_IN):
-                n = _affected(await conn.execute(_numbered(sql), okeys))
-                total += n if counted else 0
+            total = len(await _take_parked(conn, "okey = ANY($1::text[])", okeys, "id"))
+            for sql in purge_sql(_IN):
+                total += _affected(await conn.execute(_numbered(sql), okeys))
         return total
 
 
@@ -397,6 +384,22 @@ async def _lock_okeys(conn: asyncpg.Connection, okeys: Sequence[str]) -> None:
         "ELSE pg_advisory_xact_lock($1, b) END FROM unnest($2::int[]) AS b",
         _LOCK_CLASS, [_ALL_BUCKETS, *buckets],
     )
+
+
+async def _take_parked(conn: asyncpg.Connection, where: str, arg: Any, cols: str) -> list[Row]:
+    """Delete the parked items matching ``where`` (parameter ``$1``) and their keys; return
+    ``cols`` of each. Every path that removes parked items comes here, so they all lock in
+    one order (parked rows by id, then their keys): concurrent releases, expiries and purges
+    on several nodes cannot deadlock."""
+    rows: list[Row] = await conn.fetch(
+        f"DELETE FROM sailseg_parked WHERE id IN (SELECT id FROM sailseg_parked WHERE {where} "
+        f"ORDER BY id FOR UPDATE) RETURNING {cols}",
+        arg,
+    )
+    if rows:
+        await conn.execute("DELETE FROM sailseg_parked_keys WHERE item_id = ANY($1::text[])",
+                           [r[0] for r in rows])
+    return rows
 
 
 async def _insert_items(conn: asyncpg.Connection, rows: list[tuple[Any, ...]], now: float) -> None:

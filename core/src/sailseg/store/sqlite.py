@@ -38,6 +38,7 @@ from ._rows import (
     plan_heads,
     plan_new_heads,
     prepare_outcomes,
+    released_row,
     replay_row,
 )
 from ._schema import migrations
@@ -49,7 +50,6 @@ from ._sql import (
     SQLStore,
     finish_writes,
     purge_sql,
-    release_sql,
 )
 from .base import Outcome, QueueItem
 
@@ -117,8 +117,9 @@ class SQLiteStore(SQLStore):
 
     async def close(self) -> None:
         await self._writer.wait_idle()
-        if self._wconn is not None:
-            await anyio.to_thread.run_sync(self._close_connections)
+        async with self._rlock:  # and no read is running on the other connection
+            if self._wconn is not None:
+                await anyio.to_thread.run_sync(self._close_connections)
 
     def _conn(self) -> sqlite3.Connection:
         if self._wconn is None:
@@ -399,28 +400,26 @@ def _release_parked(conn: sqlite3.Connection, keys: list[tuple[str, str]], now: 
             found[item_id] = okey
     if not found:
         return 0
-    ids = _ids(list(found))
-    move, drop_keys = release_sql(_IN)
-    conn.execute(move, (now, ids))
-    conn.execute(drop_keys, (ids,))
-    released = conn.execute(f"DELETE FROM sailseg_parked WHERE id {_IN}", (ids,)).rowcount
-    _fix_heads(conn, list(found.values()), now)
-    return released
+    rows = _take_parked(conn, f"id {_IN}", _ids(list(found)), ITEM_COLS)
+    _insert_items(conn, [released_row(r, now) for r in rows], now)
+    return len(rows)
 
 
 def _expire_parked(conn: sqlite3.Connection, now: float) -> int:
-    rows = conn.execute(
-        "SELECT id, pipeline, okey, attempt, reason, event FROM sailseg_parked "
-        "WHERE expires_at <= ?",
-        (now,),
-    ).fetchall()
-    if not rows:
-        return 0
-    ids = _ids([r[0] for r in rows])
-    conn.executemany(DEAD_INSERT, [expired_dead_row(r, now) for r in rows])
-    conn.execute(f"DELETE FROM sailseg_parked_keys WHERE item_id {_IN}", (ids,))
-    conn.execute(f"DELETE FROM sailseg_parked WHERE id {_IN}", (ids,))
+    rows = _take_parked(conn, "expires_at <= ?", now, "id, pipeline, okey, attempt, reason, event")
+    if rows:
+        conn.executemany(DEAD_INSERT, [expired_dead_row(r, now) for r in rows])
     return len(rows)
+
+
+def _take_parked(conn: sqlite3.Connection, where: str, arg: Any, cols: str) -> list[Row]:
+    """Delete the parked items matching ``where`` (one parameter) and their keys; return
+    ``cols`` of each. (The PostgreSQL twin fixes a lock order; one writer needs none.)"""
+    rows = conn.execute(f"DELETE FROM sailseg_parked WHERE {where} RETURNING {cols}", (arg,)).fetchall()
+    if rows:
+        conn.execute(f"DELETE FROM sailseg_parked_keys WHERE item_id {_IN}",
+                     (_ids([r[0] for r in rows]),))
+    return rows
 
 
 def _replay(conn: sqlite3.Connection, ids: list[str] | None, now: float) -> int:
@@ -437,8 +436,7 @@ def _replay(conn: sqlite3.Connection, ids: list[str] | None, now: float) -> int:
 
 
 def _purge(conn: sqlite3.Connection, okeys: str) -> int:
-    total = 0
-    for sql, counted in purge_sql(_IN):
-        n = conn.execute(sql, (okeys,)).rowcount
-        total += n if counted else 0
+    total = len(_take_parked(conn, f"okey {_IN}", okeys, "id"))
+    for sql in purge_sql(_IN):
+        total += conn.execute(sql, (okeys,)).rowcount
     return total
