@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-
 from sailseg.store._sql import GroupCommit, Pending
 
 pytestmark = pytest.mark.anyio
