@@ -176,3 +176,35 @@ async def test_postgres_schemas_keep_two_deployments_apart(pg_url: str) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_housekeeping_never_waits_for_busy_rows(pg_url: str) -> None:
+    """extend_lease and prune skip rows another transaction holds (say a finish in progress)
+    instead of queueing behind it, so they cannot deadlock with the hot path."""
+    import asyncpg
+
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await store.migrate()
+        await store.enqueue([qi("busy", "a"), qi("free", "b")], dedupe_window=0, now=NOW)
+        await store.claim("n1", 10, lease=10, now=NOW)
+        await store._execute("INSERT INTO sailseg_dedupe (key, first_seen) VALUES (?, ?), (?, ?)",
+                             "k-busy", NOW - 100, "k-free", NOW - 100)
+        dsn, schema = pg_url.split("?schema=")
+        other = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+        try:
+            async with other.transaction():
+                await other.execute("SELECT 1 FROM sailseg_queue WHERE id = 'busy' FOR UPDATE")
+                await other.execute("SELECT 1 FROM sailseg_dedupe WHERE key = 'k-busy' FOR UPDATE")
+                with anyio.fail_after(5):
+                    await store.extend_lease("n1", ["busy", "free"], lease=100, now=NOW)
+                    await store.prune(now=NOW, delivered_retention=10, dedupe_window=10)
+        finally:
+            await other.close()
+        leases = dict(await store._fetch("SELECT id, lease_until FROM sailseg_queue"))
+        assert leases == {"busy": NOW + 10, "free": NOW + 100}
+        assert [r[0] for r in await store._fetch("SELECT key FROM sailseg_dedupe")] == ["k-busy"]
+    finally:
+        await store.close()

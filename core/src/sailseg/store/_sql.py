@@ -169,6 +169,10 @@ class SQLStore(Store):
 
     #: compares a column with a list given as one parameter (see :meth:`_list`)
     IN: ClassVar[str]
+    #: ends a subquery choosing rows to change: skip rows another transaction holds, for
+    #: housekeeping that should never wait (or deadlock) on the hot path; "" when writers
+    #: cannot overlap (SQLite)
+    SKIP_LOCKED: ClassVar[str] = ""
 
     @abc.abstractmethod
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
@@ -188,9 +192,10 @@ class SQLStore(Store):
         return int(rows[0][0])
 
     async def extend_lease(self, owner: str, ids: Sequence[str], *, lease: float, now: float) -> None:
-        if ids:
+        if ids:  # a row being finished right now is skipped: it needs no longer lease
             await self._execute(
-                f"UPDATE sailseg_queue SET lease_until = ? WHERE lease_owner = ? AND id {self.IN}",
+                "UPDATE sailseg_queue SET lease_until = ? WHERE id IN (SELECT id FROM "
+                f"sailseg_queue WHERE lease_owner = ? AND id {self.IN}{self.SKIP_LOCKED})",
                 now + lease, owner, self._list(ids),
             )
 
@@ -280,15 +285,17 @@ class SQLStore(Store):
             )
 
     async def prune(self, *, now: float, delivered_retention: float, dedupe_window: float) -> None:
-        """Delete in chunks, so other writers get the database between them."""
+        """Delete in chunks, so other writers get the database between them (a chunk cut
+        short by skipped rows ends this round; the next prune takes the rest)."""
         old_deliveries = (
-            "DELETE FROM sailseg_delivered WHERE id IN "
-            "(SELECT id FROM sailseg_delivered WHERE delivered_at < ? LIMIT ?)"
+            "DELETE FROM sailseg_delivered WHERE id IN (SELECT id FROM sailseg_delivered "
+            f"WHERE delivered_at < ? LIMIT ?{self.SKIP_LOCKED})"
         )
-        # a key is a duplicate while first_seen > now - window (see enqueue)
+        # a key is a duplicate while first_seen > now - window (see enqueue); one that an
+        # enqueue is renewing right now is skipped
         old_keys = (
-            "DELETE FROM sailseg_dedupe WHERE key IN "
-            "(SELECT key FROM sailseg_dedupe WHERE first_seen <= ? LIMIT ?)"
+            "DELETE FROM sailseg_dedupe WHERE key IN (SELECT key FROM sailseg_dedupe "
+            f"WHERE first_seen <= ? LIMIT ?{self.SKIP_LOCKED})"
         )
         for sql, cutoff in ((old_deliveries, now - delivered_retention),
                             (old_keys, now - dedupe_window)):

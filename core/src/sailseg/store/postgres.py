@@ -90,6 +90,7 @@ class PostgresStore(SQLStore):
     """The scale-out store. ``PostgresStore(url)`` builds it; :meth:`open` connects."""
 
     IN: ClassVar[str] = _IN
+    SKIP_LOCKED: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str) -> None:
         self.url = url
