@@ -137,6 +137,21 @@ async def test_batches_fill_up_to_the_size_limit(emulator: SegmentEmulator) -> N
     await close(sink)
 
 
+
+@pytest.mark.anyio
+async def test_runtime_batch_size_and_linger_are_configurable(emulator: SegmentEmulator) -> None:
+    from sailseg.delivery import SinkRunner
+
+    default = await make_sink(SegmentTrackSink, emulator)
+    bulk = await make_sink(SegmentTrackSink, emulator, max_batch=5000, batch_linger=0.5)
+    assert (default.max_batch, default.batch_linger) == (1000, 0.05)
+    runner = SinkRunner(bulk, "seg", 4, "segment")
+    assert (runner.max_batch, runner.linger) == (5000, 0.5)
+    with pytest.raises(ConfigError):
+        await make_sink(SegmentTrackSink, emulator, max_batch=0)
+    await close(default)
+    await close(bulk)
+
 @pytest.mark.anyio
 async def test_oversize_message_is_fatal_naming_size_and_limit(emulator: SegmentEmulator) -> None:
     sink = await make_sink(SegmentTrackSink, emulator)
