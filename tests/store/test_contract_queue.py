@@ -443,3 +443,48 @@ async def test_text_with_nul_characters_is_stored(store: Store, item: Item) -> N
     (got,) = await store.claim("n", 10, lease=30, now=NOW)
     assert got.okey == "user\ufffdid"
     assert got.event.payload["userId"] == "user\x00id"  # the event itself is untouched
+
+
+# -- fencing: a lapsed lease cannot apply its outcome --------------------------------------
+
+
+async def test_a_lapsed_owner_cannot_finish_over_the_new_holder(store: Store, item: Item) -> None:
+    """n1's lease on o1 lapses and n2 claims o1 again: n1's late outcomes (done or retry)
+    are skipped, so o2 never becomes head while o1 is being re-sent, and n2's outcome counts."""
+    await store.enqueue([item("o1", "O"), item("o2", "O")], dedupe_window=0, now=NOW)
+    (stale,) = await store.claim("n1", 10, lease=10, now=NOW)
+    (fresh,) = await store.claim("n2", 10, lease=10, now=NOW + 10)
+    assert fresh.id == stale.id == "o1"
+    await store.finish([Outcome(item=stale, status="done", delivered=["s"],
+                                counts={"s:delivered": 1})], now=NOW + 11, owner="n1")
+    assert await store.claim("n3", 10, lease=10, now=NOW + 11) == []  # o2 still waits
+    await store.finish([Outcome(item=stale, status="retry", sinks=["s"], attempt=9,
+                                due_at=NOW, error="stale")], now=NOW + 11, owner="n1")
+    assert await store.claim("n3", 10, lease=10, now=NOW + 11) == []  # still n2's
+    await store.finish([Outcome(item=fresh, status="retry", sinks=["s"], attempt=2,
+                                due_at=NOW + 11, error="503")], now=NOW + 11, owner="n2")
+    (again,) = await store.claim("n3", 10, lease=10, now=NOW + 11)
+    assert (again.id, again.attempt, again.last_error) == ("o1", 2, "503")
+    await store.finish([Outcome(item=again, status="done", delivered=["s"])], now=NOW + 11,
+                       owner="n3")
+    assert ids(await store.claim("n3", 10, lease=10, now=NOW + 11)) == ["o2"]
+    assert [e.id async for e in store.delivered_since("p", 0)] == ["e-o1"]
+    assert "s:delivered" not in (await store.stats())["p"]
+
+
+async def test_finish_without_owner_applies_whoever_holds_the_row(store: Store, item: Item) -> None:
+    await store.enqueue([item("w1", "W")], dedupe_window=0, now=NOW)
+    (w1,) = await store.claim("n1", 10, lease=10, now=NOW)
+    await done(store, [w1])  # owner=None: not fenced (tools, tests)
+    assert await store.backlog() == 0
+
+
+async def test_extend_lease_returns_the_ids_it_extended(store: Store, item: Item) -> None:
+    await store.enqueue([item("x1", "X"), item("y1", "Y"), item("z1", "Z")],
+                        dedupe_window=0, now=NOW)
+    await store.claim("n1", 10, lease=10, now=NOW)
+    await store.claim("n2", 10, lease=10, now=NOW + 10)  # n1's leases lapsed: n2 holds them all
+    assert await store.extend_lease("n1", ["x1", "y1"], lease=10, now=NOW + 11) == []
+    got = await store.extend_lease("n2", ["x1", "z1", "gone"], lease=10, now=NOW + 11)
+    assert sorted(got) == ["x1", "z1"]
+    assert await store.extend_lease("n2", [], lease=10, now=NOW + 11) == []

@@ -9,6 +9,7 @@ parameter is tested with ``column {IN}`` and passed through :meth:`SQLStore._lis
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -37,8 +38,11 @@ __all__ = [
     "Pending",
     "SQLStore",
     "finish_writes",
+    "log_skipped",
     "purge_sql",
 ]
+
+log = logging.getLogger("sailseg.store")
 
 T = TypeVar("T")
 Row = Sequence[Any]
@@ -85,6 +89,16 @@ def finish_writes(applied: Sequence[PreparedOutcome]) -> list[tuple[str, list[tu
         # sorted, so that concurrent finishes on several nodes lock counter rows in one order
         (_COUNTS_UPSERT, [(pl, name, n) for (pl, name), n in sorted(counts.items())]),
     ]
+
+
+def log_skipped(prepared: Sequence[PreparedOutcome], applied: Sequence[PreparedOutcome],
+                owner: str | None) -> None:
+    """Say at debug level how many outcomes of a ``finish`` were skipped, and why."""
+    skipped = len(prepared) - len(applied)
+    if skipped and log.isEnabledFor(logging.DEBUG):
+        held = f"not leased by {owner!r}" if owner is not None else "gone"
+        log.debug("finish: %d of %d outcome(s) skipped: their rows are %s (finished, purged "
+                  "or claimed by another node)", skipped, len(prepared), held)
 
 
 def purge_sql(in_list: str) -> list[str]:
@@ -183,6 +197,10 @@ class SQLStore(Store):
         """Run one write in its own (possibly shared) transaction; return rows affected."""
 
     @abc.abstractmethod
+    async def _execute_returning(self, sql: str, *args: Any) -> list[Row]:
+        """Run one write (with ``RETURNING``) in its own transaction; return its rows."""
+
+    @abc.abstractmethod
     def _list(self, values: Sequence[str]) -> Any:
         """The parameter value for ``column {IN}``."""
 
@@ -191,13 +209,18 @@ class SQLStore(Store):
         rows = await self._fetch("SELECT count(*) FROM sailseg_queue")
         return int(rows[0][0])
 
-    async def extend_lease(self, owner: str, ids: Sequence[str], *, lease: float, now: float) -> None:
-        if ids:  # a row being finished right now is skipped: it needs no longer lease
-            await self._execute(
-                "UPDATE sailseg_queue SET lease_until = ? WHERE id IN (SELECT id FROM "
-                f"sailseg_queue WHERE lease_owner = ? AND id {self.IN}{self.SKIP_LOCKED})",
-                now + lease, owner, self._list(ids),
-            )
+    async def extend_lease(
+        self, owner: str, ids: Sequence[str], *, lease: float, now: float
+    ) -> list[str]:
+        if not ids:
+            return []
+        # a row being finished right now is skipped: it needs no longer lease
+        rows = await self._execute_returning(
+            "UPDATE sailseg_queue SET lease_until = ? WHERE id IN (SELECT id FROM "
+            f"sailseg_queue WHERE lease_owner = ? AND id {self.IN}{self.SKIP_LOCKED}) RETURNING id",
+            now + lease, owner, self._list(ids),
+        )
+        return [r[0] for r in rows]
 
     async def release(self, owner: str) -> None:
         await self._execute(

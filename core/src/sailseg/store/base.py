@@ -218,16 +218,35 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def extend_lease(self, owner: str, ids: Sequence[str], *, lease: float, now: float) -> None:
-        """Push the lease of still-running items forward."""
+    async def extend_lease(
+        self, owner: str, ids: Sequence[str], *, lease: float, now: float
+    ) -> list[str]:
+        """Push the lease of still-running items to ``now + lease``; return the ids extended.
+
+        Only rows still leased by ``owner`` are extended. An id missing from the result is no
+        longer ``owner``'s (finished, purged, or its lease lapsed and another node claimed
+        it): its outcome will be skipped by a fenced :meth:`finish`, so the caller may stop
+        working on it. (PostgreSQL also skips a row a ``finish`` holds at that moment.)
+        """
 
     @abc.abstractmethod
     async def release(self, owner: str) -> None:
         """Drop every lease held by ``owner`` (graceful shutdown of unfinished work)."""
 
     @abc.abstractmethod
-    async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> None:
-        """Apply outcomes in one transaction (see :class:`Outcome`)."""
+    async def finish(
+        self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None
+    ) -> None:
+        """Apply outcomes in one transaction (see :class:`Outcome`).
+
+        With ``owner`` (fencing, what the delivery engine passes), an outcome applies only if
+        its row is still leased by ``owner``: a node whose lease lapsed, and whose item
+        another node claimed since, cannot apply a stale outcome over the new holder's
+        (which would make the next row of the key claimable while this one is re-sent).
+        Such outcomes, and those of rows already gone (finished, purged), are skipped
+        silently: nothing of them is recorded (counted at debug level in the log). Without
+        ``owner`` an outcome applies to its row whoever holds it.
+        """
 
     # -- parking ---------------------------------------------------------------------
     @abc.abstractmethod

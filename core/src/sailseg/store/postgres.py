@@ -52,6 +52,7 @@ from ._sql import (
     Pending,
     SQLStore,
     finish_writes,
+    log_skipped,
     purge_sql,
 )
 from .base import Outcome, QueueItem
@@ -139,6 +140,9 @@ class PostgresStore(SQLStore):
 
     async def _execute(self, sql: str, *args: Any) -> int:
         return _affected(await self._db().execute(_numbered(sql), *args))
+
+    async def _execute_returning(self, sql: str, *args: Any) -> list[Row]:
+        return await self._db().fetch(_numbered(sql), *args)  # type: ignore[no-any-return]
 
     def _list(self, values: Sequence[str]) -> Any:
         return list(values)
@@ -242,7 +246,9 @@ class PostgresStore(SQLStore):
         )
         return sorted((item_from_row(r) for r in rows), key=lambda i: i.id)
 
-    async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> None:
+    async def finish(
+        self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None
+    ) -> None:
         prepared = prepare_outcomes(outcomes, now)
         if not prepared:
             return
@@ -253,7 +259,8 @@ class PostgresStore(SQLStore):
             hit: set[str] = set()
             if gone:
                 hit.update(r[0] for r in await conn.fetch(
-                    "DELETE FROM sailseg_queue WHERE id = ANY($1::text[]) RETURNING id", gone
+                    "DELETE FROM sailseg_queue WHERE id = ANY($1::text[]) "
+                    "AND ($2::text IS NULL OR lease_owner = $2) RETURNING id", gone, owner
                 ))
             if retries:
                 ids, sinks, attempts, due, errors = (list(c) for c in zip(*retries))
@@ -262,15 +269,17 @@ class PostgresStore(SQLStore):
                     "due_at = u.due_at, last_error = u.last_error, lease_owner = NULL, "
                     "lease_until = 0 FROM unnest($1::text[], $2::text[], $3::int[], "
                     "$4::float8[], $5::text[]) AS u(id, sinks, attempt, due_at, last_error) "
-                    "WHERE q.id = u.id RETURNING q.id",
-                    ids, sinks, attempts, due, errors,
+                    "WHERE q.id = u.id AND ($6::text IS NULL OR q.lease_owner = $6) "
+                    "RETURNING q.id",
+                    ids, sinks, attempts, due, errors, owner,
                 ))
-            # rows already finished elsewhere, or purged, record nothing
+            # rows finished elsewhere, purged, or no longer ours (fenced) record nothing
             applied = [p for p in prepared if p.id in hit]
             for sql, rows in finish_writes(applied):
                 if rows:
                     await conn.executemany(_numbered(sql), rows)
             await _fix_heads(conn, [p.okey for p in applied], now)
+        log_skipped(prepared, applied, owner)
 
     # -- parking ---------------------------------------------------------------------
     async def release_parked(self, keys: dict[str, str], *, now: float) -> int:

@@ -49,6 +49,7 @@ from ._sql import (
     Pending,
     SQLStore,
     finish_writes,
+    log_skipped,
     purge_sql,
 )
 from .base import Outcome, QueueItem
@@ -143,6 +144,9 @@ class SQLiteStore(SQLStore):
     async def _execute(self, sql: str, *args: Any) -> int:
         return await self._write(_rowcount, sql, args)  # type: ignore[no-any-return]
 
+    async def _execute_returning(self, sql: str, *args: Any) -> list[Row]:
+        return await self._write(_fetchall, sql, args)  # type: ignore[no-any-return]
+
     def _list(self, values: Sequence[str]) -> Any:
         return _ids(values)
 
@@ -173,10 +177,13 @@ class SQLiteStore(SQLStore):
         rows = await self._write(_claim, owner, limit, now + lease, now)
         return [item_from_row(r) for r in rows]
 
-    async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> None:
+    async def finish(
+        self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None
+    ) -> None:
         prepared = prepare_outcomes(outcomes, now)
         if prepared:
-            await self._write(_finish, prepared, now)
+            applied = await self._write(_finish, prepared, now, owner)
+            log_skipped(prepared, applied, owner)
 
     # -- parking ---------------------------------------------------------------------
     async def release_parked(self, keys: dict[str, str], *, now: float) -> int:
@@ -370,23 +377,30 @@ def _claim(conn: sqlite3.Connection, owner: str, limit: int, until: float, now: 
     return rows
 
 
-def _finish(conn: sqlite3.Connection, prepared: list[PreparedOutcome], now: float) -> None:
+def _finish(
+    conn: sqlite3.Connection, prepared: list[PreparedOutcome], now: float, owner: str | None
+) -> list[PreparedOutcome]:
+    """Apply outcomes whose row is still there (and, with ``owner``, still leased by it);
+    return those applied."""
+    fence = "" if owner is None else " AND lease_owner = ?"
+    extra = () if owner is None else (owner,)
     applied: list[PreparedOutcome] = []
     for p in prepared:
         if p.retry is not None:
             cur = conn.execute(
                 "UPDATE sailseg_queue SET sinks = ?, attempt = ?, due_at = ?, last_error = ?, "
-                "lease_owner = NULL, lease_until = 0 WHERE id = ?",
-                (*p.retry, p.id),
+                f"lease_owner = NULL, lease_until = 0 WHERE id = ?{fence}",
+                (*p.retry, p.id, *extra),
             )
         else:
-            cur = conn.execute("DELETE FROM sailseg_queue WHERE id = ?", (p.id,))
-        if cur.rowcount:  # else finished elsewhere already, or purged: nothing to record
+            cur = conn.execute(f"DELETE FROM sailseg_queue WHERE id = ?{fence}", (p.id, *extra))
+        if cur.rowcount:  # else finished elsewhere, purged, or no longer ours: record nothing
             applied.append(p)
     for sql, rows in finish_writes(applied):
         if rows:
             conn.executemany(sql, rows)
     _fix_heads(conn, [p.okey for p in applied], now)
+    return applied
 
 
 def _release_parked(conn: sqlite3.Connection, keys: list[tuple[str, str]], now: float) -> int:
