@@ -168,3 +168,31 @@ def test_every_example_pipeline_validates(path: Path, monkeypatch: pytest.Monkey
 def test_validate_names_the_missing_secret_variable() -> None:
     res = CliRunner().invoke(cli, ["validate", str(EXAMPLES[0])], env={"SEGMENT_WEBHOOK_SECRET": None})
     assert res.exit_code == 2 and "SEGMENT_WEBHOOK_SECRET is not set" in res.output
+
+
+def test_config_show_redacts_lists_headers_and_dsn_query_passwords(tmp_path: Path) -> None:
+    text = GOOD.replace('url = "sqlite:///${DATA:-.sailseg}/s.db"',
+                        'url = "postgresql://app@db/x?password=hunter2&sslmode=require"')
+    text += """
+[triggers.ingest]
+type = "echo"
+path = "/x"
+[sinks.withlist]
+type = "echo"
+file = "/tmp/ok"
+[pipelines.d]
+trigger = "ingest"
+sinks = ["withlist"]
+[server]
+admin_token = ""
+"""
+    p = write(tmp_path, text)
+    cfg = load_config(p, env={})
+    cfg.raw["sinks"]["withlist"]["write_keys"] = ["k-live-1", "k-live-2"]
+    cfg.raw["sinks"]["withlist"]["headers"] = {"Authorization": "Bearer abc123"}
+    from sailseg.config import redacted
+
+    shown = json.dumps(redacted(cfg))
+    for secret in ("hunter2", "k-live-1", "abc123"):
+        assert secret not in shown
+    assert "sslmode=require" in shown and '"file": "/tmp/ok"' in shown

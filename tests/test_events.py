@@ -38,3 +38,8 @@ def test_bad_input_names_the_field(body: bytes, fragment: str) -> None:
 
 def test_delete_needs_no_ids_beyond_user() -> None:
     assert decode_messages(b'{"type":"delete","userId":"u"}')[0]["type"] == "delete"
+
+
+def test_numeric_zero_user_id_is_an_id() -> None:
+    (msg,) = decode_messages(b'{"type":"identify","userId":0}')
+    assert identity_keys(msg) == {"userId": "0"} and ordering_key(msg) == "userId:0"

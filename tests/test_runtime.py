@@ -254,3 +254,102 @@ async def test_one_trace_per_event_continuing_traceparent(tmp_path: Path, spans:
     d = by_name["deliver"].attributes
     assert d["sailseg.pipeline"] == "main" and d["sailseg.message_id"] == "u1-1" and d["sailseg.attempt"] == 1
     assert by_name["sink rec"].attributes["sailseg.plugin"] == "echo"
+
+
+class _OddResponseSink:
+    """A sink whose fatal error carries a response the store cannot encode as JSON."""
+
+
+def _odd_registry() -> Any:
+    import sailseg
+    from sailseg.plugins import build_registry, make_plugin_manager
+
+    class OddSink(sailseg.Sink):
+        name = "test.odd"
+
+        async def send(self, event: sailseg.Event) -> Any:
+            if event.payload.get("event") == "odd":
+                raise sailseg.FatalError("odd response", response=object())
+            return {"ok": True}
+
+    class Plugin:
+        @sailseg.hookimpl
+        def register_sinks(self, register: Any) -> None:
+            register(OddSink)
+
+    return build_registry(make_plugin_manager(plugins=[Plugin()]))
+
+
+async def test_stored_event_stays_as_accepted_after_transforms(tmp_path: Path) -> None:
+    transforms = [{"type": "map", "remove": ["properties.plan"],
+                   "fields": {"traits.plan": "properties.plan"}}]
+    cfg = config(tmp_path, {"fail": "fatal"}, transforms=transforms)
+    async with Runtime(cfg) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json={"type": "track", "userId": "u", "event": "E", "properties": {"plan": "gold"}})
+            await wait_for(lambda: rt.metrics.get("sailseg_events_failed_total", pipeline="main", sink="rec") == 1)
+            (row,) = await rt.store.list_dead_letters()
+    # the dead letter holds the event as accepted, so a replay maps it again correctly
+    assert row.event.payload["properties"] == {"plan": "gold"} and "traits" not in row.event.payload
+
+
+async def test_an_unrecordable_outcome_does_not_stall_the_others(tmp_path: Path) -> None:
+    raw = config(tmp_path)
+    spec = raw.pipelines["main"].sinks[0]
+    spec.type, spec.options = "test.odd", {}
+    async with Runtime(raw, registry=_odd_registry()) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json=[{"type": "track", "userId": f"u{i}", "event": "odd" if i == 3 else "ok"}
+                                      for i in range(10)])
+            await wait_for(lambda: rt.delivery is not None and rt.delivery.processed == 10)
+            (row,) = await rt.store.list_dead_letters()
+            assert row.event.payload["userId"] == "u3" and "object" in str(row.response)
+            assert (await rt.store.stats())["main"]["rec:delivered"] == 9
+
+
+async def test_shutdown_releases_unfinished_work_for_the_next_node(tmp_path: Path) -> None:
+    slow = config(tmp_path, {"fail": "retryable"}, delivery={"shutdown_grace": 0.05, "max_attempts": 50,
+                                                              "lease": 600})
+    async with Runtime(slow) as rt:
+        async with await client(rt) as c:
+            await c.post("/in", json=[ident(f"u{i}", i) for i in range(20)])
+    # a second node claims at once: nothing is stuck behind a 600 s lease of the stopped node
+    async with Runtime(config(tmp_path, delivery={"lease": 600})) as rt2:
+        await wait_for(lambda: len(RECORDED.get("rec", [])) == 20, timeout=15)
+        assert rt2.node_id != rt.node_id
+
+
+async def test_blank_admin_token_disables_admin(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg.server.admin_token = ""
+    async with Runtime(cfg, deliver=False) as rt:
+        async with await client(rt) as c:
+            r = await c.get("/admin/dlq", headers={"authorization": "Bearer "})
+            assert r.status_code == 403
+
+
+async def test_admin_replay_needs_explicit_ids_or_all(running: tuple[Runtime, httpx.AsyncClient]) -> None:
+    _, c = running
+    auth = {"authorization": "Bearer admin-tok"}
+    for body in (b"", b"{}", b'{"id": ["x"]}', b'{"ids": ["a"], "all": true}'):
+        r = await c.post("/admin/dlq/replay", content=body, headers=auth)
+        assert r.status_code == 400, body
+    r = await c.post("/admin/dlq/replay", json={"all": True}, headers=auth)
+    assert r.status_code == 200 and r.json() == {"replayed": 0}
+    assert (await c.get("/admin/dlq?limit=abc", headers=auth)).status_code == 400
+
+
+async def test_metrics_text_is_well_formed(running: tuple[Runtime, httpx.AsyncClient]) -> None:
+    import re
+
+    rt, c = running
+    await c.post("/in", json=ident("u1", 1))
+    await wait_for(lambda: rt.metrics.get("sailseg_events_delivered_total", pipeline="main", sink="rec") == 1)
+    text = (await c.get("/metrics")).text
+    types = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE")]
+    assert len(types) == len(set(types)), "one TYPE line per metric name"
+    sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? -?[0-9.e+Inf]+$')
+    for ln in text.splitlines():
+        if ln and not ln.startswith("#"):
+            assert sample.match(ln), ln
+    assert 'sailseg_dead_letters{pipeline="main"} 0' in text

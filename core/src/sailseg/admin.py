@@ -14,6 +14,13 @@ if TYPE_CHECKING:
 __all__ = ["admin_routes"]
 
 
+class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /admin/dlq/replay``: explicit ids, or ``all`` (never implied)."""
+
+    ids: list[str] | None = None
+    all: bool = False
+
+
 def admin_routes(rt: Runtime) -> list[Route]:
     async def healthz(_: Request) -> Response:
         return json_response({"ok": True})
@@ -21,21 +28,24 @@ def admin_routes(rt: Runtime) -> list[Route]:
     async def readyz(_: Request) -> Response:
         if not rt.ready:
             return error_response(503, "not ready")
-        try:
-            backlog = await rt.store.backlog()
-        except Exception as exc:  # noqa: BLE001
-            return error_response(503, f"store unavailable: {type(exc).__name__}")
-        return json_response({"ok": True, "backlog": backlog, "node": rt.node_id})
+        if rt.delivery is not None and rt.delivery.stalled():
+            return error_response(503, "delivery is not making progress with the store")
+        return json_response({"ok": True, "backlog": rt.cached_backlog, "node": rt.node_id})
+
+    stats_cache: dict[str, float] = {"at": 0.0}
 
     async def metrics(_: Request) -> Response:
-        try:
-            rt.metrics.gauges["sailseg_backlog"] = float(await rt.store.backlog())
-            stats = await rt.store.stats()
-            for p, s in stats.items():
-                rt.metrics.gauges[f'sailseg_dead_letters{{pipeline="{p}"}}'] = float(s.get("dead", 0))
-                rt.metrics.gauges[f'sailseg_parked{{pipeline="{p}"}}'] = float(s.get("parked", 0))
-        except Exception:  # noqa: BLE001 - metrics must still render
-            pass
+        # store-wide figures are refreshed at most every 5 s, whatever the scrape rate
+        now = rt.clock()
+        if now - stats_cache["at"] > 5.0:
+            stats_cache["at"] = now
+            try:
+                rt.metrics.set_gauge("sailseg_backlog", float(await rt.store.backlog()))
+                for p, s in (await rt.store.stats()).items():
+                    rt.metrics.set_gauge("sailseg_dead_letters", float(s.get("dead", 0)), pipeline=p)
+                    rt.metrics.set_gauge("sailseg_parked", float(s.get("parked", 0)), pipeline=p)
+            except Exception:  # noqa: BLE001 - metrics must still render
+                pass
         return Response(200, rt.metrics.render().encode(), media_type="text/plain; version=0.0.4")
 
     async def status(_: Request) -> Response:
@@ -43,17 +53,20 @@ def admin_routes(rt: Runtime) -> list[Route]:
                               "backlog": await rt.store.backlog()})
 
     async def dlq(req: Request) -> Response:
-        limit = int(req.query.get("limit", "100") or 100)
-        rows = await rt.store.list_dead_letters(pipeline=req.query.get("pipeline"), limit=limit)
+        raw = req.query.get("limit", "100") or "100"
+        if not raw.isdigit() or not 0 < int(raw) <= 10_000:
+            return error_response(400, f"`limit` must be an integer from 1 to 10000, got {raw!r}")
+        rows = await rt.store.list_dead_letters(pipeline=req.query.get("pipeline"), limit=int(raw))
         return Response(200, msgspec.json.encode(rows))
 
     async def dlq_replay(req: Request) -> Response:
-        ids = None
-        if req.body:
-            try:
-                ids = msgspec.json.decode(req.body, type=dict[str, list[str]]).get("ids")
-            except msgspec.DecodeError as exc:
-                return error_response(400, f"invalid body: {exc}")
+        try:
+            body = msgspec.json.decode(req.body or b"null", type=ReplayRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return error_response(400, f'body must be {{"ids": [...]}} or {{"all": true}}: {exc}')
+        if body.all == (body.ids is not None):
+            return error_response(400, 'give exactly one of "ids" (a list) or "all": true')
+        ids = None if body.all else body.ids
         n = await rt.store.replay_dead_letters(ids, now=rt.clock())
         if rt.delivery is not None:
             rt.delivery.wake()

@@ -44,6 +44,7 @@ __all__ = [
     "parse_duration",
     "redacted",
     "SECRET_HINTS",
+    "redact_url",
 ]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -292,28 +293,52 @@ def load_config(path: str | os.PathLike[str], *, env: dict[str, str] | None = No
     return parse_config(raw, path=str(p), env=env)
 
 
+_SECRET_QUERY = {"password", "sslpassword", "passwd", "secret", "token", "api_key", "apikey", "key"}
+
+
+def redact_url(value: str) -> str:
+    """Hide passwords in URLs: ``user:***@host`` and secret query parameters."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    value = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", value)
+    if "://" in value and "?" in value:
+        try:
+            parts = urlsplit(value)
+            query = [(k, "***" if k.lower() in _SECRET_QUERY else v)
+                     for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+            value = urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+        except ValueError:
+            pass
+    return value
+
+
+def _secret_name(key: str) -> bool:
+    low = key.lower()
+    return (any(h in low for h in SECRET_HINTS) or "authorization" in low
+            or low.endswith("key") or low.endswith("keys")) and low not in ("okey", "key_field", "key", "keys")
+
+
 def redacted(cfg: SailsegConfig, secret_fields: dict[tuple[str, str], tuple[str, ...]] | None = None) -> dict[str, Any]:
     """The interpolated config with secrets replaced by ``"***"`` (for ``config show``).
 
-    Redacted: values that came from an environment variable whose name looks secret, keys whose
-    name looks secret, component ``secret_fields``, and passwords inside URLs.
+    Redacted whole (also when the value is a list or table): component ``secret_fields``,
+    keys named like a secret (``*key*``, ``*secret*``, ``*token*``, ``*password*``, ``*dsn*``,
+    ``*auth*``), and values that came from an environment variable whose name looks secret.
+    Passwords inside URLs (user info and query parameters) are hidden everywhere.
     """
     secret_fields = secret_fields or {}
+    by_type: dict[str, tuple[str, ...]] = {}
+    for (_kind, typ), names in secret_fields.items():
+        by_type[typ] = by_type.get(typ, ()) + tuple(names)
 
     def walk(value: Any, path: str, comp_secrets: tuple[str, ...]) -> Any:
         if isinstance(value, dict):
-            out = {}
-            secrets = comp_secrets
             t = value.get("type")
-            if isinstance(t, str):
-                for (_k, typ), names in secret_fields.items():
-                    if typ == t:
-                        secrets = names
+            secrets = by_type.get(t, comp_secrets) if isinstance(t, str) else comp_secrets
+            out = {}
             for k, v in value.items():
                 sub = f"{path}.{k}" if path else k
-                if (k in secrets or any(h in k.lower() for h in ("secret", "token", "password"))
-                        or k.lower().endswith("key") and k.lower() not in ("okey", "key_field")
-                        or sub in cfg.secret_paths) and not isinstance(v, (dict, list)):
+                if k in secrets or _secret_name(k) or sub in cfg.secret_paths:
                     out[k] = "***"
                 else:
                     out[k] = walk(v, sub, secrets)
@@ -323,7 +348,7 @@ def redacted(cfg: SailsegConfig, secret_fields: dict[tuple[str, str], tuple[str,
         if isinstance(value, str):
             if path in cfg.secret_paths:
                 return "***"
-            return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", value)
+            return redact_url(value)
         return value
 
     return walk(cfg.raw, "", ())

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -62,6 +63,26 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
 def describe_error(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, (RetryableError, FatalError, SkipEvent)) else f"{type(exc).__name__}: {text}"
+
+
+_ENC = msgspec.json.Encoder()
+_DEC = msgspec.json.Decoder(Event)
+
+
+def _clone(event: Event) -> Event:
+    """A deep copy of an event (msgspec round trip: faster than copy.deepcopy)."""
+    return _DEC.decode(_ENC.encode(event))
+
+
+def _unrecordable(o: Outcome, exc: BaseException) -> Outcome:
+    """An outcome the store could not encode, as a done item with a plain dead letter."""
+    error = f"outcome could not be recorded: {type(exc).__name__}: {exc}"
+    dead = [DeadLetterRecord(sink=d.sink, error=d.error, error_type=d.error_type,
+                             response=repr(d.response)[:2000]) for d in o.dead]
+    if not dead:
+        dead = [DeadLetterRecord(sink="-", error=error, error_type="Unrecordable")]
+    return Outcome(item=o.item, status="done", delivered=[s for s in o.delivered if isinstance(s, str)],
+                   dead=dead, counts={k: v for k, v in o.counts.items() if isinstance(v, int)})
 
 
 class _Future:
@@ -180,9 +201,15 @@ class Delivery:
         self._capacity = anyio.Event()
         self._stopping = False
         self._claiming = True
+        self._claimer_idle = anyio.Event()
         self.processed = 0
+        self._store_ok_at = clock()
 
     # -- control ---------------------------------------------------------------------
+    def stalled(self, after: float = 30.0) -> bool:
+        """True when no claim or finish has succeeded for ``after`` seconds (store trouble)."""
+        return self.clock() - self._store_ok_at > max(after, 3 * self.cfg.poll_interval)
+
     def wake(self) -> None:
         """New work may be claimable now (called after an accept commits)."""
         self._wake.set()
@@ -198,24 +225,29 @@ class Delivery:
 
     async def drain(self, grace: float) -> bool:
         """Stop claiming and wait up to ``grace`` seconds for in-flight items to finish.
-        Returns True when everything in flight was finished."""
+
+        Returns True when everything in flight was finished. Whatever this node still holds
+        afterwards (including a claim that committed while we were stopping) is released, so
+        another node or the next start picks it up at once instead of after the lease.
+        """
         self._claiming = False
         self._wake.set()
         with anyio.move_on_after(grace):
-            while self.inflight:
+            await self._claimer_idle.wait()
+            while self.inflight or self._done:
                 await anyio.sleep(0.02)
         drained = not self.inflight
         self._stopping = True
         self._wake.set()
         self._done_event.set()
-        if not drained:
-            await self.store.release(self.owner)
+        await self.store.release(self.owner)
         return drained
 
     # -- loops -----------------------------------------------------------------------
     async def _claimer(self) -> None:
         while not self._stopping:
             if not self._claiming:
+                self._claimer_idle.set()  # no claim is running: drain may release safely
                 await anyio.sleep(0.05)
                 continue
             free = self.cfg.max_inflight - len(self.inflight)
@@ -233,11 +265,14 @@ class Delivery:
                 log.exception("claim failed; retrying")
                 await anyio.sleep(self.cfg.poll_interval)
                 continue
+            self._store_ok_at = self.clock()
             if not items:
                 with anyio.move_on_after(self.cfg.poll_interval):
                     await self._wake.wait()
                 continue
             for item in items:
+                if item.id in self.inflight:  # our own lease lapsed and we re-claimed it
+                    continue
                 self.inflight[item.id] = item
                 self._tg.start_soon(self._process_one, item)
 
@@ -246,7 +281,9 @@ class Delivery:
             outcome = await self.process(item)
         except Exception as exc:  # noqa: BLE001 - last resort: never lose the item
             log.exception("processing %s failed unexpectedly", item.id)
-            outcome = self._retry_or_dead(item, [], item.sinks or [], exc, self.clock(), [], {})
+            pipeline = self.pipelines.get(item.pipeline)
+            remaining = item.sinks or (list(pipeline.sinks) if pipeline else []) or ["-"]
+            outcome = self._retry_or_dead(item, [], remaining, exc, self.clock(), [], {})
         self._done.append(outcome)
         self._done_event.set()
 
@@ -261,19 +298,47 @@ class Delivery:
                 continue
             batch, self._done = self._done, []
             now = self.clock()
-            for attempt in range(1000):
-                try:
-                    await self.store.finish(batch, now=now)
-                    break
-                except Exception:  # noqa: BLE001
-                    log.exception("finish failed (attempt %d); retrying", attempt + 1)
-                    await anyio.sleep(min(5.0, 0.1 * (attempt + 1)))
+            await self._record(batch, now)
             for o in batch:
                 self.inflight.pop(o.item.id, None)
                 self._record_metrics(o, now)
             self.processed += len(batch)
             self._capacity.set()
             self._wake.set()
+
+    async def _record(self, batch: list[Outcome], now: float) -> None:
+        """Write outcomes; never returns before every one is recorded.
+
+        One transaction for the batch; if it fails, each outcome alone, so one outcome the
+        store refuses (e.g. a response that is not JSON) cannot stall the others. A refused
+        outcome is recorded as a dead letter with the reason; a store outage is retried with
+        capped backoff (leases keep being extended meanwhile, so nothing is lost).
+        """
+        try:
+            await self.store.finish(batch, now=now)
+            self._store_ok_at = self.clock()
+            return
+        except Exception:  # noqa: BLE001
+            log.exception("recording %d outcomes failed; recording them one by one", len(batch))
+        for o in batch:
+            attempt = 0
+            converted = False
+            while True:
+                try:
+                    await self.store.finish([o], now=now)
+                    break
+                except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                    if not converted:
+                        converted = True
+                        o = _unrecordable(o, exc)  # the next try stores a plain dead letter
+                        continue
+                    attempt += 1
+                    log.exception("outcome of %s cannot be recorded; retrying", o.item.id)
+                    await anyio.sleep(min(5.0, 0.1 * attempt))
+                except Exception:  # noqa: BLE001 - store unavailable: keep trying
+                    attempt += 1
+                    log.exception("finish failed (attempt %d); retrying", attempt)
+                    await anyio.sleep(min(5.0, 0.1 * attempt))
 
     async def _lease_keeper(self) -> None:
         period = max(0.5, self.cfg.lease / 3)
@@ -303,7 +368,9 @@ class Delivery:
         if pipeline is None:
             err = f"pipeline {item.pipeline!r} is not configured on this node"
             return self._retry_or_dead(item, [], item.sinks or ["-"], RetryableError(err), now, [], {})
-        event = item.event
+        # transforms may change the event they get; the stored copy (delivered, dead letter,
+        # parked) must stay exactly as accepted so replays and releases start from the source
+        event = _clone(item.event)
         event.attempt = item.attempt
         event.pipeline = item.pipeline
         if not tracing_enabled():  # no SDK: skip the no-op spans (see tracing.enabled)

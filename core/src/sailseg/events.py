@@ -131,7 +131,7 @@ def validate_message(data: Any, *, where: str = "$") -> JSON:
         if where != "$":
             msg = msg.replace("`$", f"`{where}", 1)
         raise InputError(msg) from None
-    if not (data.get("userId") or data.get("anonymousId")) and data["type"] != "delete":
+    if data.get("userId") in (None, "") and data.get("anonymousId") in (None, "") and data["type"] != "delete":
         raise InputError(f"Either `userId` or `anonymousId` is required - at `{where}`")
     return data
 

@@ -27,7 +27,7 @@ class Metrics:
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
         self.hist: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
         self.hist_sum: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
-        self.gauges: dict[str, float] = {}
+        self.gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     def inc(self, name: str, value: float = 1, **labels: str) -> None:
         self.counters[(name, tuple(sorted(labels.items())))] += value
@@ -40,6 +40,9 @@ class Metrics:
         buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
         self.hist_sum[key] += seconds
 
+    def set_gauge(self, name: str, value: float, **labels: str) -> None:
+        self.gauges[(name, tuple(sorted(labels.items())))] = value
+
     def get(self, name: str, **labels: str) -> float:
         return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -51,9 +54,11 @@ class Metrics:
                 lines.append(f"# TYPE {name} counter")
                 seen.add(name)
             lines.append(f"{name}{_labels(dict(labels))} {value:g}")
-        for name, value in sorted(self.gauges.items()):
-            lines.append(f"# TYPE {name} gauge")
-            lines.append(f"{name} {value:g}")
+        for (name, labels), value in sorted(self.gauges.items()):
+            if name not in seen:
+                lines.append(f"# TYPE {name} gauge")
+                seen.add(name)
+            lines.append(f"{name}{_labels(dict(labels))} {value:g}")
         for (name, labels), buckets in sorted(self.hist.items()):
             if name not in seen:
                 lines.append(f"# TYPE {name} histogram")

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -101,7 +102,8 @@ class Runtime:
         self.transport = transport
         self.clock = clock
         self.env = dict(os.environ) if env is None else env
-        self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        # unique per runtime (two runtimes in one process must not share leases)
+        self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.deliver = deliver
         self.metrics = metrics or Metrics()
         self.resources: dict[str, Any] = {}
@@ -114,6 +116,12 @@ class Runtime:
         self._backlog_at = 0.0
         self._stack: contextlib.AsyncExitStack | None = None
         self._started: list[Component] = []
+
+    @property
+    def cached_backlog(self) -> int:
+        """The backlog as last read from the store (refreshed at most once a second by
+        ingest), for probes that must not hit the store on every call."""
+        return self._backlog
 
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> Runtime:
@@ -205,10 +213,19 @@ class Runtime:
             log.exception("trigger %s stopped with an error", trigger.ctx.instance)
 
     async def stop(self) -> None:
-        """Drain, stop components in reverse start order, close shared resources and store."""
+        """Drain, stop components in reverse start order, close shared resources and store.
+
+        Every step runs even if an earlier one failed (a store outage at shutdown must not
+        leave components running or the store open); the first error is re-raised at the end.
+        """
         self.ready = False
+        errors: list[BaseException] = []
         if self.delivery is not None:
-            await self.delivery.drain(self.config.delivery.shutdown_grace)
+            try:
+                await self.delivery.drain(self.config.delivery.shutdown_grace)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("draining failed; unfinished work returns when its lease ends")
+                errors.append(exc)
         if getattr(self, "_tg", None) is not None:
             self._tg.cancel_scope.cancel()
         for comp in reversed(self._started):
@@ -231,6 +248,8 @@ class Runtime:
         if stack is not None:
             # not shielded: the stack holds our task group, whose scope must be the current one
             await stack.__aexit__(None, None, None)
+        if errors:
+            raise errors[0]
 
     async def _maintenance(self) -> None:
         d = self.config.delivery
@@ -254,8 +273,8 @@ class Runtime:
     async def _check_backlog(self, incoming: int) -> None:
         now = self.clock()
         if now - self._backlog_at > 1.0:
+            self._backlog_at = now  # single flight: concurrent requests use the cached value
             self._backlog = await self.store.backlog()
-            self._backlog_at = now
         if self._backlog + incoming > self.config.delivery.max_backlog:
             raise Backpressure(
                 f"backlog of {self._backlog} events reached the bound of "

@@ -26,6 +26,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _Disconnected(Exception):
+    """The client went away before the body was complete: nothing is handled."""
+
+
 class RouteApp:
     """Exact-path router over :class:`Route` objects.
 
@@ -43,7 +47,8 @@ class RouteApp:
         admin_token: str | None = None,
     ) -> None:
         self.max_body = max_body
-        self.admin_token = admin_token
+        # a blank token (e.g. "${SAILSEG_ADMIN_TOKEN:-}") means admin is off, never "open"
+        self.admin_token = admin_token if admin_token and admin_token.strip() else None
         self.routes: dict[str, Route] = {}
         for r in routes:
             self.add(r)
@@ -95,6 +100,8 @@ class RouteApp:
         except _TooLarge:
             await self._send(send, error_response(413, f"body exceeds the {limit}-byte limit"))
             return
+        except _Disconnected:
+            return  # a truncated body is never handed to a trigger
         qs = scope.get("query_string", b"").decode("latin-1")
         query: dict[str, str] = {}
         if qs:
@@ -125,7 +132,10 @@ class RouteApp:
         auth = headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
             return False
-        return hmac.compare_digest(auth[7:].strip().encode(), self.admin_token.encode())
+        presented = auth[7:].strip()
+        if not presented:
+            return False
+        return hmac.compare_digest(presented.encode("utf-8", "replace"), self.admin_token.encode())
 
     @staticmethod
     async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -134,7 +144,7 @@ class RouteApp:
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
-                break
+                raise _Disconnected
             chunk = msg.get("body", b"")
             if chunk:
                 size += len(chunk)

@@ -9,6 +9,7 @@ when delivery happens in another process or after a restart.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +36,18 @@ def enabled() -> bool:
     delivery hot path (W1 profile: ~8 no-op spans per event). Hot paths skip span work when
     this is False; it is checked per call, so installing the SDK later still takes effect.
     """
-    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+    provider = getattr(trace, "_TRACER_PROVIDER", None)
+    if provider is None:
+        # nothing installed yet; the API would build a provider from this variable on first
+        # use (get_tracer_provider() tests os.environ on every call: a W3 profile hot spot)
+        if not _PROVIDER_FROM_ENV:
+            return False
+        provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+#: read once: the API's own check looks this variable up on every get_tracer_provider() call
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def hash_email(email: str) -> str:
