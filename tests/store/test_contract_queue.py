@@ -488,3 +488,27 @@ async def test_extend_lease_returns_the_ids_it_extended(store: Store, item: Item
     got = await store.extend_lease("n2", ["x1", "z1", "gone"], lease=10, now=NOW + 11)
     assert sorted(got) == ["x1", "z1"]
     assert await store.extend_lease("n2", [], lease=10, now=NOW + 11) == []
+
+
+# -- rows that cannot be decoded -----------------------------------------------------------
+
+
+async def test_an_undecodable_row_becomes_a_dead_letter_instead_of_poisoning_claims(
+    store: Store, item: Item
+) -> None:
+    await store.enqueue([item("a1", "A"), item("b1", "B"), item("a2", "A"),
+                         item("c1", "C", sinks=["s"])], dedupe_window=0, now=NOW)
+    await store._execute("UPDATE sailseg_queue SET event = ? WHERE id = ?", b"{not json", "a1")
+    await store._execute("UPDATE sailseg_queue SET sinks = ? WHERE id = ?", "[1,", "c1")
+    assert ids(await store.claim("n", 10, lease=30, now=NOW)) == ["b1"]
+    assert ids(await store.claim("n", 10, lease=30, now=NOW)) == ["a2"]  # a1 no longer blocks A
+    assert await store.backlog() == 2
+    dead = sorted(await store.list_dead_letters(), key=lambda d: d.item_id)
+    assert [(d.item_id, d.pipeline, d.sink, d.error_type) for d in dead] == [
+        ("a1", "p", "-", "Undecodable"), ("c1", "p", "-", "Undecodable")]
+    assert all("cannot be decoded" in d.error for d in dead)
+    raw = {r[0]: bytes(r[1]) for r in await store._fetch(
+        "SELECT item_id, event FROM sailseg_dead_letters")}
+    assert raw["a1"] == b"{not json"  # the stored bytes are kept for inspection
+    assert await store.get_dead_letter(dead[0].id) == dead[0]
+    assert dead[1].event.id == "e-c1"  # its event was fine: only the sinks were not

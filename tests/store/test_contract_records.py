@@ -236,3 +236,21 @@ async def test_purge_okeys_deletes_a_person_everywhere_but_the_audit(store: Stor
     assert await store.release_parked({"email": person}, now=NOW) == 0
     assert [i.okey for i in await store.claim("n", 10, lease=30, now=NOW)] == [other]
     assert len(await store.audit_since(0)) == 1
+
+
+async def test_dead_letters_that_cannot_be_decoded_are_listed_not_fatal(
+    store: Store, item: Item
+) -> None:
+    await run_one(store, item("a", "A"), dead=[failure("s1")])
+    await run_one(store, item("b", "B"), now=NOW + 1, dead=[failure("s2")])
+    await store._execute("UPDATE sailseg_dead_letters SET event = ?, response = ? WHERE item_id = ?",
+                         b"\xff garbage", b"{bad", "a")
+    bad, good = await store.list_dead_letters()
+    assert (bad.item_id, bad.sink, bad.error) == ("a", "s1", "s1 said no")
+    assert bad.event.payload == {} and bad.response == "{bad"
+    assert good.event.id == "e-b"
+    assert await store.get_dead_letter(bad.id) == bad
+    # replaying it re-enqueues the same bytes; the claim turns them into a new dead letter
+    assert await store.replay_dead_letters([bad.id], now=NOW + 2) == 1
+    assert await store.claim("n", 10, lease=30, now=NOW + 2) == []
+    assert [d.error_type for d in await store.list_dead_letters()] == ["FatalError", "Undecodable"]

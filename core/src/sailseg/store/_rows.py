@@ -26,6 +26,7 @@ __all__ = [
     "dead_from_row",
     "dead_row",
     "decode_event",
+    "decode_items",
     "encode_sinks",
     "expired_dead_row",
     "item_from_row",
@@ -36,6 +37,7 @@ __all__ = [
     "prepare_outcomes",
     "released_row",
     "replay_row",
+    "undecodable_dead_row",
 ]
 
 #: queue and parked rows share these columns
@@ -156,7 +158,55 @@ def replay_row(row: Row, now: float) -> tuple[Any, ...]:
             1, now, now, None, bytes(row[4]))
 
 
+def undecodable_dead_row(row: Row, exc: Exception, now: float) -> tuple[Any, ...]:
+    """The dead letter for a queue row (``ITEM_COLS``) that cannot be decoded: the stored
+    event bytes are kept as they are, for inspection (and replay once fixed)."""
+    attempt = row[5] if isinstance(row[5], int) else 1
+    return dead_row(
+        item_id=row[0], pipeline=row[1], sink="-", okey=row[2],
+        error=f"stored item cannot be decoded: {type(exc).__name__}: {exc}",
+        error_type="Undecodable", response=None, attempts=attempt, created_at=now,
+        event=bytes(row[9] or b""),
+    )
+
+
+def decode_items(rows: Iterable[Row]) -> tuple[list[QueueItem], list[tuple[Row, Exception]]]:
+    """Decode queue rows one at a time: (the items, the rows that failed with their error),
+    so one bad row cannot fail a whole claim."""
+    items: list[QueueItem] = []
+    bad: list[tuple[Row, Exception]] = []
+    for row in rows:
+        try:
+            items.append(item_from_row(row))
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the row, it is its own
+            bad.append((row, exc))
+    return items, bad
+
+
+def _stand_in_event(row: Row, exc: Exception) -> Event:
+    """What a dead letter whose stored event cannot be decoded shows in its place."""
+    return Event(id=row[1], source="-", pipeline=row[2], payload={},
+                 meta={"undecodable": f"{type(exc).__name__}: {exc}"})
+
+
+def _loose_response(data: Any) -> Any:
+    """A stored response; text (or None) when it is not valid JSON."""
+    if data is None:
+        return None
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return bytes(data).decode("utf-8", "replace")
+
+
 def dead_from_row(row: Row) -> DeadLetter:
+    """A dead letter from its ``DEAD_COLS`` row. Never fails on a damaged event or response:
+    the event becomes an empty stand-in (its ``meta["undecodable"]`` says why), the
+    response text, so ``sailseg dlq list`` still shows the entry."""
+    try:
+        event = _event_decoder.decode(row[10])
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        event = _stand_in_event(row, exc)
     return DeadLetter(
         id=row[0],
         item_id=row[1],
@@ -164,10 +214,10 @@ def dead_from_row(row: Row) -> DeadLetter:
         sink=row[3],
         error=row[5],
         error_type=row[6],
-        response=None if row[7] is None else msgspec.json.decode(row[7]),
+        response=_loose_response(row[7]),
         attempts=row[8],
         created_at=row[9],
-        event=_event_decoder.decode(row[10]),
+        event=event,
     )
 
 

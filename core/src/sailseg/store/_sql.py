@@ -39,6 +39,7 @@ __all__ = [
     "SQLStore",
     "finish_writes",
     "log_skipped",
+    "log_undecodable",
     "purge_sql",
 ]
 
@@ -99,6 +100,13 @@ def log_skipped(prepared: Sequence[PreparedOutcome], applied: Sequence[PreparedO
         held = f"not leased by {owner!r}" if owner is not None else "gone"
         log.debug("finish: %d of %d outcome(s) skipped: their rows are %s (finished, purged "
                   "or claimed by another node)", skipped, len(prepared), held)
+
+
+def log_undecodable(bad: Sequence[tuple[Row, Exception]]) -> None:
+    """Warn about queue rows a claim turned into dead letters because they cannot be decoded."""
+    for row, exc in bad:
+        log.warning("queue item %s (pipeline %s) cannot be decoded, moved to the dead letters "
+                    "as Undecodable: %s: %s", row[0], row[1], type(exc).__name__, exc)
 
 
 def purge_sql(in_list: str) -> list[str]:
@@ -250,11 +258,17 @@ class SQLStore(Store):
                 self._list([r[0] for r in rows]),
             ):
                 keys.setdefault(item_id, {})[kind] = value
-        return [
-            ParkedItem(item=item_from_row(r), keys=keys.get(r[0], {}), parked_at=r[10],
-                       expires_at=r[11], reason=r[12])
-            for r in rows
-        ]
+        out: list[ParkedItem] = []
+        for r in rows:
+            try:
+                item = item_from_row(r)
+            except Exception as exc:  # noqa: BLE001 - expiry dead-letters it with its bytes
+                log.warning("parked item %s cannot be decoded (%s: %s); not listed",
+                            r[0], type(exc).__name__, exc)
+                continue
+            out.append(ParkedItem(item=item, keys=keys.get(r[0], {}), parked_at=r[10],
+                                  expires_at=r[11], reason=r[12]))
+        return out
 
     # -- dead letters ----------------------------------------------------------------
     async def list_dead_letters(

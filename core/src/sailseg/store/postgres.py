@@ -35,14 +35,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..errors import StoreError
 from ._rows import (
     ITEM_COLS,
+    decode_items,
     expired_dead_row,
-    item_from_row,
     item_row,
     plan_heads,
     plan_new_heads,
     prepare_outcomes,
     released_row,
     replay_row,
+    undecodable_dead_row,
 )
 from ._schema import migrations
 from ._sql import (
@@ -53,6 +54,7 @@ from ._sql import (
     SQLStore,
     finish_writes,
     log_skipped,
+    log_undecodable,
     purge_sql,
 )
 from .base import Outcome, QueueItem
@@ -244,7 +246,30 @@ class PostgresStore(SQLStore):
             f"ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {ITEM_COLS}",
             owner, now + lease, now, limit,
         )
-        return sorted((item_from_row(r) for r in rows), key=lambda i: i.id)
+        items, bad = decode_items(rows)
+        if bad:
+            await self._bury(owner, bad, now)
+        return sorted(items, key=lambda i: i.id)
+
+    async def _bury(self, owner: str, bad: list[tuple[Row, Exception]], now: float) -> None:
+        """Move claimed rows that cannot be decoded to the dead letters, in a transaction
+        after the claim's. Should it fail, the rows stay leased until their lease ends, and
+        the claim that takes them again buries them then."""
+        log_undecodable(bad)
+        try:
+            async with self._db().acquire() as conn, conn.transaction():
+                await _lock_okeys(conn, [r[2] for r, _ in bad])
+                gone = {r[0] for r in await conn.fetch(
+                    "DELETE FROM sailseg_queue WHERE id = ANY($1::text[]) AND lease_owner = $2 "
+                    "RETURNING id", [r[0] for r, _ in bad], owner,
+                )}
+                dead = [undecodable_dead_row(r, exc, now) for r, exc in bad if r[0] in gone]
+                if dead:
+                    await conn.executemany(_numbered(DEAD_INSERT), dead)
+                await _fix_heads(conn, [r[2] for r, _ in bad], now)
+        except Exception:  # noqa: BLE001 - the good rows of the claim are handed out anyway
+            log.exception("moving %d undecodable queue item(s) to the dead letters failed",
+                          len(bad))
 
     async def finish(
         self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None

@@ -32,14 +32,15 @@ from ..errors import StoreError
 from ._rows import (
     ITEM_COLS,
     PreparedOutcome,
+    decode_items,
     expired_dead_row,
-    item_from_row,
     item_row,
     plan_heads,
     plan_new_heads,
     prepare_outcomes,
     released_row,
     replay_row,
+    undecodable_dead_row,
 )
 from ._schema import migrations
 from ._sql import (
@@ -50,6 +51,7 @@ from ._sql import (
     SQLStore,
     finish_writes,
     log_skipped,
+    log_undecodable,
     purge_sql,
 )
 from .base import Outcome, QueueItem
@@ -174,8 +176,7 @@ class SQLiteStore(SQLStore):
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
         if limit <= 0:
             return []
-        rows = await self._write(_claim, owner, limit, now + lease, now)
-        return [item_from_row(r) for r in rows]
+        return await self._write(_claim, owner, limit, now + lease, now)  # type: ignore[no-any-return]
 
     async def finish(
         self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None
@@ -364,17 +365,31 @@ def _enqueue(conn: sqlite3.Connection, rows: list[Row], window: float, now: floa
     return flags
 
 
-def _claim(conn: sqlite3.Connection, owner: str, limit: int, until: float, now: float) -> list[Row]:
+def _claim(
+    conn: sqlite3.Connection, owner: str, limit: int, until: float, now: float
+) -> list[QueueItem]:
+    """Lease the due heads; a row that cannot be decoded becomes a dead letter instead."""
     rows = conn.execute(
         f"SELECT {ITEM_COLS} FROM sailseg_queue WHERE head = 1 AND due_at <= ? "
         "AND lease_until <= ? ORDER BY id LIMIT ?",
         (now, now, limit),
     ).fetchall()
+    items, bad = decode_items(rows)
     conn.executemany(
         "UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id = ?",
-        [(owner, until, r[0]) for r in rows],
+        [(owner, until, i.id) for i in items],
     )
-    return rows
+    if bad:
+        _bury(conn, bad, now)
+    return items
+
+
+def _bury(conn: sqlite3.Connection, bad: list[tuple[Row, Exception]], now: float) -> None:
+    """Move undecodable queue rows to the dead letters (see ``undecodable_dead_row``)."""
+    log_undecodable(bad)
+    conn.executemany("DELETE FROM sailseg_queue WHERE id = ?", [(r[0],) for r, _ in bad])
+    conn.executemany(DEAD_INSERT, [undecodable_dead_row(r, exc, now) for r, exc in bad])
+    _fix_heads(conn, [r[2] for r, _ in bad], now)
 
 
 def _finish(
