@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +16,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+
+from sailseg.testing.processes import free_port, spawn_sailseg, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -50,29 +50,8 @@ concurrency = 32
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=0.5).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} did not come up")
-
-
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "sailseg", *args], stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return spawn_sailseg(args, log)
 
 
 def test_three_nodes_one_killed(tmp_path: Path, store_url: str) -> None:

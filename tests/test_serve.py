@@ -15,6 +15,8 @@ import anyio
 import httpx
 import pytest
 
+from sailseg.testing.processes import free_port, wait_http
+
 
 CONFIG = """
 [store]
@@ -31,14 +33,6 @@ sinks = [ {{ type = "echo", name = "rec", file = "{tmp}/out.jsonl" }} ]
 """
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(tmp: Path, port: int) -> subprocess.Popen[bytes]:
     cfg = tmp / "sailseg.toml"
     cfg.write_text(CONFIG.format(tmp=tmp))
@@ -51,17 +45,7 @@ def start(tmp: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"sailseg serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("sailseg serve did not become ready")
+    wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout, ok_below=300)
 
 
 def delivered_ids(tmp: Path) -> list[str]:
