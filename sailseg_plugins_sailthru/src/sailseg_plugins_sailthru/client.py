@@ -91,7 +91,9 @@ class SailthruClient:
             "user-agent": USER_AGENT,
             "accept": "application/json",
         }
-        self._urls: dict[str, str] = {}
+        # parsed once: httpx parses a str URL on every request (~16 us of its ~87 us client
+        # layer per request, measured with a no-op transport)
+        self._urls: dict[str, httpx.URL] = {}
         self.requests = 0
 
     def __repr__(self) -> str:
@@ -104,10 +106,10 @@ class SailthruClient:
         sig = sign_request(self._secret, (self._key, "json", js))
         return {"api_key": self._key, "format": "json", "json": js, "sig": sig}
 
-    def _url(self, endpoint: str) -> str:
+    def _url(self, endpoint: str) -> httpx.URL:
         url = self._urls.get(endpoint)
         if url is None:
-            url = self._urls[endpoint] = f"{self.base_url}/{endpoint.strip('/')}"
+            url = self._urls[endpoint] = httpx.URL(f"{self.base_url}/{endpoint.strip('/')}")
         return url
 
     def scrub(self, text: str) -> str:
