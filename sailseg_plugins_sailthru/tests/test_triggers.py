@@ -156,3 +156,15 @@ async def test_engagement_poller_cursor_and_resume(emulator: SailthruEmulator, s
     trig2 = await poller(emulator, store, fresh, streams=["engagement"])
     assert (await trig2.poll_once()) == {"engagement": 2}  # r3 open + the same-second boundary row
     assert {m["context"]["traits"]["email"] for m in fresh.messages} == {"r2@example.com", "r3@example.com"}
+
+
+def test_export_time_parsing_fast_path_matches_strptime() -> None:
+    from datetime import datetime, timezone
+
+    from sailseg_plugins_sailthru.poll import _parse_time
+
+    for text in ("2026-11-27 08:00:01", "2026-11-27T23:59:59", "2024-02-29 00:00:00"):
+        fmt = "%Y-%m-%dT%H:%M:%S" if "T" in text else "%Y-%m-%d %H:%M:%S"
+        assert _parse_time(text) == datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+    assert _parse_time("Fri, 27 Nov 2026 08:00:01 +0000") == datetime(2026, 11, 27, 8, 0, 1, tzinfo=timezone.utc)
+    assert _parse_time("") is None and _parse_time("2026-13-45 99:99:99") is None

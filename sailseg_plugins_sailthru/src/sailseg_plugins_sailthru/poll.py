@@ -43,6 +43,13 @@ def _parse_time(text: str) -> datetime | None:
     text = (text or "").strip()
     if not text:
         return None
+    if len(text) == 19 and text[10] in " T":
+        # the export's usual shape: fromisoformat is C (strptime was ~30% of the W3 export
+        # ingest's thread CPU for 100,000 rows); anything else takes the general path below
+        try:
+            return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
         try:
             return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
