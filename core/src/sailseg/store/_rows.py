@@ -19,6 +19,7 @@ __all__ = [
     "AUDIT_COLS",
     "DEAD_COLS",
     "ITEM_COLS",
+    "HeadKey",
     "PreparedOutcome",
     "audit_from_row",
     "audit_row",
@@ -29,6 +30,7 @@ __all__ = [
     "decode_items",
     "encode_sinks",
     "expired_dead_row",
+    "head_key",
     "item_from_row",
     "item_row",
     "plan_heads",
@@ -52,6 +54,8 @@ _sinks_decoder = msgspec.json.Decoder(list[str])
 _loose_encoder = msgspec.json.Encoder(enc_hook=repr)
 
 Row = Sequence[Any]
+#: (pipeline, okey): the rows sharing one are delivered one at a time, oldest first
+HeadKey = tuple[str, str]
 
 
 def clean(text: str) -> str:
@@ -255,6 +259,7 @@ class PreparedOutcome(NamedTuple):
     """
 
     id: str
+    pipeline: str
     okey: str
     #: "retry" keeps the row, "done" and "parked" remove it from the queue
     status: str
@@ -303,25 +308,27 @@ def prepare_outcomes(outcomes: Iterable[Outcome], now: float) -> list[PreparedOu
             for d in o.dead
         ]
         counts = [(item.pipeline, clean(k), n) for k, n in o.counts.items() if n]
-        out.append(PreparedOutcome(item.id, okey, o.status, retry, delivered, parked, keys, dead, counts))
+        out.append(PreparedOutcome(item.id, item.pipeline, okey, o.status, retry, delivered,
+                                   parked, keys, dead, counts))
     return out
 
 
 def plan_heads(
-    heads: dict[str, tuple[str, float]], oldest: dict[str, str | None], now: float
+    heads: dict[HeadKey, tuple[str, float]], oldest: dict[HeadKey, str | None], now: float
 ) -> tuple[list[str], list[str]]:
     """Decide which rows gain or lose the ``head`` mark.
 
-    The head of an ordering key is its oldest row (smallest id), the only one :meth:`claim`
-    may hand out. ``heads`` maps okey -> (current head id, its lease end), ``oldest`` maps
-    okey -> oldest row id (None: no rows left). A head that is leased (in flight) keeps the
-    mark even if an older row arrived behind it (a released parked item): moving it would let
-    two rows of one key run at once. Returns (ids to unmark, ids to mark).
+    The head of a (pipeline, ordering key) is its oldest row (smallest id), the only one
+    :meth:`claim` may hand out. ``heads`` maps (pipeline, okey) -> (current head id, its
+    lease end), ``oldest`` maps (pipeline, okey) -> oldest row id (None: no rows left). A head
+    that is leased (in flight) keeps the mark even if an older row arrived behind it (a
+    released parked item): moving it would let two rows of one key run at once. Returns (ids
+    to unmark, ids to mark).
     """
     unmark: list[str] = []
     mark: list[str] = []
-    for okey, first in oldest.items():
-        current = heads.get(okey)
+    for key, first in oldest.items():
+        current = heads.get(key)
         if current is not None and current[1] > now:
             continue
         current_id = current[0] if current is not None else None
@@ -334,19 +341,24 @@ def plan_heads(
 
 
 def plan_new_heads(
-    new: Sequence[tuple[str, str]], heads: dict[str, str]
-) -> tuple[set[str], list[str]]:
-    """For (okey, id) rows about to be inserted, given the current head id of their keys:
+    new: Sequence[tuple[HeadKey, str]], heads: dict[HeadKey, str]
+) -> tuple[set[str], list[HeadKey]]:
+    """For (head key, id) rows about to be inserted, given the current head id of their keys:
     the ids to insert already marked (the oldest new row of a key with no rows yet), and the
     keys that receive a row older than their head, whose heads :func:`plan_heads` must
     reconsider after the insert (rare: released parked items, clock skew between nodes)."""
-    first: dict[str, str] = {}
-    for okey, id in new:
-        if okey not in first or id < first[okey]:
-            first[okey] = id
-    mark = {id for okey, id in first.items() if okey not in heads}
-    older = [okey for okey, id in first.items() if okey in heads and id < heads[okey]]
+    first: dict[HeadKey, str] = {}
+    for key, id in new:
+        if key not in first or id < first[key]:
+            first[key] = id
+    mark = {id for key, id in first.items() if key not in heads}
+    older = [key for key, id in first.items() if key in heads and id < heads[key]]
     return mark, older
+
+
+def head_key(row: Row) -> HeadKey:
+    """The (pipeline, okey) of a queue row in ``ITEM_COLS`` order."""
+    return (row[1], row[2])
 
 
 def prefix_bound(prefix: str) -> str | None:

@@ -1,13 +1,14 @@
 """The store schema, written once and rendered for each SQL dialect.
 
 Every table is prefixed ``sailseg_`` so the store can share a database (or a PostgreSQL
-schema) with other applications. Version 1 is the first schema; a later version appends a
+schema) with other applications. Version 1 is the first schema; each later version appends a
 list of statements to :data:`_MIGRATIONS` and bumps :data:`~sailseg.store.base.SCHEMA_VERSION`.
 
-The ``queue.head`` column marks the oldest row of each ordering key: the only row of that key
-:meth:`~sailseg.store.base.Store.claim` may hand out. Keeping it as a column (maintained by
-every write that adds or removes queue rows) makes a claim an index range scan over heads
-instead of a scan over every queued row of a busy key.
+The ``queue.head`` column marks the oldest row of each (pipeline, ordering key): the only row
+of that key in that pipeline :meth:`~sailseg.store.base.Store.claim` may hand out. Keeping it
+as a column (maintained by every write that adds or removes queue rows) and indexing the heads
+by due time (``sailseg_queue_due``, version 2) makes a claim a range scan over due heads,
+instead of a scan over every queued row of a busy key or every head waiting on backoff.
 """
 
 from __future__ import annotations
@@ -134,21 +135,59 @@ CREATE TABLE sailseg_schema (version {int} NOT NULL);
 INSERT INTO sailseg_schema (version) VALUES (0);
 """
 
+# Version 2: one head per (pipeline, ordering key) instead of per ordering key, so an item
+# retrying in one pipeline no longer blocks the same person in the other pipelines fed by the
+# same trigger; claims find due heads through an index on (due_at, id) instead of walking
+# every head waiting on backoff; SQLite keeps the queue's row count in a table (triggers).
+_V2 = """
+DROP INDEX sailseg_queue_head;
+DROP INDEX sailseg_queue_ready;
+DROP INDEX sailseg_queue_okey;
+UPDATE sailseg_queue SET head = 1 WHERE id IN (
+    SELECT min(id) FROM sailseg_queue GROUP BY pipeline, okey HAVING max(head) = 0);
+CREATE INDEX sailseg_queue_okey ON sailseg_queue (okey, pipeline, id);
+CREATE UNIQUE INDEX sailseg_queue_head ON sailseg_queue (okey, pipeline) WHERE head = 1;
+CREATE INDEX sailseg_queue_due ON sailseg_queue (due_at, id) WHERE head = 1;
+"""
+
+# Statements only one dialect runs, after the shared ones of the same version. SQLite: the
+# queue's size, kept by triggers in every transaction that adds or removes rows (one writer,
+# so the single counter row costs nothing in contention). PostgreSQL counts instead: one
+# counter row updated by every node would serialize their transactions.
+_DIALECT_MIGRATIONS: dict[tuple[Dialect, int], str] = {
+    ("sqlite", 2): """
+CREATE TABLE sailseg_queue_size (n INTEGER NOT NULL);
+INSERT INTO sailseg_queue_size (n) SELECT count(*) FROM sailseg_queue;
+CREATE TRIGGER sailseg_queue_added AFTER INSERT ON sailseg_queue
+    BEGIN UPDATE sailseg_queue_size SET n = n + 1; END;
+CREATE TRIGGER sailseg_queue_removed AFTER DELETE ON sailseg_queue
+    BEGIN UPDATE sailseg_queue_size SET n = n - 1; END;
+""",
+}
+
 #: version -> the statements that upgrade the version before it
-_MIGRATIONS: dict[int, str] = {1: _V1}
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "a migration is missing for SCHEMA_VERSION"
 
 
-def migrations(dialect: Dialect, current: int) -> list[tuple[int, list[str]]]:
-    """The (version, statements) still to apply to a database at ``current``, in order.
+def _split(sql: str) -> list[str]:
+    """Statements separated by ``;`` at the end of a line (trigger bodies keep theirs)."""
+    return [s.strip() for s in sql.split(";\n") if s.strip()]
+
+
+def migrations(
+    dialect: Dialect, current: int, target: int = SCHEMA_VERSION
+) -> list[tuple[int, list[str]]]:
+    """The (version, statements) still to apply to a database at ``current`` to bring it to
+    ``target`` (tests build older schemas with it), in order.
 
     Each step ends by recording its version; run each step in one transaction.
     """
     types = _TYPES[dialect]
     steps = []
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        sql = _MIGRATIONS[version].format(**types)
-        statements = [s.strip() for s in sql.split(";") if s.strip()]
+    for version in range(current + 1, target + 1):
+        sql = _MIGRATIONS[version] + _DIALECT_MIGRATIONS.get((dialect, version), "")
+        statements = _split(sql.format(**types) + "\n")
         statements.append(f"UPDATE sailseg_schema SET version = {version}")
         steps.append((version, statements))
     return steps

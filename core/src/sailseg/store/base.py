@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: The schema version this code understands. A store at another version refuses to start.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class QueueItem(msgspec.Struct, kw_only=True):

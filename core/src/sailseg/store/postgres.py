@@ -35,8 +35,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..errors import StoreError
 from ._rows import (
     ITEM_COLS,
+    HeadKey,
     decode_items,
     expired_dead_row,
+    head_key,
     item_row,
     plan_heads,
     plan_new_heads,
@@ -68,6 +70,11 @@ Row = Sequence[Any]
 EnqueueCall = tuple[list[tuple[Any, ...]], float, float]  # rows, dedupe window, now
 
 _IN = "= ANY(?::text[])"
+#: due heads, found through the partial index on (due_at, id), oldest due first
+CLAIM_SQL = (
+    "SELECT id FROM sailseg_queue WHERE head = 1 AND due_at <= $1 AND lease_until <= $1 "
+    "ORDER BY due_at, id LIMIT $2"
+)
 _LOCK_CLASS = 0x5A15E6  # first key of every sailseg advisory lock
 _BUCKETS = 4096
 _MAX_BUCKET_LOCKS = 128
@@ -93,6 +100,8 @@ class PostgresStore(SQLStore):
     """The scale-out store. ``PostgresStore(url)`` builds it; :meth:`open` connects."""
 
     IN: ClassVar[str] = _IN
+    #: the claim's choice of rows (parameters: now, limit), for tests to ``EXPLAIN``
+    CLAIM_SQL: ClassVar[str] = CLAIM_SQL
     SKIP_LOCKED: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str) -> None:
@@ -241,15 +250,14 @@ class PostgresStore(SQLStore):
         if limit <= 0:
             return []
         rows = await self._db().fetch(
-            f"UPDATE sailseg_queue SET lease_owner = $1, lease_until = $2 WHERE id IN ("
-            "SELECT id FROM sailseg_queue WHERE head = 1 AND due_at <= $3 AND lease_until <= $3 "
-            f"ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {ITEM_COLS}",
-            owner, now + lease, now, limit,
+            "UPDATE sailseg_queue SET lease_owner = $3, lease_until = $4 WHERE id IN "
+            f"({CLAIM_SQL} FOR UPDATE SKIP LOCKED) RETURNING {ITEM_COLS}",
+            now, limit, owner, now + lease,
         )
         items, bad = decode_items(rows)
         if bad:
             await self._bury(owner, bad, now)
-        return sorted(items, key=lambda i: i.id)
+        return sorted(items, key=lambda i: (i.due_at, i.id))
 
     async def _bury(self, owner: str, bad: list[tuple[Row, Exception]], now: float) -> None:
         """Move claimed rows that cannot be decoded to the dead letters, in a transaction
@@ -266,7 +274,7 @@ class PostgresStore(SQLStore):
                 dead = [undecodable_dead_row(r, exc, now) for r, exc in bad if r[0] in gone]
                 if dead:
                     await conn.executemany(_numbered(DEAD_INSERT), dead)
-                await _fix_heads(conn, [r[2] for r, _ in bad], now)
+                await _fix_heads(conn, [head_key(r) for r, _ in bad], now)
         except Exception:  # noqa: BLE001 - the good rows of the claim are handed out anyway
             log.exception("moving %d undecodable queue item(s) to the dead letters failed",
                           len(bad))
@@ -303,7 +311,7 @@ class PostgresStore(SQLStore):
             for sql, rows in finish_writes(applied):
                 if rows:
                     await conn.executemany(_numbered(sql), rows)
-            await _fix_heads(conn, [p.okey for p in applied], now)
+            await _fix_heads(conn, [(p.pipeline, p.okey) for p in applied], now)
         log_skipped(prepared, applied, owner)
 
     # -- parking ---------------------------------------------------------------------
@@ -438,48 +446,53 @@ async def _take_parked(conn: asyncpg.Connection, where: str, arg: Any, cols: str
 
 
 async def _insert_items(conn: asyncpg.Connection, rows: list[tuple[Any, ...]], now: float) -> None:
-    """Insert queue rows (``ITEM_COLS``), marked as heads where their key had no rows.
-    Runs under :func:`_lock_okeys` for their keys."""
-    heads = {
-        r[0]: r[1]
+    """Insert queue rows (``ITEM_COLS``), marked as heads where their (pipeline, okey) had no
+    rows. Runs under :func:`_lock_okeys` for their keys."""
+    keys = sorted({head_key(r) for r in rows})
+    heads: dict[HeadKey, str] = {
+        (r[0], r[1]): r[2]
         for r in await conn.fetch(
-            "SELECT okey, id FROM sailseg_queue WHERE okey = ANY($1::text[]) AND head = 1",
-            list({r[2] for r in rows}),
+            "SELECT q.pipeline, q.okey, q.id FROM unnest($1::text[], $2::text[]) AS u(p, k) "
+            "JOIN sailseg_queue q ON q.okey = u.k AND q.pipeline = u.p AND q.head = 1",
+            [k[0] for k in keys], [k[1] for k in keys],
         )
     }
-    mark, older = plan_new_heads([(r[2], r[0]) for r in rows], heads)
+    mark, older = plan_new_heads([(head_key(r), r[0]) for r in rows], heads)
     await conn.executemany(_numbered(QUEUE_INSERT_HEAD), [(*r, int(r[0] in mark)) for r in rows])
     if older:
         await _fix_heads(conn, older, now)
 
 
-async def _fix_heads(conn: asyncpg.Connection, okeys: Sequence[str], now: float) -> None:
-    """Re-mark the oldest row of each ordering key as its head (see ``plan_heads``).
+async def _fix_heads(conn: asyncpg.Connection, keys: Sequence[HeadKey], now: float) -> None:
+    """Re-mark the oldest row of each (pipeline, okey) as its head (see ``plan_heads``).
 
     Runs under :func:`_lock_okeys`. The current heads are locked first: a claim leasing one
     right now finishes before we look at its lease, and no claim takes it while we decide.
     """
-    keys = sorted(set(okeys))
-    if not keys:
+    ordered = sorted(set(keys), key=lambda k: (k[1], k[0]))
+    if not ordered:
         return
-    heads: dict[str, tuple[str, float]] = {
-        r[0]: (r[1], r[2])
+    pipelines, okeys = [k[0] for k in ordered], [k[1] for k in ordered]
+    heads: dict[HeadKey, tuple[str, float]] = {
+        (r[0], r[1]): (r[2], r[3])
         for r in await conn.fetch(
-            "SELECT okey, id, lease_until FROM sailseg_queue "
-            "WHERE okey = ANY($1::text[]) AND head = 1 ORDER BY okey FOR UPDATE",
-            keys,
+            "SELECT q.pipeline, q.okey, q.id, q.lease_until "
+            "FROM unnest($1::text[], $2::text[]) AS u(p, k) JOIN sailseg_queue q "
+            "ON q.okey = u.k AND q.pipeline = u.p AND q.head = 1 "
+            "ORDER BY q.okey, q.pipeline FOR UPDATE OF q",
+            pipelines, okeys,
         )
     }
-    oldest: dict[str, str | None] = {
-        r[0]: r[1]
+    oldest: dict[HeadKey, str | None] = {
+        (r[0], r[1]): r[2]
         for r in await conn.fetch(
-            "SELECT k, (SELECT min(id) FROM sailseg_queue WHERE okey = k) "
-            "FROM unnest($1::text[]) AS k",
-            keys,
+            "SELECT p, k, (SELECT min(id) FROM sailseg_queue WHERE okey = k AND pipeline = p) "
+            "FROM unnest($1::text[], $2::text[]) AS u(p, k)",
+            pipelines, okeys,
         )
     }
     unmark, mark = plan_heads(heads, oldest, now)
-    # unmark first: the unique index on (okey) WHERE head = 1 is checked row by row
+    # unmark first: the unique index on (okey, pipeline) WHERE head = 1 is checked row by row
     if unmark:
         await conn.execute("UPDATE sailseg_queue SET head = 0 WHERE id = ANY($1::text[])", unmark)
     if mark:

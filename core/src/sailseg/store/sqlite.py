@@ -31,9 +31,11 @@ import msgspec
 from ..errors import StoreError
 from ._rows import (
     ITEM_COLS,
+    HeadKey,
     PreparedOutcome,
     decode_items,
     expired_dead_row,
+    head_key,
     item_row,
     plan_heads,
     plan_new_heads,
@@ -62,6 +64,11 @@ Row = Sequence[Any]
 Op = tuple[Callable[..., Any], tuple[Any, ...]]
 
 _IN = "IN (SELECT value FROM json_each(?))"
+#: due heads, found through the partial index on (due_at, id), oldest due first
+CLAIM_SQL = (
+    f"SELECT {ITEM_COLS} FROM sailseg_queue INDEXED BY sailseg_queue_due WHERE head = 1 "
+    "AND due_at <= ? AND lease_until <= ? ORDER BY due_at, id LIMIT ?"
+)
 _json = msgspec.json.Encoder()
 
 
@@ -73,6 +80,8 @@ class SQLiteStore(SQLStore):
     """The embedded store. ``SQLiteStore(url)`` builds it; :meth:`open` connects."""
 
     IN: ClassVar[str] = _IN
+    #: the claim's query (parameters: now, now, limit), for tests to ``EXPLAIN``
+    CLAIM_SQL: ClassVar[str] = CLAIM_SQL
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -165,6 +174,11 @@ class SQLiteStore(SQLStore):
         return await self._write(_migrate)  # type: ignore[no-any-return]
 
     # -- queue -----------------------------------------------------------------------
+    async def backlog(self) -> int:
+        """The queue's size as kept by triggers (schema 2): one row read, exact."""
+        rows = await self._fetch("SELECT n FROM sailseg_queue_size")
+        return int(rows[0][0])
+
     async def enqueue(
         self, items: Sequence[QueueItem], *, dedupe_window: float, now: float
     ) -> list[bool]:
@@ -303,18 +317,19 @@ def _migrate(conn: sqlite3.Connection) -> int:
     return int(current or 0)
 
 
-def _fix_heads(conn: sqlite3.Connection, okeys: Iterable[str], now: float) -> None:
-    """Re-mark the oldest row of each ordering key as its head (see ``plan_heads``)."""
-    heads: dict[str, tuple[str, float]] = {}
-    oldest: dict[str, str | None] = {}
-    for okey in set(okeys):
-        head_id, lease_until, oldest[okey] = conn.execute(
-            "SELECT h.id, h.lease_until, (SELECT min(id) FROM sailseg_queue WHERE okey = ?1) "
-            "FROM (SELECT 1) LEFT JOIN sailseg_queue h ON h.okey = ?1 AND h.head = 1",
-            (okey,),
+def _fix_heads(conn: sqlite3.Connection, keys: Iterable[HeadKey], now: float) -> None:
+    """Re-mark the oldest row of each (pipeline, okey) as its head (see ``plan_heads``)."""
+    heads: dict[HeadKey, tuple[str, float]] = {}
+    oldest: dict[HeadKey, str | None] = {}
+    for key in set(keys):
+        head_id, lease_until, oldest[key] = conn.execute(
+            "SELECT h.id, h.lease_until, (SELECT min(id) FROM sailseg_queue "
+            "WHERE okey = ?2 AND pipeline = ?1) FROM (SELECT 1) LEFT JOIN sailseg_queue h "
+            "ON h.okey = ?2 AND h.pipeline = ?1 AND h.head = 1",
+            key,
         ).fetchone()
         if head_id is not None:
-            heads[okey] = (head_id, lease_until)
+            heads[key] = (head_id, lease_until)
     unmark, mark = plan_heads(heads, oldest, now)
     if unmark:
         conn.executemany("UPDATE sailseg_queue SET head = 0 WHERE id = ?", [(i,) for i in unmark])
@@ -323,15 +338,16 @@ def _fix_heads(conn: sqlite3.Connection, okeys: Iterable[str], now: float) -> No
 
 
 def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None:
-    """Insert queue rows (``ITEM_COLS``), marked as heads where their key had no rows."""
-    heads: dict[str, str] = {}
-    for okey in {r[2] for r in rows}:
+    """Insert queue rows (``ITEM_COLS``), marked as heads where their (pipeline, okey) had
+    no rows."""
+    heads: dict[HeadKey, str] = {}
+    for key in {head_key(r) for r in rows}:
         head = conn.execute(
-            "SELECT id FROM sailseg_queue WHERE okey = ? AND head = 1", (okey,)
+            "SELECT id FROM sailseg_queue WHERE okey = ?2 AND pipeline = ?1 AND head = 1", key
         ).fetchone()
         if head is not None:
-            heads[okey] = head[0]
-    mark, older = plan_new_heads([(r[2], r[0]) for r in rows], heads)
+            heads[key] = head[0]
+    mark, older = plan_new_heads([(head_key(r), r[0]) for r in rows], heads)
     conn.executemany(QUEUE_INSERT_HEAD, [(*r, int(r[0] in mark)) for r in rows])
     if older:
         _fix_heads(conn, older, now)
@@ -369,11 +385,7 @@ def _claim(
     conn: sqlite3.Connection, owner: str, limit: int, until: float, now: float
 ) -> list[QueueItem]:
     """Lease the due heads; a row that cannot be decoded becomes a dead letter instead."""
-    rows = conn.execute(
-        f"SELECT {ITEM_COLS} FROM sailseg_queue WHERE head = 1 AND due_at <= ? "
-        "AND lease_until <= ? ORDER BY id LIMIT ?",
-        (now, now, limit),
-    ).fetchall()
+    rows = conn.execute(CLAIM_SQL, (now, now, limit)).fetchall()
     items, bad = decode_items(rows)
     conn.executemany(
         "UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id = ?",
@@ -389,7 +401,7 @@ def _bury(conn: sqlite3.Connection, bad: list[tuple[Row, Exception]], now: float
     log_undecodable(bad)
     conn.executemany("DELETE FROM sailseg_queue WHERE id = ?", [(r[0],) for r, _ in bad])
     conn.executemany(DEAD_INSERT, [undecodable_dead_row(r, exc, now) for r, exc in bad])
-    _fix_heads(conn, [r[2] for r, _ in bad], now)
+    _fix_heads(conn, [head_key(r) for r, _ in bad], now)
 
 
 def _finish(
@@ -414,7 +426,7 @@ def _finish(
     for sql, rows in finish_writes(applied):
         if rows:
             conn.executemany(sql, rows)
-    _fix_heads(conn, [p.okey for p in applied], now)
+    _fix_heads(conn, [(p.pipeline, p.okey) for p in applied], now)
     return applied
 
 
