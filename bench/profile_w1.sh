@@ -20,6 +20,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 (cd "$HERE" && exec "$PY" stub_sailthru.py --port "$STUB_PORT") >"$OUT/stub.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$STUB_PORT/stats" >/dev/null && break; sleep 0.1; done
 bash -c "exec $SUT_CMD" >"$OUT/sut.log" 2>&1 & SUT_PID=$!; PIDS+=($SUT_PID)
 INGEST=${SUT_INGEST_URL:-http://127.0.0.1:$SUT_PORT/v1/identify}
 (cd "$HERE" && "$PY" load.py ready --url "$INGEST" --stub "http://127.0.0.1:$STUB_PORT" --runid "prof-$$" --timeout 60) >/dev/null
