@@ -157,3 +157,15 @@ async def test_backlog_follows_every_path_that_adds_or_removes_queue_rows(
     await store.claim("n", 10, lease=30, now=NOW)
     assert await store.backlog() == 3  # the k1 head became a dead letter; the next one waits
     assert [d.error_type for d in await store.list_dead_letters()] == ["Undecodable"]
+    assert await store.replay_dead_letters(None, now=NOW) == 1
+    assert await store.backlog() == 4
+    assert await store.backlog() == (await store.stats())["p"]["backlog"]
+
+
+async def test_migrate_recounts_a_backlog_that_rows_added_by_hand_made_drift(
+    store: Store, item: Item
+) -> None:
+    await store.enqueue([item("a1", "A")], dedupe_window=0, now=NOW)
+    await store._execute(QUEUE_INSERT_HEAD, *item_row(item("b1", "B")), 1)  # behind our back
+    assert await store.migrate() == SCHEMA_VERSION
+    assert await store.backlog() == 2

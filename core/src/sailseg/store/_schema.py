@@ -138,7 +138,7 @@ INSERT INTO sailseg_schema (version) VALUES (0);
 # Version 2: one head per (pipeline, ordering key) instead of per ordering key, so an item
 # retrying in one pipeline no longer blocks the same person in the other pipelines fed by the
 # same trigger; claims find due heads through an index on (due_at, id) instead of walking
-# every head waiting on backoff; SQLite keeps the queue's row count in a table (triggers).
+# every head waiting on backoff; SQLite keeps the queue's row count in a table.
 _V2 = """
 DROP INDEX sailseg_queue_head;
 DROP INDEX sailseg_queue_ready;
@@ -151,17 +151,14 @@ CREATE INDEX sailseg_queue_due ON sailseg_queue (due_at, id) WHERE head = 1;
 """
 
 # Statements only one dialect runs, after the shared ones of the same version. SQLite: the
-# queue's size, kept by triggers in every transaction that adds or removes rows (one writer,
-# so the single counter row costs nothing in contention). PostgreSQL counts instead: one
-# counter row updated by every node would serialize their transactions.
+# queue's size, which every write call that adds or removes queue rows adjusts by its total in
+# its own transaction (one writer, so the single row costs nothing in contention; per-row
+# triggers cost 15-20% of the claim+finish throughput). PostgreSQL counts instead: one counter
+# row updated by every node would serialize their transactions.
 _DIALECT_MIGRATIONS: dict[tuple[Dialect, int], str] = {
     ("sqlite", 2): """
 CREATE TABLE sailseg_queue_size (n INTEGER NOT NULL);
 INSERT INTO sailseg_queue_size (n) SELECT count(*) FROM sailseg_queue;
-CREATE TRIGGER sailseg_queue_added AFTER INSERT ON sailseg_queue
-    BEGIN UPDATE sailseg_queue_size SET n = n + 1; END;
-CREATE TRIGGER sailseg_queue_removed AFTER DELETE ON sailseg_queue
-    BEGIN UPDATE sailseg_queue_size SET n = n - 1; END;
 """,
 }
 
@@ -171,7 +168,7 @@ assert max(_MIGRATIONS) == SCHEMA_VERSION, "a migration is missing for SCHEMA_VE
 
 
 def _split(sql: str) -> list[str]:
-    """Statements separated by ``;`` at the end of a line (trigger bodies keep theirs)."""
+    """Statements separated by ``;`` at the end of a line (a trigger body would keep its own)."""
     return [s.strip() for s in sql.split(";\n") if s.strip()]
 
 

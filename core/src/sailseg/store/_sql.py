@@ -111,7 +111,8 @@ def log_undecodable(bad: Sequence[tuple[Row, Exception]]) -> None:
 
 def purge_sql(in_list: str) -> list[str]:
     """The statements of ``purge_okeys`` apart from parked items (which go through each
-    backend's ``_take_parked``), each taking the okey list as its one parameter."""
+    backend's ``_take_parked``), each taking the okey list as its one parameter; the
+    queue's comes first."""
     return [
         f"DELETE FROM sailseg_{table} WHERE okey {in_list}"
         for table in ("queue", "delivered", "dead_letters")

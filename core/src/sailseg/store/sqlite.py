@@ -56,7 +56,7 @@ from ._sql import (
     log_undecodable,
     purge_sql,
 )
-from .base import Outcome, QueueItem
+from .base import SCHEMA_VERSION, Outcome, QueueItem
 
 __all__ = ["SQLiteStore"]
 
@@ -175,7 +175,8 @@ class SQLiteStore(SQLStore):
 
     # -- queue -----------------------------------------------------------------------
     async def backlog(self) -> int:
-        """The queue's size as kept by triggers (schema 2): one row read, exact."""
+        """The queue's size as every write that adds or removes queue rows keeps it (schema
+        2, see ``_grow``): one row read, exact."""
         rows = await self._fetch("SELECT n FROM sailseg_queue_size")
         return int(rows[0][0])
 
@@ -314,7 +315,17 @@ def _migrate(conn: sqlite3.Connection) -> int:
         for sql in statements:
             conn.execute(sql)
         current = version
+    if current == SCHEMA_VERSION:
+        conn.execute("UPDATE sailseg_queue_size SET n = (SELECT count(*) FROM sailseg_queue)")
     return int(current or 0)
+
+
+def _grow(conn: sqlite3.Connection, n: int) -> None:
+    """Adjust the queue's size (``sailseg_queue_size``, read by ``backlog``) by ``n``. Every
+    function here that inserts or deletes queue rows calls it in the same transaction;
+    ``migrate`` recounts, to repair a size that rows changed by hand made drift."""
+    if n:
+        conn.execute("UPDATE sailseg_queue_size SET n = n + ?", (n,))
 
 
 def _fix_heads(conn: sqlite3.Connection, keys: Iterable[HeadKey], now: float) -> None:
@@ -349,6 +360,7 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
             heads[key] = head[0]
     mark, older = plan_new_heads([(head_key(r), r[0]) for r in rows], heads)
     conn.executemany(QUEUE_INSERT_HEAD, [(*r, int(r[0] in mark)) for r in rows])
+    _grow(conn, len(rows))
     if older:
         _fix_heads(conn, older, now)
 
@@ -399,7 +411,9 @@ def _claim(
 def _bury(conn: sqlite3.Connection, bad: list[tuple[Row, Exception]], now: float) -> None:
     """Move undecodable queue rows to the dead letters (see ``undecodable_dead_row``)."""
     log_undecodable(bad)
-    conn.executemany("DELETE FROM sailseg_queue WHERE id = ?", [(r[0],) for r, _ in bad])
+    gone = sum(conn.execute("DELETE FROM sailseg_queue WHERE id = ?", (r[0],)).rowcount
+               for r, _ in bad)
+    _grow(conn, -gone)
     conn.executemany(DEAD_INSERT, [undecodable_dead_row(r, exc, now) for r, exc in bad])
     _fix_heads(conn, [head_key(r) for r, _ in bad], now)
 
@@ -412,6 +426,7 @@ def _finish(
     fence = "" if owner is None else " AND lease_owner = ?"
     extra = () if owner is None else (owner,)
     applied: list[PreparedOutcome] = []
+    removed = 0
     for p in prepared:
         if p.retry is not None:
             cur = conn.execute(
@@ -423,6 +438,8 @@ def _finish(
             cur = conn.execute(f"DELETE FROM sailseg_queue WHERE id = ?{fence}", (p.id, *extra))
         if cur.rowcount:  # else finished elsewhere, purged, or no longer ours: record nothing
             applied.append(p)
+            removed += p.retry is None
+    _grow(conn, -removed)
     for sql, rows in finish_writes(applied):
         if rows:
             conn.executemany(sql, rows)
@@ -478,6 +495,7 @@ def _replay(conn: sqlite3.Connection, ids: list[str] | None, now: float) -> int:
 
 def _purge(conn: sqlite3.Connection, okeys: str) -> int:
     total = len(_take_parked(conn, f"okey {_IN}", okeys, "id"))
-    for sql in purge_sql(_IN):
-        total += conn.execute(sql, (okeys,)).rowcount
-    return total
+    queue, *others = purge_sql(_IN)
+    dequeued = conn.execute(queue, (okeys,)).rowcount
+    _grow(conn, -dequeued)
+    return total + dequeued + sum(conn.execute(sql, (okeys,)).rowcount for sql in others)
