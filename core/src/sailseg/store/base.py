@@ -10,7 +10,8 @@ tests can control the clock.
 Tables, conceptually:
 
 - **queue**: one row per (accepted event, pipeline) still to deliver. ``okey`` is the ordering
-  key: rows sharing it are claimed strictly one at a time, oldest first (per-identity order).
+  key: rows of one pipeline sharing it are claimed strictly one at a time, oldest first
+  (per-identity order within a pipeline; pipelines do not wait for each other).
 - **dedupe**: ``dedupe_key`` -> first seen; a repeat inside the window is acknowledged, dropped.
 - **delivered**: finished rows kept ``retention`` seconds for ``sailseg replay``.
 - **dead_letters**: per (item, sink) permanent failures with the error and last response.
@@ -48,7 +49,8 @@ SCHEMA_VERSION = 2
 class QueueItem(msgspec.Struct, kw_only=True):
     """One event waiting for delivery through one pipeline.
 
-    :param id: unique, sortable (``events.new_id()``); also the FIFO order within ``okey``.
+    :param id: unique, sortable (``events.new_id()``); also the FIFO order within
+        (``pipeline``, ``okey``).
     :param event: the envelope (payload, trace, identity...).
     :param pipeline: pipeline name.
     :param okey: ordering key (``events.ordering_key``).
@@ -87,7 +89,8 @@ class Outcome(msgspec.Struct, kw_only=True):
     - ``done``: remove from queue; if ``delivered`` is non-empty, keep the event in
       ``delivered`` for replay; bump counters.
     - ``retry``: keep in queue with ``sinks`` (remaining), ``attempt``, ``due_at``,
-      ``last_error``; release the lease. The ordering key stays blocked until it finishes.
+      ``last_error``; release the lease. The ordering key stays blocked in this pipeline until
+      it finishes (other pipelines go on).
     - ``parked``: move to ``parked`` with ``park_keys`` and ``park_expires_at``.
 
     ``dead`` records are written as dead letters in the same transaction, whatever the status.
@@ -205,14 +208,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def backlog(self) -> int:
-        """Number of rows in the queue (cheap; may be approximate by a few in-flight rows)."""
+        """Number of rows in the queue (may be approximate by a few in-flight rows).
+
+        SQLite reads a count its writes keep (one row, exact); PostgreSQL counts the rows
+        (a few ms per 100k queued; the runtime caches the value for a second)."""
 
     @abc.abstractmethod
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
-        """Lease up to ``limit`` items that are due and are the oldest unfinished row of their
-        ``okey``, and not leased by anyone (or whose lease expired). Oldest first.
+        """Lease up to ``limit`` items that are due (``due_at <= now``), are the oldest
+        unfinished row of their (``pipeline``, ``okey``), and are not leased by anyone (or
+        whose lease expired). Taken and returned in ``(due_at, id)`` order: the longest due
+        first, ties by id (creation order).
 
-        A claimed item's ``attempt`` is as stored (the runtime increments on retry).
+        A claimed item's ``attempt`` is as stored (the runtime increments on retry). A row
+        that cannot be decoded is not returned: it becomes a dead letter (sink ``"-"``,
+        ``error_type="Undecodable"``, the stored event bytes kept) and the next row of its
+        key becomes claimable.
         Multi-node: uses ``FOR UPDATE SKIP LOCKED`` and leases, so two owners never hold the
         same item, and a dead owner's items come back after ``lease`` seconds.
         """
@@ -267,10 +278,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_dead_letters(
         self, *, pipeline: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[DeadLetter]: ...
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first. One whose stored event cannot be decoded is listed
+        with an empty stand-in event (``meta["undecodable"]`` says why), never raising."""
 
     @abc.abstractmethod
-    async def get_dead_letter(self, id: str) -> DeadLetter | None: ...
+    async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        """One dead letter (a damaged one as in :meth:`list_dead_letters`), or None."""
 
     @abc.abstractmethod
     async def replay_dead_letters(self, ids: Sequence[str] | None, *, now: float) -> int:
@@ -326,4 +340,5 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def purge_okeys(self, okeys: Sequence[str]) -> int:
         """Delete queue, parked, delivered and dead-letter rows whose ``okey`` is one of
-        ``okeys`` (a person's identifiers); return rows deleted. Audit rows are kept."""
+        ``okeys`` (a person's identifiers), in every pipeline; return rows deleted. Audit
+        rows are kept."""
