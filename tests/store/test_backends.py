@@ -208,3 +208,36 @@ async def test_postgres_housekeeping_never_waits_for_busy_rows(pg_url: str) -> N
         assert [r[0] for r in await store._fetch("SELECT key FROM sailseg_dedupe")] == ["k-busy"]
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_undecodable_rows_stay_leased_if_burying_them_fails(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dead-lettering runs after the claim's transaction: should it fail, the claim still
+    hands out the good rows, and the bad one is buried by a claim after its lease ends."""
+    import sailseg.store.postgres as pg
+
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await store.migrate()
+        await store.enqueue([qi("bad", "a"), qi("good", "b")], dedupe_window=0, now=NOW)
+        await store._execute("UPDATE sailseg_queue SET event = ? WHERE id = 'bad'", b"junk")
+
+        def broken(*_: object) -> None:
+            raise RuntimeError("disk on fire")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(pg, "undecodable_dead_row", broken)
+            (good,) = await store.claim("n", 10, lease=10, now=NOW)
+        assert good.id == "good"
+        await store.finish([Outcome(item=good, status="done")], now=NOW, owner="n")
+        assert "undecodable queue item(s) to the dead letters failed" in caplog.text
+        assert await store.list_dead_letters() == []
+        assert await store.claim("n", 10, lease=10, now=NOW + 9) == []  # still leased
+        assert await store.claim("n", 10, lease=10, now=NOW + 10) == []  # buried now
+        assert [d.error_type for d in await store.list_dead_letters()] == ["Undecodable"]
+        assert await store.backlog() == 0
+    finally:
+        await store.close()

@@ -38,6 +38,7 @@ __all__ = [
     "Pending",
     "SQLStore",
     "finish_writes",
+    "log",
     "log_skipped",
     "log_undecodable",
     "purge_sql",

@@ -55,6 +55,7 @@ from ._sql import (
     Pending,
     SQLStore,
     finish_writes,
+    log,
     log_skipped,
     log_undecodable,
     purge_sql,
