@@ -315,7 +315,7 @@ class Delivery:
         capped backoff (leases keep being extended meanwhile, so nothing is lost).
         """
         try:
-            await self.store.finish(batch, now=now)
+            await self.store.finish(batch, now=now, owner=self.owner)
             self._store_ok_at = self.clock()
             return
         except Exception:  # noqa: BLE001
@@ -325,7 +325,7 @@ class Delivery:
             converted = False
             while True:
                 try:
-                    await self.store.finish([o], now=now)
+                    await self.store.finish([o], now=now, owner=self.owner)
                     break
                 except (TypeError, ValueError, msgspec.EncodeError) as exc:
                     if not converted:
@@ -347,9 +347,17 @@ class Delivery:
             ids = list(self.inflight)
             if ids:
                 try:
-                    await self.store.extend_lease(self.owner, ids, lease=self.cfg.lease, now=self.clock())
+                    kept = await self.store.extend_lease(self.owner, ids, lease=self.cfg.lease, now=self.clock())
                 except Exception:  # noqa: BLE001
                     log.exception("extend_lease failed")
+                    continue
+                lost = set(ids) - set(kept or ()) - {o.item.id for o in self._done}
+                lost &= set(self.inflight)
+                if lost:
+                    # another node may hold these now; our outcome will be fenced off by the
+                    # store (finish with owner), so the worst case is a duplicate send
+                    log.warning("lease lost for %d in-flight item(s); their outcome will not be recorded here",
+                                len(lost))
 
     def _record_metrics(self, o: Outcome, now: float) -> None:
         m = self.metrics
