@@ -189,10 +189,10 @@ class Store(abc.ABC):
             )
 
     def redacted_url(self) -> str:
-        """The URL with any password replaced by ``***`` (for messages and logs)."""
-        import re
+        """The URL with any password (user info or ``?password=``) replaced by ``***``."""
+        from ..config import redact_url
 
-        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", self.url)
+        return redact_url(self.url)
 
     # -- queue -----------------------------------------------------------------------
     @abc.abstractmethod
