@@ -13,7 +13,7 @@ from sailthru_testing import ENV, KEY, SECRET, event, make
 import sailseg
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_sailthru.sinks import DeleteSink, EventSink, ListSink, PurchaseSink, SendSink, UserSink
-from sailseg_plugins_sailthru.sinks.purchase import LEDGER_NS
+from sailseg_plugins_sailthru.sinks.purchase import CART_NS, LEDGER_NS, person_ns
 
 pytestmark = pytest.mark.anyio
 FIX = Path("/work/shared/fixtures/segment")
@@ -151,6 +151,35 @@ async def test_cart_events_send_full_cart_and_reminder(ctx: sailseg.ComponentCon
     await sink.send(event(order))
     assert user(emulator, "c@example.com").purchase_incomplete is None
     assert all(s["status"] == "cancelled" for s in reminders)
+
+
+async def test_purchase_and_cart_entries_are_indexed_per_person_without_the_email(
+    ctx: sailseg.ComponentContext, emulator: SailthruEmulator
+) -> None:
+    """docs/plugin-hooks.md "Personal data in the store": every personal kv entry has an index
+    entry in ``person:<sha256(email)>``; no kv key holds the email in clear."""
+    assert ctx.store is not None
+    store = ctx.store
+    sink = await make(PurchaseSink, ctx)
+    base = {"type": "track", "userId": "1", "context": {"traits": {"email": " Ix@Example.com"}}}
+    prod = {"product_id": "p1", "name": "Mug", "price": 9.99, "quantity": 1, "url": "https://s/p1"}
+    # a cart stored under the old key (email in clear) is read once and moved
+    legacy = f"{sink.account_id}:ix@example.com"
+    await store.kv_set(CART_NS, legacy, b'[{"id":"p0","qty":1,"price":100,"title":"Old","url":"https://s/p0"}]')
+    await sink.send(event({**base, "event": "Product Added", "properties": prod}))
+    assert await store.kv_get(CART_NS, legacy) is None
+    cart = user(emulator, "ix@example.com").purchase_incomplete
+    assert [i["id"] for i in cart["items"]] == ["p0", "p1"]
+    pns = person_ns("ix@example.com")
+    [(ref, _)] = await store.kv_scan(pns)
+    ns, _, key = ref.partition("|")
+    assert ns == CART_NS and await store.kv_get(ns, key) is not None
+    assert "ix@example.com" not in key
+    await sink.send(event({**base, "event": "Order Completed", "properties": {"order_id": "ix-1", "products": [prod]}}))
+    refs = [r for r, _ in await store.kv_scan(pns)]
+    assert refs == [f"{LEDGER_NS}|{sink.account_id}:ix-1"]  # the cart is gone, and its index entry
+    for ns in (CART_NS, LEDGER_NS):
+        assert all("@" not in k for k, _ in await store.kv_scan(ns))
 
 
 async def test_send_sink(ctx: sailseg.ComponentContext, emulator: SailthruEmulator) -> None:

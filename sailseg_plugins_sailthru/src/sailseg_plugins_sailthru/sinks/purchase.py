@@ -11,10 +11,16 @@ each order key as ``pending`` before posting and ``done`` after. A retry or repl
 ``done`` order is skipped; a ``pending`` one (the previous attempt may have reached Sailthru
 before failing) is first looked up with ``GET /purchase`` by its extid and only posted when
 Sailthru does not have it.
+
+Personal data in the store (docs/plugin-hooks.md): carts are keyed by the sha256 of the email
+(never the email itself), and every ledger or cart entry of a person is indexed in namespace
+``person:<sha256 hex of the email>`` under ``<ns>|<key>``, so a privacy erase can delete them
+without knowing this layout.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -26,11 +32,31 @@ from ..errors import SailthruNotFound
 from ..mapping import apply_overrides, find_email, flatten_vars, order_key, product_item, to_cents
 from .base import Request, SailthruSink
 
-__all__ = ["PurchaseSink", "CART_EVENTS", "LEDGER_NS", "CART_NS"]
+__all__ = ["PurchaseSink", "CART_EVENTS", "LEDGER_NS", "CART_NS", "person_ns"]
 
 CART_EVENTS = frozenset({"Product Added", "Product Removed", "Cart Viewed", "Checkout Started"})
 LEDGER_NS = "sailthru.purchase_ledger"
 CART_NS = "sailthru.cart"
+
+
+def _email_hash(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def person_ns(email: str) -> str:
+    """The person-index namespace of ``email`` (docs/plugin-hooks.md)."""
+    return f"person:{_email_hash(email)}"
+
+
+async def _index(store: Any, email: str | None, ns: str, key: str) -> None:
+    """Index a personal kv entry for the privacy erase (written *before* the entry)."""
+    if email:
+        await store.kv_set(person_ns(email), f"{ns}|{key}", b"1")
+
+
+async def _unindex(store: Any, email: str | None, ns: str, key: str) -> None:
+    if email:
+        await store.kv_delete(person_ns(email), f"{ns}|{key}")
 
 
 class PurchaseSink(SailthruSink):
@@ -123,6 +149,8 @@ class PurchaseSink(SailthruSink):
             return {"endpoint": "POST /purchase", "ok": True, "purchase_id": _pid(body)}
         lkey = f"{self.account_id}:{key}"
         mine = msgspec.json.encode({"state": "pending", "event": event.id})
+        email = req.get("email")
+        await _index(store, email, LEDGER_NS, lkey)
         if not await store.kv_add(LEDGER_NS, lkey, mine):
             raw = await store.kv_get(LEDGER_NS, lkey)
             entry = msgspec.json.decode(raw) if raw else {}
@@ -137,9 +165,11 @@ class PurchaseSink(SailthruSink):
         pid = _pid(body)
         await store.kv_set(LEDGER_NS, lkey, msgspec.json.encode(
             {"state": "done", "event": event.id, "purchase_id": pid}))
-        email = req.get("email")
         if email:
-            await store.kv_delete(CART_NS, self._cart_key(str(email)))
+            ckey = self._cart_key(str(email))
+            await store.kv_delete(CART_NS, ckey)
+            await store.kv_delete(CART_NS, self._legacy_cart_key(str(email)))
+            await _unindex(store, email, CART_NS, ckey)
         return {"endpoint": "POST /purchase", "ok": True, "purchase_id": pid}
 
     async def _lookup(self, key: str) -> str | None:
@@ -150,7 +180,20 @@ class PurchaseSink(SailthruSink):
         return _pid(body) or "unknown"
 
     def _cart_key(self, email: str) -> str:
+        return f"{self.account_id}:{_email_hash(email)}"
+
+    def _legacy_cart_key(self, email: str) -> str:
+        """Before carts were keyed by the email's hash (read once, then moved)."""
         return f"{self.account_id}:{email.strip().lower()}"
+
+    async def _load_cart(self, email: str) -> list[dict[str, Any]]:
+        store = self.ctx.store
+        if store is None:
+            return []
+        raw = await store.kv_get(CART_NS, self._cart_key(email))
+        if raw is None:
+            raw = await store.kv_get(CART_NS, self._legacy_cart_key(email))
+        return msgspec.json.decode(raw) if raw else []
 
     async def cart_request(self, event: sailseg.Event, cart: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The incomplete-purchase request for a cart event and the cart after it."""
@@ -185,19 +228,18 @@ class PurchaseSink(SailthruSink):
         store = self.ctx.store
         email = self._email(event)
         ckey = self._cart_key(email)
-        raw = await store.kv_get(CART_NS, ckey) if store is not None else None
-        cart = msgspec.json.decode(raw) if raw else []
+        cart = await self._load_cart(email)
         req, cart = await self.cart_request(event, cart)
         await self.client.request("POST", "purchase", req)
         if store is not None:
+            await _index(store, email, CART_NS, ckey)
             await store.kv_set(CART_NS, ckey, msgspec.json.encode(cart))
+            await store.kv_delete(CART_NS, self._legacy_cart_key(email))
         return {"endpoint": "POST /purchase", "ok": True, "incomplete": True, "items": len(cart)}
 
     async def preview(self, event: sailseg.Event) -> Any:
         if event.payload.get("event") in self._cart_events:
-            store = self.ctx.store
-            raw = await store.kv_get(CART_NS, self._cart_key(self._email(event))) if store else None
-            req, _ = await self.cart_request(event, msgspec.json.decode(raw) if raw else [])
+            req, _ = await self.cart_request(event, await self._load_cart(self._email(event)))
             return {"method": "POST", "endpoint": "/purchase", "json": req}
         return await super().preview(event)
 
