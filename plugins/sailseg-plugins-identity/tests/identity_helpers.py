@@ -49,8 +49,8 @@ NOT_ECHO_OR_DELETE = {
 }
 
 
-def config(tmp_path: Path) -> Any:
-    raw = {
+def config(tmp_path: Path, *, purchases: bool = False) -> Any:
+    raw: dict[str, Any] = {
         "store": {"url": f"sqlite:///{tmp_path}/e2e.db"},
         "delivery": {"backoff_base": 0.01, "backoff_max": 0.05, "poll_interval": 0.02,
                      "max_attempts": 100, "max_age": 120},
@@ -86,6 +86,12 @@ def config(tmp_path: Path) -> Any:
                               "resolver": "graph_segment", "sinks": ["seg_track"]},
         },
     }
+    if purchases:  # the Sailthru plugin's order ledger and carts (personal kv entries)
+        raw["sinks"]["st_purchase"] = {"type": "sailthru.purchase", **ST}
+        raw["pipelines"]["purchases"] = {
+            "trigger": "segment", "resolver": "graph", "sinks": ["st_purchase"],
+            "transforms": [{"type": "filter", "where": "event == 'Order Completed' || event == 'Product Added'"}],
+        }
     return parse_config(raw, env={})
 
 
@@ -136,8 +142,8 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 15.0, *, quiet: boo
 
 @asynccontextmanager
 async def running(tmp_path: Path, router: HostRouter, sailthru: SailthruEmulator,
-                  segment: SegmentEmulator) -> AsyncIterator[Node]:
-    async with Runtime(config(tmp_path), transport=router, env={}) as rt:
+                  segment: SegmentEmulator, *, purchases: bool = False) -> AsyncIterator[Node]:
+    async with Runtime(config(tmp_path, purchases=purchases), transport=router, env={}) as rt:
         app = rt.asgi_app()
         router.add(SAILSEG_HOST, app)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

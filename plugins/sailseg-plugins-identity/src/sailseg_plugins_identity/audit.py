@@ -45,9 +45,10 @@ async def append(
     outcome: str,
     details: dict[str, Any] | None = None,
     at: float | None = None,
+    id: str | None = None,  # noqa: A002 - the record's id, when the caller needs it first
 ) -> AuditRecord:
-    """Append one record (``at``: when sailseg acted, default now)."""
-    rec = AuditRecord(id=new_id(), at=time.time() if at is None else at, action=action,
+    """Append one record (``at``: when sailseg acted, default now; ``id``: default new)."""
+    rec = AuditRecord(id=id or new_id(), at=time.time() if at is None else at, action=action,
                       subject=subject, actor=actor, system=system, outcome=outcome,
                       details=dict(details or {}))
     await store.audit_append(rec)

@@ -37,6 +37,7 @@ from .graph import IdentityGraph, identifiers, normalise
 from .ledger import Change, ConsentLedger, Decision
 from .resolver import is_barrier, park_or_resolve
 from .timeutil import event_time, iso
+from .tombstone import DEFAULT_RETENTION, Tombstones, retention_of
 
 __all__ = ["ORIGIN", "ConsentToSailthru", "ConsentToSegment", "TraitNames", "origin_of"]
 
@@ -77,12 +78,22 @@ class _ConsentBase(sailseg.Transform):
         super().__init__(config, ctx)
         self._ledger: ConsentLedger | None = None
         self._graph: IdentityGraph | None = None
+        self._tombstones: Tombstones | None = None
+        self._retention = retention_of(config.tombstone_retention, where=f"{self.name}: tombstone_retention")
 
     async def start(self) -> None:
         if self.ctx.store is None:
             raise sailseg.ConfigError(f"{self.name}: needs the store")
         self._ledger = ConsentLedger(self.ctx.store)
         self._graph = IdentityGraph(self.ctx.store, clock=self.ctx.clock)
+        if self.config.honour_tombstones:
+            self._tombstones = Tombstones(self.ctx.store, retention=self._retention, clock=self.ctx.clock)
+
+    async def _check_tombstones(self, event: Event, ids: dict[str, str]) -> None:
+        """Drop a consent change of an erased person older than the erasure (no ledger entry,
+        no audit record and no write may recreate them)."""
+        if self._tombstones is not None and ids:
+            await self._tombstones.check(ids, event_time(event))
 
     @property
     def ledger(self) -> ConsentLedger:
@@ -148,6 +159,8 @@ class ConsentToSailthru(_ConsentBase):
         :param consent_categories: ``context.consent.categoryPreferences`` keys for email;
             false opts out. :param consent_optin: whether true there is an explicit opt-in.
         :param passthrough: pass events without a consent change on (default: drop them).
+        :param honour_tombstones / tombstone_retention: as on ``identity.graph``: drop changes of
+            an erased person not later than the erasure.
         """
 
         level: str = "all"
@@ -158,6 +171,8 @@ class ConsentToSailthru(_ConsentBase):
         consent_categories: list[str] = msgspec.field(default_factory=lambda: ["Email"])
         consent_optin: bool = False
         passthrough: bool = False
+        honour_tombstones: bool = True
+        tombstone_retention: float | str = DEFAULT_RETENTION
 
     config: Config
 
@@ -200,6 +215,7 @@ class ConsentToSailthru(_ConsentBase):
         state = self.change_of(event)
         if state is None:
             return event if self.config.passthrough else None
+        await self._check_tombstones(event, identifiers(event.payload))
         email = await self._email(event, park=True)
         if email is None:
             raise sailseg.SkipEvent("no email known for this consent change")
@@ -229,6 +245,8 @@ class ConsentToSegment(_ConsentBase):
         :param traits: consent trait names.
         :param optout_events / optin_events / bounce_events: event names of the postback trigger.
         :param passthrough: pass other events on (default: drop them).
+        :param honour_tombstones / tombstone_retention: as on ``identity.graph``: drop changes of
+            an erased person not later than the erasure.
         """
 
         emit: str = "track"
@@ -237,6 +255,8 @@ class ConsentToSegment(_ConsentBase):
         optin_events: list[str] = msgspec.field(default_factory=lambda: ["Subscribed"])
         bounce_events: list[str] = msgspec.field(default_factory=lambda: ["Email Bounced"])
         passthrough: bool = False
+        honour_tombstones: bool = True
+        tombstone_retention: float | str = DEFAULT_RETENTION
 
     config: Config
 
@@ -269,6 +289,7 @@ class ConsentToSegment(_ConsentBase):
         email = normalise("email", identifiers(p).get("email"))
         if not email:
             raise sailseg.SkipEvent("postback event without an email")
+        await self._check_tombstones(event, {**identifiers(p), "email": email})
         channel = "email"
         if name in cfg.bounce_events:
             state, level, channel = "bounced", "hard", "email.bounce"

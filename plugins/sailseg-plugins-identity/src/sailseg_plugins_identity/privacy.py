@@ -13,6 +13,11 @@ messages and ``User Deleted`` tracks) and ``sailseg privacy delete``:
    consent ledger entries;
 4. append one audit record (``privacy.delete``) with the email hashed.
 
+Before step 2 it records a deletion tombstone for every identifier (:mod:`.tombstone`), so
+that late or replayed events for the person, already in flight, cannot recreate them; with
+step 3 it also deletes other plugins' personal kv entries through the person index
+(:mod:`.personal`).
+
 The order matters: Sailthru first, purge after, so a failed vendor call can be retried with
 everything still known.
 """
@@ -20,10 +25,13 @@ everything still known.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
 import sailseg
+from sailseg.events import new_id
 from sailseg.store.base import Store
 from sailseg_plugins_sailthru.client import SailthruClient, client_for
 from sailseg_plugins_sailthru.config import SECRET_FIELDS, AccountConfig
@@ -32,6 +40,8 @@ from sailseg_plugins_sailthru.errors import SailthruUserNotFound
 from . import audit
 from .graph import OKEY_KINDS, IdentityGraph, normalise
 from .ledger import ConsentLedger
+from .personal import forget_person
+from .tombstone import Tombstones
 
 __all__ = ["Eraser", "ErasureResult", "PrivacyDeleteSink"]
 
@@ -48,11 +58,14 @@ class Eraser:
     :param client: the Sailthru client, or None to skip the vendor call (store purge only).
     """
 
-    def __init__(self, store: Store, client: SailthruClient | None) -> None:
+    def __init__(self, store: Store, client: SailthruClient | None, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.client = client
+        self.clock = clock
         self.graph = IdentityGraph(store)
         self.ledger = ConsentLedger(store)
+        self.tombstones = Tombstones(store, clock=clock)
 
     async def collect(self, given: dict[str, str]) -> tuple[dict[str, list[str]], Any]:
         """Every identifier of the person named by ``given`` (kind -> values), and the root."""
@@ -76,6 +89,10 @@ class Eraser:
         result = ErasureResult(sailthru=[], purged_rows=0, identifiers=sum(len(v) for v in ids.values()))
         subject = audit.subject_of(email=emails[0] if emails else None,
                                    user_id=(ids.get("userId") or [None])[0])
+        # tombstones first: an event for the person in flight from now on is dropped
+        audit_id = new_id()
+        deleted_at = self.clock()
+        result["tombstones"] = await self.tombstones.record(ids, at=deleted_at, audit_id=audit_id)
         try:
             result["sailthru"] = await self._sailthru(ids)
         except sailseg.RetryableError:
@@ -83,7 +100,7 @@ class Eraser:
         except sailseg.DeliveryError as exc:
             await audit.append(self.store, action="privacy.delete", subject=subject, actor=actor,
                                system=system, outcome=f"failed: {type(exc).__name__}",
-                               details={"request": request, "step": "sailthru"})
+                               details={"request": request, "step": "sailthru"}, id=audit_id)
             raise
         okeys = [f"{kind}:{v}" for kind in OKEY_KINDS for v in ids.get(kind, [])]
         # raw (un-normalised) spellings of ids are what ordering keys hold; add the given ones
@@ -97,12 +114,16 @@ class Eraser:
             for v in values:
                 await self.store.kv_delete(self.graph.ns, f"id:{kind}:{v}")
         result["consent_entries"] = sum([await self.ledger.forget(e) for e in emails])
+        result["personal_entries"] = sum([await forget_person(self.store, e) for e in emails])
+        result["audit_id"] = audit_id
         await audit.append(
             self.store, action="privacy.delete", subject=subject, actor=actor, system=system,
             outcome="done",
             details={"request": request, "sailthru": result["sailthru"],
                      "purged_rows": result["purged_rows"], "identifiers": result["identifiers"],
-                     "emails": len(emails)},
+                     "emails": len(emails), "tombstones": result["tombstones"],
+                     "personal_entries": result["personal_entries"]},
+            id=audit_id, at=deleted_at,
         )
         return result
 
@@ -143,7 +164,7 @@ class PrivacyDeleteSink(sailseg.Sink):
         if self.ctx.store is None:
             raise sailseg.ConfigError(f"{self.name}: needs the store")
         client = client_for(self.ctx, self.config, component=self.name)
-        self._eraser = Eraser(self.ctx.store, client)
+        self._eraser = Eraser(self.ctx.store, client, clock=self.ctx.clock)
 
     async def send(self, event: sailseg.Event) -> Any:
         p = event.payload

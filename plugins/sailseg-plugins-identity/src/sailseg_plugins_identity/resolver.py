@@ -43,6 +43,7 @@ from sailseg.store.base import QueueItem
 
 from .graph import OKEY_KINDS, Cluster, IdentityGraph, identifiers, normalise, sink_keys
 from .timeutil import event_time
+from .tombstone import DEFAULT_RETENTION, Tombstones, retention_of
 
 __all__ = ["BARRIER", "GraphResolver", "is_barrier", "park_or_resolve"]
 
@@ -99,6 +100,9 @@ class GraphResolver(sailseg.IdentityResolver):
         :param release_wait: longest time (s) a linking event waits for released events.
         :param retry_after: how soon (s) a waiting linking event looks again.
         :param namespace: kv namespace of the graph.
+        :param honour_tombstones: drop events of erased people whose event time is not later
+            than the deletion (see :mod:`.tombstone`).
+        :param tombstone_retention: how long a tombstone counts (``"400d"``, or seconds).
         """
 
         require_any: list[str] = msgspec.field(default_factory=lambda: ["email"])
@@ -108,6 +112,8 @@ class GraphResolver(sailseg.IdentityResolver):
         release_wait: float = 30.0
         retry_after: float = 0.05
         namespace: str = "identity"
+        honour_tombstones: bool = True
+        tombstone_retention: float | str = DEFAULT_RETENTION
 
     config: Config
 
@@ -116,12 +122,16 @@ class GraphResolver(sailseg.IdentityResolver):
         bad = [k for k in config.require_any if k not in ("email", "userId", "anonymousId", "extid", "sid")]
         if bad or not config.require_any:
             raise sailseg.ConfigError(f"{self.name}: `require_any` must list identity keys, got {bad or '[]'}")
+        self._retention = retention_of(config.tombstone_retention, where=f"{self.name}: tombstone_retention")
         self._graph: IdentityGraph | None = None
+        self._tombstones: Tombstones | None = None
 
     async def start(self) -> None:
         if self.ctx.store is None:
             raise sailseg.ConfigError(f"{self.name}: needs the store")
         self._graph = IdentityGraph(self.ctx.store, ns=self.config.namespace, clock=self.ctx.clock)
+        if self.config.honour_tombstones:
+            self._tombstones = Tombstones(self.ctx.store, retention=self._retention, clock=self.ctx.clock)
 
     @property
     def graph(self) -> IdentityGraph:
@@ -137,6 +147,9 @@ class GraphResolver(sailseg.IdentityResolver):
         own = identifiers(p)
         own.update({k: v for k, v in ((k, normalise(k, v)) for k, v in event.identity.items()) if v})
         at = event_time(event)
+        if self._tombstones is not None and own:
+            # before learning anything: a late event of an erased person must not relink them
+            await self._tombstones.check(own, at)
         root: Cluster | None
         linking = event.type in self.config.link_types
         if linking and event.type == "alias":
