@@ -9,7 +9,7 @@ from sailthru_testing import ENV, KEY, SECRET, Server, free_port, make
 import sailseg
 from sailseg_plugins_sailthru.client import SailthruClient, client_for
 from sailseg_plugins_sailthru.config import Account, AccountConfig
-from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
+from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_sailthru.errors import (
     SailthruAuthError,
     SailthruInvalidEmail,
