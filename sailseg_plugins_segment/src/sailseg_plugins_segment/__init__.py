@@ -50,8 +50,10 @@ def register_identity_resolvers(register: sailseg.Register[type[sailseg.Identity
     register(SegmentProfiles)
 
 
+# -- start register_commands --
 @sailseg.hookimpl
 def register_commands(cli: click.Group) -> None:
     from .cli import segment_group
 
     cli.add_command(segment_group)
+# -- end register_commands --

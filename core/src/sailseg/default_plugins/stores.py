@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from ..store.base import Store
 
 
+# -- start register_stores --
 @hookimpl
 def register_stores(register: Register[tuple[str, type[Store]]]) -> None:
     register(("sqlite", SQLiteStore))
     register(("postgresql", PostgresStore))
     register(("postgres", PostgresStore))
+# -- end register_stores --

@@ -117,21 +117,29 @@ class EchoSink(sailseg.Sink):
         return {"would_record": event.payload}
 
 
+# -- start register_triggers --
 @sailseg.hookimpl
 def register_triggers(register: sailseg.Register[type[sailseg.Trigger]]) -> None:
     register(EchoTrigger)
+# -- end register_triggers --
 
 
+# -- start register_transforms --
 @sailseg.hookimpl
 def register_transforms(register: sailseg.Register[type[sailseg.Transform]]) -> None:
     register(EchoTransform)
+# -- end register_transforms --
 
 
+# -- start register_identity_resolvers --
 @sailseg.hookimpl
 def register_identity_resolvers(register: sailseg.Register[type[sailseg.IdentityResolver]]) -> None:
     register(EchoResolver)
+# -- end register_identity_resolvers --
 
 
+# -- start register_sinks --
 @sailseg.hookimpl
 def register_sinks(register: sailseg.Register[type[sailseg.Sink]]) -> None:
     register(EchoSink)
+# -- end register_sinks --
