@@ -145,13 +145,16 @@ def _run(fn: Any, *args: Any) -> Any:
               help="Trace export (default: $SAILSEG_OTEL or none). OTEL_* variables are honoured.")
 @click.option("--log-level", default="warning", show_default=True)
 @click.option("--sandbox", is_flag=True, help="Start both vendor emulators in-process and the example pipelines.")
+@click.option("--delivery-process", is_flag=True, default=False,
+              help="Deliver in a second process (uses a second CPU core); also [server] delivery_process.")
 @click.option("--ready-file", default=None, hidden=True)
 @handle_errors
 def serve(config_path: str | None, store_url: str | None, host: str | None, port: int | None,
-          otel: str | None, log_level: str, sandbox: bool, ready_file: str | None) -> None:
+          otel: str | None, log_level: str, sandbox: bool, delivery_process: bool, ready_file: str | None) -> None:
     """Run the pipelines: serve trigger routes and deliver events."""
     _setup_logging(log_level)
-    setup_otel(otel or os.environ.get("SAILSEG_OTEL", "none"))
+    otel_mode = otel or os.environ.get("SAILSEG_OTEL", "none")
+    setup_otel(otel_mode)
     if sandbox:
         from .sandbox import run_sandbox  # written for the sandbox issue
 
@@ -163,15 +166,38 @@ def serve(config_path: str | None, store_url: str | None, host: str | None, port
     h = host or cfg.server.host
     p = port or cfg.server.port
 
+    def banner_of(rt: Any, extra: str = "") -> str:
+        routes = sorted(r for r in rt.asgi_app().routes if not r.startswith(("/admin", "/healthz", "/readyz", "/metrics")))
+        return (f"sailseg serving {len(cfg.pipelines)} pipeline(s) on http://{h}:{p} "
+                f"(store {rt.store.redacted_url()}){extra}; routes: {', '.join(routes) or '-'}")
+
     async def main() -> None:
         async with Runtime(cfg) as rt:
             tune_gc()
-            routes = sorted(r for r in rt.asgi_app().routes if not r.startswith(("/admin", "/healthz", "/readyz", "/metrics")))
-            banner = (f"sailseg serving {len(cfg.pipelines)} pipeline(s) on http://{h}:{p} "
-                      f"(store {rt.store.redacted_url()}); routes: {', '.join(routes) or '-'}")
-            await serve_runtime(rt, h, p, banner=banner, ready_file=ready_file)
+            await serve_runtime(rt, h, p, banner=banner_of(rt), ready_file=ready_file)
 
-    _run(main)
+    async def main_split() -> None:
+        import anyio
+
+        from .plugins import build_registry, make_plugin_manager
+        from .split import DeliveryChild, open_split_store
+
+        child = DeliveryChild(cfg, log_level=log_level, otel=otel_mode)
+        reg = build_registry(make_plugin_manager())
+        store = open_split_store(cfg.store.url, reg)
+        async with Runtime(cfg, registry=reg, store=store, deliver=False, on_enqueue=child.wake) as rt:
+            child.start()  # after our store open (schema checked/migrated), before serving
+            try:
+                tune_gc()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(child.supervise)
+                    extra = f", delivery in process {child.proc.pid if child.proc else '-'}"
+                    await serve_runtime(rt, h, p, banner=banner_of(rt, extra), ready_file=ready_file)
+                    tg.cancel_scope.cancel()
+            finally:
+                await child.stop(cfg.delivery.shutdown_grace + 15)
+
+    _run(main_split if (delivery_process or cfg.server.delivery_process) else main)
 
 
 @cli.command()

@@ -3,7 +3,7 @@
 Shape (every section optional except ``pipelines``)::
 
     [store]       url = "sqlite:///.sailseg/sailseg.db"      # or postgresql://...
-    [server]      host, port, max_body, admin_token
+    [server]      host, port, max_body, admin_token, delivery_process
     [delivery]    retry/backoff/dedupe/backlog knobs (see DeliveryConfig)
     [triggers.NAME]   type = "segment.webhook", ...options
     [resolvers.NAME]  type = "identity.graph", ...
@@ -88,6 +88,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 8080
     max_body: int = 1024 * 1024
     admin_token: str | None = None
+    #: deliver in a second process (``sailseg serve --delivery-process``), see split.py
+    delivery_process: bool = False
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -78,6 +78,10 @@ class Runtime:
     :param store: an unopened store (default: from ``config.store.url``).
     :param transport: httpx transport injected into every component's HTTP clients.
     :param deliver: run the delivery loops (False: accept only, e.g. ``sailseg run``).
+    :param run_triggers: run the triggers' background tasks (pollers); False for a node that
+        only delivers (the delivery child of ``sailseg serve --delivery-process``).
+    :param on_enqueue: called after an accept committed new work (e.g. to wake another
+        process's delivery); must not block.
     """
 
     def __init__(
@@ -92,6 +96,8 @@ class Runtime:
         env: dict[str, str] | None = None,
         node_id: str | None = None,
         deliver: bool = True,
+        run_triggers: bool = True,
+        on_enqueue: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
@@ -105,6 +111,8 @@ class Runtime:
         # unique per runtime (two runtimes in one process must not share leases)
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.deliver = deliver
+        self.run_triggers = run_triggers
+        self.on_enqueue = on_enqueue
         self.metrics = metrics or Metrics()
         self.resources: dict[str, Any] = {}
         self.instances: dict[tuple[str, str], Component] = {}
@@ -201,7 +209,7 @@ class Runtime:
             await self.delivery.run(tg)
             tg.start_soon(self._maintenance)
         for (kind, _inst), comp in self.instances.items():
-            if kind == "trigger":
+            if kind == "trigger" and self.run_triggers:
                 tg.start_soon(self._run_trigger, comp)
         self._backlog = await self.store.backlog()
         self.ready = True
@@ -342,6 +350,8 @@ class Runtime:
             self.metrics.inc("sailseg_events_duplicate_total", duplicates, trigger=trigger_instance)
         if self.delivery is not None:
             self.delivery.wake()
+        if self.on_enqueue is not None and accepted:
+            self.on_enqueue()
         return AcceptResult(accepted, duplicates)
 
     # -- HTTP ------------------------------------------------------------------------

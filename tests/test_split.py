@@ -1,0 +1,235 @@
+"""`sailseg serve --delivery-process` as real processes: ingest in the serve process, delivery
+in one child; delivery, per-identity order, graceful stop, kill -9 of the parent, kill of the child."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from sailseg.testing.processes import free_port, wait_http
+
+CONFIG = """
+[store]
+url = "sqlite:///{tmp}/s.db"
+[server]
+delivery_process = {flag}
+[delivery]
+poll_interval = 5
+backoff_base = 0.05
+lease = 6
+[triggers.web]
+type = "echo"
+path = "/in"
+[pipelines.main]
+trigger = "web"
+sinks = [ {{ type = "echo", name = "rec", file = "{tmp}/out.jsonl" }} ]
+"""
+# poll_interval = 5: delivery within the deadlines below relies on the wake-up pipe
+
+
+def start(tmp: Path, port: int, *, via_config: bool = False) -> subprocess.Popen[bytes]:
+    cfg = tmp / "sailseg.toml"
+    cfg.write_text(CONFIG.format(tmp=tmp, flag="true" if via_config else "false"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(tmp / f"serve-{port}-{time.time_ns()}.log", "wb")
+    args = ["serve", "-c", str(cfg), "--port", str(port), "--log-level", "info"]
+    if not via_config:
+        args.append("--delivery-process")
+    return subprocess.Popen([sys.executable, "-m", "sailseg", *args],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+
+
+def children(tmp: Path) -> list[int]:
+    """Pids of live delivery processes on this test's config (whatever their parent)."""
+    cfg = str(tmp / "sailseg.toml").encode()
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"sailseg.split" in cmd and cfg in cmd and state != "Z":
+            pids.append(int(d))
+    return pids
+
+
+def wait_for(cond: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())
+
+
+def delivered(tmp: Path) -> list[dict[str, Any]]:
+    path = tmp / "out.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_bytes().splitlines():
+        try:
+            out.append(json.loads(line)["payload"])
+        except (ValueError, KeyError):
+            pass  # a torn last line from a kill: that event was not recorded as done
+    return out
+
+
+def delivered_ids(tmp: Path) -> list[str]:
+    return [p["messageId"] for p in delivered(tmp)]
+
+
+def test_split_delivers_in_order_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(tmp_path, port, via_config=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, 20, ok_below=300)
+        assert wait_for(lambda: len(children(tmp_path)) == 1, 10), "no delivery process"
+        (child,) = children(tmp_path)
+        assert child != proc.pid
+        # the wake-up pipe: once the child is up and idle (its claimer waits poll_interval = 5 s),
+        # a new event must be delivered well before the next poll
+        r = httpx.post(f"http://127.0.0.1:{port}/in", json={"type": "track", "userId": "w", "event": "E", "messageId": "w0", "properties": {"k": 0}})
+        assert r.status_code == 200
+        assert wait_for(lambda: "w0" in delivered_ids(tmp_path), 15), "the delivery process delivered nothing"
+        for k in (1, 2):
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            r = httpx.post(f"http://127.0.0.1:{port}/in", json={"type": "track", "userId": "w", "event": "E", "messageId": f"w{k}", "properties": {"k": k}})
+            assert r.status_code == 200
+            assert wait_for(lambda: f"w{k}" in delivered_ids(tmp_path), 2), "not woken: waited for a poll"
+            assert time.monotonic() - t0 < 2
+        n_users, n_each = 5, 40
+
+        async def post_all() -> None:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                async def user(u: int) -> None:
+                    for k in range(n_each):  # sequential per identity: acked order is send order
+                        r = await client.post("/in", json={"type": "track", "userId": f"u{u}", "event": "E",
+                                                           "messageId": f"u{u}-{k}", "properties": {"k": k}})
+                        assert r.status_code == 200 and r.json()["accepted"] == 1
+
+                async with anyio.create_task_group() as tg:
+                    for u in range(n_users):
+                        tg.start_soon(user, u)
+
+        anyio.run(post_all)
+        total = n_users * n_each + 3
+        assert wait_for(lambda: len(set(delivered_ids(tmp_path))) == total, 4), \
+            f"{len(set(delivered_ids(tmp_path)))}/{total} delivered (the wake-up pipe should not wait for a poll)"
+        seen: dict[str, list[int]] = {}
+        for p in delivered(tmp_path):
+            seen.setdefault(p["userId"], []).append(p["properties"]["k"])
+        for u, ks in seen.items():
+            assert ks == sorted(ks), f"{u} delivered out of order: {ks}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not children(tmp_path), "the delivery process outlived the serve process"
+        log = b"".join(f.read_bytes() for f in tmp_path.glob("serve-*.log"))
+        assert b"restarting" not in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in children(tmp_path):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _load(port: int, acked: list[str], kill: Any, at: int = 800, total: int = 4000) -> None:
+    async def load() -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            sem = anyio.Semaphore(16)
+
+            async def one(i: int) -> None:
+                body: Any = {"type": "track", "userId": f"u{i % 50}", "event": "E", "messageId": f"m{i}",
+                             "properties": {"i": i}}
+                async with sem:
+                    try:
+                        r = await client.post("/in", json=body)
+                    except httpx.HTTPError:
+                        return  # the server died mid-request: not acknowledged, no promise
+                    if r.status_code == 200:
+                        acked.append(f"m{i}")
+
+            async def killer() -> None:
+                with anyio.move_on_after(30):
+                    while len(acked) < at:
+                        await anyio.sleep(0.005)
+                kill()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(killer)
+                for i in range(total):
+                    tg.start_soon(one, i)
+
+    anyio.run(load)
+
+
+def _assert_all_delivered(tmp: Path, acked: list[str], timeout: float = 60) -> None:
+    missing: set[str] = set(acked)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        missing = set(acked) - set(delivered_ids(tmp))
+        if not missing:
+            break
+        time.sleep(0.2)
+    assert not missing, f"{len(missing)} acknowledged events were lost, e.g. {sorted(missing)[:5]}"
+
+
+def test_kill_9_of_parent_during_load_loses_nothing_accepted(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(tmp_path, port)
+    acked: list[str] = []
+    wait_http(f"http://127.0.0.1:{port}/readyz", proc, 20, ok_below=300)
+    assert wait_for(lambda: len(children(tmp_path)) == 1, 10)
+    _load(port, acked, lambda: os.kill(proc.pid, signal.SIGKILL))
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert 800 <= len(acked) < 4000, len(acked)
+    # the orphaned delivery process sees its wake-up pipe close, drains and exits
+    assert wait_for(lambda: not children(tmp_path), 30), "delivery process survived its parent's SIGKILL"
+    proc2 = start(tmp_path, port)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc2, 20, ok_below=300)
+        _assert_all_delivered(tmp_path, acked)
+    finally:
+        proc2.send_signal(signal.SIGTERM)
+        assert proc2.wait(timeout=30) == 0
+        assert wait_for(lambda: not children(tmp_path), 5)
+
+
+def test_killed_child_is_restarted_and_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(tmp_path, port)
+    acked: list[str] = []
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, 20, ok_below=300)
+        assert wait_for(lambda: len(children(tmp_path)) == 1, 10)
+        (child,) = children(tmp_path)
+        _load(port, acked, lambda: os.kill(child, signal.SIGKILL))
+        assert len(acked) == 4000  # ingest does not depend on the delivery process
+        assert wait_for(lambda: children(tmp_path) and children(tmp_path) != [child], 20), "not restarted"
+        assert proc.poll() is None
+        # what the dead child had leased comes back when its lease ends (default 30 s)
+        _assert_all_delivered(tmp_path, acked, timeout=90)
+        log = b"".join(f.read_bytes() for f in tmp_path.glob("serve-*.log"))
+        assert b"exited unexpectedly" in log
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert wait_for(lambda: not children(tmp_path), 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in children(tmp_path):
+            os.kill(pid, signal.SIGKILL)
