@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import anyio
 import httpx
 import pytest
 
-from sailseg.testing.processes import free_port, wait_http
+from sailseg.testing.processes import echo_payloads, free_port, post_until_killed, wait_http
 
 
 CONFIG = """
@@ -49,16 +46,7 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) 
 
 
 def delivered_ids(tmp: Path) -> list[str]:
-    path = tmp / "out.jsonl"
-    if not path.exists():
-        return []
-    ids = []
-    for line in path.read_bytes().splitlines():
-        try:
-            ids.append(json.loads(line)["payload"]["messageId"])
-        except (ValueError, KeyError):
-            pass  # a torn last line from the kill: that event was not acknowledged as done
-    return ids
+    return [p["messageId"] for p in echo_payloads(tmp / "out.jsonl")]
 
 
 def test_serve_delivers_and_stops_gracefully(tmp_path: Path) -> None:
@@ -85,35 +73,8 @@ def test_kill_9_during_load_loses_nothing_accepted(tmp_path: Path) -> None:
     proc = start(tmp_path, port)
     acked: list[str] = []
     wait_healthy(port, proc)
-
-    async def load() -> None:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            sem = anyio.Semaphore(16)
-
-            async def one(i: int) -> None:
-                body: Any = {"type": "track", "userId": f"u{i % 50}", "event": "E", "messageId": f"m{i}",
-                             "properties": {"i": i}}
-                async with sem:
-                    try:
-                        r = await client.post("/in", json=body)
-                    except httpx.HTTPError:
-                        return  # the server died mid-request: not acknowledged, no promise
-                    if r.status_code == 200:
-                        acked.append(f"m{i}")
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(killer)
-                for i in range(4000):
-                    tg.start_soon(one, i)
-
-    async def killer() -> None:
-        # kill mid-load: once a good number of events were acknowledged, with more in flight
-        with anyio.move_on_after(30):
-            while len(acked) < 800:
-                await anyio.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-
-    anyio.run(load)
+    # kill mid-load: once a good number of events were acknowledged, with more in flight
+    post_until_killed(port, acked, lambda: os.kill(proc.pid, signal.SIGKILL), at=800, total=4000)
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     assert 800 <= len(acked) < 4000, len(acked)

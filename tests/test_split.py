@@ -3,7 +3,6 @@ in one child; delivery, per-identity order, graceful stop, kill -9 of the parent
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from typing import Any
 import anyio
 import httpx
 
-from sailseg.testing.processes import free_port, wait_http
+from sailseg.testing.processes import echo_payloads, free_port, post_until_killed, wait_http
 
 CONFIG = """
 [store]
@@ -75,16 +74,7 @@ def wait_for(cond: Any, timeout: float) -> bool:
 
 
 def delivered(tmp: Path) -> list[dict[str, Any]]:
-    path = tmp / "out.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_bytes().splitlines():
-        try:
-            out.append(json.loads(line)["payload"])
-        except (ValueError, KeyError):
-            pass  # a torn last line from a kill: that event was not recorded as done
-    return out
+    return echo_payloads(tmp / "out.jsonl")
 
 
 def delivered_ids(tmp: Path) -> list[str]:
@@ -146,36 +136,6 @@ def test_split_delivers_in_order_and_stops_cleanly(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _load(port: int, acked: list[str], kill: Any, at: int = 800, total: int = 4000) -> None:
-    async def load() -> None:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            sem = anyio.Semaphore(16)
-
-            async def one(i: int) -> None:
-                body: Any = {"type": "track", "userId": f"u{i % 50}", "event": "E", "messageId": f"m{i}",
-                             "properties": {"i": i}}
-                async with sem:
-                    try:
-                        r = await client.post("/in", json=body)
-                    except httpx.HTTPError:
-                        return  # the server died mid-request: not acknowledged, no promise
-                    if r.status_code == 200:
-                        acked.append(f"m{i}")
-
-            async def killer() -> None:
-                with anyio.move_on_after(30):
-                    while len(acked) < at:
-                        await anyio.sleep(0.005)
-                kill()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(killer)
-                for i in range(total):
-                    tg.start_soon(one, i)
-
-    anyio.run(load)
-
-
 def _assert_all_delivered(tmp: Path, acked: list[str], timeout: float = 60) -> None:
     missing: set[str] = set(acked)
     deadline = time.monotonic() + timeout
@@ -193,7 +153,7 @@ def test_kill_9_of_parent_during_load_loses_nothing_accepted(tmp_path: Path) -> 
     acked: list[str] = []
     wait_http(f"http://127.0.0.1:{port}/readyz", proc, 20, ok_below=300)
     assert wait_for(lambda: len(children(tmp_path)) == 1, 10)
-    _load(port, acked, lambda: os.kill(proc.pid, signal.SIGKILL))
+    post_until_killed(port, acked, lambda: os.kill(proc.pid, signal.SIGKILL))
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     assert 800 <= len(acked) < 4000, len(acked)
@@ -217,7 +177,7 @@ def test_killed_child_is_restarted_and_loses_nothing(tmp_path: Path) -> None:
         wait_http(f"http://127.0.0.1:{port}/readyz", proc, 20, ok_below=300)
         assert wait_for(lambda: len(children(tmp_path)) == 1, 10)
         (child,) = children(tmp_path)
-        _load(port, acked, lambda: os.kill(child, signal.SIGKILL))
+        post_until_killed(port, acked, lambda: os.kill(child, signal.SIGKILL))
         assert len(acked) == 4000  # ingest does not depend on the delivery process
         assert wait_for(lambda: children(tmp_path) and children(tmp_path) != [child], 20), "not restarted"
         assert proc.poll() is None

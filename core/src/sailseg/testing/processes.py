@@ -13,9 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anyio
 import httpx
 
-__all__ = ["free_port", "wait_http", "spawn_sailseg"]
+__all__ = ["free_port", "wait_http", "spawn_sailseg", "echo_payloads", "post_until_killed"]
 
 
 def free_port() -> int:
@@ -49,3 +54,58 @@ def spawn_sailseg(args: list[str], log: Path, *, env: dict[str, str] | None = No
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "sailseg", *args], stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
+
+
+def echo_payloads(path: Path) -> list[dict[str, Any]]:
+    """Payloads an ``echo`` sink wrote to its JSON-lines ``file``, in delivery order.
+
+    A torn last line (the process was killed mid-write) is skipped: that event was not
+    recorded as done, so it is delivered again after the restart.
+    """
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_bytes().splitlines():
+        try:
+            out.append(json.loads(line)["payload"])
+        except (ValueError, KeyError):
+            pass
+    return out
+
+
+def post_until_killed(port: int, acked: list[str], kill: Callable[[], None], *, at: int = 800,
+                      total: int = 4000, route: str = "/in") -> None:
+    """Post ``total`` track events (16 in flight, 50 people) to ``route`` and call ``kill``
+    once ``at`` of them were acknowledged, with more still in flight (or after 30 s).
+
+    Appends the messageId of every 200 answer to ``acked``; a request that dies with the
+    server was not acknowledged and carries no promise.
+    """
+
+    async def load() -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            sem = anyio.Semaphore(16)
+
+            async def one(i: int) -> None:
+                body = {"type": "track", "userId": f"u{i % 50}", "event": "E", "messageId": f"m{i}",
+                        "properties": {"i": i}}
+                async with sem:
+                    try:
+                        r = await client.post(route, json=body)
+                    except httpx.HTTPError:
+                        return
+                    if r.status_code == 200:
+                        acked.append(f"m{i}")
+
+            async def killer() -> None:
+                with anyio.move_on_after(30):
+                    while len(acked) < at:
+                        await anyio.sleep(0.005)
+                kill()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(killer)
+                for i in range(total):
+                    tg.start_soon(one, i)
+
+    anyio.run(load)
