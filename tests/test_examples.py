@@ -2,7 +2,7 @@
 
 Each test loads one or more example files exactly as ``sailseg serve`` / the sandbox does
 (:func:`sailseg.sandbox.load_pipeline_files`, env interpolation included), runs the real
-runtime on a real SQLite store, and talks to it over HTTP (``rt.asgi_app()``, the app ``serve``
+runtime on a real SQLite store, and talks to it over HTTP (``build_app(rt)``, the app ``serve``
 serves): signed Segment webhook deliveries, and signed Sailthru postbacks sent by the Sailthru
 emulator itself. Sinks and pollers reach both vendor emulators in-process through
 :class:`~sailseg.testing.routing.HostRouter`. Assertions read the emulators' inspection APIs
@@ -23,12 +23,18 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 import pytest
-from sailseg.cli_send import load_sample, segment_webhook_body
+from sailseg.plugins import build_registry, make_plugin_manager
+from sailseg.samples import load_sample, read_sample_body
 from sailseg.runtime import Runtime
+from sailseg.server import build_app
 from sailseg.sandbox import load_pipeline_files
-from sailseg.testing.routing import SAILTHRU_TEST_URL, SEGMENT_TEST_URL, HostRouter
+from sailseg.testing.routing import HostRouter
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
+from sailseg_plugins_sailthru.signature import sign_request
+from sailseg_plugins_sailthru.testing import SAILTHRU_TEST_URL
 from sailseg_plugins_segment.emulator import SegmentEmulator
+from sailseg_plugins_segment.testing import SEGMENT_TEST_URL
+from sailseg_plugins_segment.webhook import signed_delivery
 
 pytestmark = pytest.mark.anyio
 
@@ -51,9 +57,14 @@ ENV = {
 }
 
 
+def registry() -> Any:
+    """The registry of every installed plugin (sample kinds come from the plugins)."""
+    return build_registry(make_plugin_manager())
+
+
 def sample(name: str) -> Any:
     """The body of examples/events/<name> (the same files the sandbox test sends)."""
-    return load_sample(EVENTS / name).body
+    return read_sample_body(EVENTS / name)
 
 
 def files(*prefixes: str) -> list[Path]:
@@ -105,9 +116,10 @@ class Vendors:
 
     async def sailthru_api(self, endpoint: str, data: dict[str, Any]) -> Any:
         """A signed Sailthru API call (what a shop's own Sailthru integration would make)."""
-        from sailseg.cli_send import sailthru_api_params
-
-        r = await self.sailthru.post(f"/{endpoint}", data=sailthru_api_params(data, KEY, SECRET))
+        js = json.dumps(data, separators=(",", ":"))
+        params = {"api_key": KEY, "format": "json", "json": js,
+                  "sig": sign_request(SECRET, [KEY, "json", js])}
+        r = await self.sailthru.post(f"/{endpoint}", data=params)
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -120,7 +132,7 @@ class Stack:
 
     async def webhook(self, body: Any, path: str = "/segment/webhook") -> dict[str, Any]:
         """A signed Segment webhook delivery (one message or a batch)."""
-        content, headers = segment_webhook_body(body, WEBHOOK_SECRET)
+        content, headers = signed_delivery(body, WEBHOOK_SECRET)
         r = await self.http.post(path, content=content, headers=headers)
         assert r.status_code == 200, r.text
         return dict(r.json())
@@ -173,7 +185,7 @@ async def running(tmp_path: Path, vendors: Vendors, *prefixes: str) -> AsyncIter
         }
     )
     async with Runtime(cfg, transport=router, env=dict(ENV)) as rt:
-        app = rt.asgi_app()
+        app = build_app(rt)
         vendors.sailthru_app.postbacks.transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url=SAILSEG_URL
@@ -273,7 +285,7 @@ async def test_02_track_to_sailthru_event_filters_and_routes(
 
 # -- 3 ------------------------------------------------------------------------------------
 async def test_03_sailthru_engagement_to_segment_tracks(tmp_path: Path, vendors: Vendors) -> None:
-    seed = load_sample(EVENTS / "03-sailthru-campaign-engagement.json")
+    seed = load_sample(EVENTS / "03-sailthru-campaign-engagement.json", registry())
     r = await vendors.sailthru.post(
         seed.path or "", json=seed.body
     )  # a sent campaign with opens/clicks
@@ -436,9 +448,9 @@ async def test_05_audience_backfill_through_the_job_api(tmp_path: Path, vendors:
 async def test_06_sailthru_purchases_to_segment_order_completed(
     tmp_path: Path, vendors: Vendors
 ) -> None:
-    seed = load_sample(EVENTS / "06-sailthru-purchase.json")
+    seed = load_sample(EVENTS / "06-sailthru-purchase.json", registry())
     await vendors.sailthru_api(
-        str(seed.endpoint), seed.body
+        str(seed.data["endpoint"]), seed.body
     )  # bought through the shop's own Sailthru JS/API
     # 07 runs alongside: an order sailseg posts to Sailthru must not come back to Segment
     async with running(tmp_path, vendors, "06", "07") as s:
@@ -673,7 +685,7 @@ async def test_every_example_file_merges_into_one_runtime(tmp_path: Path, vendor
     assert len(all_files) >= 9
     prefixes = [f.name.split("-")[0] for f in all_files]
     async with running(tmp_path, vendors, *prefixes) as s:
-        routes = s.rt.asgi_app().routes
+        routes = build_app(s.rt).routes
         for path in ("/segment/webhook", "/segment/audiences/backfill", "/sailthru/postback"):
             assert path in routes
         # one identify reaches the profile pipeline once, even though five pipelines see it
@@ -694,7 +706,7 @@ async def test_every_example_file_merges_into_one_runtime(tmp_path: Path, vendor
 
 @pytest.mark.parametrize("path", sorted(EVENTS.glob("*.json")), ids=lambda p: p.name)
 def test_sample_events_are_well_formed(path: Path) -> None:
-    s = load_sample(path)
+    s = load_sample(path, registry())
     if s.kind == "segment.webhook":
         from sailseg.events import validate_message
 

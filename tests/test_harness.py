@@ -21,7 +21,8 @@ from sailseg.testing import (
     get_trigger_test_class,
     make_event,
 )
-from sailseg.testing.emulators import SAILTHRU_TEST_KEY, _require
+from sailseg.testing.emulators import require_module
+from sailseg_plugins_sailthru.testing import SAILTHRU_TEST_KEY
 
 pytest_plugins = ["pytester"]
 
@@ -205,7 +206,7 @@ async def test_component_fixture_builds_like_the_runtime(sailseg_component: Any)
 
 def test_emulator_fixtures_skip_with_a_reason_when_the_plugin_is_missing() -> None:
     with pytest.raises(pytest.skip.Exception, match="pip install sailseg-plugins-nothing"):
-        _require("sailseg_plugins_nothing.emulator", "sailseg-plugins-nothing")
+        require_module("sailseg_plugins_nothing.emulator", "sailseg-plugins-nothing")
 
 
 @pytest.mark.anyio
@@ -222,22 +223,38 @@ async def test_fault_injector_fails_on_demand_then_passes_through(sailthru_emula
 
 
 # -- import discipline of the pytest11 module -------------------------------------------------
-def test_pytest_plugin_defines_no_autouse_fixture() -> None:
-    import sailseg.testing.pytest_plugin as mod
+@pytest.mark.parametrize(("module", "least"), [
+    ("sailseg.testing.pytest_plugin", 9),
+    ("sailseg_plugins_sailthru_pytest", 1),
+    ("sailseg_plugins_segment_pytest", 1),
+])
+def test_pytest_plugin_defines_no_autouse_fixture(module: str, least: int) -> None:
+    import importlib
 
+    mod = importlib.import_module(module)
     fixtures = []
     for value in vars(mod).values():
         marker = getattr(value, "_fixture_function_marker", None) or getattr(value, "_pytestfixturefunction", None)
         if marker is not None:
             fixtures.append(value)
             assert not marker.autouse, f"{value} is autouse"
-    assert len(fixtures) >= 10
+    assert len(fixtures) >= least
+
+
+def test_vendor_pytest_plugins_are_loaded_through_pytest11() -> None:
+    import importlib.metadata
+
+    eps = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="pytest11")}
+    assert eps.get("sailseg_sailthru") == "sailseg_plugins_sailthru_pytest"
+    assert eps.get("sailseg_segment") == "sailseg_plugins_segment_pytest"
 
 
 def test_pytest_plugin_imports_nothing_heavy() -> None:
     code = textwrap.dedent("""
         import sys
         import sailseg.testing.pytest_plugin
+        import sailseg_plugins_sailthru_pytest
+        import sailseg_plugins_segment_pytest
         heavy = [m for m in ("opentelemetry.sdk", "sailseg.runtime", "sailseg.testing.suites",
                              "sailseg_plugins_sailthru", "sailseg_plugins_segment", "click.testing")
                  if m in sys.modules]

@@ -63,12 +63,15 @@ def test_marked_block_matches_its_file(doc: str, path: str, region: str | None) 
 
 def test_testing_reference_names_every_fixture_and_case() -> None:
     import sailseg.testing.pytest_plugin as plugin
+    import sailseg_plugins_sailthru_pytest
+    import sailseg_plugins_segment_pytest
     from sailseg.testing.suites import _CASES
 
     text = (ROOT / "docs/testing-plugins.md").read_text()
-    fixtures = [name for name, value in vars(plugin).items()
+    fixtures = [name for mod in (plugin, sailseg_plugins_sailthru_pytest, sailseg_plugins_segment_pytest)
+                for name, value in vars(mod).items()
                 if getattr(value, "_fixture_function_marker", None) or getattr(value, "_pytestfixturefunction", None)]
-    assert len(fixtures) >= 10
+    assert len(fixtures) >= 11
     missing = [f for f in fixtures if f"`{f}`" not in text]
     assert not missing, f"docs/testing-plugins.md does not document fixture(s) {missing}"
     cases = [f"test_{kind}_{case}" for kind, cases in _CASES.items() for case in cases]

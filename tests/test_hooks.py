@@ -11,6 +11,7 @@ import pytest
 
 import sailseg
 from sailseg import hookspecs
+from sailseg.emulators import Emulator, EmulatorSetup
 from sailseg.errors import PluginError
 from sailseg.plugins import build_registry, make_plugin_manager
 
@@ -22,10 +23,10 @@ def hook_names() -> list[str]:
                   if hasattr(f, "sailseg_spec"))
 
 
-def test_there_are_six_hooks() -> None:
+def test_there_are_seven_hooks() -> None:
     assert hook_names() == [
-        "register_commands", "register_identity_resolvers", "register_sinks",
-        "register_stores", "register_transforms", "register_triggers",
+        "register_commands", "register_emulators", "register_identity_resolvers",
+        "register_sinks", "register_stores", "register_transforms", "register_triggers",
     ]
 
 
@@ -67,6 +68,22 @@ class _Store:  # only registered, never opened here
         self.url = url
 
 
+def _emulator_app(setup: EmulatorSetup) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = f"{setup.url} {setup.env.get('TEST_EMU_KEY')}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+_EMULATOR = Emulator(
+    name="emu.test", title="Test vendor", create_app=_emulator_app,
+    sandbox_env=lambda url: {"TEST_EMU_URL": url, "TEST_EMU_KEY": "sandbox"},
+    test_env={"TEST_EMU_KEY": "test"}, test_urls=("https://api.emu.test",),
+)
+
+
 class TestPlugin:
     @sailseg.hookimpl
     def register_triggers(self, register: Any) -> None:
@@ -87,6 +104,10 @@ class TestPlugin:
     @sailseg.hookimpl
     def register_stores(self, register: Any) -> None:
         register(("teststore", _Store))
+
+    @sailseg.hookimpl
+    def register_emulators(self, register: Any) -> None:
+        register(_EMULATOR)
 
     @sailseg.hookimpl
     def register_commands(self, cli: click.Group) -> None:
@@ -132,6 +153,77 @@ def test_hook_register_commands() -> None:
     pm.hook.register_commands(cli=group)
     result = CliRunner().invoke(group, ["hello-test"])
     assert result.exit_code == 0 and "hello from a plugin" in result.output
+
+
+@pytest.mark.anyio
+async def test_hook_register_emulators() -> None:
+    import httpx
+
+    from sailseg.testing.emulators import route_emulator
+    from sailseg.testing.routing import HostRouter
+
+    reg = _registry()
+    assert reg.emulators["emu.test"] is _EMULATOR
+    assert reg.owner[("emulator", "emu.test")] != "?"
+    # the harness routes the emulator's test hosts and adds its test environment
+    router, env = HostRouter({}), {"OTHER": "1"}
+    route_emulator(reg.emulators["emu.test"], router, env)
+    assert env == {"OTHER": "1", "TEST_EMU_KEY": "test"}
+    async with httpx.AsyncClient(transport=router) as http:
+        r = await http.get("https://api.emu.test/anything")
+    assert r.text == "https://api.emu.test test"
+
+
+def test_duplicate_emulator_name_names_both_plugins() -> None:
+    class Other:
+        @sailseg.hookimpl
+        def register_emulators(self, register: Any) -> None:
+            register(_EMULATOR)
+
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[TestPlugin()])
+    pm.register(Other(), name="other-plugin")
+    with pytest.raises(PluginError, match="emulator name 'emu.test' is claimed by two plugins"):
+        build_registry(pm)
+
+
+def test_hooks_are_called_through_pluggy_so_monitoring_sees_them() -> None:
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[TestPlugin()])
+    seen: list[tuple[str, list[str]]] = []
+
+    def before(hook_name: str, impls: Any, kwargs: Any) -> None:
+        seen.append((hook_name, [i.plugin_name for i in impls]))
+
+    undo = pm.add_hookcall_monitoring(before, lambda *a: None)
+    try:
+        reg = build_registry(pm)
+    finally:
+        undo()
+    assert reg.sinks["sink.test"] is _Sink
+    sink_calls = [impls for name, impls in seen if name == "register_sinks"]
+    # one call per implementing plugin, each holding only that plugin
+    assert sink_calls and all(len(impls) == 1 for impls in sink_calls)
+    assert sorted(i[0] for i in sink_calls) == sorted(
+        i.plugin_name for i in pm.hook.register_sinks.get_hookimpls())
+
+
+def test_a_hookimpl_taking_no_argument_is_called() -> None:
+    called: list[str] = []
+
+    class NoArgs:
+        @sailseg.hookimpl
+        def register_sinks(self) -> None:  # pluggy allows fewer arguments than the spec
+            called.append("register_sinks")
+
+    reg = build_registry(make_plugin_manager(load_entrypoints=False, plugins=[NoArgs()]))
+    assert called == ["register_sinks"]
+    assert "log" in reg.sinks  # the other plugins still registered
+
+
+def test_plugin_info_names_distribution_and_version() -> None:
+    pm = make_plugin_manager()
+    info = pm.plugin_info("sailthru")
+    assert info.distribution == "sailseg-plugins-sailthru" and info.version
+    assert pm.plugin_info("filter").distribution == "sailseg (built-in)"
 
 
 def test_duplicate_component_name_names_both_plugins() -> None:

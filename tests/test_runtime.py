@@ -15,6 +15,7 @@ from sailseg_plugins_echo import RECORDED
 
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
+from sailseg.server import build_app
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +66,7 @@ async def wait_for(cond: Any, timeout: float = 10.0) -> None:
 
 
 async def client(rt: Runtime) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(rt.asgi_app()), base_url="http://sailseg")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(build_app(rt)), base_url="http://sailseg")
 
 
 def ident(uid: str, i: int, **extra: Any) -> dict[str, Any]:

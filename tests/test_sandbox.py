@@ -103,8 +103,9 @@ def test_sandbox_serves_every_sample_event(
     sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     banner = sandbox["log"].read_text()
-    assert "Segment webhook" in banner and "/segment/webhook" in banner and "sailseg send" in banner
-    assert sandbox["sailthru_url"] in banner and sandbox["segment_url"] in banner
+    assert "segment.webhook" in banner and "/segment/webhook" in banner and "sailseg send" in banner
+    st, sg = sandbox["emulators"]["sailthru"], sandbox["emulators"]["segment"]
+    assert st in banner and sg in banner
     assert len(sandbox["pipelines"]) >= 13
 
     # every sample, signed by `sailseg send`, is accepted (the CLI reads endpoints.json)
@@ -118,8 +119,6 @@ def test_sandbox_serves_every_sample_event(
         res = runner.invoke(cli, ["send", str(path)])
         assert res.exit_code == 0, res.output
         assert ": 200 " in res.output, res.output
-
-    st, sg = sandbox["sailthru_url"], sandbox["segment_url"]
 
     def sailthru(section: str) -> Any:
         return httpx.get(f"{st}/_emulator/state/{section}", timeout=5).json()

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from sailseg.testing import (
-    SAILTHRU_ENV,
-    SampleRequest,
-    get_sink_test_class,
-    get_trigger_test_class,
-    sailthru_app,
-)
-from sailseg.testing.emulators import SAILTHRU_TEST_KEY, SAILTHRU_TEST_SECRET
+from sailseg.testing import SampleRequest, get_sink_test_class, get_trigger_test_class
 from sailseg_plugins_sailthru.emulator import build_postback
 from sailseg_plugins_sailthru.poll import PollTrigger
 from sailseg_plugins_sailthru.postback import PostbackTrigger
+from sailseg_plugins_sailthru.testing import (
+    SAILTHRU_ENV,
+    SAILTHRU_TEST_KEY,
+    SAILTHRU_TEST_SECRET,
+    sailthru_app,
+)
 from sailseg_plugins_sailthru.sinks import (
     DeleteSink,
     EventSink,

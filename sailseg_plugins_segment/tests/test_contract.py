@@ -4,16 +4,19 @@ against the in-process emulator, exactly as a third-party plugin's components wo
 from __future__ import annotations
 
 from sailseg.testing import (
-    SEGMENT_ENV,
     SampleRequest,
     get_identity_resolver_test_class,
     get_sink_test_class,
     get_trigger_test_class,
-    segment_app,
 )
-from sailseg.testing.emulators import SEGMENT_TEST_SPACE, SEGMENT_TEST_WRITE_KEY
 from sailseg_plugins_segment.ingest import SegmentIngest
 from sailseg_plugins_segment.profiles import SegmentProfiles
+from sailseg_plugins_segment.testing import (
+    SEGMENT_ENV,
+    SEGMENT_TEST_SPACE,
+    SEGMENT_TEST_WRITE_KEY,
+    segment_app,
+)
 from sailseg_plugins_segment.sinks import (
     SegmentAliasSink,
     SegmentGroupSink,

@@ -38,6 +38,7 @@ __all__ = [
     "AcceptResult",
     "Register",
     "EmptyConfig",
+    "SignedSample",
 ]
 
 T = TypeVar("T")
@@ -50,16 +51,20 @@ class EmptyConfig(msgspec.Struct, forbid_unknown_fields=True):
 class Register(Generic[T]):
     """The callable passed to ``register_*`` hooks; collects what a plugin registers.
 
-    ``register(cls)`` records ``cls`` under ``cls.name`` for the plugin currently being asked.
+    ``register(cls)`` records ``cls`` under ``cls.name``, attributed to ``plugin``: the
+    registry builds one ``Register`` per plugin it asks.
+
+    :param kind: what is registered (``trigger``, ``sink``, ``store``, ``emulator`` ...).
+    :param plugin: the name of the plugin being asked (error messages and ``sailseg plugins``).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plugin: str = "?") -> None:
         self.kind = kind
+        self.plugin = plugin
         self.items: list[tuple[T, str]] = []  # (item, plugin name)
-        self._plugin = "?"
 
     def __call__(self, item: T) -> None:
-        self.items.append((item, self._plugin))
+        self.items.append((item, self.plugin))
 
 
 class AcceptResult(msgspec.Struct):
@@ -204,6 +209,34 @@ class Trigger(Component):
     async def run(self) -> None:
         """Long-running work (scheduled polls). Return when done; cancelled at shutdown."""
         return None
+
+    # -- sample events (``sailseg send``) -------------------------------------------------
+    @classmethod
+    def sample_matches(cls, data: Any) -> bool:
+        """Whether a bare sample file's JSON (no ``sailseg_send`` wrapper) is what this
+        trigger receives, so ``sailseg send FILE`` picks it. Default: never."""
+        return False
+
+    def sign_sample(self, body: Any) -> SignedSample:
+        """The HTTP body and headers a sender would post to :meth:`routes` for ``body`` (a
+        sample's decoded JSON), signed with this instance's secrets as the vendor signs.
+
+        When called: by ``sailseg send`` on an instance built from the running config (not
+        started), so that samples are signed exactly as this trigger verifies them.
+
+        :raises ConfigError: a secret needed to sign is missing (name the variable).
+        :raises NotImplementedError: this trigger takes no samples (the default).
+        """
+        raise NotImplementedError(f"{self.name} does not sign sample events")
+
+
+class SignedSample(msgspec.Struct, frozen=True):
+    """What :meth:`Trigger.sign_sample` returns: the raw body, the request headers and, when
+    the body decides it (e.g. ``/v1/track`` for a track call), the route path to post to."""
+
+    content: bytes
+    headers: dict[str, str] = {}
+    path: str | None = None
 
 
 class Transform(Component):

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import click
 
     from .components import IdentityResolver, Register, Sink, Transform, Trigger
+    from .emulators import Emulator
     from .store.base import Store
 
 hookspec = HookspecMarker("sailseg")
@@ -92,15 +93,36 @@ def register_stores(register: Register[tuple[str, type[Store]]]) -> None:
 
 
 @hookspec
+def register_emulators(register: Register[Emulator]) -> None:
+    """Declare vendor emulators for the sandbox, ``sailseg send`` and the test harness.
+
+    When called: once, synchronously, whenever a component registry is assembled; used by
+    ``sailseg serve --sandbox`` (starts every registered emulator and points the example
+    configs at it), ``sailseg send`` (sample kinds an emulator sends) and the test harness
+    (``sailseg.testing.emulator_app``/``route_emulator``).
+
+    :param register: call ``register(sailseg.emulators.Emulator(...))`` once per emulator;
+        ``Emulator.name`` must be unique among all installed plugins.
+    :return: nothing (ignored).
+
+    Semantics: all implementations are called; a duplicate name is an error naming both
+    plugins. Production code never imports an emulator: ``create_app`` imports it lazily.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``sailseg`` CLI.
 
-    When called: once, when the ``sailseg`` command group is built at process start.
+    When called: once, when the ``sailseg`` command group is first used (listing or running a
+    command), not when ``sailseg.cli`` is imported.
 
     :param cli: the root ``click.Group``; add commands or groups with ``@cli.command()`` /
         ``@cli.group()``.
     :return: nothing (ignored).
 
     Semantics: all implementations are called; a plugin should namespace its commands under a
-    group named after itself (``sailseg sailthru emulator``).
+    group named after itself (``sailseg sailthru emulator``). The helpers core commands use
+    are public in ``sailseg.cli`` (``handle_errors``, ``config_option``, ``store_option``,
+    ``load``, ``store_for``, ``resolve_config_path``, ``run_async``, ``parse_since``).
     """

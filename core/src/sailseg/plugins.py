@@ -21,9 +21,18 @@ import pluggy
 
 from . import hookspecs
 from .components import IdentityResolver, Register, Sink, Transform, Trigger
+from .emulators import Emulator
 from .errors import PluginError
 
-__all__ = ["DEFAULT_PLUGINS", "make_plugin_manager", "Registry", "build_registry", "list_plugins"]
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "PluginInfo",
+    "PluginManager",
+    "Registry",
+    "build_registry",
+    "list_plugins",
+    "make_plugin_manager",
+]
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "sailseg.default_plugins.filter",
@@ -41,9 +50,32 @@ def _csv_env(name: str) -> list[str] | None:
     return [p.strip() for p in raw.split(",") if p.strip()]
 
 
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a plugin came from: its distribution and version (built-ins: ``sailseg``)."""
+
+    name: str
+    distribution: str
+    version: str
+
+
+class PluginManager(pluggy.PluginManager):
+    """A pluggy manager that also records which distribution each entry-point plugin came
+    from (:meth:`plugin_info`), for ``sailseg plugins`` and error messages."""
+
+    def __init__(self) -> None:
+        super().__init__("sailseg")
+        self.infos: dict[str, PluginInfo] = {}
+
+    def plugin_info(self, name: str) -> PluginInfo:
+        """The plugin's distribution and version; built-ins and plugins registered in code
+        (tests) report ``sailseg (built-in)`` and the core version."""
+        return self.infos.get(name) or PluginInfo(name, "sailseg (built-in)", _core_version())
+
+
 def make_plugin_manager(
     *, load_entrypoints: bool = True, plugins: Iterable[object] = (), builtins: bool = True
-) -> pluggy.PluginManager:
+) -> PluginManager:
     """Build a validated plugin manager.
 
     :param load_entrypoints: load installed plugins from the ``sailseg`` entry-point group.
@@ -51,7 +83,7 @@ def make_plugin_manager(
     :param builtins: register :data:`DEFAULT_PLUGINS`.
     :raises PluginError: naming the plugin that failed to import or implements an unknown hook.
     """
-    pm = pluggy.PluginManager("sailseg")
+    pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     for name in _csv_env("SAILSEG_DISABLE_PLUGINS") or []:
         pm.set_blocked(name)
@@ -81,8 +113,7 @@ def make_plugin_manager(
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
                 pm.register(plugin, name=ep.name)
-                pm._sailseg_dists = getattr(pm, "_sailseg_dists", {})  # type: ignore[attr-defined]
-                pm._sailseg_dists[ep.name] = (dist_name, dist.version)  # type: ignore[attr-defined]
+                pm.infos[ep.name] = PluginInfo(ep.name, dist_name, dist.version)
     for plugin in plugins:
         pm.register(plugin)
     try:
@@ -101,6 +132,7 @@ class Registry:
     resolvers: dict[str, type[IdentityResolver]] = field(default_factory=dict)
     sinks: dict[str, type[Sink]] = field(default_factory=dict)
     stores: dict[str, type[Any]] = field(default_factory=dict)
+    emulators: dict[str, Emulator] = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def kind_map(self, kind: str) -> dict[str, Any]:
@@ -110,17 +142,27 @@ class Registry:
             "resolver": self.resolvers,
             "sink": self.sinks,
             "store": self.stores,
+            "emulator": self.emulators,
         }[kind]
 
 
 def _collect(pm: pluggy.PluginManager, hookname: str, kind: str, reg: Registry) -> None:
+    """Ask each plugin implementing ``hookname`` for its items, one plugin at a time.
+
+    Why per plugin: every item must be attributed to the plugin that registered it (duplicate
+    names name both plugins). The call goes through pluggy (a subset hook caller holding just
+    that plugin), so hook-call monitoring sees it and an implementation may take fewer
+    arguments than the spec (even none), as pluggy allows.
+    """
     target = reg.kind_map(kind)
     hook = getattr(pm.hook, hookname)
-    for impl in hook.get_hookimpls():
-        register: Register[Any] = Register(kind)
-        register._plugin = impl.plugin_name
+    impls = hook.get_hookimpls()
+    for impl in impls:
+        others = [i.plugin for i in impls if i.plugin is not impl.plugin]
+        caller = pm.subset_hook_caller(hookname, remove_plugins=others)
+        register: Register[Any] = Register(kind, plugin=impl.plugin_name)
         try:
-            impl.function(register)
+            caller(register=register)
         except Exception as exc:  # noqa: BLE001
             raise PluginError(
                 f"plugin {impl.plugin_name!r} failed in {hookname}: {type(exc).__name__}: {exc}"
@@ -150,13 +192,13 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     _collect(pm, "register_identity_resolvers", "resolver", reg)
     _collect(pm, "register_sinks", "sink", reg)
     _collect(pm, "register_stores", "store", reg)
+    _collect(pm, "register_emulators", "emulator", reg)
     return reg
 
 
 def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
     """Each plugin: name, distribution, version, hooks implemented, components registered."""
     reg = build_registry(pm)
-    dists: dict[str, tuple[str, str]] = getattr(pm, "_sailseg_dists", {})
     out = []
     for name, plugin in sorted(pm.list_name_plugin()):
         if plugin is None:
@@ -166,7 +208,11 @@ def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
         for (kind, cname), owner in reg.owner.items():
             if owner == name:
                 comps.setdefault(kind + "s", []).append(cname)
-        dist, version = dists.get(name, ("sailseg (built-in)", _core_version()))
+        if isinstance(pm, PluginManager):
+            info = pm.plugin_info(name)
+        else:
+            info = PluginInfo(name, "sailseg (built-in)", _core_version())
+        dist, version = info.distribution, info.version
         out.append(
             {
                 "name": name,

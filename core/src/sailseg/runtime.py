@@ -4,7 +4,7 @@ Use it as an async context manager; it owns a task group for the delivery loops 
 triggers' background tasks::
 
     async with Runtime(config) as rt:
-        app = rt.asgi_app()          # serve with uvicorn, or drive with httpx.ASGITransport
+        app = sailseg.server.build_app(rt)  # serve with uvicorn, or drive with httpx.ASGITransport
         ...
 
 Exit drains in-flight work (up to ``delivery.shutdown_grace``), releases leases, stops
@@ -34,7 +34,6 @@ from .errors import Backpressure, ConfigError, SailsegError
 from .events import Event, new_id, ordering_key
 from .metrics import Metrics
 from .plugins import Registry, build_registry, make_plugin_manager
-from .server import RouteApp
 from .store.base import QueueItem, Store
 from .tracing import enabled as tracing_enabled
 from .tracing import extract, inject
@@ -354,23 +353,9 @@ class Runtime:
             self.on_enqueue()
         return AcceptResult(accepted, duplicates)
 
-    # -- HTTP ------------------------------------------------------------------------
-    def asgi_app(self) -> RouteApp:
-        """The ASGI app: every trigger's routes plus /healthz, /readyz, /metrics, /admin/*."""
-        from .admin import admin_routes
-
-        server = self.config.server
-        app = RouteApp(max_body=server.max_body, admin_token=server.admin_token)
-        for (kind, inst), comp in self.instances.items():
-            if kind == "trigger":
-                for route in comp.routes():  # type: ignore[attr-defined]
-                    try:
-                        app.add(route)
-                    except ValueError:
-                        raise ConfigError(
-                            f"{self.config.path}: trigger {inst!r} wants path {route.path!r}, "
-                            "which another trigger already serves"
-                        ) from None
-        for route in admin_routes(self):
-            app.add(route)
-        return app
+    # -- introspection ---------------------------------------------------------------
+    def triggers(self) -> list[tuple[str, Trigger]]:
+        """Every configured trigger as (instance name, started component); the server layer
+        (:func:`sailseg.server.build_app`) serves their routes."""
+        return [(inst, comp) for (kind, inst), comp in self.instances.items()
+                if kind == "trigger"]  # type: ignore[misc]

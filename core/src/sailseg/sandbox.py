@@ -1,21 +1,22 @@
-"""``sailseg serve --sandbox``: every example pipeline against both vendor emulators, one process.
+"""``sailseg serve --sandbox``: every example pipeline against the vendor emulators, one process.
 
 Why: a fresh clone should reach a working Segment <-> Sailthru sync with one command and no
 accounts. The sandbox
 
-- starts the Sailthru and Segment emulators as local HTTP servers (free ports, or the ports in
-  ``SAILSEG_SANDBOX_SAILTHRU_PORT`` / ``SAILSEG_SANDBOX_SEGMENT_PORT``);
-- sets the environment the example configs read (``SAILTHRU_API_URL``/``KEY``/``SECRET``,
-  ``SEGMENT_API_URL``, ``SEGMENT_WRITE_KEY``, ``SEGMENT_WEBHOOK_SECRET``, poll intervals...) to
-  point at them, with sandbox-only secrets; the real environment is never used for those;
+- starts every emulator the installed plugins register (``register_emulators``; the first-party
+  Sailthru and Segment plugins register theirs) as a local HTTP server (a free port, or the
+  port in the emulator's ``port_variable``, e.g. ``SAILSEG_SANDBOX_SAILTHRU_PORT``);
+- sets the environment the example configs read (each emulator's ``sandbox_env``: API URLs,
+  sandbox-only credentials, poll intervals...) to point at them; the real environment is never
+  used for those;
 - loads every ``examples/pipelines/*.toml`` (or ``-c FILE|DIR``) into one runtime (see
   :func:`load_pipeline_files` for how files are merged);
 - keeps its data under ``.sailseg/sandbox/`` (SQLite store and ``endpoints.json``, which
   ``sailseg send`` and ``sailseg status`` read);
-- points the Sailthru emulator's postbacks at sailseg's postback route;
+- tells each emulator where sailseg listens and which routes it serves (e.g. for postbacks);
 - prints where to send events and where to look.
 
-The vendor emulators live in plugins; they are imported lazily so core does not depend on them.
+Core names no vendor here: everything vendor-specific comes from the registered emulators.
 """
 
 from __future__ import annotations
@@ -28,10 +29,15 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .components import ComponentContext
 from .config import SailsegConfig, parse_config
 from .errors import ConfigError
+from .runtime import build_component
+
+if TYPE_CHECKING:
+    from .plugins import Registry
 
 __all__ = [
     "SANDBOX_DIR",
@@ -40,7 +46,7 @@ __all__ = [
     "default_pipeline_files",
     "pipeline_files",
     "load_pipeline_files",
-    "sandbox_env",
+    "trigger_routes",
     "read_endpoints",
     "run_sandbox",
 ]
@@ -48,14 +54,6 @@ __all__ = [
 #: where the sandbox keeps its store and endpoints file (relative to the working directory)
 SANDBOX_DIR = Path(".sailseg") / "sandbox"
 ENDPOINTS_FILE = "endpoints.json"
-
-#: sandbox-only credentials (they protect nothing: both vendors are local emulators)
-SAILTHRU_KEY = "sandbox-sailthru-key"
-SAILTHRU_SECRET = "sandbox-sailthru-secret"
-SEGMENT_WRITE_KEY = "sandbox-write-key"
-SEGMENT_WEBHOOK_SECRET = "sandbox-webhook-secret"
-SEGMENT_SPACE_ID = "spa_sandbox"
-SEGMENT_PROFILE_TOKEN = "sandbox-profile-token"
 
 _MERGED_SECTIONS = ("triggers", "transforms", "resolvers", "sinks")
 
@@ -181,25 +179,7 @@ def _common_dir(files: Sequence[str | os.PathLike[str]]) -> str:
         return "."
 
 
-# -- environment ---------------------------------------------------------------------------
-def sandbox_env(*, sailthru_url: str, segment_url: str) -> dict[str, str]:
-    """The variables the example configs read, pointing at the sandbox emulators."""
-    return {
-        "SAILTHRU_API_URL": sailthru_url,
-        "SAILTHRU_API_KEY": SAILTHRU_KEY,
-        "SAILTHRU_API_SECRET": SAILTHRU_SECRET,
-        "SEGMENT_API_URL": segment_url,
-        "SEGMENT_WRITE_KEY": SEGMENT_WRITE_KEY,
-        "SEGMENT_WEBHOOK_SECRET": SEGMENT_WEBHOOK_SECRET,
-        "SEGMENT_PROFILE_API_URL": segment_url,
-        "SEGMENT_SPACE_ID": SEGMENT_SPACE_ID,
-        "SEGMENT_PROFILE_TOKEN": SEGMENT_PROFILE_TOKEN,
-        # pollers: fast enough that a seeded purchase or campaign shows up within seconds
-        "SAILTHRU_POLL_INTERVAL": os.environ.get("SAILSEG_SANDBOX_POLL_INTERVAL", "5"),
-        "SAILTHRU_JOB_POLL_INTERVAL": "0.2",
-    }
-
-
+# -- ports ---------------------------------------------------------------------------------
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
@@ -219,27 +199,31 @@ def _port(var: str, host: str) -> int:
 # -- endpoints file ------------------------------------------------------------------------
 @dataclass
 class SandboxEndpoints:
-    """What a running sandbox tells ``sailseg send`` / ``sailseg status`` (``endpoints.json``)."""
+    """What a running sandbox tells ``sailseg send`` / ``sailseg status`` (``endpoints.json``).
+
+    :param routes: route paths per trigger type.
+    :param emulators: each emulator's base URL by its registered name.
+    :param env: the sandbox-only environment the pipelines run with (emulator URLs and
+        credentials); ``sailseg send`` signs with it. The file is readable by its owner only.
+    """
 
     sailseg_url: str
-    sailthru_url: str
-    segment_url: str
     store_url: str
     routes: dict[str, list[str]] = field(default_factory=dict)
+    emulators: dict[str, str] = field(default_factory=dict)
     pipelines: list[str] = field(default_factory=list)
-    secrets: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
     pid: int = 0
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "sailseg_url": self.sailseg_url,
-                "sailthru_url": self.sailthru_url,
-                "segment_url": self.segment_url,
                 "store_url": self.store_url,
                 "routes": self.routes,
+                "emulators": self.emulators,
                 "pipelines": self.pipelines,
-                "secrets": self.secrets,
+                "env": self.env,
                 "pid": self.pid,
             },
             indent=2,
@@ -257,52 +241,50 @@ def read_endpoints(directory: str | os.PathLike[str] | None = None) -> SandboxEn
         return None
     return SandboxEndpoints(
         sailseg_url=str(data["sailseg_url"]),
-        sailthru_url=str(data.get("sailthru_url", "")),
-        segment_url=str(data.get("segment_url", "")),
         store_url=str(data.get("store_url", "")),
         routes=dict(data.get("routes") or {}),
+        emulators={str(k): str(v) for k, v in (data.get("emulators") or {}).items()},
         pipelines=list(data.get("pipelines") or []),
-        secrets=dict(data.get("secrets") or {}),
+        env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
         pid=int(data.get("pid") or 0),
     )
 
 
-def _routes(cfg: SailsegConfig) -> dict[str, list[str]]:
-    """Route paths per trigger type (defaults as the plugins define them)."""
-    defaults = {"segment.webhook": "/segment/webhook", "sailthru.postback": "/sailthru/postback"}
+def trigger_routes(
+    cfg: SailsegConfig, registry: Registry, env: Mapping[str, str]
+) -> dict[str, list[str]]:
+    """Route paths per trigger type, from trigger instances built (not started) from ``cfg``."""
     out: dict[str, list[str]] = {}
-    for (kind, _inst), spec in cfg.components.items():
-        if kind != "trigger" or spec.type not in defaults:
+    for (kind, inst), spec in cfg.components.items():
+        if kind != "trigger":
             continue
-        path = str(spec.options.get("path") or defaults[spec.type])
-        if path not in out.setdefault(spec.type, []):
-            out[spec.type].append(path)
-    return out
+        trigger = build_component(spec, registry, ComponentContext(instance=inst, env=dict(env)))
+        for route in trigger.routes():  # type: ignore[attr-defined]
+            if route.path not in out.setdefault(spec.type, []):
+                out[spec.type].append(route.path)
+    return {k: v for k, v in out.items() if v}
 
 
-def _guide(ep: SandboxEndpoints, files: Sequence[Path], events_dir: Path | None) -> str:
+def _guide(ep: SandboxEndpoints, registry: Registry, files: Sequence[Path],
+           events_dir: Path | None) -> str:
     def cmd(args: str) -> str:
         return f"uv run sailseg {args}"
 
+    titles = ", ".join(e.title for _, e in sorted(registry.emulators.items())) or "no vendor"
     lines = [
         "",
         (
             f"sailseg sandbox: {len(ep.pipelines)} pipeline(s) from {len(files)} file(s) in "
-            f"{_short(Path(_common_dir(files)))}, Sailthru and Segment emulated locally"
+            f"{_short(Path(_common_dir(files)))}, {titles} emulated locally"
         ),
         f"  store                {ep.store_url}",
         "",
-        "Send events to sailseg",
+        "Send events to sailseg (credentials: the sandbox's own, in "
+        f"{_short(sandbox_dir() / ENDPOINTS_FILE)})",
     ]
-    for path in ep.routes.get("segment.webhook", []):
-        lines.append(
-            f"  Segment webhook      POST {ep.sailseg_url}{path}   (X-Signature: HMAC-SHA1, "
-            f"secret {ep.secrets.get('segment_webhook_secret')})"
-        )
-    key = ep.secrets.get("sailthru_api_key")
-    for path in ep.routes.get("sailthru.postback", []):
-        url = f"{ep.sailseg_url}{path}"
-        lines.append(f"  Sailthru postbacks   POST {url}   (api_key {key}, sig md5)")
+    for ttype, paths in sorted(ep.routes.items()):
+        for path in paths:
+            lines.append(f"  {ttype:<20} POST {ep.sailseg_url}{path}")
     samples = sorted(events_dir.glob("*.json")) if events_dir else []
     if events_dir is not None and samples:
         first = next((p for p in samples if p.name == "01a-identify.json"), samples[0])
@@ -312,16 +294,14 @@ def _guide(ep: SandboxEndpoints, files: Sequence[Path], events_dir: Path | None)
             + cmd(f"send {_short(events_dir)}/*.json")
             + "   (every sample)"
         )
+    lines += ["", "Look at the results"]
+    for name, url in sorted(ep.emulators.items()):
+        emu = registry.emulators[name]
+        for label, text in emu.inspect(url):
+            lines.append(f"  {label:<20} {text}")
     lines += [
-        "",
-        "Look at the results",
-        (
-            f"  Sailthru emulator    {ep.sailthru_url}/_emulator/state   "
-            "(or /_emulator/state/users, events, purchases, sends, lists, jobs)"
-        ),
-        f"  Segment emulator     {ep.segment_url}/_emulator/messages   (?type=track&event=...)",
-        f"  sailseg              {cmd('status')}   |   {ep.sailseg_url}/metrics",
-        f"  dead letters         {cmd('dlq list')}",
+        f"  {'sailseg':<20} {cmd('status')}   |   {ep.sailseg_url}/metrics",
+        f"  {'dead letters':<20} {cmd('dlq list')}",
         "",
         "Ctrl-C stops the sandbox.",
     ]
@@ -361,48 +341,34 @@ class _QuietServer:
         self.server.should_exit = True
 
 
-def _emulators(host: str, sailseg_url: str, postback_path: str) -> tuple[Any, Any]:
-    try:
-        from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
-        from sailseg_plugins_segment.emulator import SegmentEmulator
-    except ImportError as exc:  # pragma: no cover - the workspace installs both
-        raise ConfigError(
-            f"the sandbox needs sailseg-plugins-sailthru and sailseg-plugins-segment: {exc}"
-        ) from None
-    sailthru = SailthruEmulator(
-        EmulatorSettings(
-            accounts={SAILTHRU_KEY: SAILTHRU_SECRET},
-            postback_url=f"{sailseg_url}{postback_path}",
-            job_polls_to_complete=1,
-        )
-    )
-    segment = SegmentEmulator(
-        write_keys={SEGMENT_WRITE_KEY}, access_tokens={SEGMENT_SPACE_ID: SEGMENT_PROFILE_TOKEN}
-    )
-    return sailthru, segment
-
-
 async def run_sandbox(
     config_path: str | None, store_url: str | None, host: str | None, port: int | None
 ) -> None:
     """Run the sandbox until SIGINT/SIGTERM (see the module docstring)."""
     import anyio
 
-    from .cli_commands import serve_runtime
+    from .emulators import EmulatorSetup
+    from .plugins import build_registry, make_plugin_manager
     from .runtime import Runtime
+    from .serving import serve_runtime
 
     host = host or "127.0.0.1"
     port = port or 8080
     files = pipeline_files(config_path)
     data = sandbox_dir()
     data.mkdir(parents=True, exist_ok=True)
-    st_port = _port("SAILSEG_SANDBOX_SAILTHRU_PORT", host)
-    sg_port = _port("SAILSEG_SANDBOX_SEGMENT_PORT", host)
+    registry = build_registry(make_plugin_manager())
+    emulators = sorted(registry.emulators.items())
     url_host = f"[{host}]" if ":" in host else host
     sailseg_url = f"http://{url_host}:{port}"
-    sailthru_url = f"http://{url_host}:{st_port}"
-    segment_url = f"http://{url_host}:{sg_port}"
-    env = {**os.environ, **sandbox_env(sailthru_url=sailthru_url, segment_url=segment_url)}
+    ports: dict[str, int] = {}
+    urls: dict[str, str] = {}
+    sandbox_vars: dict[str, str] = {}
+    for name, emu in emulators:
+        ports[name] = _port(emu.port_variable, host) if emu.port_variable else _free_port(host)
+        urls[name] = f"http://{url_host}:{ports[name]}"
+        sandbox_vars.update(emu.sandbox_env(urls[name]))
+    env = {**os.environ, **sandbox_vars}
     cfg = load_pipeline_files(files, env=env)
     cfg.store.url = (
         store_url
@@ -410,26 +376,25 @@ async def run_sandbox(
         or f"sqlite:///{(data / 'sailseg.db').as_posix()}"
     )
     cfg.server.host, cfg.server.port = host, port
-    routes = _routes(cfg)
-    postback_path = (routes.get("sailthru.postback") or ["/sailthru/postback"])[0]
-    sailthru, segment = _emulators(host, sailseg_url, postback_path)
+    routes = trigger_routes(cfg, registry, env)
+    servers = [
+        _QuietServer(
+            emu.create_app(EmulatorSetup(url=urls[name], env=sandbox_vars,
+                                         sailseg_url=sailseg_url, routes=routes)),
+            host, ports[name],
+        )
+        for name, emu in emulators
+    ]
     endpoints = SandboxEndpoints(
         sailseg_url=sailseg_url,
-        sailthru_url=sailthru_url,
-        segment_url=segment_url,
         store_url=cfg.store.url,
         routes=routes,
+        emulators=urls,
         pipelines=sorted(cfg.pipelines),
-        secrets={
-            "segment_webhook_secret": SEGMENT_WEBHOOK_SECRET,
-            "sailthru_api_key": SAILTHRU_KEY,
-            "sailthru_api_secret": SAILTHRU_SECRET,
-            "segment_write_key": SEGMENT_WRITE_KEY,
-        },
+        env=sandbox_vars,
         pid=os.getpid(),
     )
     ep_file = data / ENDPOINTS_FILE
-    servers = [_QuietServer(sailthru, host, st_port), _QuietServer(segment, host, sg_port)]
     events_dir = next(
         (d for d in (files[0].parent.parent / "events", Path("examples") / "events") if d.is_dir()),
         None,
@@ -440,11 +405,13 @@ async def run_sandbox(
         try:
             for s in servers:
                 await s.wait_started()
-            async with Runtime(cfg, env=env) as rt:
-                ep_file.write_text(endpoints.to_json(), encoding="utf-8")
+            async with Runtime(cfg, registry=registry, env=env) as rt:
+                ep_file.touch(mode=0o600)
                 with contextlib.suppress(OSError):
                     ep_file.chmod(0o600)
-                await serve_runtime(rt, host, port, banner=_guide(endpoints, files, events_dir))
+                ep_file.write_text(endpoints.to_json(), encoding="utf-8")
+                await serve_runtime(rt, host, port,
+                                    banner=_guide(endpoints, registry, files, events_dir))
         finally:
             for s in servers:
                 s.stop()

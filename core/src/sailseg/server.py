@@ -1,19 +1,27 @@
 """The ASGI application ``sailseg serve`` runs: trigger routes plus health, metrics and admin.
 
-:class:`RouteApp` is plain ASGI (no framework) so the ingest path stays short. Plugin tests can
-serve a trigger's routes with it directly: ``RouteApp(trigger.routes())`` under
-``httpx.ASGITransport`` or uvicorn.
+:func:`build_app` builds it from a started :class:`~sailseg.runtime.Runtime` (the runtime
+itself knows nothing of HTTP). :class:`RouteApp` is plain ASGI (no framework) so the ingest
+path stays short. Plugin tests can serve a trigger's routes with it directly:
+``RouteApp(trigger.routes())`` under ``httpx.ASGITransport`` or uvicorn.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .errors import ConfigError
 from .http import Request, Response, Route, error_response
 
-__all__ = ["RouteApp", "DEFAULT_MAX_BODY"]
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["RouteApp", "DEFAULT_MAX_BODY", "build_app", "OPERATIONAL_PREFIXES"]
+
+#: path prefixes of the routes :func:`build_app` adds besides the triggers'
+OPERATIONAL_PREFIXES = ("/admin", "/healthz", "/readyz", "/metrics")
 
 DEFAULT_MAX_BODY = 1024 * 1024
 
@@ -174,3 +182,27 @@ class RouteApp:
             elif msg["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def build_app(runtime: Runtime) -> RouteApp:
+    """The ASGI app of a started runtime: every trigger's routes plus /healthz, /readyz,
+    /metrics and /admin/* (:mod:`sailseg.admin`).
+
+    :raises ConfigError: two triggers want the same path.
+    """
+    from .admin import admin_routes
+
+    server = runtime.config.server
+    app = RouteApp(max_body=server.max_body, admin_token=server.admin_token)
+    for inst, trigger in runtime.triggers():
+        for route in trigger.routes():
+            try:
+                app.add(route)
+            except ValueError:
+                raise ConfigError(
+                    f"{runtime.config.path}: trigger {inst!r} wants path {route.path!r}, "
+                    "which another trigger already serves"
+                ) from None
+    for route in admin_routes(runtime):
+        app.add(route)
+    return app

@@ -34,6 +34,8 @@ from typing import Any
 
 import anyio
 
+from .process import run_loop, setup_logging, setup_otel, tune_gc
+
 __all__ = ["DeliveryChild", "child_main", "open_split_store"]
 
 log = logging.getLogger("sailseg.split")
@@ -140,54 +142,20 @@ class DeliveryChild:
 
 # -- the store both processes open ---------------------------------------------------------
 def open_split_store(url: str, registry: Any) -> Any:
-    """The store for one side of the split: for a SQLite file, one whose write transactions
-    also take an exclusive ``flock`` on ``<db>.split-lock``.
-
-    Why: two processes writing one SQLite file wait for each other in SQLite's busy handler,
-    which sleeps 1, 2, 5, 10, 15, 20, 25 ms ... between retries instead of being told when
-    the lock is free; with ingest and delivery committing hundreds of times a second those
-    sleeps became the p99 (35 ms at 1000/s). A blocking ``flock`` is handed over by the kernel
-    at once. It only orders our two processes: SQLite's own locking (``BEGIN IMMEDIATE``,
-    ``busy_timeout``) still guards against every other writer, and a killed holder's lock
-    is released by the kernel.
-    """
+    """The store for one side of the split: for a SQLite file, one opened with the
+    documented ``process_lock=True`` option (an exclusive ``flock`` around every write
+    transaction; why: :mod:`sailseg.store.sqlite`). Other backends are returned as built."""
     from .runtime import open_store
-    from .store.sqlite import SQLiteStore, _run_batch
+    from .store.sqlite import SQLiteStore
 
     store = open_store(url, registry)
-    if type(store) is not SQLiteStore or store.path == ":memory:":
+    if type(store) is not SQLiteStore:
         return store
-
-    class _FlockSQLiteStore(SQLiteStore):
-        _lock_fd = -1
-
-        async def _flush(self, batch: Any) -> None:
-            conn = self._conn()
-            if self._lock_fd < 0:
-                self._lock_fd = os.open(self.path + ".split-lock", os.O_RDWR | os.O_CREAT, 0o600)
-            await anyio.to_thread.run_sync(_locked_batch, self._lock_fd, conn, batch)
-
-        async def close(self) -> None:
-            await super().close()
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
-
-    def _locked_batch(fd: int, conn: Any, batch: Any) -> None:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            _run_batch(conn, batch)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-    return _FlockSQLiteStore(url)
+    return SQLiteStore(url, process_lock=True)
 
 
 # -- child -----------------------------------------------------------------------------
 async def _deliver_only(cfg: Any) -> None:
-    from .cli_commands import tune_gc
     from .plugins import build_registry, make_plugin_manager
     from .runtime import Runtime
 
@@ -228,18 +196,18 @@ async def _deliver_only(cfg: Any) -> None:
 def child_main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from .cli import load
-    from .cli_commands import _run, _setup_logging, setup_otel
+    from .config import load_config
 
     ap = argparse.ArgumentParser(prog="python -m sailseg.split")
     ap.add_argument("--config", required=True)
     ap.add_argument("--log-level", default="warning")
     ap.add_argument("--otel", default="none")
     args = ap.parse_args(argv)
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     setup_otel(args.otel)
-    cfg = load(args.config)  # the store URL comes from $SAILSEG_STORE, set by the parent
-    _run(_deliver_only, cfg)
+    cfg = load_config(args.config)
+    cfg.store.url = os.environ.get("SAILSEG_STORE") or cfg.store.url  # set by the parent
+    run_loop(_deliver_only, cfg)
     return 0
 
 

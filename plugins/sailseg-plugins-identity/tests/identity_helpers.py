@@ -13,6 +13,7 @@ import anyio
 import httpx
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
+from sailseg.server import build_app
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
 
@@ -144,7 +145,7 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 15.0, *, quiet: boo
 async def running(tmp_path: Path, router: HostRouter, sailthru: SailthruEmulator,
                   segment: SegmentEmulator, *, purchases: bool = False) -> AsyncIterator[Node]:
     async with Runtime(config(tmp_path, purchases=purchases), transport=router, env={}) as rt:
-        app = rt.asgi_app()
+        app = build_app(rt)
         router.add(SAILSEG_HOST, app)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url=f"http://{SAILSEG_HOST}") as http:

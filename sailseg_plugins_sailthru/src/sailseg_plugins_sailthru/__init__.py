@@ -15,8 +15,9 @@ from .sinks import ALL_SINKS
 
 if TYPE_CHECKING:
     import click
+    from sailseg.emulators import Emulator
 
-__all__ = ["register_sinks", "register_triggers", "register_commands"]
+__all__ = ["register_commands", "register_emulators", "register_sinks", "register_triggers"]
 
 
 @sailseg.hookimpl
@@ -29,6 +30,13 @@ def register_sinks(register: sailseg.Register[type[sailseg.Sink]]) -> None:
 def register_triggers(register: sailseg.Register[type[sailseg.Trigger]]) -> None:
     register(PostbackTrigger)
     register(PollTrigger)
+
+
+@sailseg.hookimpl
+def register_emulators(register: sailseg.Register[Emulator]) -> None:
+    from .emulation import EMULATOR
+
+    register(EMULATOR)
 
 
 @sailseg.hookimpl

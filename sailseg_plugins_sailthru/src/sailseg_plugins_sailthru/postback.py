@@ -27,18 +27,18 @@ from __future__ import annotations
 import hmac
 import time
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 
 import sailseg
 
 from .config import SECRET_FIELDS, AccountConfig, resolve_account
-from .emulator.forms import nest_brackets
+from .formdata import flatten_form, nest_brackets
 from .segment_out import ANONYMOUS_ID_MODES, iso, message_id, segment_message
-from .signature import verify
+from .signature import sign, verify
 
-__all__ = ["PostbackTrigger", "postback_events"]
+__all__ = ["PostbackTrigger", "postback_events", "signed_postback"]
 
 _REQUIRED = {"verify": ("email", "send_id"), "optout": ("email",), "hardbounce": ("email",),
              "update": ("email",)}
@@ -62,6 +62,22 @@ class PostbackTrigger(sailseg.Trigger):
         if config.anonymous_id not in ANONYMOUS_ID_MODES:
             raise sailseg.ConfigError(f"{self.name}: `anonymous_id` must be one of {ANONYMOUS_ID_MODES}")
         self._account = resolve_account(config, ctx.env, component=self.name)
+
+    @classmethod
+    def sample_matches(cls, data: Any) -> bool:
+        """A JSON object with an ``action`` and no ``type`` is a postback sample."""
+        return isinstance(data, dict) and "action" in data and "type" not in data
+
+    def sign_sample(self, body: Any) -> sailseg.SignedSample:
+        """A form-encoded postback signed with this trigger's account, as Sailthru sends it
+        (nested values as ``vars[name]`` keys, booleans as ``"1"``/``"0"``)."""
+        if not isinstance(body, dict):
+            raise sailseg.ConfigError("a Sailthru postback sample must be a JSON object")
+        pairs = signed_postback(body, self._account.api_key, self._account.api_secret)
+        return sailseg.SignedSample(
+            content=urlencode(pairs).encode("ascii"),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
 
     def routes(self) -> list[sailseg.Route]:
         return [sailseg.Route(self.config.path, self.handle, methods=("POST",),
@@ -101,6 +117,15 @@ class PostbackTrigger(sailseg.Trigger):
         except sailseg.InputError as exc:
             return sailseg.error_response(exc.status, str(exc))
         return sailseg.json_response({"ok": True, "accepted": result.accepted, "duplicates": result.duplicates})
+
+
+def signed_postback(fields: dict[str, Any], api_key: str, secret: str) -> list[tuple[str, str]]:
+    """The signed (name, value) pairs of a postback: ``fields`` flattened to bracket keys,
+    ``api_key``, then ``sig`` over every value (what :meth:`PostbackTrigger.handle` checks)."""
+    pairs = flatten_form({k: v for k, v in fields.items() if k not in ("api_key", "sig")})
+    pairs.append(("api_key", api_key))
+    pairs.append(("sig", sign({str(i): v for i, (_, v) in enumerate(pairs)}, secret)))
+    return pairs
 
 
 def postback_events(form: dict[str, str], *, now: float | None = None, anonymous_id: str = "none",

@@ -24,9 +24,11 @@ from .webhook import SegmentWebhook
 
 if TYPE_CHECKING:
     import click
+    from sailseg.emulators import Emulator
 
 __all__ = [
     "register_commands",
+    "register_emulators",
     "register_identity_resolvers",
     "register_sinks",
     "register_triggers",
@@ -48,6 +50,15 @@ def register_sinks(register: sailseg.Register[type[sailseg.Sink]]) -> None:
 @sailseg.hookimpl
 def register_identity_resolvers(register: sailseg.Register[type[sailseg.IdentityResolver]]) -> None:
     register(SegmentProfiles)
+
+
+# -- start register_emulators --
+@sailseg.hookimpl
+def register_emulators(register: sailseg.Register[Emulator]) -> None:
+    from .emulation import EMULATOR
+
+    register(EMULATOR)
+# -- end register_emulators --
 
 
 # -- start register_commands --

@@ -26,6 +26,8 @@ it (no clock-skew correction); ``receivedAt`` and a missing ``messageId`` are fi
 
 from __future__ import annotations
 
+import base64
+
 import hmac
 import logging
 import math
@@ -96,6 +98,27 @@ class SegmentIngest(sailseg.Trigger):
 
     def __repr__(self) -> str:
         return f"<SegmentIngest prefix={self.config.prefix!r} keys={len(self._keys)}>"
+
+    def sign_sample(self, body: Any) -> sailseg.SignedSample:
+        """A Tracking API request for ``body``: one message to ``/v1/<type>``, a list to
+        ``/v1/batch``; Basic auth with this trigger's first write key (any key when it
+        accepts any)."""
+        prefix = self.config.prefix.rstrip("/")
+        if isinstance(body, list):
+            path, payload = f"{prefix}/v1/batch", {"batch": body}
+        elif isinstance(body, dict) and body.get("type") in SINGLE_TYPES:
+            path, payload = f"{prefix}/v1/{body['type']}", body
+        else:
+            raise sailseg.ConfigError(
+                "a segment.ingest sample is a message with a `type` "
+                f"({', '.join(SINGLE_TYPES)}) or a list of messages"
+            )
+        key = self._keys[0].decode() if self._keys else "sailseg-send"
+        auth = base64.b64encode(f"{key}:".encode()).decode("ascii")
+        return sailseg.SignedSample(
+            content=msgspec.json.encode(payload), path=path,
+            headers={"content-type": "application/json", "authorization": f"Basic {auth}"},
+        )
 
     def routes(self) -> list[Route]:
         prefix = self.config.prefix.rstrip("/")

@@ -27,11 +27,26 @@ from sailseg.http import Request, Response, Route, error_response, json_response
 
 from .compression import InflateError, InflateLimitError, decode_body
 from .messages import accept_messages, prepare_all, trace_headers
-from .signature import verify
+from .signature import sign, verify
 
-__all__ = ["SegmentWebhook"]
+__all__ = ["SegmentWebhook", "signed_delivery"]
 
 log = logging.getLogger("sailseg.segment.webhook")
+
+
+def signed_delivery(body: Any, secret: str | None) -> tuple[bytes, dict[str, str]]:
+    """The raw JSON body and headers of a Segment webhook delivery of ``body`` (one message or
+    a list). ``X-Signature`` covers the whole body for one message and only the first
+    element's text (cut from the body exactly as sent) for a batch."""
+    if isinstance(body, list):
+        parts = [msgspec.json.encode(m) for m in body]
+        content, signed = b"[" + b",".join(parts) + b"]", (parts[0] if parts else b"")
+    else:
+        content = signed = msgspec.json.encode(body)
+    headers = {"content-type": "application/json"}
+    if secret:
+        headers["x-signature"] = sign(secret, signed)
+    return content, headers
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
@@ -64,6 +79,20 @@ class SegmentWebhook(sailseg.Trigger):
 
     def __repr__(self) -> str:
         return f"<SegmentWebhook path={self.config.path!r} signed={self._secret is not None}>"
+
+    @classmethod
+    def sample_matches(cls, data: Any) -> bool:
+        """A Segment message (an object with ``type``) or a non-empty array of objects."""
+        if isinstance(data, dict):
+            return "type" in data
+        return isinstance(data, list) and bool(data) and all(isinstance(m, dict) for m in data)
+
+    def sign_sample(self, body: Any) -> sailseg.SignedSample:
+        """The JSON body of a webhook delivery with ``X-Signature`` made with this trigger's
+        shared secret (none when it has none): for a batch, over the first element's text as
+        sent, which is what Segment signs."""
+        content, headers = signed_delivery(body, self._secret)
+        return sailseg.SignedSample(content=content, headers=headers)
 
     def routes(self) -> list[Route]:
         return [Route(self.config.path, self.handle, methods=("POST",), max_body=self.config.max_body)]

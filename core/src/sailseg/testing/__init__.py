@@ -2,7 +2,8 @@
 
 - Fixtures come from the pytest plugin :mod:`sailseg.testing.pytest_plugin`, loaded
   automatically wherever sailseg is installed (``sailseg_pm``, ``sailseg_runtime``,
-  ``sailthru_emulator``, ``segment_emulator``, ``spans``, ``cli``, ...).
+  ``spans``, ``cli``, ...); vendor emulator fixtures (``sailthru_emulator``,
+  ``segment_emulator``) come from the vendor plugins' own pytest plugins.
 - Standard contract suites: :func:`get_sink_test_class`, :func:`get_transform_test_class`,
   :func:`get_identity_resolver_test_class`, :func:`get_trigger_test_class`, tuned with
   :class:`SuiteConfig`.
@@ -17,7 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .emulators import SAILTHRU_ENV, SEGMENT_ENV, sailthru_app, segment_app
+    from .emulators import emulator, emulator_app, require_module, route_emulator
     from .faults import FaultInjector, Unreachable, ok_app
     from .harness import (
         HarnessRuntime,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
         started_component,
         wait_for,
     )
-    from .routing import PROFILES_TEST_URL, SAILTHRU_TEST_URL, SEGMENT_TEST_URL, HostRouter
+    from .routing import HostRouter
     from .suite_base import SampleRequest, SuiteConfig
     from .suites import (
         get_identity_resolver_test_class,
@@ -53,13 +54,10 @@ __all__ = [
     "Unreachable",
     "ok_app",
     "HostRouter",
-    "SAILTHRU_TEST_URL",
-    "SEGMENT_TEST_URL",
-    "PROFILES_TEST_URL",
-    "SAILTHRU_ENV",
-    "SEGMENT_ENV",
-    "sailthru_app",
-    "segment_app",
+    "emulator",
+    "emulator_app",
+    "require_module",
+    "route_emulator",
 ]
 
 _WHERE = {
@@ -79,13 +77,10 @@ _WHERE = {
     "Unreachable": "faults",
     "ok_app": "faults",
     "HostRouter": "routing",
-    "SAILTHRU_TEST_URL": "routing",
-    "SEGMENT_TEST_URL": "routing",
-    "PROFILES_TEST_URL": "routing",
-    "SAILTHRU_ENV": "emulators",
-    "SEGMENT_ENV": "emulators",
-    "sailthru_app": "emulators",
-    "segment_app": "emulators",
+    "emulator": "emulators",
+    "emulator_app": "emulators",
+    "require_module": "emulators",
+    "route_emulator": "emulators",
 }
 
 

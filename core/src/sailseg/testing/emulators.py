@@ -1,74 +1,69 @@
-"""The first-party vendor emulators, loaded on demand for the harness fixtures and suites.
+"""The vendor emulators the installed plugins register (``register_emulators``), for tests.
 
-Why lazy: a third-party plugin author may not have ``sailseg-plugins-sailthru`` or
-``sailseg-plugins-segment`` installed; the fixtures then *skip* with a reason saying what to
-install, instead of failing every test module at import time.
+Why through the hook: core names no vendor. A vendor plugin registers an
+:class:`~sailseg.emulators.Emulator` (app factory, test URLs, test environment) and ships
+its own pytest fixture on top of :func:`route_emulator` (``sailthru_emulator`` in
+sailseg-plugins-sailthru, ``segment_emulator`` in sailseg-plugins-segment). When the plugin
+providing an emulator is not installed, these helpers *skip* the test with a reason saying
+what is missing, instead of failing every test module at import time.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .routing import PROFILES_TEST_URL, SAILTHRU_TEST_URL, SEGMENT_TEST_URL
+if TYPE_CHECKING:
+    from ..emulators import Emulator
+    from .routing import HostRouter
 
-__all__ = [
-    "SAILTHRU_TEST_KEY",
-    "SAILTHRU_TEST_SECRET",
-    "SEGMENT_TEST_WRITE_KEY",
-    "SEGMENT_TEST_SPACE",
-    "SEGMENT_TEST_TOKEN",
-    "SAILTHRU_ENV",
-    "SEGMENT_ENV",
-    "sailthru_app",
-    "segment_app",
-]
-
-SAILTHRU_TEST_KEY = "sailseg-test-sailthru-key"
-SAILTHRU_TEST_SECRET = "sailseg-test-sailthru-secret"
-SEGMENT_TEST_WRITE_KEY = "sailseg-test-segment-write-key"
-SEGMENT_TEST_SPACE = "spa_sailseg_test"
-SEGMENT_TEST_TOKEN = "sailseg-test-profile-token"
-
-#: environment the Sailthru components read their account from
-SAILTHRU_ENV = {
-    "SAILTHRU_API_KEY": SAILTHRU_TEST_KEY,
-    "SAILTHRU_API_SECRET": SAILTHRU_TEST_SECRET,
-    "SAILTHRU_API_URL": SAILTHRU_TEST_URL,
-}
-#: environment the Segment components read their write key, space and token from
-SEGMENT_ENV = {
-    "SEGMENT_WRITE_KEY": SEGMENT_TEST_WRITE_KEY,
-    "SEGMENT_API_URL": SEGMENT_TEST_URL,
-    "SEGMENT_SPACE_ID": SEGMENT_TEST_SPACE,
-    "SEGMENT_PROFILE_TOKEN": SEGMENT_TEST_TOKEN,
-    "SEGMENT_PROFILE_API_URL": PROFILES_TEST_URL,
-}
+__all__ = ["emulator", "emulator_app", "require_module", "route_emulator"]
 
 
-def _require(module: str, dist: str) -> Any:
+def require_module(module: str, dist: str) -> Any:
+    """Import ``module``, or skip the test saying to ``pip install dist``."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         pytest.skip(f"{module} is not importable ({exc}); `pip install {dist}` to use this emulator")
 
 
-def sailthru_app(**settings: Any) -> Any:
-    """A fresh in-process Sailthru emulator accepting :data:`SAILTHRU_TEST_KEY` (skips the
-    test when sailseg-plugins-sailthru is not installed). ``settings`` go to
-    ``EmulatorSettings`` (e.g. ``job_polls_to_complete=0``)."""
-    emu = _require("sailseg_plugins_sailthru.emulator", "sailseg-plugins-sailthru")
-    settings.setdefault("accounts", {SAILTHRU_TEST_KEY: SAILTHRU_TEST_SECRET})
-    return emu.create_app(emu.EmulatorSettings(**settings))
+def emulator(name: str) -> Emulator:
+    """The emulator an installed plugin registered under ``name`` (skips when none did)."""
+    from ..plugins import build_registry, make_plugin_manager
+
+    found = build_registry(make_plugin_manager()).emulators.get(name)
+    if found is None:
+        pytest.skip(f"no installed plugin registers an emulator named {name!r} "
+                    "(install the plugin that provides it)")
+    return found
 
 
-def segment_app(**options: Any) -> Any:
-    """A fresh in-process Segment emulator (Tracking API + Profile API) accepting
-    :data:`SEGMENT_TEST_WRITE_KEY` and :data:`SEGMENT_TEST_TOKEN` (skips the test when
-    sailseg-plugins-segment is not installed)."""
-    emu = _require("sailseg_plugins_segment.emulator", "sailseg-plugins-segment")
-    options.setdefault("write_keys", {SEGMENT_TEST_WRITE_KEY})
-    options.setdefault("access_tokens", {SEGMENT_TEST_SPACE: SEGMENT_TEST_TOKEN})
-    return emu.SegmentEmulator(**options)
+def emulator_app(name: str) -> Any:
+    """A fresh in-process app of emulator ``name``, accepting its ``test_env`` credentials."""
+    from ..emulators import EmulatorSetup
+
+    emu = emulator(name)
+    url = emu.test_urls[0] if emu.test_urls else f"https://{name}.test"
+    return emu.create_app(EmulatorSetup(url=url, env=dict(emu.test_env)))
+
+
+def route_emulator(
+    name_or_app: str | Emulator, router: HostRouter, env: MutableMapping[str, str],
+    app: Any = None,
+) -> Any:
+    """Route the emulator's test hosts on ``router`` to ``app`` (default: a fresh app) and add
+    its ``test_env`` to ``env``; return the app. What the vendor fixtures do."""
+    emu = emulator(name_or_app) if isinstance(name_or_app, str) else name_or_app
+    if app is None:
+        from ..emulators import EmulatorSetup
+
+        url = emu.test_urls[0] if emu.test_urls else f"https://{emu.name}.test"
+        app = emu.create_app(EmulatorSetup(url=url, env=dict(emu.test_env)))
+    for host in emu.test_hosts():
+        router.add(host, app)
+    env.update(emu.test_env)
+    return app

@@ -25,6 +25,7 @@ from ..config import SECRET_HINTS, ComponentSpec, parse_config
 from ..events import Event, new_id
 from ..plugins import Registry, build_registry, make_plugin_manager
 from ..runtime import Runtime, build_component, open_store
+from ..server import build_app
 from . import components as harness_components
 from .components import CAPTURED_KEY
 
@@ -165,7 +166,7 @@ async def open_runtime(
     rt = Runtime(config, registry=harness_registry(plugins), transport=transport, env=env_d,
                  node_id="sailseg-testing")
     async with rt:
-        app = rt.asgi_app()
+        app = build_app(rt)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://sailseg.test") as http:
             yield HarnessRuntime(rt, http)

@@ -13,7 +13,8 @@ Fixtures (reference: docs/testing-plugins.md):
 - ``sailseg_env``, ``sailseg_router``: the environment and HTTP transport components get.
 - ``sailseg_runtime``: factory of started runtimes (real SQLite store in ``tmp_path``).
 - ``sailseg_component``: factory of one started component built like the runtime builds it.
-- ``sailthru_emulator``, ``segment_emulator``: in-process vendor emulators, routed.
+- vendor emulator fixtures (``sailthru_emulator``, ``segment_emulator``) come from the vendor
+  plugins' own pytest plugins, built on :func:`sailseg.testing.emulators.route_emulator`.
 - ``spans``: OpenTelemetry in-memory span exporter; ``cli``: ``CliRunner`` bound to ``sailseg``.
 """
 
@@ -86,40 +87,11 @@ def sailseg_env() -> dict[str, str]:
 @pytest.fixture
 def sailseg_router() -> Any:
     """The :class:`~sailseg.testing.routing.HostRouter` every harness-built component's HTTP
-    clients use; the emulator fixtures register their hosts on it. Unknown hosts fail like a
+    clients use; emulator fixtures register their hosts on it. Unknown hosts fail like a
     refused connection, never reaching the network."""
     from .routing import HostRouter
 
     return HostRouter({})
-
-
-@pytest.fixture
-def sailthru_emulator(sailseg_router: Any, sailseg_env: dict[str, str]) -> Any:
-    """An in-process Sailthru emulator at ``https://api.sailthru.test``; ``sailseg_env`` gets
-    ``SAILTHRU_API_KEY``/``SECRET``/``URL`` so Sailthru components reach it without options.
-    Skips when sailseg-plugins-sailthru is not installed."""
-    from .emulators import SAILTHRU_ENV, sailthru_app
-    from .routing import SAILTHRU_TEST_URL
-
-    app = sailthru_app()
-    sailseg_router.add(SAILTHRU_TEST_URL.split("://", 1)[1], app)
-    sailseg_env.update(SAILTHRU_ENV)
-    return app
-
-
-@pytest.fixture
-def segment_emulator(sailseg_router: Any, sailseg_env: dict[str, str]) -> Any:
-    """An in-process Segment emulator serving the Tracking API at ``https://api.segment.test``
-    and the Profile API at ``https://profiles.segment.test``; ``sailseg_env`` gets the write
-    key, space id, token and URLs. Skips when sailseg-plugins-segment is not installed."""
-    from .emulators import SEGMENT_ENV, segment_app
-    from .routing import PROFILES_TEST_URL, SEGMENT_TEST_URL
-
-    app = segment_app()
-    for url in (SEGMENT_TEST_URL, PROFILES_TEST_URL):
-        sailseg_router.add(url.split("://", 1)[1], app)
-    sailseg_env.update(SEGMENT_ENV)
-    return app
 
 
 @pytest.fixture

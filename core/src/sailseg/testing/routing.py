@@ -2,10 +2,11 @@
 
 Why: end-to-end tests run a whole runtime in-process; its sinks build httpx clients through
 ``ComponentContext.http_client()``, which uses the runtime's injected transport. A
-:class:`HostRouter` sends ``https://api.sailthru.test/...`` to the Sailthru emulator and
-``https://api.segment.test/...`` to the Segment emulator without binding any port::
+:class:`HostRouter` sends each request to the app registered for its host (vendor emulators
+register their ``.test`` hosts, see :func:`sailseg.testing.emulators.route_emulator`) without
+binding any port::
 
-    router = HostRouter({"api.sailthru.test": sailthru_app, "api.segment.test": segment_app})
+    router = HostRouter({"api.vendor.test": vendor_app})
     async with Runtime(cfg, transport=router) as rt: ...
 
 Unknown hosts raise ``httpx.ConnectError`` (so a misconfigured URL fails like a real outage,
@@ -19,11 +20,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["HostRouter", "SAILTHRU_TEST_URL", "SEGMENT_TEST_URL", "PROFILES_TEST_URL"]
-
-SAILTHRU_TEST_URL = "https://api.sailthru.test"
-SEGMENT_TEST_URL = "https://api.segment.test"
-PROFILES_TEST_URL = "https://profiles.segment.test"
+__all__ = ["HostRouter"]
 
 
 class HostRouter(httpx.AsyncBaseTransport):

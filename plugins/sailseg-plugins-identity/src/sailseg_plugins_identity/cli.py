@@ -260,7 +260,7 @@ def audit_group() -> None:
 @handle_errors
 def audit_export(fmt: str, since: str, output: str | None, config_path: str | None, store_url: str | None) -> None:
     """Export audit records at or after --since (oldest first)."""
-    from sailseg.cli_ops import parse_since
+    from sailseg.cli import parse_since
 
     t = 0.0 if since in ("0", "") else parse_since(since)
 

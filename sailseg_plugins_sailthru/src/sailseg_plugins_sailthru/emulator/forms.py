@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ..formdata import nest_brackets
+
 __all__ = ["Form", "FormError", "parse_form", "nest_brackets"]
 
 
@@ -79,23 +81,3 @@ def _parse_multipart(body: bytes, boundary: bytes, form: Form) -> None:
             form.files[name] = (m.group(2).decode("utf-8"), content)
         else:
             form.fields.append((name, content.decode("utf-8", "strict")))
-
-
-_BRACKET = re.compile(r"\[([^\]]*)\]")
-
-
-def nest_brackets(pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    """PHP-style nesting of ``vars[a][b]=x`` keys into dicts (the [gap]-documented way
-    Sailthru presumably reads directly-sent parameters)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        base, _, rest = key.partition("[")
-        path = [base] + (_BRACKET.findall("[" + rest) if rest else [])
-        node = out
-        for part in path[:-1]:
-            nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = node[part] = {}
-            node = nxt
-        node[path[-1]] = value
-    return out

@@ -14,30 +14,17 @@ from urllib.parse import urlencode
 
 import httpx
 
+from ..formdata import flatten_form
 from ..signature import sign
 
 __all__ = ["flatten_form", "build_postback", "PostbackSender"]
-
-
-def flatten_form(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """``{"lists": {"A": 1}}`` -> ``[("lists[A]", "1")]``; None values are dropped."""
-    out: list[tuple[str, str]] = []
-    for k, v in data.items():
-        key = f"{prefix}[{k}]" if prefix else str(k)
-        if isinstance(v, Mapping):
-            out.extend(flatten_form(v, key))
-        elif isinstance(v, (list, tuple)):
-            out.extend(flatten_form({str(i): x for i, x in enumerate(v)}, key))
-        elif v is not None:
-            out.append((key, "1" if v is True else "0" if v is False else str(v)))
-    return out
 
 
 def build_postback(fields: Mapping[str, Any], api_key: str, secret: str) -> list[tuple[str, str]]:
     """The signed (name, value) pairs of one postback."""
     pairs = flatten_form(fields) + [("api_key", api_key)]
     sig = sign({str(i): v for i, (_, v) in enumerate(pairs)}, secret)
-    return pairs + [("sig", sig)]
+    return [*pairs, ("sig", sig)]
 
 
 class PostbackSender:

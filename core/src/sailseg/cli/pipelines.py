@@ -1,0 +1,129 @@
+"""``sailseg plugins | validate | config show | run``: inspect plugins and pipelines."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+from .base import config_option, handle_errors, load, registry, run_async
+
+__all__ = ["config_group", "plugins", "run", "validate"]
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def plugins(as_json: bool) -> None:
+    """List installed plugins and the components they register."""
+    from ..plugins import list_plugins, make_plugin_manager
+
+    rows = list_plugins(make_plugin_manager())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'plugin':<10} {'distribution':<26} {'version':<8} components")
+    for r in rows:
+        comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in r["components"].items()) or "-"
+        click.echo(f"{r['name']:<10} {r['distribution']:<26} {r['version']:<8} {comps}")
+
+
+async def _check_components(cfg: Any) -> list[str]:
+    """Convert every component's options to its Config and start the transforms (which
+    compiles their expressions) against a throwaway store, so nothing real is touched."""
+    from ..components import ComponentContext
+    from ..runtime import build_component, open_store
+
+    reg = registry()
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="sailseg-validate-") as tmp:
+        store = open_store(f"sqlite:///{tmp}/validate.db", reg)
+        await store.open()
+        try:
+            await store.migrate()
+            for (kind, inst), spec in cfg.components.items():
+                comp = build_component(spec, reg, ComponentContext(instance=inst, store=store))
+                if kind == "transform":
+                    try:
+                        await comp.start()
+                    except ConfigError as exc:
+                        raise ConfigError(f"{spec.where}: {exc}") from None
+                    finally:
+                        await comp.stop()
+                lines.append(f"{kind:<9} {inst} ({spec.type})")
+        finally:
+            await store.close()
+    return lines
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False), default=None, required=False)
+@handle_errors
+def validate(file: str | None) -> None:
+    """Check a config file: syntax, component types and every component's options."""
+    cfg = load(file)
+    run_async(_check_components, cfg)
+    click.echo(f"OK: {cfg.path}: {len(cfg.pipelines)} pipeline(s), {len(cfg.components)} component(s)")
+
+
+@click.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("show")
+@config_option
+@handle_errors
+def config_show(config_path: str | None) -> None:
+    """Print the interpolated config as JSON with every secret redacted."""
+    from ..config import redacted
+
+    cfg = load(config_path)
+    reg = registry()
+    secrets: dict[tuple[str, str], tuple[str, ...]] = {}
+    for kind in ("trigger", "transform", "resolver", "sink"):
+        for name, cls in reg.kind_map(kind).items():
+            if getattr(cls, "secret_fields", ()):
+                secrets[(kind, name)] = tuple(cls.secret_fields)
+    click.echo(json.dumps(redacted(cfg, secrets), indent=2, default=str))
+
+
+@click.command()
+@config_option
+@click.option("--event", "event_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A JSON file with one Segment-spec message (or an array).")
+@click.option("--pipeline", "pipeline_name", default=None, help="Only this pipeline (default: all).")
+@handle_errors
+def run(config_path: str | None, event_file: str, pipeline_name: str | None) -> None:
+    """Push one event through pipelines in-process and print each stage and what each sink
+    would send. Nothing is sent and nothing is stored in your data directory."""
+    from ..events import decode_messages
+
+    cfg = load(config_path)
+    with open(event_file, "rb") as fh:
+        messages = decode_messages(fh.read())
+    names = [pipeline_name] if pipeline_name else list(cfg.pipelines)
+    for n in names:
+        if n not in cfg.pipelines:
+            raise ConfigError(f"{cfg.path}: no pipeline named {n!r} (have: {', '.join(cfg.pipelines)})")
+    out = run_async(_dry_run, cfg, names, messages)
+    click.echo(json.dumps(out, indent=2, default=str))
+
+
+async def _dry_run(cfg: Any, names: list[str], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from ..runtime import Runtime
+
+    with tempfile.TemporaryDirectory(prefix="sailseg-run-") as tmp:
+        cfg.store.url = f"sqlite:///{tmp}/run.db"
+        async with Runtime(cfg, deliver=False) as rt:
+            from ..dryrun import trace_event
+
+            results = []
+            for msg in messages:
+                for n in names:
+                    results.append(await trace_event(rt, n, msg))
+            return results
+

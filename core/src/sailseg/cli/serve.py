@@ -1,0 +1,47 @@
+"""``sailseg serve``: run the pipelines (the work is in :mod:`sailseg.serving`)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .base import config_option, handle_errors, load, store_option
+
+__all__ = ["serve"]
+
+
+@click.command()
+@config_option
+@store_option
+@click.option("--host", default=None, help="Bind address (default from config: 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default from config: 8080).")
+@click.option("--otel", type=click.Choice(["none", "console", "otlp"]), default=None,
+              help="Trace export (default: $SAILSEG_OTEL or none). OTEL_* variables are honoured.")
+@click.option("--log-level", default="warning", show_default=True)
+@click.option("--sandbox", is_flag=True,
+              help="Start the installed vendor emulators in-process and the example pipelines.")
+@click.option("--delivery-process", is_flag=True, default=False,
+              help="Deliver in a second process (uses a second CPU core); also [server] "
+              "delivery_process.")
+@click.option("--ready-file", default=None, hidden=True)
+@handle_errors
+def serve(config_path: str | None, store_url: str | None, host: str | None, port: int | None,
+          otel: str | None, log_level: str, sandbox: bool, delivery_process: bool,
+          ready_file: str | None) -> None:
+    """Run the pipelines: serve trigger routes and deliver events."""
+    from ..process import run_loop, setup_logging, setup_otel
+
+    setup_logging(log_level)
+    otel_mode = otel or os.environ.get("SAILSEG_OTEL", "none")
+    setup_otel(otel_mode)
+    if sandbox:
+        from ..sandbox import run_sandbox
+
+        run_loop(run_sandbox, config_path, store_url, host, port)
+        return
+    from ..serving import serve_config
+
+    serve_config(load(config_path, store_url), host=host, port=port,
+                 delivery_process=delivery_process or None, log_level=log_level, otel=otel_mode,
+                 ready_file=ready_file)

@@ -1,0 +1,136 @@
+"""Serving a runtime over HTTP: what ``sailseg serve``, the sandbox and tests share.
+
+- :func:`serve_runtime` serves a started runtime's app (:func:`sailseg.server.build_app`)
+  with uvicorn until SIGINT/SIGTERM;
+- :func:`serve_config` runs a whole node from a config: one process, or ingest here and
+  delivery in a child process (``--delivery-process``, :mod:`sailseg.split`);
+- :func:`banner` is the line a node prints once it listens.
+
+Process setup (logging, OTel, GC, event loop) is in :mod:`sailseg.process`. Nothing here knows
+about click: the CLI calls these functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .process import has_module, run_loop, tune_gc
+from .server import OPERATIONAL_PREFIXES, build_app
+
+if TYPE_CHECKING:
+    from .config import SailsegConfig
+    from .runtime import Runtime
+
+__all__ = ["banner", "serve_config", "serve_runtime"]
+
+
+async def serve_runtime(
+    rt: Runtime, host: str, port: int, *, banner: str = "", ready_file: str | None = None
+) -> None:
+    """Serve a started runtime's ASGI app with uvicorn until SIGINT/SIGTERM, then return
+    (the caller's ``async with Runtime`` drains).
+
+    :param banner: printed on stderr once the server listens.
+    :param ready_file: written with ``host:port`` once the server listens (tests wait on it).
+    """
+    import signal
+
+    import anyio
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # we handle signals ourselves
+            yield
+
+    config = uvicorn.Config(
+        build_app(rt), host=host, port=port, log_level="warning", access_log=False,
+        lifespan="off", timeout_graceful_shutdown=5, backlog=2048,
+        http="httptools" if has_module("httptools") else "h11",
+    )
+    server = _Server(config)
+
+    async def watch_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                server.should_exit = True
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_signals)
+
+        async def announce() -> None:
+            while not server.started:
+                await anyio.sleep(0.01)
+            if banner:
+                print(banner, file=sys.stderr, flush=True)
+            if ready_file:
+                with open(ready_file, "w") as fh:
+                    fh.write(f"{host}:{port}\n")
+
+        tg.start_soon(announce)
+        await server.serve()
+        tg.cancel_scope.cancel()
+
+
+def banner(rt: Runtime, host: str, port: int, extra: str = "") -> str:
+    """``sailseg serving N pipeline(s) on URL (store ...); routes: ...``."""
+    routes = sorted(r for r in build_app(rt).routes if not r.startswith(OPERATIONAL_PREFIXES))
+    return (f"sailseg serving {len(rt.config.pipelines)} pipeline(s) on http://{host}:{port} "
+            f"(store {rt.store.redacted_url()}){extra}; routes: {', '.join(routes) or '-'}")
+
+
+def serve_config(
+    cfg: SailsegConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    delivery_process: bool | None = None,
+    log_level: str = "warning",
+    otel: str = "none",
+    ready_file: str | None = None,
+) -> None:
+    """Run a node until SIGINT/SIGTERM (blocking; uvloop when installed).
+
+    :param host, port: bind address (default: ``[server]`` of the config).
+    :param delivery_process: deliver in a child process (default: ``[server]
+        delivery_process``); the child gets ``log_level`` and ``otel``.
+    """
+    from .runtime import Runtime
+
+    h = host or cfg.server.host
+    p = port or cfg.server.port
+
+    async def single() -> None:
+        async with Runtime(cfg) as rt:
+            tune_gc()
+            await serve_runtime(rt, h, p, banner=banner(rt, h, p), ready_file=ready_file)
+
+    async def split() -> None:
+        import anyio
+
+        from .plugins import build_registry, make_plugin_manager
+        from .split import DeliveryChild, open_split_store
+
+        child = DeliveryChild(cfg, log_level=log_level, otel=otel)
+        reg = build_registry(make_plugin_manager())
+        store = open_split_store(cfg.store.url, reg)
+        async with Runtime(cfg, registry=reg, store=store, deliver=False,
+                           on_enqueue=child.wake) as rt:
+            child.start()  # after our store open (schema checked/migrated), before serving
+            try:
+                tune_gc()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(child.supervise)
+                    extra = f", delivery in process {child.proc.pid if child.proc else '-'}"
+                    await serve_runtime(rt, h, p, banner=banner(rt, h, p, extra),
+                                        ready_file=ready_file)
+                    tg.cancel_scope.cancel()
+            finally:
+                await child.stop(cfg.delivery.shutdown_grace + 15)
+
+    use_split = cfg.server.delivery_process if delivery_process is None else delivery_process
+    run_loop(split if use_split else single)
