@@ -17,7 +17,6 @@ def sailthru_emulator(sailseg_router: Any, sailseg_env: dict[str, str]) -> Any:
     """An in-process Sailthru emulator at ``https://api.sailthru.test``; ``sailseg_env`` gets
     ``SAILTHRU_API_KEY``/``SECRET``/``URL`` so Sailthru components reach it without options."""
     from sailseg.testing.emulators import route_emulator
-
     from sailseg_plugins_sailthru.emulation import EMULATOR
     from sailseg_plugins_sailthru.testing import sailthru_app
 

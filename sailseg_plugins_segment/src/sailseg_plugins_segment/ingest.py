@@ -27,7 +27,6 @@ it (no clock-skew correction); ``receivedAt`` and a missing ``messageId`` are fi
 from __future__ import annotations
 
 import base64
-
 import hmac
 import logging
 import math

@@ -18,7 +18,6 @@ def segment_emulator(sailseg_router: Any, sailseg_env: dict[str, str]) -> Any:
     and the Profile API at ``https://profiles.segment.test``; ``sailseg_env`` gets the write
     key, space id, token and URLs."""
     from sailseg.testing.emulators import route_emulator
-
     from sailseg_plugins_segment.emulation import EMULATOR
     from sailseg_plugins_segment.testing import segment_app
 
