@@ -136,14 +136,16 @@ class Registry:
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def kind_map(self, kind: str) -> dict[str, Any]:
-        return {
+        """The name -> class (or :class:`Emulator`) map of one kind."""
+        maps: dict[str, dict[str, Any]] = {
             "trigger": self.triggers,
             "transform": self.transforms,
             "resolver": self.resolvers,
             "sink": self.sinks,
             "store": self.stores,
             "emulator": self.emulators,
-        }[kind]
+        }
+        return maps[kind]
 
 
 def _collect(pm: pluggy.PluginManager, hookname: str, kind: str, reg: Registry) -> None:

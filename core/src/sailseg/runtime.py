@@ -358,4 +358,4 @@ class Runtime:
         """Every configured trigger as (instance name, started component); the server layer
         (:func:`sailseg.server.build_app`) serves their routes."""
         return [(inst, comp) for (kind, inst), comp in self.instances.items()
-                if kind == "trigger"]  # type: ignore[misc]
+                if kind == "trigger" and isinstance(comp, Trigger)]

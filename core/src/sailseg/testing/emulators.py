@@ -39,6 +39,7 @@ def emulator(name: str) -> Emulator:
     if found is None:
         pytest.skip(f"no installed plugin registers an emulator named {name!r} "
                     "(install the plugin that provides it)")
+        raise AssertionError("unreachable")  # pytest.skip raises
     return found
 
 
