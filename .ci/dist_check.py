@@ -196,7 +196,7 @@ def sandbox_run(work: Path, sailseg: str) -> None:
         sample = ROOT / "examples" / "events" / "01a-identify.json"
         sent = run([sailseg, "send", str(sample)], cwd=cwd, env=clean_env())
         assert ": 200 " in sent.stdout, sent.stdout + sent.stderr
-        url = f"{endpoints['sailthru_url']}/_emulator/state/users"
+        url = f"{endpoints['emulators']['sailthru']}/_emulator/state/users"
         deadline = time.monotonic() + 30
         while True:
             users = json.loads(get(url)[1])
