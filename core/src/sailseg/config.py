@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from .errors import ConfigError
+from .options import convert_options
 
 __all__ = [
     "DeliveryConfig",
@@ -169,10 +170,7 @@ def _section(raw: dict[str, Any], name: str, typ: type[Any], fname: str) -> Any:
     for k in list(data):
         if k in _DURATION_FIELDS:
             data[k] = parse_duration(data[k], where=f"{fname}: {name}.{k}")
-    try:
-        return msgspec.convert(data, typ, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{fname}: [{name}]: {exc}") from None
+    return convert_options(data, typ, where=f"{fname}: [{name}]")
 
 
 def _component(

@@ -24,7 +24,6 @@ from typing import Any
 
 import anyio
 import httpx
-import msgspec
 import pluggy
 
 from .components import AcceptResult, Component, ComponentContext, Trigger
@@ -33,6 +32,7 @@ from .delivery import Delivery, PipelineRuntime, SinkRunner
 from .errors import Backpressure, ConfigError, SailsegError
 from .events import Event, new_id, ordering_key
 from .metrics import Metrics
+from .options import convert_options, unknown_type_message
 from .plugins import Registry, build_registry, make_plugin_manager
 from .store.base import QueueItem, Store
 from .tracing import enabled as tracing_enabled
@@ -56,17 +56,24 @@ def open_store(url: str, registry: Registry) -> Store:
 
 
 def build_component(spec: ComponentSpec, registry: Registry, ctx: ComponentContext) -> Component:
-    """Instantiate one component, converting its options to its ``Config`` (errors name where)."""
+    """Instantiate one component, converting its options to its ``Config``.
+
+    Every error names where (file, pipeline, component): an unknown type (with the
+    distribution that provides it when it is first-party), an unknown field (with the valid
+    ones), a bad enum value (with the allowed ones), and a ConfigError the component's
+    ``__init__`` raises while checking its options.
+    """
     kinds = registry.kind_map(spec.kind)
     cls = kinds.get(spec.type)
     if cls is None:
-        known = ", ".join(sorted(kinds)) or "none"
-        raise ConfigError(f"{spec.where}: unknown {spec.kind} type {spec.type!r} (installed: {known})")
+        raise ConfigError(f"{spec.where}: {unknown_type_message(spec.kind, spec.type, kinds)}")
+    config = convert_options(spec.options, cls.Config, where=spec.where)
     try:
-        config = msgspec.convert(spec.options, cls.Config, strict=False)
-    except msgspec.ValidationError as exc:
+        return cls(config, ctx)  # type: ignore[no-any-return]
+    except ConfigError as exc:
+        if str(exc).startswith(spec.where):
+            raise
         raise ConfigError(f"{spec.where}: {exc}") from None
-    return cls(config, ctx)  # type: ignore[no-any-return]
 
 
 class Runtime:
