@@ -282,3 +282,16 @@ class Sink(Component):
     async def preview(self, event: Event) -> Any:
         """What ``send`` would transmit for this event, without sending (dry runs)."""
         return {"event": event.payload}
+
+    def check(self, event: Event) -> list[str]:
+        """Problems the destination would refuse this event for, found without sending.
+
+        When called: by dry runs (``sailseg run --event``, ``sailseg replay --dry-run``) after
+        :meth:`preview`; a non-empty answer turns the outcome from "would deliver" into "would
+        be refused". Why: a value the vendor rejects (a Sailthru ``lists`` entry that is not
+        0/1) must show up in the dry run, not as a dead letter after the real run.
+
+        :return: one human-readable line per problem (naming field and value, never a
+            secret); empty when nothing is known to be wrong. Default: empty.
+        """
+        return []

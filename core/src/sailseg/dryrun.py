@@ -2,6 +2,8 @@
 
 Used by ``sailseg run --event`` and ``sailseg replay --dry-run``: each stage's output is
 recorded, and each sink's :meth:`~sailseg.components.Sink.preview` shows what it would send.
+The outcome is "would deliver" only when no sink's preview failed and no sink's
+:meth:`~sailseg.components.Sink.check` found a value the destination would refuse.
 """
 
 from __future__ import annotations
@@ -52,7 +54,29 @@ async def trace_event(rt: Runtime, pipeline: str, payload: dict[str, Any], *, ev
     for sname, runner in p.sinks.items():
         try:
             report["sinks"][sname] = await runner.sink.preview(ev)
+        except SkipEvent as exc:
+            report["sinks"][sname] = {"skipped": str(exc)}
         except DeliveryError as exc:
             report["sinks"][sname] = {"error": f"{type(exc).__name__}: {exc}"}
-    report["outcome"] = "would deliver"
+    report["outcome"] = _outcome(p.sinks, ev, report["sinks"])
     return report
+
+
+def _outcome(sinks: dict[str, Any], ev: Event, previews: dict[str, Any]) -> str:
+    """The outcome line: "would deliver", or which sinks would refuse the event and why (their previews get a
+    ``problems`` list): a preview error or :meth:`~sailseg.components.Sink.check` problems."""
+    refused = []
+    for sname, runner in sinks.items():
+        shown = previews.get(sname)
+        if isinstance(shown, dict) and "skipped" in shown:
+            continue
+        if isinstance(shown, dict) and "error" in shown:
+            problems = [str(shown["error"])]
+            shown["problems"] = problems
+        else:
+            problems = list(runner.sink.check(ev))
+            if problems:
+                previews[sname] = {"preview": shown, "problems": problems}
+        if problems:
+            refused.append(f"{sname}: {'; '.join(problems)}")
+    return f"would be refused by {' | '.join(refused)}" if refused else "would deliver"

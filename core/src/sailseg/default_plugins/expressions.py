@@ -55,6 +55,24 @@ class Expr:
             return data
         return self.parsed.search(data)
 
+    def lookup(self, event: Event) -> tuple[bool, Any]:
+        """``(present, value)``: like :meth:`search`, and whether the value is *there*.
+
+        For a plain field path, ``present`` is True when the last key exists (so an explicit
+        ``null`` in the source is told apart from a missing field); for any other expression
+        JMESPath cannot tell them apart, so a null result counts as absent.
+        """
+        path = self.path
+        if path is None or self.needs_view:
+            value = self.search(event)
+            return value is not None, value
+        data: Any = event.payload
+        for key in path:
+            if not isinstance(data, dict) or key not in data:
+                return False, None
+            data = data[key]
+        return True, data
+
 
 def compile_expr(text: str, *, field: str) -> Expr:
     """Compile or raise ConfigError naming the field and JMESPath's complaint."""

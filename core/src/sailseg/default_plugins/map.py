@@ -8,17 +8,31 @@ All expressions read the event *before* this step, so entries do not see each ot
 
 Example::
 
-    { type = "map", drop_nulls = true, flatten = ["traits.address"], fields = {
+    { type = "map", nulls = "drop", flatten = ["traits.address"], fields = {
         "traits.plan" = "properties.plan_name",
         "meta.sailthru.vars.ltv" = { expr = "traits.ltv", type = "float", default = 0 },
         "traits.signup_date" = { expr = "traits.created_at", type = "date" },
     } }
 
+Missing and null source values (why: a partial identify must not wipe what it does not carry;
+writing ``null`` for every missing trait cleared Sailthru vars and put ``None`` in ``lists``):
+
+- a source field that is **absent** (and has no ``default``) leaves its target untouched: it is
+  not written, so nothing downstream sees a ``null`` the source never sent;
+- a source field that is **explicitly null** is written as ``null`` with ``nulls = "clear"``
+  (the default: the sender asked to clear it, e.g. a Sailthru var) and is not written with
+  ``nulls = "drop"``;
+- with ``nulls = "drop"`` the target is also removed from the payload when its value is null
+  or absent (the former ``drop_nulls = true``, still accepted as an alias).
+
+Absent versus null is told apart for plain field paths (``traits.plan``); any other JMESPath
+expression that yields null counts as absent.
+
 ``type``: ``str``, ``int``, ``float``, ``bool``, ``date`` (YYYY-MM-DD), ``datetime`` (ISO 8601
 UTC), ``json`` (unchanged). A value that cannot be coerced is a mapping failure
-(:class:`FatalError`, dead-lettered with the field named). ``drop_nulls`` removes targets whose
-value is null; ``remove`` deletes paths; ``flatten`` turns nested objects at the given paths
-into ``parent_child`` keys (separator configurable).
+(:class:`FatalError`, dead-lettered with the field named). ``remove`` deletes paths;
+``flatten`` turns nested objects at the given paths into ``parent_child`` keys (separator
+configurable).
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ from .expressions import Expr, compile_expr
 __all__ = ["Map", "coerce", "flatten_object"]
 
 Kind = Literal["str", "int", "float", "bool", "date", "datetime", "json"]
+NullMode = Literal["clear", "drop"]
 
 
 class FieldSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -180,13 +195,32 @@ class Map(Transform):
     description = "Set fields from JMESPath expressions with type coercion, defaults, flattening"
 
     class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        """:param fields: target path -> JMESPath expression, or ``{expr, type, default,
+            required}``.
+        :param nulls: what an explicit ``null`` in the source does: ``"clear"`` writes null
+            (clears the target, e.g. a Sailthru var); ``"drop"`` writes nothing and removes the
+            target. An absent source field is never written either way.
+        :param drop_nulls: deprecated alias: ``true`` is ``nulls = "drop"``.
+        :param remove: payload paths to delete.
+        :param flatten: payload paths whose nested objects become ``parent_child`` keys.
+        :param separator: the separator ``flatten`` uses.
+        """
+
         fields: dict[str, str | FieldSpec] = {}
-        drop_nulls: bool = False
+        nulls: NullMode | None = None
+        drop_nulls: bool | None = None
         remove: list[str] = []
         flatten: list[str] = []
         separator: str = "_"
 
     async def start(self) -> None:
+        cfg = self.config
+        if cfg.nulls is not None and cfg.drop_nulls is not None and \
+                (cfg.nulls == "drop") != cfg.drop_nulls:
+            raise ConfigError(f"`drop_nulls = {str(cfg.drop_nulls).lower()}` contradicts "
+                              f"`nulls = {cfg.nulls!r}`; keep only `nulls` (drop_nulls is its "
+                              "deprecated alias)")
+        self._drop = (cfg.nulls or ("drop" if cfg.drop_nulls else "clear")) == "drop"
         self._fields: list[tuple[str, list[str], Expr, FieldSpec]] = []
         for target, spec in self.config.fields.items():
             if isinstance(spec, str):
@@ -199,29 +233,31 @@ class Map(Transform):
             self._fields.append((target, parts, compile_expr(spec.expr, field=f"fields.{target}"), spec))
 
     async def process(self, event: Event) -> Event | None:
-        values: list[tuple[str, list[str], Any]] = []
+        # (target, parts, value, write): write is False for an absent source (never written)
+        values: list[tuple[str, list[str], Any, bool]] = []
         for target, parts, expr, spec in self._fields:
-            value = expr.search(event)
-            if value is None:
-                value = spec.default
+            present, value = expr.lookup(event)
+            if value is None and spec.default is not None:
+                present, value = True, spec.default
             if value is None and spec.required:
                 raise FatalError(f"map: required field {target!r} is missing (expression {spec.expr!r})")
             try:
                 value = coerce(value, spec.type)
             except (ValueError, TypeError, OverflowError) as exc:
                 raise FatalError(f"map: field {target!r}: cannot convert to {spec.type}: {exc}") from None
-            values.append((target, parts, value))
+            values.append((target, parts, value, present))
         # Copy on write: only the dicts on the written paths are copied (a deepcopy of every
         # payload was ~10% of the W1 delivery CPU); remove/flatten/drop_nulls edit anywhere,
         # so they still work on a deep copy.
         cfg = self.config
-        deep = bool(cfg.remove or cfg.flatten or cfg.drop_nulls)
+        drop = self._drop
+        deep = bool(cfg.remove or cfg.flatten or drop)
         payload = copy.deepcopy(event.payload) if deep else dict(event.payload)
         meta = dict(event.meta)
         fresh = {id(payload), id(meta)}
         identity = dict(event.identity)
-        for _target, parts, value in values:
-            if value is None and self.config.drop_nulls:
+        for _target, parts, value, present in values:
+            if not present or (value is None and drop):
                 continue
             if parts[0] == "meta":
                 _set_path_cow(meta, parts[1:], value, fresh)
@@ -239,8 +275,8 @@ class Map(Transform):
             obj = _get_path(payload, parts)
             if isinstance(obj, dict):
                 _set_path(payload, parts, flatten_object(obj, self.config.separator))
-        if self.config.drop_nulls:
-            for _t, parts, value in values:
+        if drop:
+            for _t, parts, value, _present in values:
                 if value is None and parts[0] not in ("meta", "identity"):
                     _del_path(payload, parts)
         event.payload = payload

@@ -11,7 +11,7 @@ from ..client import SailthruClient, client_for
 from ..config import SECRET_FIELDS, AccountConfig
 from ..mapping import apply_overrides
 
-__all__ = ["SailthruSink", "Request"]
+__all__ = ["SailthruSink", "Request", "list_flag_problems"]
 
 #: (method, endpoint, json payload)
 Request = tuple[str, str, dict[str, Any]]
@@ -47,9 +47,26 @@ class SailthruSink(sailseg.Sink):
         raise NotImplementedError
 
     def request_for(self, event: sailseg.Event) -> Request:
-        """The request with ``event.meta["sailthru"]`` overrides applied."""
+        """The request with ``event.meta["sailthru"]`` overrides applied.
+
+        :raises sailseg.FatalError: a ``lists`` entry Sailthru would refuse (error 99), before
+            any HTTP call, naming the list and the value.
+        """
         method, endpoint, payload = self.build(event)
-        return method, endpoint, apply_overrides(payload, event.meta.get("sailthru"))
+        payload = apply_overrides(payload, event.meta.get("sailthru"))
+        if problems := list_flag_problems(payload.get("lists")):
+            raise sailseg.FatalError("; ".join(problems), response={"lists": "invalid"})
+        return method, endpoint, payload
+
+    def check(self, event: sailseg.Event) -> list[str]:
+        """Dry-run check: what :meth:`request_for` would refuse (see ``sailseg.Sink.check``)."""
+        try:
+            self.request_for(event)
+        except sailseg.FatalError as exc:
+            return [str(exc)]
+        except sailseg.DeliveryError:
+            return []
+        return []
 
     async def send(self, event: sailseg.Event) -> Any:
         method, endpoint, payload = self.request_for(event)
@@ -59,6 +76,18 @@ class SailthruSink(sailseg.Sink):
     async def preview(self, event: sailseg.Event) -> Any:
         method, endpoint, payload = self.request_for(event)
         return {"method": method, "endpoint": f"/{endpoint}", "json": payload}
+
+
+def list_flag_problems(lists: Any) -> list[str]:
+    """Why Sailthru would refuse a ``lists`` field: it must be an object whose values are 1
+    (join) or 0 (leave), booleans accepted; anything else (a ``null`` from a mapping) is
+    error 99."""
+    if lists is None:
+        return []
+    if not isinstance(lists, dict):
+        return [f"`lists` must be an object of list name -> 0/1, got {type(lists).__name__}"]
+    return [f"list {name!r}: membership value {flag!r} is not 0/1 or a boolean"
+            for name, flag in lists.items() if flag not in (0, 1) or isinstance(flag, float)]
 
 
 def _summary(body: Any) -> dict[str, Any]:

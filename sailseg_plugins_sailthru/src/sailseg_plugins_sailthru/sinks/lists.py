@@ -31,7 +31,7 @@ import sailseg
 from ..config import AccountConfig
 from ..errors import SailthruRetryableError
 from ..mapping import find_email
-from .base import Request, SailthruSink
+from .base import Request, SailthruSink, list_flag_problems
 
 __all__ = ["ListSink", "Membership"]
 
@@ -111,8 +111,10 @@ class ListSink(SailthruSink):
                         holder.get("audience_key") or self.config.list_name)
         over = event.meta.get("sailthru") or {}
         if isinstance(over.get("lists"), dict) and len(over["lists"]) == 1:
+            if problems := list_flag_problems(over["lists"]):
+                raise sailseg.FatalError("; ".join(problems), response={"lists": "invalid"})
             (name, flag), = over["lists"].items()
-            add = bool(int(flag))
+            add = bool(flag)
         if add is None or not name:
             raise sailseg.SkipEvent("not a list membership event (or no list name)")
         vars_ = over.get("vars") if isinstance(over.get("vars"), dict) else {}
