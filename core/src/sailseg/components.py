@@ -202,6 +202,13 @@ class Component:
 class Trigger(Component):
     """A source of events: serves HTTP routes and/or runs a background task (pollers)."""
 
+    def emitted_identifiers(self) -> frozenset[str] | None:
+        """Identifier names every event from this trigger carries (``"userId"``,
+        ``"anonymousId"``, ``"email"``), as configured; None when not known (events come from
+        a sender). ``sailseg validate`` uses it to catch pipelines that can never deliver
+        (see :mod:`sailseg.deliverability`)."""
+        return None
+
     def routes(self) -> Sequence[Route]:
         """HTTP routes served by ``sailseg serve`` (after ``start``)."""
         return ()
@@ -242,12 +249,21 @@ class SignedSample(msgspec.Struct, frozen=True):
 class Transform(Component):
     """Changes or filters one event. Return the (possibly new) event, or None to drop it."""
 
+    def added_identifiers(self) -> frozenset[str] | None:
+        """Identifier names this transform may add to an event; None when not known (then
+        ``sailseg validate`` cannot prove a pipeline undeliverable and stays quiet)."""
+        return None
+
     async def process(self, event: Event) -> Event | None:
         raise NotImplementedError
 
 
 class IdentityResolver(Component):
     """Fills ``event.identity`` with the keys sinks need; raise ParkEvent if not yet known."""
+
+    def added_identifiers(self) -> frozenset[str] | None:
+        """Identifier names this resolver may add (see :meth:`Transform.added_identifiers`)."""
+        return None
 
     async def resolve(self, event: Event) -> Event:
         raise NotImplementedError
@@ -264,6 +280,11 @@ class Sink(Component):
     max_batch: ClassVar[int] = 1
     #: how long the runtime may hold events to fill a batch (seconds)
     batch_linger: ClassVar[float] = 0.0
+
+    def required_identifiers(self) -> frozenset[str] | None:
+        """The event must carry at least one of these identifier names to be deliverable
+        (``segment.track``: ``userId`` or ``anonymousId``); None: no requirement declared."""
+        return None
 
     async def send(self, event: Event) -> Any:
         raise NotImplementedError

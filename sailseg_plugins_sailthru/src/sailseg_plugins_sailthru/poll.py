@@ -163,7 +163,7 @@ class PollTrigger(sailseg.Trigger):
         job_poll_interval: float = 5.0
         job_timeout: float = 1800.0
         skip_own_purchases: bool = True
-        anonymous_id: str = "none"
+        anonymous_id: str = "email_sha256"
 
     config: Config
 
@@ -175,6 +175,11 @@ class PollTrigger(sailseg.Trigger):
         if config.anonymous_id not in ANONYMOUS_ID_MODES:
             raise sailseg.ConfigError(f"{self.name}: `anonymous_id` must be one of {ANONYMOUS_ID_MODES}")
         self._client: SailthruClient | None = None
+
+    def emitted_identifiers(self) -> frozenset[str]:
+        """``email`` always; ``anonymousId`` too with ``anonymous_id = "email_sha256"``."""
+        return frozenset({"email", "anonymousId"} if self.config.anonymous_id == "email_sha256"
+                         else {"email"})
 
     async def start(self) -> None:
         if self.ctx.store is None:

@@ -52,7 +52,7 @@ class PostbackTrigger(sailseg.Trigger):
     class Config(AccountConfig, forbid_unknown_fields=True, kw_only=True):
         path: str = "/sailthru/postback"
         max_body: int = 64 * 1024
-        anonymous_id: str = "none"
+        anonymous_id: str = "email_sha256"
         dedupe_bucket: float = 600.0
 
     config: Config
@@ -78,6 +78,11 @@ class PostbackTrigger(sailseg.Trigger):
             content=urlencode(pairs).encode("ascii"),
             headers={"content-type": "application/x-www-form-urlencoded"},
         )
+
+    def emitted_identifiers(self) -> frozenset[str]:
+        """``email`` always; ``anonymousId`` too with ``anonymous_id = "email_sha256"``."""
+        return frozenset({"email", "anonymousId"} if self.config.anonymous_id == "email_sha256"
+                         else {"email"})
 
     def routes(self) -> list[sailseg.Route]:
         return [sailseg.Route(self.config.path, self.handle, methods=("POST",),

@@ -120,6 +120,11 @@ class _TrackingSink(sailseg.Sink):
     def _sink_id(self) -> str:
         return self.ctx.instance or self.name
 
+    def required_identifiers(self) -> frozenset[str]:
+        """Segment refuses a message without ``userId`` or ``anonymousId`` (alias: userId);
+        ``sailseg validate`` reports pipelines that can never provide one."""
+        return frozenset({"userId"}) if self.kind == "alias" else frozenset({"userId", "anonymousId"})
+
     def build(self, event: sailseg.Event) -> dict[str, Any]:
         """The message this sink sends for ``event`` (see :mod:`.mapping`)."""
         return build_message(self.kind, event, sink=self._sink_id)

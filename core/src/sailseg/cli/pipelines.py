@@ -33,19 +33,23 @@ def plugins(as_json: bool) -> None:
 
 async def _check_components(cfg: Any) -> list[str]:
     """Convert every component's options to its Config and start the transforms (which
-    compiles their expressions) against a throwaway store, so nothing real is touched."""
+    compiles their expressions) against a throwaway store, so nothing real is touched; then
+    check that every pipeline can deliver (:mod:`sailseg.deliverability`)."""
     from ..components import ComponentContext
+    from ..deliverability import pipeline_problems
     from ..runtime import build_component, open_store
 
     reg = registry()
     lines = []
+    built = {}
     with tempfile.TemporaryDirectory(prefix="sailseg-validate-") as tmp:
         store = open_store(f"sqlite:///{tmp}/validate.db", reg)
         await store.open()
         try:
             await store.migrate()
             for (kind, inst), spec in cfg.components.items():
-                comp = build_component(spec, reg, ComponentContext(instance=inst, store=store))
+                comp = built[(kind, inst)] = build_component(
+                    spec, reg, ComponentContext(instance=inst, store=store))
                 if kind == "transform":
                     try:
                         await comp.start()
@@ -56,6 +60,8 @@ async def _check_components(cfg: Any) -> list[str]:
                 lines.append(f"{kind:<9} {inst} ({spec.type})")
         finally:
             await store.close()
+    if problems := pipeline_problems(cfg, built):
+        raise ConfigError("\n".join(problems))
     return lines
 
 

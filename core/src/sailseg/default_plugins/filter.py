@@ -44,6 +44,10 @@ class Filter(Transform):
                 return False
         return True
 
+    def added_identifiers(self) -> frozenset[str]:
+        """A filter drops events; it never adds an identifier."""
+        return frozenset()
+
     async def process(self, event: Event) -> Event | None:
         keep = self.matches(event) != self.config.negate
         return event if keep else None

@@ -53,6 +53,8 @@ __all__ = ["Map", "coerce", "flatten_object"]
 
 Kind = Literal["str", "int", "float", "bool", "date", "datetime", "json"]
 NullMode = Literal["clear", "drop"]
+#: payload fields that identify a person (for :meth:`Map.added_identifiers`)
+IDENTIFIERS = frozenset({"userId", "anonymousId", "email"})
 
 
 class FieldSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -231,6 +233,18 @@ class Map(Transform):
             if parts[0] in ("meta", "identity") and len(parts) < 2:
                 raise ConfigError(f"`fields`: target {target!r} needs a key after {parts[0]!r}")
             self._fields.append((target, parts, compile_expr(spec.expr, field=f"fields.{target}"), spec))
+
+    def added_identifiers(self) -> frozenset[str]:
+        """The identifiers a ``fields`` target may set: a top-level ``userId``/``anonymousId``
+        or any ``identity.<key>`` (and ``meta.<vendor>.userId``-style overrides)."""
+        out: set[str] = set()
+        for target in self.config.fields:
+            parts = target.split(".")
+            if parts[0] == "identity" and len(parts) == 2:
+                out.add(parts[1])
+            elif parts[-1] in IDENTIFIERS and (len(parts) == 1 or parts[0] == "meta"):
+                out.add(parts[-1])
+        return frozenset(out)
 
     async def process(self, event: Event) -> Event | None:
         # (target, parts, value, write): write is False for an absent source (never written)

@@ -125,6 +125,10 @@ class Schedule(Trigger):
             if self._interval <= 0:
                 raise ConfigError("`interval` must be positive")
 
+    def emitted_identifiers(self) -> frozenset[str]:
+        """Every tick carries ``userId`` (``user_id``, default ``sailseg-scheduler``)."""
+        return frozenset({"userId"})
+
     def next_tick(self, now: float) -> float:
         if self._cron is not None:
             return self._cron.next_after(now)
