@@ -16,7 +16,8 @@ def register(cli: click.Group) -> None:
 
     @sailthru.command("emulator")
     @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-    @click.option("--port", default=8765, type=int, show_default=True, help="Port to listen on.")
+    @click.option("--port", default=8765, type=int, show_default=True,
+                  help="Port to listen on (the Segment emulator defaults to 8766).")
     @click.option("--postback-url", default=None, help="Where signed postbacks are sent.")
     @click.option("--api-key", default="emulator-key", show_default=True, envvar="SAILTHRU_API_KEY")
     @click.option("--api-secret", default="emulator-secret", show_default=True,

@@ -39,7 +39,8 @@ def segment_group() -> None:
 
 @segment_group.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", default=8765, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=8766, show_default=True, type=int,
+              help="Port to listen on (the Sailthru emulator defaults to 8765).")
 @click.option("--write-key", "write_keys", multiple=True,
               help="Accepted write key (repeatable); default: any non-empty key.")
 @click.option("--seed", type=click.Path(exists=True, dir_okay=False, path_type=Path),
