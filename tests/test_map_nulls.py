@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
 from sailseg.cli import cli
 from sailseg.components import ComponentContext
 from sailseg.config import ComponentSpec
@@ -86,8 +85,8 @@ sinks = [ { type = "sailthru.user", api_key = "k", api_secret = "s", api_url = "
 @pytest.mark.parametrize("traits, outcome", [
     ({"email": "a@example.com"}, "would deliver"),
     ({"email": "a@example.com", "newsletter": 1}, "would deliver"),
-    ({"email": "a@example.com", "newsletter": None}, "would be refused by profiles.sinks[0]: FatalError: "
-                                                     "list 'Newsletter': membership value None"),
+    ({"email": "a@example.com", "newsletter": None},
+     "would be refused by profiles.sinks[0]: FatalError: list 'Newsletter': membership value None"),
 ])
 def test_run_event_flags_values_the_sink_would_refuse(tmp_path: Path, traits: dict[str, Any],
                                                        outcome: str) -> None:

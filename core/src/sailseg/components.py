@@ -13,8 +13,9 @@ Lifecycle::
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
@@ -133,7 +134,9 @@ class ComponentContext:
     def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
         """A new ``httpx.AsyncClient`` with the runtime's transport choice applied.
 
-        The caller owns it (close it in ``stop``), or share it via :meth:`shared`.
+        The caller owns it (close it in ``stop``), or share it via :meth:`shared`. Its
+        transport is wrapped in :class:`sailseg.http_tracing.TracedTransport` (one CLIENT span
+        per request when tracing is enabled).
 
         Transport: ``ctx.transport`` when the runtime injects one (tests, the sandbox's
         in-process emulators); otherwise :class:`sailseg.transport.AiohttpTransport`, httpx
@@ -142,6 +145,8 @@ class ComponentContext:
         about a sixth of the aiohttp-backed transport's requests/s with p99 in the hundreds of
         ms (``bench/client_options.py``). Pass ``transport=`` or ``limits=`` to override.
         """
+        from .http_tracing import TracedTransport
+
         if self.transport is not None:
             kwargs.setdefault("transport", self.transport)
         elif "transport" not in kwargs:
@@ -152,8 +157,32 @@ class ComponentContext:
             )
             verify = kwargs.get("verify", True)
             kwargs["transport"] = AiohttpTransport(limits=limits, verify=verify)
+        # one CLIENT span per request (HTTP semantic conventions), see sailseg.http_tracing
+        kwargs["transport"] = TracedTransport(kwargs["transport"], self.tracer)
         kwargs.setdefault("timeout", httpx.Timeout(10.0, connect=5.0))
         return httpx.AsyncClient(**kwargs)
+
+    @contextlib.contextmanager
+    def poll_span(self, what: str = "") -> Iterator[Any]:
+        """One span around one scheduled poll run (or tick): the run's HTTP calls and the
+        ingest spans of what it accepts become its children instead of separate root spans.
+
+        Use it in a poller's loop, once per run::
+
+            with self.ctx.poll_span("purchases"):
+                await self.poll_once()
+
+        Yields the span, or None when tracing is off (then it costs nothing).
+        """
+        from .tracing import enabled
+
+        if not enabled():
+            yield None
+            return
+        name = f"poll {self.instance}" + (f" {what}" if what else "")
+        attrs = {"sailseg.trigger": self.instance}
+        with self.tracer.start_as_current_span(name, attributes=attrs) as span:
+            yield span
 
     def shared(self, key: str, factory: Callable[[], T]) -> T:
         """Get or create a runtime-wide shared object (closed by the runtime at shutdown if it

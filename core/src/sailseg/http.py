@@ -8,13 +8,23 @@ any web framework.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-__all__ = ["Request", "Response", "Route", "Handler", "json_response", "error_response"]
+__all__ = [
+    "Handler",
+    "Request",
+    "Response",
+    "Route",
+    "current_request",
+    "error_response",
+    "json_response",
+    "serving",
+]
 
 
 @dataclass(slots=True)
@@ -80,3 +90,26 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """The one error shape sailseg answers with: ``{"error": "..."}``."""
     return json_response({"error": message}, status=status, headers=headers)
+
+
+#: the request a trigger route is handling, set while its handler runs (see :func:`serving`)
+_CURRENT: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+    "sailseg_current_request", default=None
+)
+
+
+def current_request() -> Request | None:
+    """The HTTP request whose handler is running in this task, or None (a poller, a test).
+
+    Why: ingest makes its span a SERVER span (with the request's method and route) only when
+    it serves a client; events a poller or scheduler accepts get an INTERNAL span."""
+    return _CURRENT.get()
+
+
+async def serving(route: Route, request: Request) -> Response:
+    """Run ``route``'s handler for ``request`` with :func:`current_request` set."""
+    token = _CURRENT.set(request)
+    try:
+        return await route.handler(request)
+    finally:
+        _CURRENT.reset(token)

@@ -31,6 +31,7 @@ from .config import ComponentSpec, SailsegConfig
 from .delivery import Delivery, PipelineRuntime, SinkRunner
 from .errors import Backpressure, ConfigError, SailsegError
 from .events import Event, new_id, ordering_key
+from .http import current_request
 from .metrics import Metrics
 from .options import convert_options, unknown_type_message
 from .plugins import Registry, build_registry, make_plugin_manager
@@ -53,6 +54,19 @@ def open_store(url: str, registry: Registry) -> Store:
         known = ", ".join(sorted(registry.stores)) or "none"
         raise ConfigError(f"no store backend for URL scheme {scheme!r} (installed: {known})")
     return cls(url)  # type: ignore[no-any-return]
+
+
+def _ingest_kind() -> tuple[Any, dict[str, Any]]:
+    """The ingest span's kind and HTTP attributes: SERVER with ``http.request.method``,
+    ``url.path`` and ``http.route`` inside a trigger's HTTP request; INTERNAL otherwise (a
+    poll or schedule run, whose own span is then the parent)."""
+    from opentelemetry.trace import SpanKind
+
+    request = current_request()
+    if request is None:
+        return SpanKind.INTERNAL, {}
+    return SpanKind.SERVER, {"http.request.method": request.method, "url.path": request.path,
+                             "http.route": request.path}
 
 
 def build_component(spec: ComponentSpec, registry: Registry, ctx: ComponentContext) -> Component:
@@ -313,6 +327,7 @@ class Runtime:
         traced = tracing_enabled()  # no SDK: no-op spans are skipped (see tracing.enabled)
         tracer = ot.get_tracer("sailseg")
         parent = extract(trace or {}) if traced else None
+        kind, http_attrs = _ingest_kind() if traced else (ot.SpanKind.INTERNAL, {})
         items: list[QueueItem] = []
         spans = []
         for msg in messages:
@@ -321,9 +336,9 @@ class Runtime:
                 msg["messageId"] = f"sailseg-{eid}"
             if traced:
                 span = tracer.start_span(
-                    "ingest", context=parent,
+                    "ingest", context=parent, kind=kind,
                     attributes={"sailseg.trigger": trigger_instance, "sailseg.event.type": str(msg.get("type", "")),
-                                "sailseg.message_id": str(msg["messageId"])},
+                                "sailseg.message_id": str(msg["messageId"]), **http_attrs},
                 )
                 spans.append(span)
                 carrier = inject(ot.set_span_in_context(span)) if span.is_recording() else dict(trace or {})

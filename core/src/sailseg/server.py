@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .http import Request, Response, Route, error_response
+from .http import Request, Response, Route, error_response, serving
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -126,7 +126,7 @@ class RouteApp:
             client=f"{client[0]}:{client[1]}" if client else None,
         )
         try:
-            response = await route.handler(request)
+            response = await serving(route, request)  # current_request() set for ingest
         except Exception as exc:  # noqa: BLE001 - never leak a traceback to the caller
             import logging
 

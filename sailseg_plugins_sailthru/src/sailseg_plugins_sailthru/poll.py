@@ -195,7 +195,8 @@ class PollTrigger(sailseg.Trigger):
     async def run(self) -> None:
         while True:
             try:
-                await self.poll_once()
+                with self.ctx.poll_span():  # one span per run: its HTTP calls are children
+                    await self.poll_once()
             except (sailseg.DeliveryError, sailseg.Backpressure) as exc:
                 log.warning("%s: poll failed, retrying next interval: %s", self.name, exc)
             await anyio.sleep(self.config.interval)

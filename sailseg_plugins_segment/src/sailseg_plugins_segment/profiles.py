@@ -36,6 +36,8 @@ from .protocol import basic_auth
 __all__ = ["DEFAULT_PROFILE_API_URL", "RateLimiter", "SegmentProfiles", "TTLCache"]
 
 DEFAULT_PROFILE_API_URL = "https://profiles.segment.com"
+#: the span's URL: the path holds the person's id (see sailseg.http_tracing.URL_TEMPLATE)
+_TEMPLATE = {"sailseg.url_template": "/v1/spaces/{space_id}/collections/users/profiles/{id}/external_ids"}
 _TYPE_TO_KEY = {"email": "email", "user_id": "userId", "anonymous_id": "anonymousId"}
 
 
@@ -194,7 +196,7 @@ class SegmentProfiles(sailseg.IdentityResolver):
                                                    "segment.profile.subject_sha256": subject},
         ) as span:
             try:
-                resp = await self._http.get(path, params={"limit": 100})
+                resp = await self._http.get(path, params={"limit": 100}, extensions=_TEMPLATE)
             except httpx.HTTPError as exc:
                 raise RetryableError(f"Profile API unreachable: {type(exc).__name__}") from None
             span.set_attribute("http.response.status_code", resp.status_code)

@@ -153,6 +153,10 @@ class Schedule(Trigger):
             await self._emit(at)
 
     async def _emit(self, at: float) -> None:
+        with self.ctx.poll_span("tick"):
+            await self._accept_tick(at)
+
+    async def _accept_tick(self, at: float) -> None:
         for _ in range(10):
             try:
                 await self.ctx.accept([self.message(at)])
