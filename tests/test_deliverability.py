@@ -17,6 +17,7 @@ import anyio
 import httpx
 import pytest
 from click.testing import CliRunner
+
 from sailseg.cli import cli
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime

@@ -2,7 +2,8 @@
 
 Layout: :mod:`.base` holds the root group and the shared helpers; one module per command
 family (:mod:`.serve`, :mod:`.pipelines`, :mod:`.dlq`, :mod:`.replay`, :mod:`.db`,
-:mod:`.status`, :mod:`.send`) defines its commands and imports only :mod:`.base`; this module
+:mod:`.status`, :mod:`.send`, :mod:`.components`) defines its commands and imports only
+:mod:`.base`; this module
 attaches them to the group and installs the ``register_commands`` hook call, which runs on
 first use of the group.
 
@@ -33,6 +34,7 @@ from .base import (
     store_for,
     store_option,
 )
+from .components import components
 from .db import db
 from .dlq import dlq
 from .pipelines import config_group, plugins, run, validate
@@ -55,7 +57,8 @@ __all__ = [
     "store_option",
 ]
 
-for _command in (serve, plugins, validate, config_group, run, dlq, replay, db, status, send):
+for _command in (serve, plugins, validate, config_group, run, dlq, replay, db, status, send,
+                 components):
     cli.add_command(_command)
 
 

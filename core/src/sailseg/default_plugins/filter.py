@@ -23,6 +23,13 @@ class Filter(Transform):
     description = "Keep events matching a JMESPath expression, types and/or event names"
 
     class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        """:param where: JMESPath expression over the message (``_identity``/``_meta`` too);
+            the event is kept when it is truthy.
+        :param types: keep only these message types (``identify``, ``track``, ...); empty: all.
+        :param events: keep only track events with these names; empty: all.
+        :param negate: drop what matches instead of keeping it.
+        """
+
         where: str | None = None
         types: list[str] = []
         events: list[str] = []

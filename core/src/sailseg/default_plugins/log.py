@@ -35,7 +35,13 @@ class LogSink(Sink):
     description = "Write events as JSON lines to stdout, stderr or a file"
 
     class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-        to: str = "stdout"  # stdout | stderr | a file path
+        """:param to: where the lines go: ``"stdout"``, ``"stderr"``, or a file path (opened
+            in append mode for every event, so rotating the file is safe).
+        :param hash_emails: replace email values (in fields named like ``*email*``) with their
+            sha256 hash; set false only for local debugging.
+        """
+
+        to: str = "stdout"
         hash_emails: bool = True
 
     def _line(self, event: Event) -> bytes:

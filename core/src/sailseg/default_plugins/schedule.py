@@ -102,6 +102,15 @@ class Schedule(Trigger):
     description = "Emit a track event on an interval or cron schedule"
 
     class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        """:param interval: emit every this long (seconds or ``"30s"``, ``"15m"``...), aligned
+            to multiples of the interval; set exactly one of ``interval`` and ``cron``.
+        :param cron: a 5-field cron expression (minute hour day month weekday, UTC).
+        :param event: the track event's name.
+        :param properties: extra properties of every tick (``scheduled_at`` is added).
+        :param user_id: the ticks' ``userId``.
+        :param run_at_start: also emit one tick when the node starts.
+        """
+
         interval: str | float | None = None
         cron: str | None = None
         event: str = "Scheduled Tick"
