@@ -102,8 +102,8 @@ def explain_validation_error(exc: msgspec.ValidationError, config_type: Any) -> 
     where = "" if path == "$" else f" (at `{path}`)"
     if m := _UNKNOWN.match(head):
         name = m.group(1)
-        fields = sorted({f.encode_name for t in type_at(config_type, path) for f in
-                         (s.fields for s in _structs_in(t)) for f in f})
+        fields = sorted({f.encode_name for t in type_at(config_type, path)
+                         for st in _structs_in(t) for f in st.fields})
         hint = ""
         if (best := _closest(name, fields)) is not None:
             hint = f"; did you mean `{best}`?"
