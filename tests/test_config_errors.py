@@ -98,3 +98,26 @@ def test_first_party_table_matches_what_the_plugins_register() -> None:
                 for name in names:
                     registered[(kinds[:-1], name)] = row["distribution"]
     assert registered == FIRST_PARTY_COMPONENTS
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[pipeline.a]\n", "unknown top-level section(s) pipeline; did you mean `pipelines`?"),
+    ("[pipelines.a]\ntriger = { type = 'echo' }\nsinks = [ { type = 'log' } ]\n",
+     "pipelines.a: unknown key(s) triger; did you mean `trigger`?"),
+])
+def test_unknown_sections_and_pipeline_keys_suggest_the_closest(tmp_path: Path, text: str,
+                                                                message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), env={})
+    assert message in str(info.value)
+
+
+def test_a_bad_list_flag_in_the_sailthru_user_config_is_a_config_error(tmp_path: Path) -> None:
+    p = _write(tmp_path, """
+[pipelines.p]
+trigger = { type = "echo" }
+sinks = [ { type = "sailthru.user", api_key = "k", api_secret = "s", lists = { "Master" = 2 } } ]
+""")
+    res = CliRunner().invoke(cli, ["validate", str(p)])
+    assert res.exit_code == 2
+    assert "pipelines.p.sinks[0] (sailthru.user)" in res.output and "list 'Master'" in res.output

@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from .errors import ConfigError
-from .options import convert_options
+from .options import convert_options, suggest
 
 __all__ = [
     "DeliveryConfig",
@@ -220,8 +220,8 @@ def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[s
     allowed = {"store", "server", "delivery", "triggers", "transforms", "resolvers", "sinks", "pipelines"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(f"{fname}: unknown top-level section(s) {', '.join(unknown)} "
-                          f"(allowed: {', '.join(sorted(allowed))})")
+        raise ConfigError(f"{fname}: unknown top-level section(s) {', '.join(unknown)}"
+                          f"{suggest(unknown, allowed)} (allowed: {', '.join(sorted(allowed))})")
     secret_paths: set[str] = set()
     data = _interpolate(raw, env, "", fname, secret_paths)
     cfg = SailsegConfig(path=path, raw=data, secret_paths=secret_paths)
@@ -239,9 +239,10 @@ def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[s
         w = f"pipelines.{pname}"
         if not isinstance(p, dict):
             raise ConfigError(f"{fname}: {w} must be a table")
-        extra = sorted(set(p) - {"trigger", "transforms", "resolver", "sinks", "description"})
+        keys = {"trigger", "transforms", "resolver", "sinks", "description"}
+        extra = sorted(set(p) - keys)
         if extra:
-            raise ConfigError(f"{fname}: {w}: unknown key(s) {', '.join(extra)} "
+            raise ConfigError(f"{fname}: {w}: unknown key(s) {', '.join(extra)}{suggest(extra, keys)} "
                               "(allowed: trigger, transforms, resolver, sinks, description)")
         if "trigger" not in p:
             raise ConfigError(f"{fname}: {w}: missing `trigger`")

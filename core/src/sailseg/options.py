@@ -92,6 +92,15 @@ def _closest(word: str, choices: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
+def suggest(unknown: Iterable[str], valid: Iterable[str]) -> str:
+    """``"; did you mean `x`?"`` for the first unknown name with a close valid one, else ""."""
+    choices = list(valid)
+    for name in unknown:
+        if (best := _closest(name, choices)) is not None:
+            return f"; did you mean `{best}`?"
+    return ""
+
+
 def explain_validation_error(exc: msgspec.ValidationError, config_type: Any) -> str:
     """msgspec's message, plus the valid fields (and the closest one) for an unknown field,
     or the allowed values for an enum/Literal."""

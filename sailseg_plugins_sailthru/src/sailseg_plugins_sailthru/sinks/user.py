@@ -10,7 +10,7 @@ import sailseg
 
 from ..config import AccountConfig
 from ..mapping import find_email, flatten_vars, user_id
-from .base import Request, SailthruSink
+from .base import Request, SailthruSink, list_flag_problems
 
 __all__ = ["UserSink"]
 
@@ -49,6 +49,8 @@ class UserSink(SailthruSink):
             raise sailseg.ConfigError(f"{self.name}: `keysconflict` must be merge or error")
         self._exclude = frozenset(config.exclude_traits)
         self._types = frozenset(config.types)
+        if problems := list_flag_problems(config.lists):
+            raise sailseg.ConfigError(f"{self.name}: `lists`: {'; '.join(problems)}")
         self._lists = dict(config.lists)
 
     def build(self, event: sailseg.Event) -> Request:
