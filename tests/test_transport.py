@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from sailseg.components import ComponentContext
+from sailseg.http_tracing import TracedTransport
 from sailseg.transport import AiohttpTransport
 
 pytestmark = pytest.mark.anyio
@@ -124,8 +125,11 @@ async def test_http_client_uses_it_unless_a_transport_is_injected() -> None:
     injected = httpx.MockTransport(lambda request: httpx.Response(204))
     mocked = ComponentContext(transport=injected).http_client()
     try:
-        assert isinstance(default._transport, AiohttpTransport)
-        assert mocked._transport is injected
+        # both wrapped once for CLIENT spans (sailseg.http_tracing), the real sender inside
+        assert isinstance(default._transport, TracedTransport)
+        assert isinstance(default._transport.inner, AiohttpTransport)
+        assert isinstance(mocked._transport, TracedTransport)
+        assert mocked._transport.inner is injected
         assert (await mocked.get("http://vendor.invalid/")).status_code == 204
     finally:
         await default.aclose()
