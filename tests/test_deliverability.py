@@ -17,13 +17,14 @@ import anyio
 import httpx
 import pytest
 from click.testing import CliRunner
-
 from sailseg.cli import cli
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
-from sailseg.testing.routing import SEGMENT_TEST_URL, HostRouter
+from sailseg.server import build_app
+from sailseg.testing.routing import HostRouter
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
+from sailseg_plugins_segment.testing import SEGMENT_TEST_URL
 
 KEY, SECRET, WRITE_KEY = "dl-key", "dl-secret", "dl-write-key"
 PLAIN = f"""
@@ -75,7 +76,7 @@ async def test_default_postback_to_segment_track_delivers(tmp_path: Path) -> Non
     segment = SegmentEmulator(write_keys={WRITE_KEY})
     router = HostRouter({"api.segment.test": segment})
     async with Runtime(cfg, transport=router, env={}) as rt:
-        sailthru.postbacks.transport = httpx.ASGITransport(app=rt.asgi_app())
+        sailthru.postbacks.transport = httpx.ASGITransport(app=build_app(rt))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sailthru),
                                      base_url="http://sailthru.test") as st:
             r = await st.post("/_emulator/postbacks",

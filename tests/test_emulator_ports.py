@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import click
 from click.testing import CliRunner
-
 from sailseg.cli import cli
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
 from sailseg.cli import cli
 from sailseg.components import ComponentContext
 from sailseg.config import ComponentSpec

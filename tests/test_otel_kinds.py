@@ -14,12 +14,14 @@ import anyio
 import httpx
 import pytest
 from opentelemetry.trace import SpanKind
-
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
-from sailseg.testing.routing import SAILTHRU_TEST_URL, SEGMENT_TEST_URL, HostRouter
+from sailseg.server import build_app
+from sailseg.testing.routing import HostRouter
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
+from sailseg_plugins_sailthru.testing import SAILTHRU_TEST_URL
 from sailseg_plugins_segment.emulator import SegmentEmulator
+from sailseg_plugins_segment.testing import SEGMENT_TEST_URL
 
 pytestmark = pytest.mark.anyio
 KEY, SECRET, WRITE_KEY = "otel-key-123", "otel-secret-456", "otel-write-key-789"
@@ -55,7 +57,7 @@ sinks = [ {{ type = "segment.track", write_key = "{WRITE_KEY}", api_url = "{SEGM
                                                  postback_url="http://sailseg.test/sailthru/postback"))
     segment = SegmentEmulator(write_keys={WRITE_KEY})
     async with runtime(text, tmp_path, HostRouter({"api.segment.test": segment})) as rt:
-        sailthru.postbacks.transport = httpx.ASGITransport(app=rt.asgi_app())
+        sailthru.postbacks.transport = httpx.ASGITransport(app=build_app(rt))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sailthru),
                                      base_url="http://sailthru.test") as st:
             r = await st.post("/_emulator/postbacks",

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-
 import sailseg
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_sailthru.sinks import ListSink, UserSink

@@ -3,9 +3,8 @@
 Layout: :mod:`.base` holds the root group and the shared helpers; one module per command
 family (:mod:`.serve`, :mod:`.pipelines`, :mod:`.dlq`, :mod:`.replay`, :mod:`.db`,
 :mod:`.status`, :mod:`.send`, :mod:`.components`) defines its commands and imports only
-:mod:`.base`; this module
-attaches them to the group and installs the ``register_commands`` hook call, which runs on
-first use of the group.
+:mod:`.base`; this module attaches them to the group and installs the ``register_commands``
+hook call, which runs on first use of the group.
 
 Every command translates :class:`~sailseg.errors.SailsegError` into one line on stderr and a
 non-zero exit code (2 for configuration errors, 1 otherwise). ``SAILSEG_RAISE_ERRORS=1`` shows
