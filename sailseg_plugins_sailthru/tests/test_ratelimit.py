@@ -117,3 +117,29 @@ async def test_responses_without_rate_headers_do_not_serialise_requests() -> Non
     await b2.acquire("user", "POST")
     with pytest.raises(SailthruRateLimited):
         await b2.acquire("user", "POST")
+
+
+async def test_after_a_429_one_probe_per_interval_and_a_success_reopens_the_window() -> None:
+    now = [1000.0]
+    b = RateBudget(clock=lambda: now[0], max_wait=0.0, probe_interval=1.0)
+    hdrs = {"x-rate-limit-limit": "100", "x-rate-limit-remaining": "0",
+            "x-rate-limit-reset": "1060"}
+    await b.acquire("user", "POST")
+    b.release("user", "POST", hdrs, status=429)
+    # refused: nothing goes out before the probe interval (and the reset is 60 s away)
+    with pytest.raises(SailthruRateLimited) as exc:
+        await b.acquire("user", "POST")
+    assert exc.value.retry_after is not None and exc.value.retry_after <= 1.0
+    now[0] += 1.0
+    await b.acquire("user", "POST")  # the probe
+    with pytest.raises(SailthruRateLimited):
+        await b.acquire("user", "POST")  # only one probe at a time
+    b.release("user", "POST", hdrs, status=429)  # refused again: next probe in 1 s
+    now[0] += 1.0
+    await b.acquire("user", "POST")
+    b.release("user", "POST", {**hdrs, "x-rate-limit-remaining": "50"}, status=200)
+    for _ in range(50):  # the server's own figure is back, inside the same window
+        await b.acquire("user", "POST")
+    with pytest.raises(SailthruRateLimited):
+        await b.acquire("user", "POST")
+    assert b.snapshot()["POST /user"]["refusals"] == 2

@@ -175,9 +175,13 @@ class SailthruClient:
                     raise
                 retry_after = None
                 if status == 429 or (isinstance(body_obj, dict) and body_obj.get("error") == 43):
+                    # the budget paces the bucket from now on (a probe every
+                    # probe_interval until the reset): the event need not sit out the
+                    # whole window, which stalled a backlog after a transient burst
                     try:
                         reset = float(resp.headers.get("x-rate-limit-reset", "0"))
-                        retry_after = max(0.001, reset - self.budget.clock())
+                        retry_after = min(max(0.001, reset - self.budget.clock()),
+                                          self.budget.probe_interval)
                     except ValueError:
                         retry_after = None
                 err = classify(status, body_obj, endpoint=endpoint, method=method,
@@ -305,7 +309,8 @@ def client_for(ctx: sailseg.ComponentContext, config: AccountConfig, *, componen
 
     def factory() -> SailthruClient:
         http = ctx.http_client(timeout=httpx.Timeout(config.timeout, connect=min(5.0, config.timeout)))
-        budget = RateBudget(clock=ctx.clock, max_wait=config.rate_max_wait)
+        budget = RateBudget(clock=ctx.clock, max_wait=config.rate_max_wait,
+                            probe_interval=config.rate_probe_interval)
         return SailthruClient(account, http, budget=budget, json_style=config.json_style,
                               tracer=ctx.tracer)
 

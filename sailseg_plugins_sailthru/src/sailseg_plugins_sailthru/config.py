@@ -33,6 +33,11 @@ class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         official Python client's ``json`` parameter).
     :param rate_max_wait: longest wait (s) for a rate-limit reset before the request is handed
         back to the runtime as retryable with ``retry_after`` = the reset.
+    :param rate_probe_interval: after a 429, seconds between single probe requests until
+        the window resets or a probe succeeds (see ``ratelimit.py``).
+    :param settle_after_ambiguous: seconds an ambiguous request (timeout, connection lost
+        after sending) is given to land at Sailthru before its retry; the person's ordering
+        key stays held meanwhile, so no later update can be overtaken by it (docs/delivery.md).
     """
 
     api_key: str | None = None
@@ -41,6 +46,8 @@ class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout: float = 10.0
     json_style: str = "compact"
     rate_max_wait: float = 5.0
+    rate_probe_interval: float = 1.0
+    settle_after_ambiguous: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -81,4 +88,8 @@ def resolve_account(config: AccountConfig, env: Mapping[str, str], *, component:
         )
     if config.timeout <= 0:
         raise sailseg.ConfigError(f"{component}: `timeout` must be > 0")
+    if config.rate_probe_interval <= 0:
+        raise sailseg.ConfigError(f"{component}: `rate_probe_interval` must be > 0")
+    if config.settle_after_ambiguous < 0:
+        raise sailseg.ConfigError(f"{component}: `settle_after_ambiguous` must be >= 0")
     return Account(api_key=key, api_secret=secret, api_url=url)

@@ -18,6 +18,14 @@ headers of a bucket's window are known (at start, and after each reset), only
 ``probe_concurrency`` requests go out. A bucket whose responses carry no rate-limit headers at
 all (a proxy or stub in front of the API, or an endpoint that is not metered) is *unmetered*:
 with nothing to pace by, it does not throttle, until a response brings the headers back.
+
+After a 429 the bucket is *refused*: its window is treated as spent, but one probe request
+goes out every ``probe_interval`` seconds until the reset, and the first success restores the
+server's own figures. Why: a 429 can be transient (a gateway hiccup, a burst refused by the
+vendor while its counters say otherwise); the earlier rule "spent until the reset, then one
+probe" let a burst of N 429s stall the backlog for N whole windows (issue 18 item 1: a burst
+of 30 stalled 1,000 identifies for minutes). Against a genuinely exhausted account the probes
+cost at most ``60 / probe_interval`` refused requests per minute.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ class BucketState:
     waited: float = 0.0
     #: False once a response came back without any rate-limit header (see the module doc)
     metered: bool = True
+    #: a 429 refused this window: probe every ``probe_interval`` until a success or the reset
+    refused: bool = False
+    next_probe: float = 0.0
+    refusals: int = 0
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
@@ -75,6 +87,7 @@ class RateBudget:
     :param reset_margin: extra seconds after the reset before sending (clock skew).
     :param probe_concurrency: requests allowed on a bucket whose limits are still unknown.
     :param safety: requests per window left unused (headroom for other processes).
+    :param probe_interval: seconds between probes of a bucket refused by a 429 (module doc).
     """
 
     def __init__(
@@ -85,12 +98,14 @@ class RateBudget:
         reset_margin: float = 0.05,
         probe_concurrency: int = 1,
         safety: int = 0,
+        probe_interval: float = 1.0,
     ) -> None:
         self.clock = clock
         self.max_wait = max_wait
         self.reset_margin = reset_margin
         self.probe_concurrency = max(1, probe_concurrency)
         self.safety = max(0, safety)
+        self.probe_interval = max(0.01, probe_interval)
         self.buckets: dict[tuple[str, str], BucketState] = {}
 
     def state(self, endpoint: str, method: str) -> BucketState:
@@ -117,6 +132,7 @@ class RateBudget:
                 # figures), so a server window of any length or phase is followed exactly
                 b.remaining = None
                 b.reset = 0.0
+                b.refused = False
             if b.remaining is None:
                 if b.inflight < self.probe_concurrency:
                     break
@@ -124,8 +140,13 @@ class RateBudget:
             elif b.remaining > 0:
                 b.remaining -= 1
                 break
+            elif b.refused and now >= b.next_probe and b.inflight < self.probe_concurrency:
+                b.next_probe = now + self.probe_interval
+                break
             else:
                 delay = max(0.0, b.reset + self.reset_margin - now)
+                if b.refused:
+                    delay = min(delay, max(0.002, b.next_probe - now))
             if waited + delay > limit_wait:
                 retry_after = max(delay, 0.001)
                 raise SailthruRateLimited(
@@ -162,13 +183,22 @@ class RateBudget:
             if reset >= b.reset:
                 b.reset = reset
                 b.remaining = 0
+                b.refusals += 1
+                if not b.refused:
+                    b.refused = True
+                    b.next_probe = self.clock() + self.probe_interval
                 if limit is not None:
                     b.limit = limit
             return
         if limit is None or remaining is None or reset is None:
             return
         estimate = remaining - b.inflight - self.safety
-        if reset > b.reset:
+        if b.refused and reset >= b.reset and status is not None and status < 400:
+            # the probe after a 429 got through: the server's figures are the truth again
+            b.refused = False
+            b.limit, b.reset = limit, reset
+            b.remaining = max(0, estimate)
+        elif reset > b.reset:
             b.limit, b.reset = limit, reset
             b.remaining = max(0, estimate)
         elif reset == b.reset:
@@ -180,6 +210,7 @@ class RateBudget:
         """Bucket states for status pages and tests."""
         return {
             f"{m} /{e}": {"limit": b.limit, "remaining": b.remaining, "reset": b.reset,
-                          "inflight": b.inflight, "sent": b.sent, "waited": round(b.waited, 3)}
+                          "inflight": b.inflight, "sent": b.sent, "waited": round(b.waited, 3),
+                          "refusals": b.refusals}
             for (e, m), b in self.buckets.items()
         }

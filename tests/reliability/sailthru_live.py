@@ -1,0 +1,86 @@
+"""Helpers for the reliability tests: the Sailthru emulator served by uvicorn on a free port,
+and a runtime ``segment.webhook -> sailthru.user`` pointed at it over real HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+import sailseg_plugins_sailthru
+import sailseg_plugins_segment
+from sailseg.testing import open_runtime
+from sailseg.testing.harness import HarnessRuntime
+from sailseg.testing.processes import free_port
+
+__all__ = ["LiveServer", "profile_runtime", "identify", "KEY", "SECRET"]
+
+KEY, SECRET = "emulator-key", "emulator-secret"
+
+
+class LiveServer:
+    """uvicorn in a thread on a free loopback port (a real socket, real timeouts)."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="error", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def served(app: Any) -> Iterator[LiveServer]:
+    with LiveServer(app) as srv:
+        yield srv
+
+
+@contextlib.asynccontextmanager
+async def profile_runtime(tmp_path: Path, api_url: str, *, delivery: dict[str, Any] | None = None,
+                          sink: dict[str, Any] | None = None,
+                          store: str | None = None) -> AsyncIterator[HarnessRuntime]:
+    """``segment.webhook -> sailthru.user`` against ``api_url``, production delivery knobs
+    unless ``delivery`` overrides them (the test harness's fast backoff would hide stalls)."""
+    raw: dict[str, Any] = {
+        "triggers": {"segment": {"type": "segment.webhook", "path": "/segment/webhook"}},
+        "sinks": {"profiles": {"type": "sailthru.user", "api_url": api_url, "api_key": KEY,
+                               "api_secret": SECRET, **(sink or {})}},
+        "pipelines": {"identify": {"trigger": "segment", "sinks": ["profiles"]}},
+        "delivery": {"backoff_base": 0.5, "backoff_max": 600.0, "poll_interval": 0.05,
+                     **(delivery or {})},
+    }
+    if store:
+        raw["store"] = {"url": store}
+    async with open_runtime(raw, plugins=[sailseg_plugins_sailthru, sailseg_plugins_segment],
+                            tmp_path=tmp_path, env={}) as rt:
+        yield rt
+
+
+def identify(i: int, **traits: Any) -> dict[str, Any]:
+    return {"type": "identify", "userId": f"u{i}", "messageId": f"m-{i}-{traits.get('seq', 0)}",
+            "traits": {"email": f"user{i}@example.com", **traits},
+            "timestamp": "2026-01-01T00:00:00Z"}
+
+
+def budgets(rt: HarnessRuntime) -> dict[str, Any]:
+    """The Sailthru clients' rate-budget snapshots (for failure messages)."""
+    res = rt.runtime.resources
+    return {k: v.budget.snapshot() for k, v in res.items() if hasattr(v, "budget")}
