@@ -30,6 +30,7 @@ from .errors import (
     SailthruBadRequest,
     SAILTHRU_ERRORS,
     SailthruNetworkError,
+    SailthruRetryableError,
     SailthruServerError,
     SailthruTimeout,
     classify,
@@ -65,6 +66,7 @@ class SailthruClient:
     :param budget: the account's rate budget.
     :param json_style: see :data:`~sailseg_plugins_sailthru.signature.JSON_STYLES`.
     :param tracer: opentelemetry tracer for one span per request (no secrets, no raw emails).
+    :param settle_after_ambiguous: see :meth:`_settle` (0: retry on the runtime's backoff).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class SailthruClient:
         budget: RateBudget | None = None,
         json_style: str = "compact",
         tracer: Any = None,
+        settle_after_ambiguous: float = 0.0,
     ) -> None:
         self._account = account
         self.base_url = account.api_url
@@ -82,6 +85,7 @@ class SailthruClient:
         self.budget = budget or RateBudget()
         self.json_style = json_style
         self.tracer = tracer
+        self.settle_after_ambiguous = settle_after_ambiguous
         self._key = account.api_key
         self._secret = account.api_secret
         # precomputed hot-path pieces
@@ -186,6 +190,11 @@ class SailthruClient:
                         retry_after = None
                 err = classify(status, body_obj, endpoint=endpoint, method=method,
                                retry_after=retry_after)
+                if err is not None and status in (408, 504) and method != "GET":
+                    # a gateway gave up waiting: the write may still be applied behind it
+                    settle = self.settle_after_ambiguous
+                    if settle and isinstance(err, SailthruRetryableError):
+                        err.retry_after = max(err.retry_after or 0.0, settle)
                 if err is not None:
                     _mark(span, err)
                     raise err  # type: ignore[misc]
@@ -214,15 +223,35 @@ class SailthruClient:
                 )
             return await self.http.request(method, url, params=params, headers=hdrs)
         except httpx.TimeoutException as exc:
+            settle = self._settle(method, exc)
             raise SailthruTimeout(
-                f"Sailthru {method} /{endpoint}: timed out ({type(exc).__name__})",
-                response={"error": type(exc).__name__},
+                f"Sailthru {method} /{endpoint}: timed out ({type(exc).__name__})"
+                + (f"; may still land, retry after {settle:g}s" if settle else ""),
+                response={"error": type(exc).__name__, "ambiguous": bool(settle)},
+                retry_after=settle,
             ) from None
         except httpx.TransportError as exc:
+            settle = self._settle(method, exc)
             raise SailthruNetworkError(
                 f"Sailthru {method} /{endpoint}: {type(exc).__name__}: {self.scrub(str(exc))}"[:300],
-                response={"error": type(exc).__name__},
+                response={"error": type(exc).__name__, "ambiguous": bool(settle)},
+                retry_after=settle,
             ) from None
+
+    def _settle(self, method: str, exc: Exception) -> float | None:
+        """The settle interval when ``exc`` leaves it unknown whether a write reached Sailthru.
+
+        Ambiguous: the request may have been sent (a read/write timeout, a connection lost
+        mid-exchange) and it changes state (POST/DELETE). Not ambiguous: it never left
+        (connect errors, pool timeouts) or it is a read (GET). The retry then waits
+        ``settle_after_ambiguous`` seconds, and because a retried item stays the head of its
+        ordering key, no later update of the same person overtakes the late landing
+        (docs/delivery.md, "Ambiguous outcomes")."""
+        if method == "GET" or not self.settle_after_ambiguous:
+            return None
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+            return None
+        return self.settle_after_ambiguous
 
     def _decode(self, resp: httpx.Response, method: str, endpoint: str) -> Any:
         raw = resp.content
@@ -312,6 +341,7 @@ def client_for(ctx: sailseg.ComponentContext, config: AccountConfig, *, componen
         budget = RateBudget(clock=ctx.clock, max_wait=config.rate_max_wait,
                             probe_interval=config.rate_probe_interval)
         return SailthruClient(account, http, budget=budget, json_style=config.json_style,
-                              tracer=ctx.tracer)
+                              tracer=ctx.tracer,
+                              settle_after_ambiguous=config.settle_after_ambiguous)
 
     return ctx.shared(f"sailthru:{account.api_url}:{digest}", factory)
