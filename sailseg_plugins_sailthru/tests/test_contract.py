@@ -77,7 +77,7 @@ def postback(fields: dict[str, str]) -> SampleRequest:
 TestPostbackTrigger = get_trigger_test_class(
     PostbackTrigger, **COMMON,
     requests=[postback({"action": "optout", "email": "contract@example.com", "optout": "1"}),
-              postback({"action": "hardbounce", "email": "contract@example.com", "send_id": "s-1"})],
+              postback({"action": "update", "email": "contract@example.com", "vars[plan]": "pro"})],
 )
 # -- end postback --
 

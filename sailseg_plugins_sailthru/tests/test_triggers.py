@@ -21,8 +21,12 @@ pytestmark = pytest.mark.anyio
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
-async def postback_app(collector: Collector, **opts: Any) -> tuple[PostbackTrigger, httpx.AsyncClient]:
-    ctx = sailseg.ComponentContext(env=dict(ENV), accept=collector, clock=lambda: 1_700_000_000.0)
+async def postback_app(collector: Collector, emulator: SailthruEmulator | None = None,
+                       **opts: Any) -> tuple[PostbackTrigger, httpx.AsyncClient]:
+    """The postback trigger on an in-process app; its API checks go to ``emulator``."""
+    emulator = emulator or SailthruEmulator(EmulatorSettings())
+    ctx = sailseg.ComponentContext(env=dict(ENV), accept=collector, clock=lambda: 1_700_000_000.0,
+                                   transport=emulator.transport())
     trig = await make(PostbackTrigger, ctx, **opts)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=RouteApp(trig.routes())), base_url="http://app")
     return trig, http
@@ -62,21 +66,24 @@ async def test_forgeries_get_403(collector: Collector) -> None:
     r = await http.post("/sailthru/postback", content=b"x" * 70_000, headers=FORM)
     assert r.status_code == 413
     r = await http.post("/sailthru/postback", content=signed({"action": "explode", "email": "u@example.com"}), headers=FORM)
-    assert r.status_code == 400 and "explode" in r.text
+    assert r.status_code == 403 and "explode" in r.text
 
 
 async def test_hardbounce_update_verify(collector: Collector) -> None:
-    _, http = await postback_app(collector, anonymous_id="email_sha256")
+    emu = SailthruEmulator(EmulatorSettings())
+    s1 = emu.handlers.send("POST", {"template": "Welcome", "email": "h@example.com"}, 1.0)["send_id"]
+    s2 = emu.handlers.send("POST", {"template": "Verify", "email": "h@example.com"}, 1.0)["send_id"]
+    _, http = await postback_app(collector, emu, anonymous_id="email_sha256")
     for fields in (
-        {"action": "hardbounce", "email": "h@example.com", "send_id": "S1"},
+        {"action": "hardbounce", "email": "h@example.com", "send_id": s1},
         {"action": "update", "email": "h@example.com", "sid": "abc", "vars": {"plan": "gold"},
          "lists": {"News": 1, "Old": 0}, "optout_email": "blast"},
-        {"action": "verify", "email": "h@example.com", "send_id": "S2"},
+        {"action": "verify", "email": "h@example.com", "send_id": s2},
     ):
         r = await http.post("/sailthru/postback", content=signed(fields), headers=FORM)
         assert r.status_code == 200, r.text
     bounce, update, verify = collector.messages
-    assert bounce["event"] == "Email Bounced" and bounce["properties"]["email_id"] == "S1"
+    assert bounce["event"] == "Email Bounced" and bounce["properties"]["email_id"] == s1
     assert update["type"] == "identify"
     assert update["traits"] == {"email": "h@example.com", "plan": "gold",
                                 "sailthru_lists": {"News": True, "Old": False}, "sailthru_optout_email": "blast"}
@@ -86,11 +93,14 @@ async def test_hardbounce_update_verify(collector: Collector) -> None:
 
 
 async def test_emulator_sends_signed_postbacks_to_a_real_trigger_server(collector: Collector) -> None:
-    ctx = sailseg.ComponentContext(env=dict(ENV), accept=collector)
+    emu = SailthruEmulator(EmulatorSettings())
+    ctx = sailseg.ComponentContext(env=dict(ENV), accept=collector, transport=emu.transport())
     trig = await make(PostbackTrigger, ctx)
     with Server(RouteApp(trig.routes())) as srv:
-        emu = SailthruEmulator(EmulatorSettings(postback_url=f"{srv.url}/sailthru/postback"))
+        emu.settings.postback_url = f"{srv.url}/sailthru/postback"
         async with httpx.AsyncClient(transport=emu.transport(), base_url="http://emu") as http:
+            r = await http.post("/_emulator/blasts", json={"blast_id": "B7", "name": "Spring"})
+            assert r.status_code == 200
             r = await http.post("/_emulator/postbacks", json={"action": "optout", "email": "p@example.com",
                                                               "optout": 1, "mode": "blast"})
             assert r.status_code == 200 and r.json()["status"] == 200

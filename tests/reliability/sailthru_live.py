@@ -8,17 +8,17 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
-
-import sailseg_plugins_sailthru
-import sailseg_plugins_segment
 from sailseg.testing import open_runtime
 from sailseg.testing.harness import HarnessRuntime
 from sailseg.testing.processes import free_port
 
-__all__ = ["LiveServer", "profile_runtime", "identify", "KEY", "SECRET"]
+import sailseg_plugins_sailthru
+import sailseg_plugins_segment
+
+__all__ = ["KEY", "SECRET", "LiveServer", "identify", "profile_runtime"]
 
 KEY, SECRET = "emulator-key", "emulator-secret"
 
@@ -33,7 +33,7 @@ class LiveServer:
                                                     log_level="error", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> LiveServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
@@ -42,7 +42,7 @@ class LiveServer:
             time.sleep(0.02)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=5)
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_live import LiveServer, identify, profile_runtime
 

@@ -1,10 +1,15 @@
 """``sailthru.postback``: receive Sailthru postbacks and turn them into Segment-spec events.
 
-Security: the body must be ``application/x-www-form-urlencoded``; ``api_key`` must equal the
-account's key and ``sig`` the signature over every other value (both compared in constant
-time); anything else answers 403 and emits nothing. There is no timestamp or nonce in a
-Sailthru postback, so replays cannot be refused; deterministic ``messageId``s make a replay
-within the dedupe window a duplicate.
+Checks, in order (``postback_checks.py``; every refusal answers 403 with the reason and emits
+nothing): the body is ``application/x-www-form-urlencoded`` (415) without repeated parameters
+(400); the action is known and its required fields are present; no field outside the
+documented set of its action; ``api_key`` is this account's and ``sig`` the lowercase hex
+signature over every other value (both constant-time); with ``verify_with_api`` (default on)
+the send or blast a hardbounce/verify postback names is fetched and must exist with the
+postback's email. When Sailthru cannot be asked the answer is 503 so Sailthru retries: nothing
+is accepted unverified. There is no timestamp or nonce in a Sailthru postback, so replays
+cannot be refused; deterministic ``messageId``s make a replay within the dedupe window a
+duplicate.
 
 Events (Segment email spec):
 
@@ -24,24 +29,29 @@ job postbacks  acknowledged (200), nothing emitted
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
 import msgspec
-
 import sailseg
 
+from .client import client_for
 from .config import SECRET_FIELDS, AccountConfig, resolve_account
 from .formdata import flatten_form, nest_brackets
+from .postback_checks import (
+    Refused,
+    SendLookup,
+    Unverifiable,
+    VerifyCache,
+    check_keys,
+    check_signature,
+)
 from .segment_out import ANONYMOUS_ID_MODES, iso, message_id, segment_message
-from .signature import sign, verify
+from .signature import sign
 
 __all__ = ["PostbackTrigger", "postback_events", "signed_postback"]
 
-_REQUIRED = {"verify": ("email", "send_id"), "optout": ("email",), "hardbounce": ("email",),
-             "update": ("email",)}
 
 
 class PostbackTrigger(sailseg.Trigger):
@@ -54,6 +64,8 @@ class PostbackTrigger(sailseg.Trigger):
         max_body: int = 64 * 1024
         anonymous_id: str = "email_sha256"
         dedupe_bucket: float = 600.0
+        verify_with_api: bool = True
+        verify_cache_ttl: float = 60.0
 
     config: Config
 
@@ -61,7 +73,15 @@ class PostbackTrigger(sailseg.Trigger):
         super().__init__(config, ctx)
         if config.anonymous_id not in ANONYMOUS_ID_MODES:
             raise sailseg.ConfigError(f"{self.name}: `anonymous_id` must be one of {ANONYMOUS_ID_MODES}")
+        if config.verify_cache_ttl < 0:
+            raise sailseg.ConfigError(f"{self.name}: `verify_cache_ttl` must be >= 0")
         self._account = resolve_account(config, ctx.env, component=self.name)
+        self._lookup: SendLookup | None = None
+
+    async def start(self) -> None:
+        if self.config.verify_with_api:
+            client = client_for(self.ctx, self.config, component=self.name)
+            self._lookup = SendLookup(client, VerifyCache(ttl=self.config.verify_cache_ttl))
 
     @classmethod
     def sample_matches(cls, data: Any) -> bool:
@@ -99,14 +119,19 @@ class PostbackTrigger(sailseg.Trigger):
         if len(names) != len(set(names)):
             return sailseg.error_response(400, "repeated parameter in postback")
         form = dict(pairs)
-        key = form.get("api_key", "")
-        sig = form.get("sig", "")
-        if not key or not sig:
-            return sailseg.error_response(403, "postback without api_key or sig")
-        key_ok = hmac.compare_digest(key.encode(), self._account.api_key.encode())
-        sig_ok = verify(form, self._account.api_secret, sig)
-        if not (key_ok and sig_ok):
-            return sailseg.error_response(403, "postback signature or api_key does not match")
+        try:
+            if not form.get("action") and form.get("job_id"):
+                check_signature(form, self._account.api_key, self._account.api_secret)
+                return sailseg.json_response({"ok": True, "accepted": 0, "duplicates": 0})
+            action, _ = check_keys(form)
+            check_signature(form, self._account.api_key, self._account.api_secret)
+            if self._lookup is not None:
+                await self._lookup.check(action, form)
+        except Refused as exc:
+            return sailseg.error_response(403, str(exc))
+        except Unverifiable as exc:
+            return sailseg.error_response(
+                503, str(exc), headers={"retry-after": str(int(exc.retry_after + 0.999))})
         try:
             messages = postback_events(form, now=self.ctx.clock(), anonymous_id=self.config.anonymous_id,
                                        bucket=self.config.dedupe_bucket)
@@ -137,17 +162,19 @@ def postback_events(form: dict[str, str], *, now: float | None = None, anonymous
                     bucket: float = 600.0) -> list[dict[str, Any]]:
     """Segment-spec messages for one verified postback.
 
-    :raises sailseg.InputError: unknown action or a missing required field (400).
+    ``form`` is a postback that passed :func:`~.postback_checks.check_keys` (the trigger
+    refuses anything else with 403 before calling this).
+
+    :raises sailseg.InputError: unknown action or a missing required field (403).
     """
     now = time.time() if now is None else now
     action = form.get("action", "")
     if not action and form.get("job_id"):
         return []
-    if action not in _REQUIRED:
-        raise sailseg.InputError(f"unknown postback action {action!r}")
-    for f in _REQUIRED[action]:
-        if not form.get(f):
-            raise sailseg.InputError(f"{action} postback without `{f}`")
+    try:
+        check_keys(form)
+    except Refused as exc:
+        raise sailseg.InputError(str(exc), status=403) from None
     email = form["email"]
     content = sorted((k, v) for k, v in form.items() if k not in ("sig", "api_key"))
     mid = message_id(f"postback-{action}", msgspec.json.encode(content).decode(), int(now // bucket) if bucket else 0)

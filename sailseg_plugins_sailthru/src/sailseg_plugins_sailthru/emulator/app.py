@@ -291,6 +291,7 @@ class SailthruEmulator:
             for k in ("send_id", "blast_id"):
                 if fields.get(k):
                     out[k] = fields[k]
+            self._sent_before(out, now)
         elif action == "update":
             out["sid"] = user.sid
             for k, v in (fields.get("vars") or {}).items():
@@ -312,10 +313,25 @@ class SailthruEmulator:
             if not fields.get("send_id"):
                 raise ValueError("verify postback needs a send_id")
             out["send_id"] = fields["send_id"]
+            self._sent_before(out, now)
         target = url or self.settings.postback_url
         if not target:
             raise ValueError("no postback_url configured")
         return await self._post_signed(target, out)
+
+    def _sent_before(self, out: dict[str, Any], now: float) -> None:
+        """Make the send/blast a hardbounce or verify postback names exist, as it would at
+        Sailthru (which only posts about what it sent): receivers check them with
+        ``GET /send`` / ``GET /blast`` like the official clients do."""
+        sid = str(out.get("send_id") or "")
+        if sid and sid not in self.state.sends:
+            self.state.sends[sid] = {
+                "send_id": sid, "email": out["email"], "template": "postback", "vars": {},
+                "options": {}, "status": "delivered", "send_time": now, "schedule_time": None,
+                "source": "postback"}
+        bid = str(out.get("blast_id") or "")
+        if bid and bid not in self.state.blasts:
+            self.add_blast({"blast_id": bid, "recipients": [{"email": out["email"]}]})
 
     # -- control API ---------------------------------------------------------------------------
     async def _control(self, method: str, path: str, body: bytes, headers: dict[str, str],

@@ -253,7 +253,8 @@ class Handlers:
                 if (kind == "sid" and rec["_id"] == pid) or (
                     kind == "extid" and (rec.get("purchase_keys") or {}).get("extid") == pid
                 ):
-                    return {"purchase": rec}
+                    # `time` in the documented RFC 2822 form, as POST /purchase answers it
+                    return {"purchase": {**rec, "time": rfc2822(rec["time"])}}
             raise ApiError(99, f"Purchase not found: {pid}", status=404)
         if method != "POST":
             raise ApiError(1, f"Unsupported HTTP method {method} for purchase")
