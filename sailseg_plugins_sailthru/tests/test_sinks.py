@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sailthru_testing import ENV, KEY, SECRET, event, make
 
@@ -120,6 +121,32 @@ async def test_purchase_pending_ledger_checks_sailthru_first(ctx: sailseg.Compon
     await ctx.store.kv_set(LEDGER_NS, f"{sink.account_id}:o-2", b'{"state":"pending","event":"y"}')
     await sink.send(event(other))
     assert len(emulator.state.purchases) == 2
+
+
+async def test_purchase_claim_serialises_one_order_id(ctx: sailseg.ComponentContext, emulator: SailthruEmulator) -> None:
+    """A duplicate meeting another event's fresh claim waits; a fatal refusal releases it."""
+    from sailseg_plugins_sailthru.sinks.purchase import SailthruOrderBusy
+
+    sink = await make(PurchaseSink, ctx, url_template="https://shop.example/p/{product_id}")
+    order = fixture("track_order_completed.json")
+    assert ctx.store is not None
+    key = f"{sink.account_id}:50314b8e9bcf000000000000"
+    claim = msgspec.json.encode({"state": "pending", "event": "other", "at": ctx.clock()})
+    await ctx.store.kv_set(LEDGER_NS, key, claim)
+    with pytest.raises(SailthruOrderBusy):
+        await sink.send(event(order))
+    assert emulator.state.purchases == [] and "GET /purchase" not in emulator.state.requests
+    # the claimer refused for good (bad data) releases the claim; the next event may post
+    await ctx.store.kv_delete(LEDGER_NS, key)
+    bad = copy.deepcopy(order)
+    bad["context"]["traits"]["email"] = "not-an-email"
+    bad["properties"].pop("email", None)
+    ev = event(bad)
+    with pytest.raises(sailseg.FatalError):
+        await sink.send(ev)
+    assert msgspec.json.decode(await ctx.store.kv_get(LEDGER_NS, key))["state"] == "released"
+    await sink.send(event(order))
+    assert len(emulator.state.purchases) == 1
 
 
 async def test_purchase_requires_url_and_numbers(ctx: sailseg.ComponentContext) -> None:

@@ -54,6 +54,36 @@ def served(app: Any) -> Iterator[LiveServer]:
 
 
 @contextlib.asynccontextmanager
+async def purchase_runtime(tmp_path: Path, api_url: str, store: str, *, node: str = "n1",
+                           sink: dict[str, Any] | None = None) -> AsyncIterator[HarnessRuntime]:
+    """``segment.webhook -> sailthru.purchase`` against ``api_url`` on the store ``store``
+    (several of these on one PostgreSQL store are several nodes)."""
+    raw: dict[str, Any] = {
+        "triggers": {"segment": {"type": "segment.webhook", "path": "/segment/webhook"}},
+        "sinks": {"orders": {"type": "sailthru.purchase", "api_url": api_url, "api_key": KEY,
+                             "api_secret": SECRET, "url_template": "https://shop/p/{product_id}",
+                             "cart_events": [], "busy_retry": 0.2, **(sink or {})}},
+        "pipelines": {"orders": {"trigger": "segment", "sinks": ["orders"]}},
+        "delivery": {"backoff_base": 0.05, "backoff_max": 0.5, "poll_interval": 0.05},
+        "store": {"url": store},
+    }
+    node_dir = tmp_path / node
+    node_dir.mkdir(exist_ok=True)
+    async with open_runtime(raw, plugins=[sailseg_plugins_sailthru, sailseg_plugins_segment],
+                            tmp_path=node_dir, env={}) as rt:
+        yield rt
+
+
+def order(order_id: str, user: str, n: int) -> dict[str, Any]:
+    """An ``Order Completed`` for ``order_id`` sent by ``user`` (its own ordering key)."""
+    return {"type": "track", "event": "Order Completed", "userId": user,
+            "messageId": f"{order_id}-{user}-{n}", "timestamp": "2026-01-01T00:00:00Z",
+            "context": {"traits": {"email": f"{user}@example.com"}},
+            "properties": {"order_id": order_id, "total": 10.0,
+                           "products": [{"product_id": "p1", "price": 10.0, "quantity": 1}]}}
+
+
+@contextlib.asynccontextmanager
 async def profile_runtime(tmp_path: Path, api_url: str, *, delivery: dict[str, Any] | None = None,
                           sink: dict[str, Any] | None = None,
                           store: str | None = None) -> AsyncIterator[HarnessRuntime]:

@@ -6,11 +6,22 @@ adjustments, ``purchase_keys.extid`` = order id). Cart events (``Product Added``
 the *whole* current cart (Sailthru replaces the stored cart on every post), with an optional
 reminder template/time.
 
-Exactly-once orders: a ledger in ``ctx.store`` (``kv_add`` = atomic insert-if-absent) records
-each order key as ``pending`` before posting and ``done`` after. A retry or replay of a
-``done`` order is skipped; a ``pending`` one (the previous attempt may have reached Sailthru
-before failing) is first looked up with ``GET /purchase`` by its extid and only posted when
-Sailthru does not have it.
+Exactly-once orders (issue 15): an order id is *claimed* in the store before it is posted,
+with an atomic insert-if-absent (``kv_add``; a unique key, so it holds across nodes on
+PostgreSQL). The ledger entry (namespace ``sailthru.purchase_ledger``) is one of:
+
+- ``pending`` with the claiming event's id and time: that event, and only it, may post;
+- ``done`` with the purchase id: every later event for the order is skipped;
+- ``released``: the claimer failed permanently; the next event may claim again.
+
+Events of one order id are serialised by the claim: a duplicate (another event, e.g. the same
+order from another user's ordering key) meeting a ``pending`` claim is retried later
+(``SailthruOrderBusy``) and then finds ``done``. A claimer meeting its *own* ``pending`` (a
+retry after a crash or an ambiguous answer) first asks Sailthru with ``GET /purchase`` by
+extid; only a definite "not found" (HTTP 404, error 12-16, or "purchase not found") lets it
+post again. Every other lookup answer is *unknown* and retried later, never taken for "not
+posted". A ``pending`` claim older than ``claim_timeout`` (its claimer is gone) may be taken
+over (compare-and-set) after the same lookup.
 
 Personal data in the store (docs/plugin-hooks.md): carts are keyed by the sha256 of the email
 (never the email itself), and every ledger or cart entry of a person is indexed in namespace
@@ -24,15 +35,22 @@ import hashlib
 from typing import Any
 
 import msgspec
-
 import sailseg
 
 from ..config import AccountConfig
-from ..errors import SailthruNotFound
+from ..errors import SailthruError, SailthruFatalError
 from ..mapping import apply_overrides, find_email, flatten_vars, order_key, product_item, to_cents
 from .base import Request, SailthruSink
 
-__all__ = ["PurchaseSink", "CART_EVENTS", "LEDGER_NS", "CART_NS", "person_ns"]
+__all__ = [
+    "CART_EVENTS",
+    "CART_NS",
+    "LEDGER_NS",
+    "PurchaseSink",
+    "SailthruOrderBusy",
+    "SailthruOrderUnknown",
+    "person_ns",
+]
 
 CART_EVENTS = frozenset({"Product Added", "Product Removed", "Cart Viewed", "Checkout Started"})
 LEDGER_NS = "sailthru.purchase_ledger"
@@ -46,6 +64,28 @@ def _email_hash(email: str) -> str:
 def person_ns(email: str) -> str:
     """The person-index namespace of ``email`` (docs/plugin-hooks.md)."""
     return f"person:{_email_hash(email)}"
+
+
+class SailthruOrderBusy(sailseg.RetryableError):
+    """Another event holds the claim on this order id; retry once it has finished."""
+
+
+class SailthruOrderUnknown(sailseg.RetryableError):
+    """Whether Sailthru has this order cannot be told now (an ambiguous lookup answer)."""
+
+
+def _definitely_not_found(exc: BaseException) -> bool:
+    """Whether a failed ``GET /purchase`` says the purchase does not exist.
+
+    [gap] Sailthru documents no "purchase not found" answer; its "user not found" is HTTP 400 /
+    error 99. Only a Sailthru error body (``error`` + ``errormsg``) with HTTP 404, one of the
+    not-found codes 12-16, or a message saying the purchase was not found counts; anything
+    else (a proxy's 404 page, a 400, a 5xx, a timeout) is unknown."""
+    if not isinstance(exc, SailthruError) or not exc.code:
+        return False
+    if exc.status == 404 or exc.code in (12, 13, 14, 15, 16):
+        return True
+    return "purchase not found" in (exc.errormsg or "").lower()
 
 
 async def _index(store: Any, email: str | None, ns: str, key: str) -> None:
@@ -74,6 +114,8 @@ class PurchaseSink(SailthruSink):
         send_date: bool = True
         ledger: bool = True
         snake_case: bool = True
+        claim_timeout: float = 3600.0
+        busy_retry: float = 2.0
 
     config: Config
 
@@ -148,20 +190,15 @@ class PurchaseSink(SailthruSink):
             body = await self.client.request(method, endpoint, req)
             return {"endpoint": "POST /purchase", "ok": True, "purchase_id": _pid(body)}
         lkey = f"{self.account_id}:{key}"
-        mine = msgspec.json.encode({"state": "pending", "event": event.id})
         email = req.get("email")
         await _index(store, email, LEDGER_NS, lkey)
-        if not await store.kv_add(LEDGER_NS, lkey, mine):
-            raw = await store.kv_get(LEDGER_NS, lkey)
-            entry = msgspec.json.decode(raw) if raw else {}
-            if entry.get("state") == "done":
-                raise sailseg.SkipEvent(f"order {key!r} was already posted to Sailthru")
-            existing = await self._lookup(str(key))
-            if existing is not None:
-                await store.kv_set(LEDGER_NS, lkey, msgspec.json.encode(
-                    {"state": "done", "event": event.id, "purchase_id": existing}))
-                raise sailseg.SkipEvent(f"order {key!r} is already in Sailthru")
-        body = await self.client.request(method, endpoint, req)
+        await self._claim(store, lkey, str(key), event)
+        try:
+            body = await self.client.request(method, endpoint, req)
+        except SailthruFatalError:
+            # refused for good: let a later event for this order try (its data may differ)
+            await self._set_if(store, lkey, event.id, {"state": "released", "event": event.id})
+            raise
         pid = _pid(body)
         await store.kv_set(LEDGER_NS, lkey, msgspec.json.encode(
             {"state": "done", "event": event.id, "purchase_id": pid}))
@@ -172,12 +209,69 @@ class PurchaseSink(SailthruSink):
             await _unindex(store, email, CART_NS, ckey)
         return {"endpoint": "POST /purchase", "ok": True, "purchase_id": pid}
 
+    async def _claim(self, store: Any, lkey: str, key: str, event: sailseg.Event) -> None:
+        """Return once ``event`` holds the claim on the order and may post it.
+
+        :raises SkipEvent: the order is already in Sailthru.
+        :raises SailthruOrderBusy: another event holds the claim.
+        :raises SailthruOrderUnknown: whether Sailthru has it cannot be told now.
+        """
+        now = self.ctx.clock()
+        mine = msgspec.json.encode({"state": "pending", "event": event.id, "at": now})
+        for _ in range(3):  # lost compare-and-set races: look again
+            if await store.kv_add(LEDGER_NS, lkey, mine):
+                return
+            raw = await store.kv_get(LEDGER_NS, lkey)
+            if raw is None:
+                continue
+            entry = msgspec.json.decode(raw)
+            state = entry.get("state")
+            if state == "done":
+                raise sailseg.SkipEvent(f"order {key!r} was already posted to Sailthru")
+            if state == "pending":
+                own = entry.get("event") == event.id
+                age = now - float(entry.get("at") or 0.0)
+                if not own and age < self.config.claim_timeout:
+                    raise SailthruOrderBusy(
+                        f"order {key!r} is being posted by another event; retrying after it",
+                        retry_after=self.config.busy_retry)
+                # our own earlier attempt, or an abandoned claim: it may have landed
+                existing = await self._lookup(key)
+                if existing is not None:
+                    await store.kv_set(LEDGER_NS, lkey, msgspec.json.encode(
+                        {"state": "done", "event": event.id, "purchase_id": existing}))
+                    raise sailseg.SkipEvent(f"order {key!r} is already in Sailthru")
+            if await store.kv_cas(LEDGER_NS, lkey, raw, mine):
+                return
+        raise SailthruOrderBusy(f"order {key!r}: the claim kept changing; retrying",
+                                retry_after=self.config.busy_retry)
+
+    async def _set_if(self, store: Any, lkey: str, owner: str, value: dict[str, Any]) -> None:
+        """Replace the ledger entry with ``value`` if ``owner`` still holds the claim."""
+        raw = await store.kv_get(LEDGER_NS, lkey)
+        if raw is not None and msgspec.json.decode(raw).get("event") == owner:
+            await store.kv_cas(LEDGER_NS, lkey, raw, msgspec.json.encode(value))
+
     async def _lookup(self, key: str) -> str | None:
+        """The Sailthru purchase id of order ``key``, or None when Sailthru definitely does
+        not have it.
+
+        :raises SailthruOrderUnknown: any other answer (see :func:`_definitely_not_found`).
+        """
         try:
             body = await self.client.get("purchase", {"purchase_id": key, "purchase_key": "extid"})
-        except SailthruNotFound:
-            return None
-        return _pid(body) or "unknown"
+        except sailseg.DeliveryError as exc:
+            if _definitely_not_found(exc):
+                return None
+            raise SailthruOrderUnknown(
+                f"order {key!r}: cannot tell whether Sailthru has it ({type(exc).__name__}); "
+                "retrying later", retry_after=getattr(exc, "retry_after", None)) from None
+        pid = _pid(body)
+        if pid is None:
+            raise SailthruOrderUnknown(
+                f"order {key!r}: GET /purchase answered without a purchase id; retrying later",
+                retry_after=30.0)
+        return pid
 
     def _cart_key(self, email: str) -> str:
         return f"{self.account_id}:{_email_hash(email)}"
