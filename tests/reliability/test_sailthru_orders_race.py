@@ -17,7 +17,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_live import LiveServer, order, purchase_runtime
 
