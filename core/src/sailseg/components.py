@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import httpx
 import msgspec
 
+from .drift import DriftRecorder
 from .events import Event
 from .http import Route
 
@@ -89,6 +90,8 @@ class ComponentContext:
     :param accept: for triggers: durably accept Segment-spec messages into every pipeline fed
         by this trigger (raises :class:`~sailseg.errors.Backpressure` when the backlog is full).
     :param env: environment variables view (for defaults such as ``SAILTHRU_API_KEY``).
+    :param drift: the runtime's :class:`~sailseg.drift.DriftRecorder`, where components count
+        vendor answers that do not fit their models (a fresh, unexported one when omitted).
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class ComponentContext:
         env: dict[str, str] | None = None,
         resources: dict[str, Any] | None = None,
         tracer: Tracer | None = None,
+        drift: DriftRecorder | None = None,
     ) -> None:
         import os
 
@@ -118,6 +122,8 @@ class ComponentContext:
 
             tracer = trace.get_tracer("sailseg")
         self.tracer = tracer
+        #: vendor API drift counters (docs: sailseg.drift)
+        self.drift = drift if drift is not None else DriftRecorder()
 
     async def accept(
         self, messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None
@@ -204,6 +210,7 @@ class ComponentContext:
             env=self.env,
             resources=self.resources,
             tracer=self.tracer,
+            drift=self.drift,
         )
         return ctx
 

@@ -29,6 +29,7 @@ import pluggy
 from .components import AcceptResult, Component, ComponentContext, Trigger
 from .config import ComponentSpec, SailsegConfig
 from .delivery import Delivery, PipelineRuntime, SinkRunner
+from .drift import DriftRecorder
 from .errors import Backpressure, ConfigError, SailsegError
 from .events import Event, new_id, ordering_key
 from .http import current_request
@@ -134,6 +135,8 @@ class Runtime:
         self.run_triggers = run_triggers
         self.on_enqueue = on_enqueue
         self.metrics = metrics or Metrics()
+        #: vendor API drift (sailseg.drift), counted into ``self.metrics``
+        self.drift = DriftRecorder(self.metrics)
         self.resources: dict[str, Any] = {}
         self.instances: dict[tuple[str, str], Component] = {}
         self.by_trigger: dict[str, list[str]] = {}
@@ -183,7 +186,7 @@ class Runtime:
             ctx = ComponentContext(
                 instance=inst, store=self.store, clock=self.clock, transport=self.transport,
                 accept=self._make_accept(inst) if kind == "trigger" else None,
-                env=self.env, resources=self.resources, tracer=tracer,
+                env=self.env, resources=self.resources, tracer=tracer, drift=self.drift,
             )
             self.instances[(kind, inst)] = build_component(spec, self.registry, ctx)
         for p in cfg.pipelines.values():

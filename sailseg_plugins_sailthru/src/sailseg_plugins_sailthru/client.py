@@ -23,6 +23,7 @@ import msgspec
 from opentelemetry import trace as _otel_trace
 
 import sailseg
+from sailseg.drift import DriftRecorder
 from sailseg.tracing import enabled as tracing_enabled
 
 from .config import Account, AccountConfig, resolve_account
@@ -33,9 +34,13 @@ from .errors import (
     SailthruRetryableError,
     SailthruServerError,
     SailthruTimeout,
+    SailthruUnexpectedAnswer,
+    SailthruUnexpectedRead,
     classify,
+    error_body,
 )
 from .ratelimit import RateBudget
+from .responses import VENDOR, check_answer, check_error
 from .signature import encode_json, sign_request
 
 __all__ = ["SailthruClient", "client_for", "form_quote", "USER_AGENT"]
@@ -67,6 +72,7 @@ class SailthruClient:
     :param json_style: see :data:`~sailseg_plugins_sailthru.signature.JSON_STYLES`.
     :param tracer: opentelemetry tracer for one span per request (no secrets, no raw emails).
     :param settle_after_ambiguous: see :meth:`_settle` (0: retry on the runtime's backoff).
+    :param drift: where answers that do not fit ``responses.py``'s models are counted.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class SailthruClient:
         json_style: str = "compact",
         tracer: Any = None,
         settle_after_ambiguous: float = 0.0,
+        drift: DriftRecorder | None = None,
     ) -> None:
         self._account = account
         self.base_url = account.api_url
@@ -86,6 +93,7 @@ class SailthruClient:
         self.json_style = json_style
         self.tracer = tracer
         self.settle_after_ambiguous = settle_after_ambiguous
+        self.drift = drift
         self._key = account.api_key
         self._secret = account.api_secret
         # precomputed hot-path pieces
@@ -172,6 +180,7 @@ class SailthruClient:
                     if "x-rate-limit-remaining" in headers_seen:
                         span.set_attribute("sailthru.rate.remaining",
                                            int(headers_seen["x-rate-limit-remaining"] or 0))
+                self._check_media_type(resp, method, endpoint)
                 try:
                     body_obj = self._decode(resp, method, endpoint)
                 except SAILTHRU_ERRORS as exc:
@@ -196,8 +205,17 @@ class SailthruClient:
                     if settle and isinstance(err, SailthruRetryableError):
                         err.retry_after = max(err.retry_after or 0.0, settle)
                 if err is not None:
+                    if error_body(body_obj) is not None:
+                        check_error(self.drift, f"{method} /{endpoint}", body_obj)
                     _mark(span, err)
                     raise err  # type: ignore[misc]
+                missing = check_answer(self.drift, method, endpoint, body_obj, data)
+                if missing is not None:
+                    cls = SailthruUnexpectedRead if method == "GET" else SailthruUnexpectedAnswer
+                    drift_err = cls(f"Sailthru {missing}", status=status,
+                                    response={"status": status, "drift": True})
+                    _mark(span, drift_err)
+                    raise drift_err
                 return body_obj
         finally:
             self.budget.release(endpoint, method, headers_seen, status=status)
@@ -252,6 +270,15 @@ class SailthruClient:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
             return None
         return self.settle_after_ambiguous
+
+    def _check_media_type(self, resp: httpx.Response, method: str, endpoint: str) -> None:
+        """Count an answer that is not the JSON we asked for (``format=json``) as drift."""
+        if self.drift is None or not resp.content:
+            return
+        media = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            self.drift.record(VENDOR, f"{method} /{endpoint}", "unexpected_content_type",
+                              media or "none")
 
     def _decode(self, resp: httpx.Response, method: str, endpoint: str) -> Any:
         raw = resp.content
@@ -342,6 +369,7 @@ def client_for(ctx: sailseg.ComponentContext, config: AccountConfig, *, componen
                             probe_interval=config.rate_probe_interval)
         return SailthruClient(account, http, budget=budget, json_style=config.json_style,
                               tracer=ctx.tracer,
-                              settle_after_ambiguous=config.settle_after_ambiguous)
+                              settle_after_ambiguous=config.settle_after_ambiguous,
+                              drift=getattr(ctx, "drift", None))
 
     return ctx.shared(f"sailthru:{account.api_url}:{digest}", factory)

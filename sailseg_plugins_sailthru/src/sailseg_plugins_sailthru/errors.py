@@ -31,6 +31,8 @@ __all__ = [
     "SailthruUserNotFound",
     "SailthruBadRequest",
     "SailthruSuppressed",
+    "SailthruUnexpectedAnswer",
+    "SailthruUnexpectedRead",
     "SAILTHRU_ERRORS",
     "classify",
     "mask_emails",
@@ -119,6 +121,18 @@ class SailthruBadRequest(SailthruFatalError):
 
 class SailthruSuppressed(SailthruFatalError):
     """The recipient may not be emailed (opted out, hardbounce: codes 32-37)."""
+
+
+class SailthruUnexpectedAnswer(SailthruFatalError):
+    """A write was answered 2xx without the fields that define its success (API drift).
+
+    Fatal, not retryable: the write may have been applied, and repeating it (a send, a
+    purchase) could duplicate it; the dead letter can be replayed once the cause is known."""
+
+
+class SailthruUnexpectedRead(SailthruRetryableError):
+    """A read was answered 2xx without the fields that define its success (API drift, or a
+    proxy's page); repeating a read is harmless."""
 
 
 SAILTHRU_ERRORS = (SailthruRetryableError, SailthruFatalError)

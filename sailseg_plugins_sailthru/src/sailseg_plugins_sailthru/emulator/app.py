@@ -70,6 +70,24 @@ def _xml_value(v: Any) -> str:
     return escape(str(v))
 
 
+def _camel(key: str) -> str:
+    head, *rest = key.lstrip("_").split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _drifted(result: Any, mode: str) -> Any:
+    """An answer as a changed API might give it (the ``drift`` fault)."""
+    if mode == "extra_fields" and isinstance(result, dict):
+        return {**result, "request_id": "req-0001", "api_version": "2027-01",
+                "meta": {"deprecated": []}}
+    if mode == "renamed_fields":
+        if isinstance(result, dict):
+            return {_camel(str(k)): _drifted(v, mode) for k, v in result.items()}
+        if isinstance(result, list):
+            return [_drifted(v, mode) for v in result]
+    return result
+
+
 class SailthruEmulator:
     """An in-memory Sailthru account behind a faithful HTTP surface.
 
@@ -202,6 +220,13 @@ class SailthruEmulator:
                 await anyio.sleep(fault.stall)
             if fault.error_status:
                 raise ApiError(9, "Internal error, please retry later", status=fault.error_status)
+            if fault.drift == "new_error_code":
+                raise ApiError(77, "Request refused by a policy this client does not know",
+                               status=400)
+            if fault.drift == "html_error":
+                page = (b"<!DOCTYPE html><html><head><title>Bad gateway</title></head>"
+                        b"<body><h1>502 Bad Gateway</h1></body></html>")
+                return _Reply(502, page, rate_headers, "text/html; charset=utf-8")
             sig = form.get("sig") or ""
             values = [v for k, v in form.fields if k != "sig"]
             expected = sign_request(secret, values)
@@ -225,6 +250,8 @@ class SailthruEmulator:
             else:
                 handler = getattr(self.handlers, endpoint)
                 result = handler(method, params, now)
+            if fault.drift in ("extra_fields", "renamed_fields"):
+                result = _drifted(result, fault.drift)
             if xml:
                 return _Reply(200, f"<?xml version=\"1.0\"?><response>{_xml_value(result)}</response>".encode(),
                               rate_headers, "application/xml")

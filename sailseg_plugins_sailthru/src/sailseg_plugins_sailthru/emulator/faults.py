@@ -10,7 +10,9 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Faults", "FaultDecision"]
+__all__ = ["Faults", "FaultDecision", "DRIFT_MODES"]
+
+DRIFT_MODES = ("", "extra_fields", "renamed_fields", "new_error_code", "html_error")
 
 
 @dataclass
@@ -24,6 +26,11 @@ class Faults:
     :param burst_429: the next N API requests answer 429 / error 43.
     :param endpoints: restrict faults to these ``"METHOD /endpoint"`` keys (empty: all).
     :param seed: random seed for reproducible rates.
+    :param drift: a changed API, for drift detection tests: ``extra_fields`` (answers gain
+        fields), ``renamed_fields`` (answer keys camelCased, leading ``_`` dropped: ``send_id``
+        -> ``sendId``, ``_id`` -> ``id``; the request is applied), ``new_error_code`` (HTTP
+        400 with error 77, not applied), ``html_error`` (HTTP 502 with an HTML page, not
+        applied). Empty: off. ``endpoints`` restricts it too.
     """
 
     latency: float = 0.0
@@ -34,6 +41,7 @@ class Faults:
     burst_429: int = 0
     endpoints: list[str] = field(default_factory=list)
     seed: int = 0
+    drift: str = ""
     _rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def update(self, data: dict[str, Any]) -> None:
@@ -43,7 +51,11 @@ class Faults:
             if k not in known:
                 raise ValueError(f"unknown fault setting {k!r}; known: {', '.join(sorted(known))}")
             cur = getattr(self, k)
-            if isinstance(cur, list):
+            if k == "drift":
+                if v not in DRIFT_MODES:
+                    raise ValueError(f"fault 'drift' must be one of {', '.join(map(repr, DRIFT_MODES))}")
+                self.drift = str(v)
+            elif isinstance(cur, list):
                 if not isinstance(v, list):
                     raise ValueError(f"fault {k!r} must be a list")
                 setattr(self, k, [str(x) for x in v])
@@ -63,6 +75,7 @@ class Faults:
         if self.endpoints and key not in self.endpoints:
             d.latency = 0.0
             return d
+        d.drift = self.drift
         if self.burst_429 > 0:
             self.burst_429 -= 1
             d.rate_limited = True
@@ -80,3 +93,4 @@ class FaultDecision:
     stall: float = 0.0
     error_status: int | None = None
     rate_limited: bool = False
+    drift: str = ""

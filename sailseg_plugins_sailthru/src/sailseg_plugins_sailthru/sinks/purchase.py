@@ -38,7 +38,7 @@ import msgspec
 import sailseg
 
 from ..config import AccountConfig
-from ..errors import SailthruError, SailthruFatalError
+from ..errors import SailthruError, SailthruFatalError, SailthruUnexpectedAnswer
 from ..mapping import apply_overrides, find_email, flatten_vars, order_key, product_item, to_cents
 from .base import Request, SailthruSink
 
@@ -195,6 +195,8 @@ class PurchaseSink(SailthruSink):
         await self._claim(store, lkey, str(key), event)
         try:
             body = await self.client.request(method, endpoint, req)
+        except SailthruUnexpectedAnswer:
+            raise  # answered 2xx in an unknown shape: it may be in Sailthru, keep the claim
         except SailthruFatalError:
             # refused for good: let a later event for this order try (its data may differ)
             await self._set_if(store, lkey, event.id, {"state": "released", "event": event.id})
