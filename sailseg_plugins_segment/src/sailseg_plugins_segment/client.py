@@ -52,6 +52,7 @@ class BatchReply:
     body: str
     retry_after: float | None = None
     error: str | None = None  # transport failure (timeout, refused): retryable
+    content_type: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -102,7 +103,8 @@ class TrackingClient:
         except httpx.HTTPError as exc:
             return BatchReply(status=0, body="", error=f"{type(exc).__name__}: {exc}")
         return BatchReply(status=resp.status_code, body=resp.text[:2000],
-                          retry_after=parse_retry_after(resp.headers))
+                          retry_after=parse_retry_after(resp.headers),
+                          content_type=resp.headers.get("content-type"))
 
     async def aclose(self) -> None:
         await self._http.aclose()

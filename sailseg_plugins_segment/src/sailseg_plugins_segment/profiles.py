@@ -30,6 +30,7 @@ import sailseg
 from sailseg.errors import ConfigError, FatalError, ParkEvent, RetryableError
 from sailseg.events import identity_keys
 
+from .answers import external_id_rows, profile_error_code
 from .client import RETRYABLE_STATUS, parse_retry_after
 from .protocol import basic_auth
 
@@ -200,20 +201,26 @@ class SegmentProfiles(sailseg.IdentityResolver):
             except httpx.HTTPError as exc:
                 raise RetryableError(f"Profile API unreachable: {type(exc).__name__}") from None
             span.set_attribute("http.response.status_code", resp.status_code)
+        drift = getattr(self.ctx, "drift", None)
+        summary = {"status": resp.status_code, "body": resp.text[:300]}
         if resp.status_code == 404:
+            ctype = resp.headers.get("content-type")
+            if profile_error_code(drift, ctype, resp.content) != "not_found":
+                raise RetryableError("Profile API answered 404 without its not_found error "
+                                     "(a proxy or a changed API?)", response=summary)
             self.cache.put(cache_key, {}, self.config.miss_ttl)
             return {}
-        summary = {"status": resp.status_code, "body": resp.text[:300]}
+        if resp.status_code >= 400:
+            profile_error_code(drift, resp.headers.get("content-type"), resp.content)
         if resp.status_code in RETRYABLE_STATUS:
             raise RetryableError(f"Profile API answered HTTP {resp.status_code}",
                                  retry_after=parse_retry_after(resp.headers), response=summary)
         if resp.status_code != 200:
             raise FatalError(f"Profile API answered HTTP {resp.status_code}", response=summary)
-        try:
-            data = msgspec.json.decode(resp.content)
-            rows = data.get("data") or []
-        except (msgspec.DecodeError, AttributeError):
-            raise RetryableError("Profile API sent a malformed body", response=summary) from None
+        rows = external_id_rows(drift, resp.headers.get("content-type"), resp.content)
+        if rows is None:
+            raise RetryableError("Profile API answered without its external ids (`data` rows "
+                                 "with `type` and `id`)", response=summary)
         found = _identifiers(rows)
         self.cache.put(cache_key, found, self.config.cache_ttl)
         return found

@@ -31,6 +31,7 @@ import msgspec
 import sailseg
 from sailseg.errors import ConfigError, DeliveryError, FatalError, RetryableError
 
+from .answers import check_batch_answer
 from .batching import pack, render
 from .client import BatchReply, TrackingClient, shared_tracking_client
 from .mapping import build_message
@@ -186,6 +187,8 @@ class _TrackingSink(sailseg.Sink):
         ) as span:
             reply = await self._client.post_batch(body, retry_count=retry_count)
             span.set_attribute("http.response.status_code", reply.status)
+        check_batch_answer(getattr(self.ctx, "drift", None), reply.status, reply.content_type,
+                           reply.body)
         if reply.ok:
             for j in batch:
                 results[idx[j]] = {"messageId": ids[j], "status": reply.status}

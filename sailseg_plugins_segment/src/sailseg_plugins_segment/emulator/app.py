@@ -11,7 +11,8 @@ Inspection and control (JSON)::
     GET    /_emulator/stats         counters (messages, dropped_<reason>, status_<code>)
     POST   /_emulator/reset         forget messages, requests, dedupe ids, profiles and faults
     GET    /_emulator/faults        active faults
-    POST   /_emulator/faults        add {"status", "latency", "retry_after", "times", "path_prefix", "body"}
+    POST   /_emulator/faults        add {"status", "latency", "retry_after", "times", "path_prefix", "body",
+                                    "drift"}
     DELETE /_emulator/faults        clear faults
     POST   /_emulator/profiles      seed {"space_id", "external_ids": [{"type","id"}], "traits": {...}}
     GET    /health
@@ -26,7 +27,7 @@ from urllib.parse import parse_qsl
 import anyio
 import msgspec
 
-from .faults import Fault, Faults
+from .faults import Fault, Faults, drifted
 from .profiles import ProfileState
 from .tracking import TRACKING_KINDS, TrackingState
 
@@ -87,6 +88,15 @@ class SegmentEmulator:
             await self._reply(send, status, out)
             return
         fault = self.faults.pick(path)
+        drift = fault.drift if fault is not None and fault.status is None else ""
+        if drift == "new_error_code":
+            await self._reply(send, 400, {"error": {"code": "quota_policy_error",
+                                                    "message": "refused by a newer policy"}})
+            return
+        if drift == "html_error":
+            await self._reply_raw(send, 502, b"<!DOCTYPE html><html><body><h1>502 Bad Gateway"
+                                  b"</h1></body></html>", "text/html; charset=utf-8")
+            return
         if fault is not None:
             if fault.latency:
                 await anyio.sleep(fault.latency)
@@ -103,14 +113,14 @@ class SegmentEmulator:
                 return
         if path.startswith("/v1/spaces/") and method == "GET":
             status, out, extra = self.profiles.handle(path[len("/v1/spaces/"):].split("/"), headers, query)
-            await self._reply(send, status, out, extra)
+            await self._reply(send, status, drifted(out, drift) if status == 200 else out, extra)
             return
         if path.startswith("/v1/") and path[4:] in TRACKING_KINDS:
             if method != "POST":
                 await self._reply(send, 405, {"code": "method_not_allowed", "message": "use POST"})
                 return
             status, out = self.tracking.handle(path[4:], headers, body)
-            await self._reply(send, status, out)
+            await self._reply(send, status, drifted(out, drift) if status == 200 else out)
             return
         await self._reply(send, 404, {"code": "not_found", "message": f"no route for {method} {path}"})
 
@@ -175,6 +185,12 @@ class SegmentEmulator:
             if not msg.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    @staticmethod
+    async def _reply_raw(send: Send, status: int, body: bytes, media_type: str) -> None:
+        raw = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
 
     @staticmethod
     async def _reply(send: Send, status: int, data: Any, headers: dict[str, str] | None = None) -> None:

@@ -13,6 +13,22 @@ from typing import Any
 __all__ = ["Fault", "Faults"]
 
 
+DRIFT_MODES = ("", "extra_fields", "renamed_fields", "new_error_code", "html_error")
+_RENAMES = {"success": "ok", "data": "items", "type": "kind", "id": "value"}
+
+
+def drifted(out: Any, mode: str) -> Any:
+    """An answer as a changed API might give it (``extra_fields`` / ``renamed_fields``)."""
+    if mode == "extra_fields" and isinstance(out, dict):
+        return {**out, "request_id": "req-0001", "api_version": "2027-01"}
+    if mode == "renamed_fields":
+        if isinstance(out, dict):
+            return {_RENAMES.get(k, k): drifted(v, mode) for k, v in out.items()}
+        if isinstance(out, list):
+            return [drifted(v, mode) for v in out]
+    return out
+
+
 @dataclass
 class Fault:
     """One injected fault.
@@ -23,6 +39,11 @@ class Fault:
     :param times: how many requests it applies to (None: until cleared).
     :param path_prefix: which requests it applies to (``/v1/`` covers Tracking and Profile).
     :param body: JSON body to answer with (default: an error in the API's shape).
+    :param drift: a changed API, for drift detection tests (with ``status`` None):
+        ``extra_fields`` (answers gain fields; the request is applied), ``renamed_fields``
+        (``success`` -> ``ok``, ``data`` -> ``items``, ``type`` -> ``kind``, ``id`` -> ``value``;
+        applied), ``new_error_code`` (400 with an error code the docs do not list; not applied),
+        ``html_error`` (502 with an HTML page; not applied).
     """
 
     status: int | None = None
@@ -31,17 +52,20 @@ class Fault:
     times: int | None = 1
     path_prefix: str = "/v1/"
     body: Any = None
+    drift: str = ""
     hits: int = field(default=0)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
-        allowed = {"status", "latency", "retry_after", "times", "path_prefix", "body"}
+        allowed = {"status", "latency", "retry_after", "times", "path_prefix", "body", "drift"}
         unknown = set(data) - allowed
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
         f = cls(**data)
         if f.status is not None and not (100 <= int(f.status) <= 599):
             raise ValueError(f"fault status {f.status} is not an HTTP status")
+        if f.drift not in DRIFT_MODES:
+            raise ValueError(f"fault drift must be one of {', '.join(map(repr, DRIFT_MODES))}")
         if f.latency < 0 or f.latency > 60:
             raise ValueError("fault latency must be within 0..60 s")
         return f
