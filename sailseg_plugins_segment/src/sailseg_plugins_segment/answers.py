@@ -20,8 +20,14 @@ from typing import Any
 import msgspec
 from sailseg.drift import DriftRecorder, decode_model
 
-__all__ = ["VENDOR", "PROFILE_ERROR_CODES", "check_batch_answer", "external_id_rows",
-           "profile_error_code", "media_type"]
+__all__ = [
+    "PROFILE_ERROR_CODES",
+    "VENDOR",
+    "check_batch_answer",
+    "external_id_rows",
+    "media_type",
+    "profile_error_code",
+]
 
 VENDOR = "segment"
 BATCH = "POST /v1/batch"
