@@ -35,9 +35,13 @@ async def _post_all(nodes: list[Any], events: list[dict[str, Any]]) -> None:
             tg.start_soon(one, i, ev)
 
 
-@pytest.mark.parametrize("faults", [{"latency": 0.03},
-                                    {"latency": 0.01, "error_rate": 0.2, "seed": 3}],
-                         ids=["slow", "errors"])
+@pytest.mark.parametrize("faults", [
+    {"latency": 0.03},
+    {"latency": 0.01, "error_rate": 0.2, "seed": 3},
+    # answers stalled past the client's timeout, then applied late: the claimer's retry
+    # waits the settle interval and finds the order in Sailthru
+    {"timeout_rate": 0.2, "timeout_seconds": 0.8, "seed": 4},
+], ids=["slow", "errors", "late-landing"])
 async def test_concurrent_duplicates_post_each_order_exactly_once(
         tmp_path: Path, store_url: str, faults: dict[str, Any]) -> None:
     emu = SailthruEmulator(EmulatorSettings())
@@ -48,7 +52,8 @@ async def test_concurrent_duplicates_post_each_order_exactly_once(
     with LiveServer(emu) as srv:
         async with contextlib.AsyncExitStack() as stack:
             nodes = [await stack.enter_async_context(
-                purchase_runtime(tmp_path, srv.url, store_url, node=f"n{n}"))
+                purchase_runtime(tmp_path, srv.url, store_url, node=f"n{n}",
+                                 sink={"timeout": 0.4, "settle_after_ambiguous": 1.2}))
                 for n in range(node_count)]
             await _post_all(nodes, events)
             for rt in nodes:
@@ -60,7 +65,10 @@ async def test_concurrent_duplicates_post_each_order_exactly_once(
             assert lost == [], f"never posted: {lost}"
             dead = [d for rt in nodes for d in await rt.dead_letters()]
             assert dead == []
+            async with httpx.AsyncClient() as c:
+                seen = (await c.get(f"{srv.url}/_emulator/state/requests")).json()
             if faults.get("error_rate"):
-                async with httpx.AsyncClient() as c:
-                    rate = (await c.get(f"{srv.url}/_emulator/state/requests")).json()
-                assert rate["POST /purchase"] > ORDERS, "the error fault never fired"
+                assert seen["POST /purchase"] > ORDERS, "the error fault never fired"
+            if faults.get("timeout_rate"):
+                # stalled posts were applied late; their claimers looked them up, not re-posted
+                assert seen.get("GET /purchase", 0) > 0, "no answer was stalled"
