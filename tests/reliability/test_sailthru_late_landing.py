@@ -21,7 +21,7 @@ from sailthru_live import LiveServer, identify, profile_runtime
 pytestmark = pytest.mark.anyio
 
 PEOPLE = 40
-TIMEOUT, STALL, SETTLE = 0.5, 1.5, 2.5
+TIMEOUT, STALL, SETTLE = 0.5, 1.5, 4.0
 
 
 def _stale(emu: SailthruEmulator) -> list[str]:

@@ -53,7 +53,7 @@ async def test_concurrent_duplicates_post_each_order_exactly_once(
         async with contextlib.AsyncExitStack() as stack:
             nodes = [await stack.enter_async_context(
                 purchase_runtime(tmp_path, srv.url, store_url, node=f"n{n}",
-                                 sink={"timeout": 0.4, "settle_after_ambiguous": 1.2}))
+                                 sink={"timeout": 0.4, "settle_after_ambiguous": 3.0}))
                 for n in range(node_count)]
             await _post_all(nodes, events)
             for rt in nodes:
