@@ -18,7 +18,7 @@ import pytest
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_live import LiveServer, budgets, identify, profile_runtime
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 N, RATE, BOUND = 1200, 200, 30.0
 

@@ -18,7 +18,7 @@ import pytest
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_live import LiveServer, identify, profile_runtime
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 PEOPLE = 40
 TIMEOUT, STALL, SETTLE = 0.5, 1.5, 4.0

@@ -20,7 +20,7 @@ import pytest
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_live import LiveServer, order, purchase_runtime
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ORDERS, DUPLICATES = 25, 6
 
