@@ -13,6 +13,8 @@ import httpx
 import pytest
 import sailseg
 from sailseg.server import RouteApp
+from sailseg_plugins_sailthru.client import client_for
+from sailseg_plugins_sailthru.config import AccountConfig
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator, build_postback
 from sailseg_plugins_sailthru.postback import PostbackTrigger
 from sailseg_plugins_sailthru.signature import sign
@@ -164,10 +166,14 @@ async def test_renamed_keys_with_values_in_order_are_refused(
 
 
 async def test_emulator_get_purchase_time_is_rfc2822(served: tuple[SailthruEmulator, Server]) -> None:
-    emu, _ = served
+    _, srv = served
+    ctx = sailseg.ComponentContext(env={**ENV, "SAILTHRU_API_URL": srv.url})
+    client = client_for(ctx, AccountConfig(), component="test")
     item = {"qty": 1, "title": "Mug", "price": 100, "id": "p1", "url": "https://s/p1"}
-    posted = emu.handlers.purchase("POST", {"email": "t@example.com", "items": [item],
-                                            "purchase_keys": {"extid": "o-1"}}, 1_700_000_000.0)
-    got = emu.handlers.purchase("GET", {"purchase_id": "o-1", "purchase_key": "extid"}, 0.0)
+    posted = await client.post("purchase", {"email": "t@example.com", "items": [item],
+                                            "purchase_keys": {"extid": "o-1"},
+                                            "date": "2023-11-14 22:13:20 +0000"})
+    got = await client.get("purchase", {"purchase_id": "o-1", "purchase_key": "extid"})
+    await client.aclose()
     assert got["purchase"]["time"] == posted["purchase"]["time"]
     assert parsedate_to_datetime(got["purchase"]["time"]).timestamp() == 1_700_000_000.0

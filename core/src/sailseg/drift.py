@@ -24,6 +24,7 @@ Details never carry values (no emails, no tokens): only field names, codes and m
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -111,8 +112,10 @@ class DriftRecorder:
                    if (vendor is None or v == vendor) and (kind is None or k == kind))
 
 
+@functools.lru_cache(maxsize=256)
 def field_names(model: type[msgspec.Struct]) -> tuple[frozenset[str], frozenset[str]]:
-    """(every wire name, the required wire names) of a Struct."""
+    """(every wire name, the required wire names) of a Struct (cached: answers are checked on
+    the delivery hot path)."""
     info = msgspec.structs.fields(model)
     names = frozenset(f.encode_name for f in info)
     required = frozenset(f.encode_name for f in info if f.required)
