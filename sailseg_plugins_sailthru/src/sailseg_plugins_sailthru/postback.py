@@ -64,7 +64,10 @@ class PostbackTrigger(sailseg.Trigger):
         max_body: int = 64 * 1024
         anonymous_id: str = "email_sha256"
         dedupe_bucket: float = 600.0
+        #: check hardbounce/verify postbacks against GET /send and GET /blast like Sailthru's
+        #: client libraries; 503 (Sailthru retries) when the API cannot be asked
         verify_with_api: bool = True
+        #: seconds a lookup result (found with its email, or not found) is reused
         verify_cache_ttl: float = 60.0
 
     config: Config

@@ -114,7 +114,9 @@ class PurchaseSink(SailthruSink):
         send_date: bool = True
         ledger: bool = True
         snake_case: bool = True
+        #: seconds after which another event may take over a pending order claim
         claim_timeout: float = 3600.0
+        #: retry delay (s) of a duplicate that met another event's claim on its order id
         busy_retry: float = 2.0
 
     config: Config
