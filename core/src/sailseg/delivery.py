@@ -204,6 +204,8 @@ class Delivery:
         self._claimer_idle = anyio.Event()
         self.processed = 0
         self._store_ok_at = clock()
+        #: called with each recorded outcome (the console's sink health, ``activity.py``)
+        self.on_outcome: Callable[[Outcome, float], None] | None = None
 
     # -- control ---------------------------------------------------------------------
     def stalled(self, after: float = 30.0) -> bool:
@@ -302,6 +304,8 @@ class Delivery:
             for o in batch:
                 self.inflight.pop(o.item.id, None)
                 self._record_metrics(o, now)
+                if self.on_outcome is not None:
+                    self.on_outcome(o, now)
             self.processed += len(batch)
             self._capacity.set()
             self._wake.set()
@@ -463,6 +467,8 @@ class Delivery:
             out[sink_name] = res
 
         results: dict[str, Any] = {}
+        # for the journal: what the sinks were given, and below what each returned
+        notes: dict[str, Any] = {"-": {"sent": {"payload": event.payload, "meta": event.meta}}}
         unknown = [s for s in targets if s not in pipeline.sinks]
         targets = [s for s in targets if s in pipeline.sinks]
         if len(targets) == 1:
@@ -492,10 +498,14 @@ class Delivery:
             else:
                 delivered.append(s)
                 counts[f"{s}:delivered"] = 1
+                notes[s] = {"response": res}
         if retry:
             assert last_retry is not None
-            return self._retry_or_dead(item, delivered, retry, last_retry, now, dead, counts)
-        return Outcome(item=item, status="done", delivered=delivered, dead=dead, counts=counts)
+            outcome = self._retry_or_dead(item, delivered, retry, last_retry, now, dead, counts)
+            outcome.notes = notes
+            return outcome
+        return Outcome(item=item, status="done", delivered=delivered, dead=dead, counts=counts,
+                       notes=notes)
 
     def _retry_or_dead(
         self,

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from ..events import Event, new_id
+from ._journal import outcome_rows
 from .base import AuditRecord, DeadLetter, Outcome, QueueItem
 
 __all__ = [
@@ -275,6 +276,8 @@ class PreparedOutcome(NamedTuple):
     dead: list[tuple[Any, ...]]
     #: (pipeline, name, increment)
     counts: list[tuple[str, str, int]]
+    #: ``JOURNAL_COLS`` rows (see ``_journal``)
+    journal: list[tuple[Any, ...]] = []
 
 
 def prepare_outcomes(outcomes: Iterable[Outcome], now: float) -> list[PreparedOutcome]:
@@ -309,7 +312,7 @@ def prepare_outcomes(outcomes: Iterable[Outcome], now: float) -> list[PreparedOu
         ]
         counts = [(item.pipeline, clean(k), n) for k, n in o.counts.items() if n]
         out.append(PreparedOutcome(item.id, item.pipeline, okey, o.status, retry, delivered,
-                                   parked, keys, dead, counts))
+                                   parked, keys, dead, counts, outcome_rows(o, now)))
     return out
 
 

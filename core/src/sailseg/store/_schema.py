@@ -150,6 +150,44 @@ CREATE UNIQUE INDEX sailseg_queue_head ON sailseg_queue (okey, pipeline) WHERE h
 CREATE INDEX sailseg_queue_due ON sailseg_queue (due_at, id) WHERE head = 1;
 """
 
+# Version 3: the web console. The journal (each item's accept and attempt outcomes, looked up
+# by messageId, ordering key or email hash), per-minute counts per pipeline and process shard,
+# the paused pipelines (claim skips them), and indexes for the console's pages: the queue by
+# pipeline (backlog and oldest waiting item per pipeline) and dead letters by error group.
+_V3 = """
+CREATE TABLE sailseg_journal (
+    id {text} PRIMARY KEY,
+    at {real} NOT NULL,
+    item_id {text} NOT NULL,
+    pipeline {text} NOT NULL,
+    okey {text} NOT NULL,
+    message_id {text} NOT NULL,
+    email_hash {text},
+    stage {text} NOT NULL,
+    sink {text} NOT NULL,
+    attempt {int} NOT NULL,
+    detail {blob} NOT NULL
+);
+CREATE INDEX sailseg_journal_message ON sailseg_journal (message_id);
+CREATE INDEX sailseg_journal_okey ON sailseg_journal (okey);
+CREATE INDEX sailseg_journal_email ON sailseg_journal (email_hash) WHERE email_hash IS NOT NULL;
+CREATE TABLE sailseg_minutes (
+    minute {bigint} NOT NULL,
+    pipeline {text} NOT NULL,
+    name {text} NOT NULL,
+    shard {text} NOT NULL,
+    n {bigint} NOT NULL,
+    PRIMARY KEY (minute, pipeline, name, shard)
+);
+CREATE TABLE sailseg_paused (
+    pipeline {text} PRIMARY KEY,
+    at {real} NOT NULL,
+    actor {text} NOT NULL
+);
+CREATE INDEX sailseg_queue_pipeline ON sailseg_queue (pipeline, id);
+CREATE INDEX sailseg_dead_letters_group ON sailseg_dead_letters (pipeline, sink, error_type, created_at, id);
+"""
+
 # Statements only one dialect runs, after the shared ones of the same version. SQLite: the
 # queue's size, which every write call that adds or removes queue rows adjusts by its total in
 # its own transaction (one writer, so the single row costs nothing in contention; per-row
@@ -163,7 +201,7 @@ INSERT INTO sailseg_queue_size (n) SELECT count(*) FROM sailseg_queue;
 }
 
 #: version -> the statements that upgrade the version before it
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "a migration is missing for SCHEMA_VERSION"
 
 

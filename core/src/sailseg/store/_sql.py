@@ -29,7 +29,9 @@ from ._rows import (
     item_from_row,
     prefix_bound,
 )
-from .base import AuditRecord, DeadLetter, ParkedItem, Store
+from ._journal import JOURNAL_INSERT, MINUTES_UPSERT, accepted_row, minute_rows
+from ._views import ViewQueries
+from .base import AuditRecord, DeadLetter, ParkedItem, QueueItem, Store
 
 __all__ = [
     "DEAD_INSERT",
@@ -37,10 +39,12 @@ __all__ = [
     "GroupCommit",
     "Pending",
     "SQLStore",
+    "accept_writes",
     "finish_writes",
     "log",
     "log_skipped",
     "log_undecodable",
+    "purge_journal_sql",
     "purge_sql",
 ]
 
@@ -76,7 +80,7 @@ _COUNTS_UPSERT = (
 )
 
 
-def finish_writes(applied: Sequence[PreparedOutcome]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+def finish_writes(applied: Sequence[PreparedOutcome], now: float) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The inserts that record applied outcomes, as (statement, rows) for ``executemany``,
     after the queue rows themselves were deleted or rescheduled."""
     counts: dict[tuple[str, str], int] = {}
@@ -90,6 +94,19 @@ def finish_writes(applied: Sequence[PreparedOutcome]) -> list[tuple[str, list[tu
         (DEAD_INSERT, [d for p in applied for d in p.dead]),
         # sorted, so that concurrent finishes on several nodes lock counter rows in one order
         (_COUNTS_UPSERT, [(pl, name, n) for (pl, name), n in sorted(counts.items())]),
+        (JOURNAL_INSERT, [j for p in applied for j in p.journal]),
+        (MINUTES_UPSERT, minute_rows(((pl, name, n) for (pl, name), n in counts.items()), now)),
+    ]
+
+
+def accept_writes(items: Sequence[QueueItem], now: float) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The journal and per-minute rows that record accepted (inserted) queue items."""
+    counts: dict[str, int] = {}
+    for i in items:
+        counts[i.pipeline] = counts.get(i.pipeline, 0) + 1
+    return [
+        (JOURNAL_INSERT, [accepted_row(i, now) for i in items]),
+        (MINUTES_UPSERT, minute_rows(((p, "in", n) for p, n in counts.items()), now)),
     ]
 
 
@@ -118,6 +135,12 @@ def purge_sql(in_list: str) -> list[str]:
         f"DELETE FROM sailseg_{table} WHERE okey {in_list}"
         for table in ("queue", "delivered", "dead_letters")
     ]
+
+
+def purge_journal_sql(in_list: str) -> str:
+    """``purge_okeys``'s delete of the journal (not counted in its result: those are not
+    events)."""
+    return f"DELETE FROM sailseg_journal WHERE okey {in_list}"
 
 
 class Pending(Generic[T]):
@@ -188,7 +211,7 @@ class GroupCommit(Generic[T]):
             self._lock.release()
 
 
-class SQLStore(Store):
+class SQLStore(ViewQueries, Store):
     """Base of the SQL backends: implements what is the same SQL everywhere."""
 
     #: compares a column with a list given as one parameter (see :meth:`_list`)
@@ -340,6 +363,7 @@ class SQLStore(Store):
                             (old_keys, now - dedupe_window)):
             while await self._execute(sql, cutoff, _PAGE) >= _PAGE:
                 pass
+        await self.prune_journal(before=now - delivered_retention, minutes_before=now - 2 * 86400)
 
     # -- stats -----------------------------------------------------------------------
     async def stats(self) -> dict[str, dict[str, int]]:
@@ -358,6 +382,8 @@ class SQLStore(Store):
             "SELECT pipeline, name, n FROM sailseg_counters"
         ):
             entry(pipeline)[name] = int(n)
+        for (pipeline,) in await self._fetch("SELECT pipeline FROM sailseg_paused"):
+            entry(pipeline)["paused"] = 1
         return out
 
     # -- kv for plugins --------------------------------------------------------------

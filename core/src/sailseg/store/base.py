@@ -19,6 +19,9 @@ Tables, conceptually:
 - **counters**: delivered/failed/skipped/filtered per pipeline and sink (``sailseg status``).
 - **kv**: namespaced key/value for plugins (poller cursors, purchase ledger, caches).
 - **audit**: append-only audit trail (consent changes, deletions), kept apart from payloads.
+- **journal**: each item's accept and attempt outcomes (event lookup in the console), pruned
+  with the delivered rows; **minutes**: per-minute counts per pipeline (the console's chart).
+- **paused**: pipelines whose items :meth:`Store.claim` does not hand out (shared by nodes).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ __all__ = [
 ]
 
 #: The schema version this code understands. A store at another version refuses to start.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class QueueItem(msgspec.Struct, kw_only=True):
@@ -108,6 +111,10 @@ class Outcome(msgspec.Struct, kw_only=True):
     park_keys: dict[str, str] = {}
     park_expires_at: float = 0.0
     counts: dict[str, int] = {}
+    #: for the journal (the console's event lookup): ``{"-": {"sent": <the event as the
+    #: sinks got it>}, "<sink>": {"response": <what the sink returned>}}``; summarized
+    #: (emails hashed, secrets redacted) before it is written
+    notes: dict[str, Any] = {}
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):

@@ -54,10 +54,12 @@ from ._sql import (
     GroupCommit,
     Pending,
     SQLStore,
+    accept_writes,
     finish_writes,
     log,
     log_skipped,
     log_undecodable,
+    purge_journal_sql,
     purge_sql,
 )
 from .base import Outcome, QueueItem
@@ -68,12 +70,14 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 Row = Sequence[Any]
-EnqueueCall = tuple[list[tuple[Any, ...]], float, float]  # rows, dedupe window, now
+# rows, dedupe window, now, the items (for their journal rows)
+EnqueueCall = tuple[list[tuple[Any, ...]], float, float, Sequence[QueueItem]]
 
 _IN = "= ANY(?::text[])"
 #: due heads, found through the partial index on (due_at, id), oldest due first
 CLAIM_SQL = (
     "SELECT id FROM sailseg_queue WHERE head = 1 AND due_at <= $1 AND lease_until <= $1 "
+    "AND pipeline NOT IN (SELECT pipeline FROM sailseg_paused) "
     "ORDER BY due_at, id LIMIT $2"
 )
 _LOCK_CLASS = 0x5A15E6  # first key of every sailseg advisory lock
@@ -184,7 +188,7 @@ class PostgresStore(SQLStore):
         if not items:
             return []
         rows = [item_row(i) for i in items]
-        return await self._enqueuer.submit((rows, dedupe_window, now))  # type: ignore[no-any-return]
+        return await self._enqueuer.submit((rows, dedupe_window, now, items))  # type: ignore[no-any-return]
 
     async def _flush_enqueue(self, batch: list[Pending[EnqueueCall]]) -> None:
         """Write every waiting ``enqueue`` call in one transaction. If that fails, write
@@ -205,7 +209,7 @@ class PostgresStore(SQLStore):
         seen: set[str] = set()
         probes: dict[float, list[tuple[str, float]]] = {}  # window -> [(key, now)]
         for entry in batch:
-            rows, window, now = entry.payload
+            rows, window, now, _ = entry.payload
             for row in rows:
                 key = row[3]
                 if key is not None and key not in seen:
@@ -224,12 +228,13 @@ class PostgresStore(SQLStore):
                     [k for k, _ in probe], [t for _, t in probe], window,
                 ))
             accepted: list[tuple[Any, ...]] = []
+            journal: list[QueueItem] = []
             results: list[list[bool]] = []
             decided: set[str] = set()
             for entry in batch:
-                rows, window, _ = entry.payload
+                rows, window, _, items = entry.payload
                 flags = []
-                for row in rows:
+                for row, item in zip(rows, items):
                     key = row[3]
                     if key is None:
                         ok = True
@@ -241,9 +246,14 @@ class PostgresStore(SQLStore):
                     flags.append(ok)
                     if ok:
                         accepted.append(row)
+                        journal.append(item)
                 results.append(flags)
             if accepted:
-                await _insert_items(conn, accepted, min(e.payload[2] for e in batch))
+                now = min(e.payload[2] for e in batch)
+                await _insert_items(conn, accepted, now)
+                for sql, extra in accept_writes(journal, now):
+                    if extra:
+                        await conn.executemany(_numbered(sql), extra)
         for entry, flags in zip(batch, results):
             entry.result = flags
 
@@ -309,7 +319,7 @@ class PostgresStore(SQLStore):
                 ))
             # rows finished elsewhere, purged, or no longer ours (fenced) record nothing
             applied = [p for p in prepared if p.id in hit]
-            for sql, rows in finish_writes(applied):
+            for sql, rows in finish_writes(applied, now):
                 if rows:
                     await conn.executemany(_numbered(sql), rows)
             await _fix_heads(conn, [(p.pipeline, p.okey) for p in applied], now)
@@ -379,6 +389,7 @@ class PostgresStore(SQLStore):
             total = len(await _take_parked(conn, "okey = ANY($1::text[])", okeys, "id"))
             for sql in purge_sql(_IN):
                 total += _affected(await conn.execute(_numbered(sql), okeys))
+            await conn.execute(_numbered(purge_journal_sql(_IN)), okeys)
         return total
 
 

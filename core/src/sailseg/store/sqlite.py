@@ -61,9 +61,11 @@ from ._sql import (
     GroupCommit,
     Pending,
     SQLStore,
+    accept_writes,
     finish_writes,
     log_skipped,
     log_undecodable,
+    purge_journal_sql,
     purge_sql,
 )
 from .base import SCHEMA_VERSION, Outcome, QueueItem
@@ -77,7 +79,8 @@ _IN = "IN (SELECT value FROM json_each(?))"
 #: due heads, found through the partial index on (due_at, id), oldest due first
 CLAIM_SQL = (
     f"SELECT {ITEM_COLS} FROM sailseg_queue INDEXED BY sailseg_queue_due WHERE head = 1 "
-    "AND due_at <= ? AND lease_until <= ? ORDER BY due_at, id LIMIT ?"
+    "AND due_at <= ? AND lease_until <= ? AND pipeline NOT IN "
+    "(SELECT pipeline FROM sailseg_paused) ORDER BY due_at, id LIMIT ?"
 )
 _json = msgspec.json.Encoder()
 
@@ -208,7 +211,7 @@ class SQLiteStore(SQLStore):
         if not items:
             return []
         rows = [item_row(i) for i in items]
-        return await self._write(_enqueue, rows, dedupe_window, now)  # type: ignore[no-any-return]
+        return await self._write(_enqueue, rows, items, dedupe_window, now)  # type: ignore[no-any-return]
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
         if limit <= 0:
@@ -397,11 +400,13 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
         _fix_heads(conn, older, now)
 
 
-def _enqueue(conn: sqlite3.Connection, rows: list[Row], window: float, now: float) -> list[bool]:
+def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueItem],
+             window: float, now: float) -> list[bool]:
     flags: list[bool] = []
     accepted: list[Row] = []
+    journal: list[QueueItem] = []
     seen: set[str] = set()
-    for row in rows:
+    for row, item in zip(rows, items):
         key = row[3]
         if key is not None:
             if key in seen:
@@ -420,8 +425,11 @@ def _enqueue(conn: sqlite3.Connection, rows: list[Row], window: float, now: floa
                 continue
         flags.append(True)
         accepted.append(row)
+        journal.append(item)
     if accepted:
         _insert_items(conn, accepted, now)
+        for sql, extra in accept_writes(journal, now):
+            conn.executemany(sql, extra)
     return flags
 
 
@@ -472,7 +480,7 @@ def _finish(
             applied.append(p)
             removed += p.retry is None
     _grow(conn, -removed)
-    for sql, rows in finish_writes(applied):
+    for sql, rows in finish_writes(applied, now):
         if rows:
             conn.executemany(sql, rows)
     _fix_heads(conn, [(p.pipeline, p.okey) for p in applied], now)
@@ -528,6 +536,7 @@ def _replay(conn: sqlite3.Connection, ids: list[str] | None, now: float) -> int:
 def _purge(conn: sqlite3.Connection, okeys: str) -> int:
     total = len(_take_parked(conn, f"okey {_IN}", okeys, "id"))
     queue, *others = purge_sql(_IN)
+    conn.execute(purge_journal_sql(_IN), (okeys,))
     dequeued = conn.execute(queue, (okeys,)).rowcount
     _grow(conn, -dequeued)
     return total + dequeued + sum(conn.execute(sql, (okeys,)).rowcount for sql in others)

@@ -1,0 +1,169 @@
+"""The journal: a bounded log of what happened to each accepted event, for the web console.
+
+Why: an operator asking "what happened to message X / user Y" needs the event's journey
+(accepted when, through which pipelines, each attempt with its outcome and a summary of the
+response, what each sink was given), long after the queue row is gone. The queue, delivered
+and dead-letter tables keep the event but not its attempts, and are not indexed by messageId
+or email. The journal is written in the same transactions as the events (``enqueue`` writes
+one ``accepted`` row per item, ``finish`` one row per sink outcome), so it cannot disagree
+with them; it is pruned with ``delivery.delivered_retention`` and purged with a person's other
+rows (``purge_okeys``).
+
+Privacy: ``detail`` never holds a clear-text email or a secret: :func:`summarize` hashes
+emails (``sailseg.tracing.hash_email``) and redacts secret-looking keys before anything is
+written; the email index column holds the hash only.
+
+The same transactions add to ``sailseg_minutes``: per-minute counts (accepted, delivered,
+retried, dead, filtered, ...) per pipeline, for the console's last-hour chart. Each process
+writes its own ``shard`` rows, so nodes sharing a PostgreSQL store never wait on one
+counter row; readers sum the shards.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from ..events import identity_keys, new_id
+from ..tracing import hash_email
+from .base import Outcome, QueueItem
+
+
+def clean(text: str) -> str:
+    """Text as the store keeps it (as ``_rows.clean``: NUL, which PostgreSQL refuses,
+    becomes U+FFFD)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+__all__ = [
+    "JOURNAL_COLS",
+    "JOURNAL_INSERT",
+    "MINUTES_UPSERT",
+    "SHARD",
+    "accepted_row",
+    "minute_rows",
+    "outcome_rows",
+    "summarize",
+    "trace_id",
+]
+
+#: this process's shard of ``sailseg_minutes``
+SHARD = uuid.uuid4().hex[:12]
+
+JOURNAL_COLS = (
+    "id, at, item_id, pipeline, okey, message_id, email_hash, stage, sink, attempt, detail"
+)
+JOURNAL_INSERT = (
+    f"INSERT INTO sailseg_journal ({JOURNAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+MINUTES_UPSERT = (
+    "INSERT INTO sailseg_minutes (minute, pipeline, name, shard, n) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (minute, pipeline, name, shard) DO UPDATE SET n = sailseg_minutes.n + excluded.n"
+)
+
+_enc = msgspec.json.Encoder(enc_hook=repr)
+_SECRET_KEY = re.compile(r"secret|token|password|passwd|api_?key|authorization|signature|^sig$",
+                         re.IGNORECASE)
+_EMAIL = re.compile(r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+\.[A-Za-z]{2,}")
+#: largest encoded ``detail`` kept per row; a bigger summary is cut
+DETAIL_LIMIT = 4000
+_STR_LIMIT = 500
+
+
+def summarize(value: Any, key: str = "", depth: int = 0) -> Any:
+    """A JSON-able copy of ``value`` safe to store and show: emails hashed, values under
+    secret-looking keys replaced by ``"***"``, long strings and deep nesting cut."""
+    if key and _SECRET_KEY.search(key):
+        return "***"
+    if depth > 6:
+        return "…"
+    if isinstance(value, dict):
+        return {str(k): summarize(v, str(k), depth + 1) for k, v in list(value.items())[:100]}
+    if isinstance(value, (list, tuple)):
+        return [summarize(v, key, depth + 1) for v in list(value)[:50]]
+    if isinstance(value, str):
+        text = _EMAIL.sub(lambda m: hash_email(m.group(0)), value)
+        return text if len(text) <= _STR_LIMIT else text[:_STR_LIMIT] + "…"
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, BaseException):
+        return summarize(f"{type(value).__name__}: {value}", key, depth)
+    if isinstance(value, msgspec.Struct):
+        return summarize(msgspec.to_builtins(value, enc_hook=repr), key, depth)
+    return summarize(repr(value), key, depth)
+
+
+def _detail(data: dict[str, Any]) -> bytes:
+    raw = _enc.encode(summarize(data))
+    if len(raw) > DETAIL_LIMIT:
+        raw = _enc.encode({"truncated": raw[:DETAIL_LIMIT].decode("utf-8", "ignore")})
+    return raw
+
+
+def trace_id(trace: dict[str, str]) -> str | None:
+    """The trace id of a W3C ``traceparent`` carrier, or None."""
+    parts = (trace or {}).get("traceparent", "").split("-")
+    return parts[1] if len(parts) >= 3 else None
+
+
+def _who(item: QueueItem) -> tuple[str, str | None]:
+    payload = item.event.payload
+    email = identity_keys(payload).get("email")
+    return clean(str(payload.get("messageId") or "")), hash_email(email) if email else None
+
+
+def accepted_row(item: QueueItem, now: float) -> tuple[Any, ...]:
+    """The ``accepted`` journal row of a queue item (``JOURNAL_COLS`` order)."""
+    message_id, email = _who(item)
+    payload = item.event.payload
+    detail = {"trigger": item.event.source, "type": payload.get("type"),
+              "event": payload.get("event"), "trace_id": trace_id(item.event.trace)}
+    return (new_id(), now, item.id, item.pipeline, clean(item.okey), message_id, email,
+            "accepted", "-", 0, _detail(detail))
+
+
+def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:
+    """The journal rows of one outcome: one per sink it delivered, dead-lettered, retried or
+    skipped, or one for the pipeline when it was filtered or parked."""
+    item = o.item
+    message_id, email = _who(item)
+    notes = o.notes or {}
+    sent = notes.get("-", {}).get("sent")
+    rows: list[tuple[Any, ...]] = []
+
+    def row(stage: str, sink: str, detail: dict[str, Any]) -> None:
+        rows.append((new_id(), now, item.id, item.pipeline, clean(item.okey), message_id, email,
+                     stage, clean(sink), item.attempt, _detail(detail)))
+
+    for key in o.counts:
+        sink, _, what = key.rpartition(":")
+        if what in ("filtered", "skipped"):
+            row(what, sink, {})
+    if o.status == "parked":
+        row("parked", "-", {"reason": o.error, "keys": o.park_keys})
+    for sink in o.delivered:
+        row("delivered", sink, {"response": notes.get(sink, {}).get("response"), "sent": sent})
+    for d in o.dead:
+        row("dead", d.sink, {"error": d.error, "error_type": d.error_type,
+                             "response": d.response, "sent": sent})
+    if o.status == "retry":
+        for sink in o.sinks or ["-"]:
+            row("retry", sink, {"error": o.error, "next_attempt_at": o.due_at, "sent": sent})
+    return rows
+
+
+def minute_rows(counts: Iterable[tuple[str, str, int]], now: float) -> list[tuple[Any, ...]]:
+    """``sailseg_minutes`` upsert rows for (pipeline, name, n) counts, names summed over
+    sinks (``"<sink>:delivered"`` counts under ``delivered``; ``failed`` under ``dead``),
+    sorted so concurrent transactions lock the rows in one order."""
+    minute = int(now // 60)
+    total: dict[tuple[str, str], int] = {}
+    for pipeline, name, n in counts:
+        what = name.rpartition(":")[2]
+        what = "dead" if what == "failed" else what
+        total[(pipeline, what)] = total.get((pipeline, what), 0) + n
+    return [(minute, p, what, SHARD, n) for (p, what), n in sorted(total.items()) if n]
