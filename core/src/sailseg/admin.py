@@ -41,9 +41,21 @@ def admin_routes(rt: Runtime) -> list[Route]:
             stats_cache["at"] = now
             try:
                 rt.metrics.set_gauge("sailseg_backlog", float(await rt.store.backlog()))
-                for p, s in (await rt.store.stats()).items():
+                stats = await rt.store.stats()
+                for p, s in stats.items():
                     rt.metrics.set_gauge("sailseg_dead_letters", float(s.get("dead", 0)), pipeline=p)
                     rt.metrics.set_gauge("sailseg_parked", float(s.get("parked", 0)), pipeline=p)
+
+            except Exception:  # noqa: BLE001 - metrics must still render
+                pass
+        # 1 while a pipeline is paused (queuing, not delivering): one tiny table, read on
+        # every scrape so a pause shows at once on every node
+        paused_of = getattr(rt.store, "paused_pipelines", None)
+        if paused_of is not None:
+            try:
+                paused = await paused_of()
+                for p in set(rt.config.pipelines) | set(paused):
+                    rt.metrics.set_gauge("sailseg_pipeline_paused", float(p in paused), pipeline=p)
             except Exception:  # noqa: BLE001 - metrics must still render
                 pass
         return Response(200, rt.metrics.render().encode(), media_type="text/plain; version=0.0.4")

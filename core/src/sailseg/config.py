@@ -34,6 +34,8 @@ from .errors import ConfigError
 from .options import convert_options, suggest
 
 __all__ = [
+    "ConsoleConfig",
+    "ConsoleToken",
     "DeliveryConfig",
     "ServerConfig",
     "StoreConfig",
@@ -93,6 +95,30 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     delivery_process: bool = False
 
 
+class ConsoleToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A named console token: ``[console.tokens.NAME] token = "..."``, ``role``."""
+
+    token: str
+    role: str = "read"  # read | admin
+
+
+class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The web console at ``/console`` (see ``sailseg/console``): on when a token is set.
+
+    ``read_token`` (name ``read``) may look, ``admin_token`` (name ``admin``) may also act;
+    ``SAILSEG_CONSOLE_READ_TOKEN`` / ``SAILSEG_CONSOLE_ADMIN_TOKEN`` fill them when unset.
+    The audit trail records the name of the token behind every action.
+    """
+
+    enabled: bool = True
+    read_token: str | None = None
+    admin_token: str | None = None
+    tokens: dict[str, ConsoleToken] = {}
+    session_ttl: float = 12 * 3600.0
+    #: also send the session cookie with ``Secure`` (set when served over HTTPS)
+    secure_cookie: bool = False
+
+
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = "sqlite:///.sailseg/sailseg.db"
 
@@ -124,6 +150,7 @@ class SailsegConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     pipelines: dict[str, PipelineSpec] = field(default_factory=dict)
     #: component instances by kind and instance name (shared when referenced by name)
     components: dict[tuple[str, str], ComponentSpec] = field(default_factory=dict)
@@ -134,7 +161,7 @@ class SailsegConfig:
 
 _DURATION_FIELDS = {
     "max_age", "backoff_base", "backoff_max", "dedupe_window", "delivered_retention",
-    "park_ttl", "lease", "poll_interval", "shutdown_grace",
+    "park_ttl", "lease", "poll_interval", "shutdown_grace", "session_ttl",
 }
 
 
@@ -217,7 +244,7 @@ def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[s
     """Validate a parsed TOML document (after ``${ENV}`` interpolation)."""
     fname = path
     env = dict(os.environ) if env is None else env
-    allowed = {"store", "server", "delivery", "triggers", "transforms", "resolvers", "sinks", "pipelines"}
+    allowed = {"store", "server", "delivery", "console", "triggers", "transforms", "resolvers", "sinks", "pipelines"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{fname}: unknown top-level section(s) {', '.join(unknown)}"
@@ -228,6 +255,7 @@ def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[s
     cfg.store = _section(data, "store", StoreConfig, fname)
     cfg.server = _section(data, "server", ServerConfig, fname)
     cfg.delivery = _section(data, "delivery", DeliveryConfig, fname)
+    cfg.console = _section(data, "console", ConsoleConfig, fname)
     named = {k: data.get(k, {}) for k in ("triggers", "transforms", "resolvers", "sinks")}
     for k, v in named.items():
         if not isinstance(v, dict) or any(not isinstance(t, dict) for t in v.values()):

@@ -26,6 +26,7 @@ import anyio
 import httpx
 import pluggy
 
+from .activity import Activity
 from .components import AcceptResult, Component, ComponentContext, Trigger
 from .config import ComponentSpec, SailsegConfig
 from .delivery import Delivery, PipelineRuntime, SinkRunner
@@ -137,6 +138,8 @@ class Runtime:
         self.metrics = metrics or Metrics()
         #: vendor API drift (sailseg.drift), counted into ``self.metrics``
         self.drift = DriftRecorder(self.metrics)
+        #: recent accepts and sink outcomes on this node, for the console (``activity.py``)
+        self.activity = Activity()
         self.resources: dict[str, Any] = {}
         self.instances: dict[tuple[str, str], Component] = {}
         self.by_trigger: dict[str, list[str]] = {}
@@ -229,6 +232,7 @@ class Runtime:
                 store=self.store, pipelines=self.pipelines, config=cfg.delivery,
                 metrics=self.metrics, owner=self.node_id, clock=self.clock,
             )
+            self.delivery.on_outcome = self.activity.outcome
             await self.delivery.run(tg)
             tg.start_soon(self._maintenance)
         for (kind, _inst), comp in self.instances.items():
@@ -364,10 +368,12 @@ class Runtime:
         n = len(pipelines)
         accepted = duplicates = 0
         for i in range(len(messages)):
-            if any(flags[i * n:(i + 1) * n]):
+            fresh = any(flags[i * n:(i + 1) * n])
+            if fresh:
                 accepted += 1
             else:
                 duplicates += 1
+            self.activity.accepted(trigger_instance, messages[i], not fresh, now)
         self._backlog += sum(flags)
         self.metrics.inc("sailseg_events_in_total", accepted, trigger=trigger_instance)
         if duplicates:

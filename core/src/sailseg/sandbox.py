@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import socket
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -213,6 +214,8 @@ class SandboxEndpoints:
     emulators: dict[str, str] = field(default_factory=dict)
     pipelines: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: the web console's admin token for this run (``/console``)
+    console_token: str = ""
     pid: int = 0
 
     def to_json(self) -> str:
@@ -224,6 +227,7 @@ class SandboxEndpoints:
                 "emulators": self.emulators,
                 "pipelines": self.pipelines,
                 "env": self.env,
+                "console_token": self.console_token,
                 "pid": self.pid,
             },
             indent=2,
@@ -246,6 +250,7 @@ def read_endpoints(directory: str | os.PathLike[str] | None = None) -> SandboxEn
         emulators={str(k): str(v) for k, v in (data.get("emulators") or {}).items()},
         pipelines=list(data.get("pipelines") or []),
         env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
+        console_token=str(data.get("console_token") or ""),
         pid=int(data.get("pid") or 0),
     )
 
@@ -302,6 +307,8 @@ def _guide(ep: SandboxEndpoints, registry: Registry, files: Sequence[Path],
     lines += [
         f"  {'sailseg':<20} {cmd('status')}   |   {ep.sailseg_url}/metrics",
         f"  {'dead letters':<20} {cmd('dlq list')}",
+        (f"  {'web console':<20} {ep.sailseg_url}/console   "
+         f"(admin token {ep.console_token})"),
         "",
         "Ctrl-C stops the sandbox.",
     ]
@@ -376,6 +383,10 @@ async def run_sandbox(
         or f"sqlite:///{(data / 'sailseg.db').as_posix()}"
     )
     cfg.server.host, cfg.server.port = host, port
+    # the console: an admin token made up for this run unless one is configured or exported
+    console_token = (cfg.console.admin_token or env.get("SAILSEG_CONSOLE_ADMIN_TOKEN")
+                     or secrets.token_urlsafe(18))
+    cfg.console.admin_token = console_token
     routes = trigger_routes(cfg, registry, env)
     servers = [
         _QuietServer(
@@ -392,6 +403,7 @@ async def run_sandbox(
         emulators=urls,
         pipelines=sorted(cfg.pipelines),
         env=sandbox_vars,
+        console_token=console_token,
         pid=os.getpid(),
     )
     ep_file = data / ENDPOINTS_FILE

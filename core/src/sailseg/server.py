@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["RouteApp", "DEFAULT_MAX_BODY", "build_app", "OPERATIONAL_PREFIXES"]
 
 #: path prefixes of the routes :func:`build_app` adds besides the triggers'
-OPERATIONAL_PREFIXES = ("/admin", "/healthz", "/readyz", "/metrics")
+OPERATIONAL_PREFIXES = ("/admin", "/healthz", "/readyz", "/metrics", "/console")
 
 DEFAULT_MAX_BODY = 1024 * 1024
 
@@ -186,7 +186,8 @@ class RouteApp:
 
 def build_app(runtime: Runtime) -> RouteApp:
     """The ASGI app of a started runtime: every trigger's routes plus /healthz, /readyz,
-    /metrics and /admin/* (:mod:`sailseg.admin`).
+    /metrics and /admin/* (:mod:`sailseg.admin`), and the web console at /console/* when a
+    console token is configured (:mod:`sailseg.console`).
 
     :raises ConfigError: two triggers want the same path.
     """
@@ -205,4 +206,11 @@ def build_app(runtime: Runtime) -> RouteApp:
                 ) from None
     for route in admin_routes(runtime):
         app.add(route)
+    if runtime.config.console.enabled:
+        from .console import Tokens, console_routes
+
+        tokens = Tokens(runtime.config.console, runtime.env)
+        if tokens:  # no token, no console (as admin_token does for /admin)
+            for route in console_routes(runtime, tokens):
+                app.add(route)
     return app

@@ -85,13 +85,18 @@ def status_table(stats: dict[str, dict[str, int]], backlog: int, store_url: str,
     head = "pipeline".ljust(width) + sep + sep.join(c.rjust(9) for c in _COLUMNS)
     lines = [f"store: {store_url}", "", head, "-" * len(head)]
     for name, vals in rows:
-        lines.append(name.ljust(width) + sep + sep.join(f"{v:>9}" for v in vals))
+        paused = "  paused" if stats.get(name, {}).get("paused") else ""
+        lines.append(name.ljust(width) + sep + sep.join(f"{v:>9}" for v in vals) + paused)
     if not rows:
         lines.append("(no pipelines and no events yet)")
     lines.append("-" * len(head))
     lines.append("total".ljust(width) + sep + sep.join(f"{v:>9}" for v in totals))
     lines.append("")
     lines.append(f"total backlog: {backlog}")
+    paused = [n for n in names if stats.get(n, {}).get("paused")]
+    if paused:
+        lines.append(f"paused (queuing, not delivering): {', '.join(paused)}; resume them in the "
+                     "web console (/console)")
     dead = totals[_COLUMNS.index("dead")]
     if dead:
         lines.append(f"{dead} dead letter(s): `sailseg dlq list` to see why, `sailseg dlq replay --all` "
