@@ -307,3 +307,20 @@ def test_browser_overview_lookup_dead_letters_and_refusals(
     assert no_csrf.status == 403 and "CSRF" in no_csrf.text()
     ro.goto(f"{base}/console/dead")
     shot(ro, "read-only")
+
+
+def test_identity_panel_shows_a_persons_cluster_with_emails_hashed(
+    sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identity plugin's panel (``register_console_panels``) through the real server."""
+    for name in ("10a-anonymous-article-read.json", "10b-identify-signup.json"):
+        send(sandbox, EVENTS / name, monkeypatch)
+    reader = login(sandbox["sailseg_url"], READ)
+    assert 'href="/console/panel?name=identity"' in reader.get("/console").text
+
+    def shown() -> None:
+        res = reader.get("/console/panel", params={"name": "identity", "q": "marie@example.com"})
+        assert res.status_code == 200
+        assert "Cluster " in res.text and "u-marie" in res.text and "anon-7f3c2e" in res.text
+        assert "marie@example.com" not in res.text.replace('value="marie@example.com"', "")
+    eventually(shown)

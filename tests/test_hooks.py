@@ -11,6 +11,7 @@ import pytest
 
 import sailseg
 from sailseg import hookspecs
+from sailseg.console.panels import ConsolePanel, Section
 from sailseg.emulators import Emulator, EmulatorSetup
 from sailseg.errors import PluginError
 from sailseg.plugins import build_registry, make_plugin_manager
@@ -23,10 +24,10 @@ def hook_names() -> list[str]:
                   if hasattr(f, "sailseg_spec"))
 
 
-def test_there_are_seven_hooks() -> None:
+def test_there_are_eight_hooks() -> None:
     assert hook_names() == [
-        "register_commands", "register_emulators", "register_identity_resolvers",
-        "register_sinks", "register_stores", "register_transforms", "register_triggers",
+        "register_commands", "register_console_panels", "register_emulators",
+        "register_identity_resolvers", "register_sinks", "register_stores", "register_transforms", "register_triggers",
     ]
 
 
@@ -61,6 +62,14 @@ class _Res(sailseg.IdentityResolver):
 
 class _Sink(sailseg.Sink):
     name = "sink.test"
+
+
+class _Panel(ConsolePanel):
+    name = "panel.test"
+    title = "Test panel"
+
+    async def lookup(self, store: Any, query: str) -> list[Section]:
+        return [Section(title=f"you asked {query}", rows=[{"email": "x@example.com"}])]
 
 
 class _Store:  # only registered, never opened here
@@ -110,6 +119,10 @@ class TestPlugin:
         register(_EMULATOR)
 
     @sailseg.hookimpl
+    def register_console_panels(self, register: Any) -> None:
+        register(_Panel)
+
+    @sailseg.hookimpl
     def register_commands(self, cli: click.Group) -> None:
         @cli.command("hello-test")
         def hello() -> None:
@@ -143,6 +156,35 @@ def test_hook_register_sinks() -> None:
 def test_hook_register_stores() -> None:
     reg = _registry()
     assert reg.stores["teststore"] is _Store
+
+
+@pytest.mark.anyio
+async def test_hook_register_console_panels(tmp_path: Path) -> None:
+    """A registered panel is served by the console: listed in its navigation, answering a
+    search with the plugin's sections, emails hashed."""
+    import re
+
+    import httpx
+    from sailseg.config import parse_config
+    from sailseg.runtime import Runtime
+
+    assert _registry().panels["panel.test"] is _Panel
+    cfg = parse_config({
+        "store": {"url": f"sqlite:///{tmp_path}/s.db"}, "console": {"read_token": "rt"},
+        "pipelines": {"p": {"trigger": {"type": "schedule", "interval": "1h"},
+                            "sinks": [{"type": "log", "to": str(tmp_path / "out")}]}},
+    }, env={})
+    async with Runtime(cfg, registry=_registry(), deliver=False, run_triggers=False) as rt:
+        transport = httpx.ASGITransport(app=rt.asgi_app())  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            login = await client.get("/console/login")
+            nonce = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)  # type: ignore[union-attr]
+            await client.post("/console/login", data={"csrf": nonce, "token": "rt"})
+            home = await client.get("/console")
+            assert 'href="/console/panel?name=panel.test">Test panel</a>' in home.text
+            res = await client.get("/console/panel", params={"name": "panel.test", "q": "bob"})
+    assert res.status_code == 200 and "you asked bob" in res.text
+    assert "x@example.com" not in res.text and "sha256:" in res.text
 
 
 def test_hook_register_commands() -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import click
 
     from .components import IdentityResolver, Register, Sink, Transform, Trigger
+    from .console.panels import ConsolePanel
     from .emulators import Emulator
     from .store.base import Store
 
@@ -125,4 +126,21 @@ def register_commands(cli: click.Group) -> None:
     group named after itself (``sailseg sailthru emulator``). The helpers core commands use
     are public in ``sailseg.cli`` (``handle_errors``, ``config_option``, ``store_option``,
     ``load``, ``store_for``, ``resolve_config_path``, ``run_async``, ``parse_since``).
+    """
+
+
+@hookspec
+def register_console_panels(register: Register[type[ConsolePanel]]) -> None:
+    """Add read-only panels (a search box and its answer) to the web console.
+
+    When called: once, synchronously, whenever a component registry is assembled (the
+    console lists the registered panels in its navigation).
+
+    :param register: call ``register(PanelClass)`` once per panel; ``PanelClass`` subclasses
+        :class:`sailseg.console.panels.ConsolePanel` and its ``name`` is unique.
+    :return: nothing (ignored).
+
+    Semantics: all implementations are called; a duplicate name is an error naming both
+    plugins. The console instantiates each panel once and calls ``await panel.lookup(store,
+    query)`` per request; every email in the answer is hashed before display.
     """

@@ -133,6 +133,8 @@ class Registry:
     sinks: dict[str, type[Sink]] = field(default_factory=dict)
     stores: dict[str, type[Any]] = field(default_factory=dict)
     emulators: dict[str, Emulator] = field(default_factory=dict)
+    #: console panels (``register_console_panels``)
+    panels: dict[str, type[Any]] = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def kind_map(self, kind: str) -> dict[str, Any]:
@@ -144,6 +146,7 @@ class Registry:
             "sink": self.sinks,
             "store": self.stores,
             "emulator": self.emulators,
+            "panel": self.panels,
         }
         return maps[kind]
 
@@ -195,6 +198,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     _collect(pm, "register_sinks", "sink", reg)
     _collect(pm, "register_stores", "store", reg)
     _collect(pm, "register_emulators", "emulator", reg)
+    _collect(pm, "register_console_panels", "panel", reg)
     return reg
 
 

@@ -45,7 +45,7 @@ def chart(series: dict[str, list[int]], width: int = 240, height: int = 48) -> d
     lines = []
     for name, colour in SERIES:
         values = series.get(name) or []
-        if not values:
+        if not any(values):  # an all-zero line would only hide the others' baseline
             continue
         step = width / max(1, len(values) - 1)
         pts = " ".join(f"{i * step:.1f},{height - (v / top) * (height - 2) - 1:.1f}"
@@ -123,7 +123,7 @@ async def dead_groups(rt: Runtime, open_group: tuple[str, str, str] | None) -> d
                                     "payload": safe(letter.event.payload)}
     letters = []
     if open_group is not None:
-        for d in await v.dead_letters_in_group(*open_group, limit=100):
+        for d in await v.dead_letters_in_group(*open_group, limit=50):
             letters.append({"id": d.id, "at": d.created_at, "attempts": d.attempts,
                             "error": safe(d.error), "message_id": d.event.message_id,
                             "payload": safe(d.event.payload), "response": safe(d.response)})

@@ -67,6 +67,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("sailseg.console", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        extensions=["jinja2.ext.do"],
     )
     env.filters.update(ts=_ts, ago=_ago, pretty=_pretty, q=lambda s: quote(str(s), safe=""))
     env.globals["journal_detail"] = queries.journal_detail
@@ -104,6 +105,8 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
     """The console's routes for a started runtime; ``tokens`` must not be empty."""
     env = _environment()
     env.globals["group_key"] = _group_key
+    panels = {name: cls() for name, cls in sorted(rt.registry.panels.items())}
+    env.globals["panels"] = [(name, p.title or name) for name, p in panels.items()]
 
     def page(template: str, status: int = 200, who: Identity | None = None,
              headers: dict[str, str] | None = None, **ctx: Any) -> Response:
@@ -213,6 +216,23 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
         template = "live_rows.html" if req.query.get("partial") else "live.html"
         return page(template, who=who, **data)
 
+    async def panel_page(req: Request, who: Identity) -> Response:
+        name = req.query.get("name", "")
+        panel = panels.get(name)
+        if panel is None:
+            return page("error.html", 404, who, message=f"no console panel named {name!r}")
+        q = req.query.get("q", "").strip()
+        sections: list[Any] = []
+        error = None
+        if q:
+            try:
+                sections = [{"title": s.title, "note": s.note, "rows": queries.safe(s.rows),
+                             "data": queries.safe(s.data)} for s in await panel.lookup(rt.store, q)]
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug must not break the console
+                error = f"{type(exc).__name__}: {queries.safe(str(exc))}"
+        return page("panel.html", who=who, panel=panel, name=name, q=q, sections=sections,
+                    error=error)
+
     async def audit_page(req: Request, who: Identity) -> Response:
         days = req.query.get("days", "7")
         since = rt.clock() - (float(days) if days.replace(".", "", 1).isdigit() else 7.0) * 86400
@@ -304,6 +324,7 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
               max_body=8192),
         Route("/console/events", view(events), methods=get),
         Route("/console/live", view(live), methods=get),
+        Route("/console/panel", view(panel_page), methods=get),
         Route("/console/audit", view(audit_page), methods=get),
         Route("/console/audit/export", view(audit_page), methods=get),
         *(Route(f"/console/static/{n}", static(n), methods=get) for n in _STATIC),

@@ -168,9 +168,9 @@ CREATE TABLE sailseg_journal (
     attempt {int} NOT NULL,
     detail {blob} NOT NULL
 );
-CREATE INDEX sailseg_journal_message ON sailseg_journal (message_id);
-CREATE INDEX sailseg_journal_okey ON sailseg_journal (okey);
-CREATE INDEX sailseg_journal_email ON sailseg_journal (email_hash) WHERE email_hash IS NOT NULL;
+CREATE INDEX sailseg_journal_message ON sailseg_journal (message_id, id);
+CREATE INDEX sailseg_journal_okey ON sailseg_journal (okey, id);
+CREATE INDEX sailseg_journal_email ON sailseg_journal (email_hash, id) WHERE email_hash IS NOT NULL;
 CREATE TABLE sailseg_minutes (
     minute {bigint} NOT NULL,
     pipeline {text} NOT NULL,

@@ -7,6 +7,7 @@ Components (details in each module and the README):
 - transforms ``consent.to_sailthru`` and ``consent.to_segment`` (:mod:`.consent`, ledger in
   :mod:`.ledger`)
 - sink ``privacy.delete`` (:mod:`.privacy`)
+- console panel ``identity`` (:mod:`.panel`): a person's cluster and consent ledger
 - CLI ``sailseg identity show|unmatched``, ``sailseg privacy delete``, ``sailseg audit
   export`` (:mod:`.cli`)
 
@@ -21,8 +22,15 @@ import sailseg
 
 if TYPE_CHECKING:
     import click
+    from sailseg.console.panels import ConsolePanel
 
-__all__ = ["register_commands", "register_identity_resolvers", "register_sinks", "register_transforms"]
+__all__ = [
+    "register_commands",
+    "register_console_panels",
+    "register_identity_resolvers",
+    "register_sinks",
+    "register_transforms",
+]
 
 
 @sailseg.hookimpl
@@ -54,3 +62,12 @@ def register_commands(cli: click.Group) -> None:
     for group in (identity_group, privacy_group, audit_group):
         if group.name not in cli.commands:
             cli.add_command(group)
+
+
+# -- start register_console_panels --
+@sailseg.hookimpl
+def register_console_panels(register: sailseg.Register[type[ConsolePanel]]) -> None:
+    from .panel import IdentityPanel
+
+    register(IdentityPanel)
+# -- end register_console_panels --
