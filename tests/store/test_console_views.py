@@ -144,3 +144,17 @@ async def test_queue_overview_counts_and_oldest_per_pipeline(store: Store, item:
                          item("a2", "k2", pipeline="p", now=NOW + 5)], dedupe_window=0, now=NOW)
     overview = await views(store).queue_overview(["p", "idle"])
     assert overview == {"p": (2, NOW), "idle": (0, None)}
+
+
+async def test_without_the_journal_nothing_is_journaled_but_minutes_still_count(
+    store: Store, item: Item
+) -> None:
+    store.journal = False  # type: ignore[attr-defined]  # what [console] journal = false sets
+    await store.enqueue([item("a1", "k1")], dedupe_window=0, now=NOW)
+    (claimed,) = await store.claim("n", 1, lease=30, now=NOW)
+    await store.finish([Outcome(item=claimed, status="done", delivered=["s"],
+                                counts={"s:delivered": 1})], now=NOW)
+    v = views(store)
+    assert await v.journal_lookup(message_id="m-a1") == []
+    counts = {n: c for _, _, n, c in await v.minute_counts(NOW - 60)}
+    assert counts == {"in": 1, "delivered": 1}

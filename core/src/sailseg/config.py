@@ -117,6 +117,9 @@ class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     session_ttl: float = 12 * 3600.0
     #: also send the session cookie with ``Secure`` (set when served over HTTPS)
     secure_cookie: bool = False
+    #: keep the event journal the console's event lookup reads (one row per accepted item
+    #: and per attempt outcome, written with them); false saves that write on the hot path
+    journal: bool = True
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -178,6 +178,8 @@ class Runtime:
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         await self.store.open()
         stack.push_async_callback(self.store.close)
+        if hasattr(self.store, "journal"):
+            self.store.journal = self.config.console.journal
         auto = self.store.url.startswith("sqlite")
         await self.store.check_schema(auto_migrate=auto)
         cfg = self.config

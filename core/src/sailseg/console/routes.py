@@ -209,7 +209,7 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
             by = "auto"
         data = await queries.lookup(rt, q, by) if q else {"q": "", "by": by, "journeys": [],
                                                            "searched_hash": None, "count": 0}
-        return page("events.html", who=who, **data)
+        return page("events.html", who=who, journal=getattr(rt.store, "journal", True), **data)
 
     async def live(req: Request, who: Identity) -> Response:
         data = queries.live(rt, req.query.get("trigger") or None)

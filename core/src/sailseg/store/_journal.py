@@ -74,34 +74,39 @@ DETAIL_LIMIT = 4000
 _STR_LIMIT = 500
 
 
+def _secret_key(key: str, _cache: dict[str, bool] = {}) -> bool:  # noqa: B006 - a cache
+    hit = _cache.get(key)
+    if hit is None:
+        hit = bool(_SECRET_KEY.search(key))
+        if len(_cache) < 10_000:
+            _cache[key] = hit
+    return hit
+
+
 def summarize(value: Any, key: str = "", depth: int = 0) -> Any:
     """A JSON-able copy of ``value`` safe to store and show: emails hashed, values under
     secret-looking keys replaced by ``"***"``, long strings and deep nesting cut."""
-    if key and _SECRET_KEY.search(key):
+    if key and _secret_key(key):
         return "***"
+    if isinstance(value, str):
+        if "@" in value:
+            value = _EMAIL.sub(lambda m: hash_email(m.group(0)), value)
+        return value if len(value) <= _STR_LIMIT else value[:_STR_LIMIT] + "…"
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
     if depth > 6:
         return "…"
     if isinstance(value, dict):
-        return {str(k): summarize(v, str(k), depth + 1) for k, v in list(value.items())[:100]}
+        if len(value) > 100:
+            value = dict(list(value.items())[:100])
+        return {str(k): summarize(v, str(k), depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [summarize(v, key, depth + 1) for v in list(value)[:50]]
-    if isinstance(value, str):
-        text = _EMAIL.sub(lambda m: hash_email(m.group(0)), value)
-        return text if len(text) <= _STR_LIMIT else text[:_STR_LIMIT] + "…"
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
+        return [summarize(v, key, depth + 1) for v in value[:50]]
     if isinstance(value, BaseException):
         return summarize(f"{type(value).__name__}: {value}", key, depth)
     if isinstance(value, msgspec.Struct):
         return summarize(msgspec.to_builtins(value, enc_hook=repr), key, depth)
     return summarize(repr(value), key, depth)
-
-
-def _detail(data: dict[str, Any]) -> bytes:
-    raw = _enc.encode(summarize(data))
-    if len(raw) > DETAIL_LIMIT:
-        raw = _enc.encode({"truncated": raw[:DETAIL_LIMIT].decode("utf-8", "ignore")})
-    return raw
 
 
 def trace_id(trace: dict[str, str]) -> str | None:
@@ -117,27 +122,40 @@ def _who(item: QueueItem) -> tuple[str, str | None]:
 
 
 def accepted_row(item: QueueItem, now: float) -> tuple[Any, ...]:
-    """The ``accepted`` journal row of a queue item (``JOURNAL_COLS`` order)."""
+    """The ``accepted`` journal row of a queue item (``JOURNAL_COLS`` order). On the ingest
+    path: the few fields it keeps are encoded as they are (only the track name, which a
+    client writes, goes through :func:`summarize`)."""
     message_id, email = _who(item)
     payload = item.event.payload
-    detail = {"trigger": item.event.source, "type": payload.get("type"),
-              "event": payload.get("event"), "trace_id": trace_id(item.event.trace)}
+    name = payload.get("event")
+    detail = _enc.encode({"trigger": item.event.source, "type": str(payload.get("type", "")),
+                          "event": summarize(name) if name is not None else None,
+                          "trace_id": trace_id(item.event.trace)})
     return (new_id(), now, item.id, item.pipeline, clean(item.okey), message_id, email,
-            "accepted", "-", 0, _detail(detail))
+            "accepted", "-", 0, detail)
 
 
 def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:
     """The journal rows of one outcome: one per sink it delivered, dead-lettered, retried or
-    skipped, or one for the pipeline when it was filtered or parked."""
+    skipped, or one for the pipeline when it was filtered or parked. Found through their
+    item's ``accepted`` row (by item id), so they carry no email hash."""
     item = o.item
-    message_id, email = _who(item)
+    message_id = clean(str(item.event.payload.get("messageId") or ""))
+    okey = clean(item.okey)
     notes = o.notes or {}
-    sent = notes.get("-", {}).get("sent")
+    raw_sent = notes.get("-", {}).get("sent")
+    sent = summarize(raw_sent) if raw_sent is not None else None  # once for every sink
     rows: list[tuple[Any, ...]] = []
 
     def row(stage: str, sink: str, detail: dict[str, Any]) -> None:
-        rows.append((new_id(), now, item.id, item.pipeline, clean(item.okey), message_id, email,
-                     stage, clean(sink), item.attempt, _detail(detail)))
+        safe = summarize(detail)
+        if sent is not None and "sent" in detail:
+            safe["sent"] = sent
+        raw = _enc.encode(safe)
+        if len(raw) > DETAIL_LIMIT:
+            raw = _enc.encode({"truncated": raw[:DETAIL_LIMIT].decode("utf-8", "ignore")})
+        rows.append((new_id(), now, item.id, item.pipeline, okey, message_id, None,
+                     stage, clean(sink), item.attempt, raw))
 
     for key in o.counts:
         sink, _, what = key.rpartition(":")
@@ -146,13 +164,13 @@ def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:
     if o.status == "parked":
         row("parked", "-", {"reason": o.error, "keys": o.park_keys})
     for sink in o.delivered:
-        row("delivered", sink, {"response": notes.get(sink, {}).get("response"), "sent": sent})
+        row("delivered", sink, {"response": notes.get(sink, {}).get("response"), "sent": None})
     for d in o.dead:
         row("dead", d.sink, {"error": d.error, "error_type": d.error_type,
-                             "response": d.response, "sent": sent})
+                             "response": d.response, "sent": None})
     if o.status == "retry":
         for sink in o.sinks or ["-"]:
-            row("retry", sink, {"error": o.error, "next_attempt_at": o.due_at, "sent": sent})
+            row("retry", sink, {"error": o.error, "next_attempt_at": o.due_at, "sent": None})
     return rows
 
 

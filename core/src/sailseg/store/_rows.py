@@ -280,8 +280,11 @@ class PreparedOutcome(NamedTuple):
     journal: list[tuple[Any, ...]] = []
 
 
-def prepare_outcomes(outcomes: Iterable[Outcome], now: float) -> list[PreparedOutcome]:
-    """Encode outcomes (the first one wins when an item appears twice)."""
+def prepare_outcomes(
+    outcomes: Iterable[Outcome], now: float, *, journal: bool = True
+) -> list[PreparedOutcome]:
+    """Encode outcomes (the first one wins when an item appears twice); with ``journal``,
+    also their journal rows."""
     out: list[PreparedOutcome] = []
     seen: set[str] = set()
     for o in outcomes:
@@ -312,7 +315,8 @@ def prepare_outcomes(outcomes: Iterable[Outcome], now: float) -> list[PreparedOu
         ]
         counts = [(item.pipeline, clean(k), n) for k, n in o.counts.items() if n]
         out.append(PreparedOutcome(item.id, item.pipeline, okey, o.status, retry, delivered,
-                                   parked, keys, dead, counts, outcome_rows(o, now)))
+                                   parked, keys, dead, counts,
+                                   outcome_rows(o, now) if journal else []))
     return out
 
 

@@ -150,8 +150,9 @@ CREATE UNIQUE INDEX sailseg_queue_head ON sailseg_queue (okey, pipeline) WHERE h
 CREATE INDEX sailseg_queue_due ON sailseg_queue (due_at, id) WHERE head = 1;
 """
 
-# Version 3: the web console. The journal (each item's accept and attempt outcomes, looked up
-# by messageId, ordering key or email hash), per-minute counts per pipeline and process shard,
+# Version 3: the web console. The journal (each item's accept and attempt outcomes: an
+# item's accepted row is found by messageId, ordering key or email hash, its other rows by
+# item id, so the rows finish writes carry one index besides the key), per-minute counts per pipeline and process shard,
 # the paused pipelines (claim skips them), and indexes for the console's pages: the queue by
 # pipeline (backlog and oldest waiting item per pipeline) and dead letters by error group.
 _V3 = """
@@ -168,9 +169,10 @@ CREATE TABLE sailseg_journal (
     attempt {int} NOT NULL,
     detail {blob} NOT NULL
 );
-CREATE INDEX sailseg_journal_message ON sailseg_journal (message_id, id);
-CREATE INDEX sailseg_journal_okey ON sailseg_journal (okey, id);
-CREATE INDEX sailseg_journal_email ON sailseg_journal (email_hash, id) WHERE email_hash IS NOT NULL;
+CREATE INDEX sailseg_journal_item ON sailseg_journal (item_id, id);
+CREATE INDEX sailseg_journal_message ON sailseg_journal (message_id, id) WHERE stage = 'accepted';
+CREATE INDEX sailseg_journal_okey ON sailseg_journal (okey, id) WHERE stage = 'accepted';
+CREATE INDEX sailseg_journal_email ON sailseg_journal (email_hash, id) WHERE stage = 'accepted';
 CREATE TABLE sailseg_minutes (
     minute {bigint} NOT NULL,
     pipeline {text} NOT NULL,

@@ -99,13 +99,16 @@ def finish_writes(applied: Sequence[PreparedOutcome], now: float) -> list[tuple[
     ]
 
 
-def accept_writes(items: Sequence[QueueItem], now: float) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The journal and per-minute rows that record accepted (inserted) queue items."""
+def accept_writes(
+    items: Sequence[QueueItem], now: float, *, journal: bool = True
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The journal (with ``journal``) and per-minute rows that record accepted (inserted)
+    queue items."""
     counts: dict[str, int] = {}
     for i in items:
         counts[i.pipeline] = counts.get(i.pipeline, 0) + 1
     return [
-        (JOURNAL_INSERT, [accepted_row(i, now) for i in items]),
+        (JOURNAL_INSERT, [accepted_row(i, now) for i in items] if journal else []),
         (MINUTES_UPSERT, minute_rows(((p, "in", n) for p, n in counts.items()), now)),
     ]
 
@@ -140,7 +143,8 @@ def purge_sql(in_list: str) -> list[str]:
 def purge_journal_sql(in_list: str) -> str:
     """``purge_okeys``'s delete of the journal (not counted in its result: those are not
     events)."""
-    return f"DELETE FROM sailseg_journal WHERE okey {in_list}"
+    return ("DELETE FROM sailseg_journal WHERE item_id IN (SELECT item_id FROM sailseg_journal "
+            f"WHERE stage = 'accepted' AND okey {in_list})")
 
 
 class Pending(Generic[T]):
@@ -220,6 +224,9 @@ class SQLStore(ViewQueries, Store):
     #: housekeeping that should never wait (or deadlock) on the hot path; "" when writers
     #: cannot overlap (SQLite)
     SKIP_LOCKED: ClassVar[str] = ""
+    #: write the event journal (``[console] journal``; the runtime sets it); per-minute
+    #: counts are written either way
+    journal: bool = True
 
     @abc.abstractmethod
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:

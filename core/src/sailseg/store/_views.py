@@ -161,9 +161,8 @@ class ViewQueries(abc.ABC):
     ) -> list[JournalEntry]:
         """Journal rows of the items matching a messageId, one of the ordering keys
         (``userId:<id>``, ``anonymousId:<id>``, ``email:<address>``) or an email hash,
-        oldest first; each condition reads its own index."""
-        cols = JOURNAL_COLS
-        found: dict[str, Row] = {}
+        oldest first: the latest ``limit`` matching items' accepted rows (each condition
+        reads its own partial index), then every row of those items (by item id)."""
         queries: list[tuple[str, Any]] = []
         if message_id:
             queries.append(("message_id = ?", message_id))
@@ -171,10 +170,18 @@ class ViewQueries(abc.ABC):
             queries.append((f"okey {self.IN}", self._list(list(okeys))))
         if email_hash:
             queries.append(("email_hash = ?", email_hash))
-        for where, arg in queries:
+        items: set[str] = set()
+        for where, arg in queries:  # the items' accepted rows (partial indexes)
+            for (item_id,) in await self._fetch(
+                f"SELECT item_id FROM sailseg_journal WHERE stage = 'accepted' AND {where} "
+                "ORDER BY id DESC LIMIT ?", arg, limit,
+            ):
+                items.add(item_id)
+        found: dict[str, Row] = {}
+        if items:
             for r in await self._fetch(
-                f"SELECT {cols} FROM sailseg_journal WHERE {where} ORDER BY id DESC LIMIT ?",
-                arg, limit,
+                f"SELECT {JOURNAL_COLS} FROM sailseg_journal WHERE item_id {self.IN}",
+                self._list(sorted(items)),
             ):
                 found[r[0]] = r
         rows = sorted(found.values(), key=lambda r: r[0])[-limit:]

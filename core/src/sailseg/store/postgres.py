@@ -251,7 +251,7 @@ class PostgresStore(SQLStore):
             if accepted:
                 now = min(e.payload[2] for e in batch)
                 await _insert_items(conn, accepted, now)
-                for sql, extra in accept_writes(journal, now):
+                for sql, extra in accept_writes(journal, now, journal=self.journal):
                     if extra:
                         await conn.executemany(_numbered(sql), extra)
         for entry, flags in zip(batch, results):
@@ -293,7 +293,7 @@ class PostgresStore(SQLStore):
     async def finish(
         self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None
     ) -> None:
-        prepared = prepare_outcomes(outcomes, now)
+        prepared = prepare_outcomes(outcomes, now, journal=self.journal)
         if not prepared:
             return
         gone = [p.id for p in prepared if p.retry is None]

@@ -211,7 +211,8 @@ class SQLiteStore(SQLStore):
         if not items:
             return []
         rows = [item_row(i) for i in items]
-        return await self._write(_enqueue, rows, items, dedupe_window, now)  # type: ignore[no-any-return]
+        return await self._write(  # type: ignore[no-any-return]
+            _enqueue, rows, items, dedupe_window, now, self.journal)
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
         if limit <= 0:
@@ -221,7 +222,7 @@ class SQLiteStore(SQLStore):
     async def finish(
         self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None
     ) -> None:
-        prepared = prepare_outcomes(outcomes, now)
+        prepared = prepare_outcomes(outcomes, now, journal=self.journal)
         if prepared:
             applied = await self._write(_finish, prepared, now, owner)
             log_skipped(prepared, applied, owner)
@@ -401,7 +402,7 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
 
 
 def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueItem],
-             window: float, now: float) -> list[bool]:
+             window: float, now: float, journaled: bool) -> list[bool]:
     flags: list[bool] = []
     accepted: list[Row] = []
     journal: list[QueueItem] = []
@@ -428,7 +429,7 @@ def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueIte
         journal.append(item)
     if accepted:
         _insert_items(conn, accepted, now)
-        for sql, extra in accept_writes(journal, now):
+        for sql, extra in accept_writes(journal, now, journal=journaled):
             conn.executemany(sql, extra)
     return flags
 
