@@ -29,6 +29,7 @@ from sailseg.config import parse_config
 from sailseg.events import Event, new_id, ordering_key
 from sailseg.plugins import build_registry, make_plugin_manager
 from sailseg.runtime import Runtime, open_store
+from sailseg.server import build_app
 from sailseg.store.base import DeadLetterRecord, Outcome, QueueItem, Store
 from sailseg.tracing import hash_email
 
@@ -80,7 +81,7 @@ def config(url: str) -> Any:
 
 
 async def time_pages(rt: Runtime, rounds: int) -> list[dict[str, Any]]:
-    app = rt.asgi_app()
+    app = build_app(rt)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
         login = await client.get("/console/login")
@@ -115,24 +116,24 @@ async def time_pages(rt: Runtime, rounds: int) -> list[dict[str, Any]]:
 async def explain(store: Any, pg: bool) -> list[tuple[str, str]]:
     now = time.time()
     queries = [
-        ("minute counts", "SELECT minute, pipeline, name, sum(n) FROM sailseg_minutes "
-         "WHERE minute >= ? GROUP BY minute, pipeline, name", [int(now // 60) - 60]),
+        ("minute counts", ("SELECT minute, pipeline, name, sum(n) FROM sailseg_minutes "
+         "WHERE minute >= ? GROUP BY minute, pipeline, name"), [int(now // 60) - 60]),
         ("backlog per pipeline",
          "SELECT pipeline, count(*) FROM sailseg_queue GROUP BY pipeline", []),
-        ("oldest waiting", "SELECT first_seen FROM sailseg_queue WHERE pipeline = ? "
-         "ORDER BY id LIMIT 1", [PIPELINES[0]]),
-        ("dead letter groups", "SELECT pipeline, sink, error_type, count(*), min(created_at), "
+        ("oldest waiting", ("SELECT first_seen FROM sailseg_queue WHERE pipeline = ? "
+         "ORDER BY id LIMIT 1"), [PIPELINES[0]]),
+        ("dead letter groups", ("SELECT pipeline, sink, error_type, count(*), min(created_at), "
          "max(created_at), max(id) FROM sailseg_dead_letters "
-         "GROUP BY pipeline, sink, error_type", []),
-        ("dead letters of a group", "SELECT id FROM sailseg_dead_letters WHERE pipeline = ? "
-         "AND sink = ? AND error_type = ? ORDER BY created_at DESC, id DESC LIMIT 100",
+         "GROUP BY pipeline, sink, error_type"), []),
+        ("dead letters of a group", ("SELECT id FROM sailseg_dead_letters WHERE pipeline = ? "
+         "AND sink = ? AND error_type = ? ORDER BY created_at DESC, id DESC LIMIT 100"),
          [PIPELINES[0], "sink", "FatalError"]),
-        ("journal by messageId", "SELECT id FROM sailseg_journal WHERE message_id = ? "
-         "ORDER BY id DESC LIMIT 500", ["m-4242"]),
-        ("journal by ordering key", f"SELECT id FROM sailseg_journal WHERE okey {store.IN} "
-         "ORDER BY id DESC LIMIT 500", [store._list(["userId:user-4242"])]),
-        ("journal by email hash", "SELECT id FROM sailseg_journal WHERE email_hash = ? "
-         "ORDER BY id DESC LIMIT 500", [hash_email("user4242@example.com")]),
+        ("journal by messageId", ("SELECT id FROM sailseg_journal WHERE message_id = ? "
+         "ORDER BY id DESC LIMIT 500"), ["m-4242"]),
+        ("journal by ordering key", (f"SELECT id FROM sailseg_journal WHERE okey {store.IN} "
+         "ORDER BY id DESC LIMIT 500"), [store._list(["userId:user-4242"])]),
+        ("journal by email hash", ("SELECT id FROM sailseg_journal WHERE email_hash = ? "
+         "ORDER BY id DESC LIMIT 500"), [hash_email("user4242@example.com")]),
         ("claim (with pause)", store.CLAIM_SQL,
          [now, 10] if pg else [now, now, 10]),
     ]

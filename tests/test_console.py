@@ -154,7 +154,7 @@ def test_posts_need_the_csrf_token_and_actions_need_the_admin_token(
 def test_pause_queues_durably_and_shows_in_status_metrics_and_console(
     sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    base, st = sandbox["sailseg_url"], sandbox["sailthru_url"]
+    base, st = sandbox["sailseg_url"], sandbox["emulators"]["sailthru"]
     admin = login(base, ADMIN)
     pause = admin.post("/console/pipelines", data={
         "pipeline": "identify_to_sailthru_profile", "action": "pause", "csrf": csrf_of(admin)})
@@ -223,7 +223,7 @@ def browser_login(browser: Any, base: str, token: str) -> Any:
 def test_browser_overview_lookup_dead_letters_and_refusals(
     sandbox: dict[str, Any], browser: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    base, st = sandbox["sailseg_url"], sandbox["sailthru_url"]
+    base, st = sandbox["sailseg_url"], sandbox["emulators"]["sailthru"]
     for path in sorted(EVENTS.glob("*.json"))[:4]:
         send(sandbox, path, monkeypatch)
     page = browser_login(browser, base, ADMIN)
@@ -238,7 +238,7 @@ def test_browser_overview_lookup_dead_letters_and_refusals(
     shot(page, "overview")
 
     # find an event by messageId: its journey shows acceptance and a delivery
-    sample = json.loads(sorted(EVENTS.glob("*.json"))[0].read_text())
+    sample = json.loads(min(EVENTS.glob("*.json")).read_text())
     message_id = (sample[0] if isinstance(sample, list) else sample)["messageId"]
 
     def journey() -> None:
@@ -288,16 +288,22 @@ def test_browser_overview_lookup_dead_letters_and_refusals(
     assert "console.dlq.retry" in page.content()
     shot(page, "audit")
 
+    # pause and resume a pipeline from the overview
+    page.goto(f"{base}/console")
+    row = page.locator('tr[data-pipeline="identify_to_sailthru_profile"]')
+    with page.expect_navigation():
+        row.locator("button.pause").click()
+    assert row.locator(".badge.paused").count() == 1
+    shot(page, "paused")
+    with page.expect_navigation():
+        row.locator("button.resume").click()
+    assert row.locator(".badge.ok").count() == 1
+
     # the read-only token sees everything but is refused an action
     ro = browser_login(browser, base, READ)
     assert ro.locator("button.pause").count() == 0  # no action buttons for read-only
     csrf = ro.locator("header input[name=csrf]").get_attribute("value")
-    ro.set_content(
-        f'<form method="post" action="{base}/console/pipelines" id="f">'
-        f'<input name="csrf" value="{csrf}"><input name="pipeline" '
-        f'value="{sandbox["pipelines"][0]}"><input name="action" value="pause"></form>'
-    )
-    ro.goto(f"{base}/console")
+    # a hand-made POST carrying the read-only session's own CSRF token: refused
     response = ro.request.post(f"{base}/console/pipelines", form={
         "csrf": csrf, "pipeline": sandbox["pipelines"][0], "action": "pause"})
     assert response.status == 403 and "read-only" in response.text()

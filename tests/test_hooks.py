@@ -167,6 +167,7 @@ async def test_hook_register_console_panels(tmp_path: Path) -> None:
     import httpx
     from sailseg.config import parse_config
     from sailseg.runtime import Runtime
+    from sailseg.server import build_app
 
     assert _registry().panels["panel.test"] is _Panel
     cfg = parse_config({
@@ -175,7 +176,7 @@ async def test_hook_register_console_panels(tmp_path: Path) -> None:
                             "sinks": [{"type": "log", "to": str(tmp_path / "out")}]}},
     }, env={})
     async with Runtime(cfg, registry=_registry(), deliver=False, run_triggers=False) as rt:
-        transport = httpx.ASGITransport(app=rt.asgi_app())  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=build_app(rt))  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             login = await client.get("/console/login")
             nonce = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)  # type: ignore[union-attr]

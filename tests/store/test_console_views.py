@@ -59,7 +59,8 @@ async def test_journal_records_accept_and_each_attempt_without_clear_emails(
 async def test_journal_is_purged_with_the_person_and_pruned_with_delivered_rows(
     store: Store, item: Item
 ) -> None:
-    await store.enqueue([item("a1", "userId:u1"), item("b1", "userId:u2")], dedupe_window=0, now=NOW)
+    await store.enqueue([item("a1", "userId:u1"), item("b1", "userId:u2")], dedupe_window=0,
+                        now=NOW)
     v = views(store)
     await store.purge_okeys(["userId:u1"])
     assert await v.journal_lookup(okeys=["userId:u1"]) == []

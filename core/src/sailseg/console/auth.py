@@ -23,7 +23,7 @@ import msgspec
 
 from ..config import ConsoleConfig
 
-__all__ = ["Identity", "Tokens", "COOKIE", "LOGIN_COOKIE", "cookie_header"]
+__all__ = ["COOKIE", "LOGIN_COOKIE", "Identity", "Tokens", "cookie_header"]
 
 COOKIE = "sailseg_console"
 LOGIN_COOKIE = "sailseg_console_login"

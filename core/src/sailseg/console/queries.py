@@ -18,7 +18,8 @@ from ..tracing import hash_email
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-__all__ = ["SERIES", "overview", "dead_groups", "lookup", "live", "views", "safe", "chart"]
+__all__ = ["SERIES", "chart", "dead_groups", "journal_detail", "live", "lookup", "overview",
+           "safe", "views"]
 
 #: the chart's series, in drawing order, with their colours
 SERIES = (("in", "#1f77b4"), ("delivered", "#2ca02c"), ("filtered", "#999999"),
