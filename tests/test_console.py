@@ -330,3 +330,27 @@ def test_identity_panel_shows_a_persons_cluster_with_emails_hashed(
         assert "Cluster " in res.text and "u-marie" in res.text and "anon-7f3c2e" in res.text
         assert "marie@example.com" not in res.text.replace('value="marie@example.com"', "")
     eventually(shown)
+
+
+def test_sessions_expire_end_when_the_token_changes_and_config_show_hides_tokens() -> None:
+    from sailseg.config import ConsoleConfig, parse_config, redacted
+    from sailseg.console.auth import Tokens
+
+    tokens = Tokens(ConsoleConfig(admin_token="a" * 20, session_ttl=60), env={})
+    cookie = tokens.issue("admin", now=1000.0)
+    who = tokens.check(cookie, now=1030.0)
+    assert who is not None and who.admin and who.name == "admin" and len(who.csrf) == 40
+    assert tokens.check(cookie, now=1061.0) is None  # expired
+    body, sig = cookie.split(".")
+    assert tokens.check(f"{body}.{sig[:-2]}AA", now=1030.0) is None  # tampered
+    rotated = Tokens(ConsoleConfig(admin_token="b" * 20, session_ttl=60), env={})
+    assert rotated.check(cookie, now=1030.0) is None  # the token changed: sessions end
+    assert Tokens(ConsoleConfig(), env={"SAILSEG_CONSOLE_READ_TOKEN": "r"}).login("r") == (
+        "read", "read")
+    assert not Tokens(ConsoleConfig(admin_token="  "), env={})  # blank: no console
+    cfg = parse_config({"console": {"admin_token": "S1", "read_token": "S2",
+                                    "tokens": {"ops": {"token": "S3", "role": "admin"}}},
+                        "pipelines": {"p": {"trigger": {"type": "schedule", "interval": "1h"},
+                                            "sinks": [{"type": "log"}]}}}, env={})
+    shown = json.dumps(redacted(cfg))
+    assert not {"S1", "S2", "S3"} & set(re.findall(r"S\d", shown))

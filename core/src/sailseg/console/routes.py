@@ -24,7 +24,8 @@ from ..events import new_id
 from ..http import Request, Response, Route
 from ..store.base import AuditRecord
 from ..tracing import hash_email
-from . import queries
+# the module itself, not ``from . import queries`` (which imports the package, a circle)
+import sailseg.console.queries as queries  # noqa: E402, I001
 from .auth import COOKIE, LOGIN_COOKIE, Identity, Tokens, cookie_header
 
 if TYPE_CHECKING:
