@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner
-from sailseg_plugins_echo import RECORDED
+from sailseg_plugins_echo import RECORDER_KEY, Recorder
 
 from sailseg.cli import cli
 from sailseg.config import load_config
@@ -43,8 +43,13 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(cli, list(args))
 
 
+#: the echo sink of every node ``feed`` runs records here (injected, see the echo plugin)
+RECORDER = Recorder()
+RECORDED = RECORDER.records
+
+
 async def feed(cfg_path: Path, messages: list[dict[str, Any]], expect: int) -> None:
-    async with Runtime(load_config(cfg_path)) as rt:
+    async with Runtime(load_config(cfg_path), resources={RECORDER_KEY: RECORDER}) as rt:
         await rt.accept("web", messages)
         deadline = time.monotonic() + 10
         while rt.delivery is not None and rt.delivery.processed < expect and time.monotonic() < deadline:
@@ -53,7 +58,7 @@ async def feed(cfg_path: Path, messages: list[dict[str, Any]], expect: int) -> N
 
 @pytest.fixture(autouse=True)
 def clear() -> None:
-    RECORDED.clear()
+    RECORDER.clear()
 
 
 def test_run_prints_each_stage_and_sink_preview(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sailseg_plugins_echo import RECORDED
+from sailseg_plugins_echo import RECORDER_KEY, Recorder
 
 from sailseg.config import parse_config
-from sailseg.runtime import Runtime
+from sailseg.runtime import Runtime as _Runtime
 from sailseg.server import build_app
 
 pytestmark = pytest.mark.anyio
@@ -51,9 +51,18 @@ def config(tmp_path: Path, sink: dict[str, Any] | None = None, **extra: Any) -> 
     return parse_config(raw, env={})
 
 
+#: injected into every runtime these tests start (the echo sinks record into it)
+RECORDER = Recorder()
+RECORDED = RECORDER.records
+
+
+def Runtime(config: Any, **kwargs: Any) -> _Runtime:  # noqa: N802 - stands in for the class
+    return _Runtime(config, resources={RECORDER_KEY: RECORDER}, **kwargs)
+
+
 @pytest.fixture(autouse=True)
 def clear_recorded() -> None:
-    RECORDED.clear()
+    RECORDER.clear()
 
 
 async def wait_for(cond: Any, timeout: float = 10.0) -> None:

@@ -26,45 +26,35 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class DictStore(Store):
-    """Just the kv part of the Store contract, in a dict (unit tests only)."""
-
-    url = "dict://"
+class DictKV(sailseg.KV):
+    """The ``ctx.kv`` facade over a dict (unit tests that need no real store)."""
 
     def __init__(self) -> None:
         self.kv: dict[tuple[str, str], bytes] = {}
 
-    async def kv_get(self, ns: str, key: str) -> bytes | None:
+    async def get(self, ns: str, key: str) -> bytes | None:
         return self.kv.get((ns, key))
 
-    async def kv_set(self, ns: str, key: str, value: bytes) -> None:
+    async def set(self, ns: str, key: str, value: bytes) -> None:
         self.kv[(ns, key)] = value
 
-    async def kv_add(self, ns: str, key: str, value: bytes) -> bool:
+    async def add(self, ns: str, key: str, value: bytes) -> bool:
         if (ns, key) in self.kv:
             return False
         self.kv[(ns, key)] = value
         return True
 
-    async def kv_cas(self, ns: str, key: str, old: bytes | None, new: bytes) -> bool:
+    async def cas(self, ns: str, key: str, old: bytes | None, new: bytes) -> bool:
         if self.kv.get((ns, key)) != old:
             return False
         self.kv[(ns, key)] = new
         return True
 
-    async def kv_delete(self, ns: str, key: str) -> bool:
+    async def delete(self, ns: str, key: str) -> bool:
         return self.kv.pop((ns, key), None) is not None
 
-    async def kv_scan(self, ns: str, prefix: str = "") -> list[tuple[str, bytes]]:
+    async def scan(self, ns: str, prefix: str = "") -> list[tuple[str, bytes]]:
         return sorted((k, v) for (n, k), v in self.kv.items() if n == ns and k.startswith(prefix))
-
-    def __getattr__(self, name: str) -> Any:  # the queue half is not needed here
-        raise NotImplementedError(name)
-
-    open = close = migrate = schema_version = enqueue = backlog = claim = None  # type: ignore
-    extend_lease = release = finish = release_parked = list_parked = expire_parked = None  # type: ignore
-    list_dead_letters = get_dead_letter = replay_dead_letters = purge_dead_letters = None  # type: ignore
-    delivered_since = prune = stats = audit_append = audit_since = purge_okeys = None  # type: ignore
 
 
 class Collector:
@@ -92,8 +82,8 @@ def emulator() -> SailthruEmulator:
 
 
 @pytest.fixture
-def store() -> DictStore:
-    return DictStore()
+def store() -> DictKV:
+    return DictKV()
 
 
 @pytest.fixture
@@ -113,9 +103,10 @@ def collector() -> Collector:
 
 
 @pytest.fixture
-def ctx(emulator: SailthruEmulator, store: DictStore, collector: Collector) -> sailseg.ComponentContext:
+def ctx(emulator: SailthruEmulator, store: DictKV,
+        collector: Collector) -> sailseg.ComponentContext:
     return sailseg.ComponentContext(instance="test", transport=emulator.transport(), env=dict(ENV),
-                                    store=store, accept=collector)
+                                    kv=store, accept=collector)
 
 
 async def make(cls: type[Any], ctx: sailseg.ComponentContext, **options: Any) -> Any:

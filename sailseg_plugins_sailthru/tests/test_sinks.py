@@ -109,16 +109,15 @@ async def test_purchase_pending_ledger_checks_sailthru_first(ctx: sailseg.Compon
     order = fixture("track_order_completed.json")
     await sink.send(event(order))
     # simulate: the previous attempt reached Sailthru but crashed before marking done
-    assert ctx.store is not None
     key = f"{sink.account_id}:50314b8e9bcf000000000000"
-    await ctx.store.kv_set(LEDGER_NS, key, b'{"state":"pending","event":"x"}')
+    await ctx.kv.set(LEDGER_NS, key, b'{"state":"pending","event":"x"}')
     with pytest.raises(sailseg.SkipEvent, match="already in Sailthru"):
         await sink.send(event(order))
     assert len(emulator.state.purchases) == 1
     # pending, and Sailthru does not have it: posted
     other = copy.deepcopy(order)
     other["properties"]["order_id"] = "o-2"
-    await ctx.store.kv_set(LEDGER_NS, f"{sink.account_id}:o-2", b'{"state":"pending","event":"y"}')
+    await ctx.kv.set(LEDGER_NS, f"{sink.account_id}:o-2", b'{"state":"pending","event":"y"}')
     await sink.send(event(other))
     assert len(emulator.state.purchases) == 2
 
@@ -185,28 +184,27 @@ async def test_purchase_and_cart_entries_are_indexed_per_person_without_the_emai
 ) -> None:
     """docs/plugin-hooks.md "Personal data in the store": every personal kv entry has an index
     entry in ``person:<sha256(email)>``; no kv key holds the email in clear."""
-    assert ctx.store is not None
-    store = ctx.store
+    store = ctx.kv
     sink = await make(PurchaseSink, ctx)
     base = {"type": "track", "userId": "1", "context": {"traits": {"email": " Ix@Example.com"}}}
     prod = {"product_id": "p1", "name": "Mug", "price": 9.99, "quantity": 1, "url": "https://s/p1"}
     # a cart stored under the old key (email in clear) is read once and moved
     legacy = f"{sink.account_id}:ix@example.com"
-    await store.kv_set(CART_NS, legacy, b'[{"id":"p0","qty":1,"price":100,"title":"Old","url":"https://s/p0"}]')
+    await store.set(CART_NS, legacy, b'[{"id":"p0","qty":1,"price":100,"title":"Old","url":"https://s/p0"}]')
     await sink.send(event({**base, "event": "Product Added", "properties": prod}))
-    assert await store.kv_get(CART_NS, legacy) is None
+    assert await store.get(CART_NS, legacy) is None
     cart = user(emulator, "ix@example.com").purchase_incomplete
     assert [i["id"] for i in cart["items"]] == ["p0", "p1"]
     pns = person_ns("ix@example.com")
-    [(ref, _)] = await store.kv_scan(pns)
+    [(ref, _)] = await store.scan(pns)
     ns, _, key = ref.partition("|")
-    assert ns == CART_NS and await store.kv_get(ns, key) is not None
+    assert ns == CART_NS and await store.get(ns, key) is not None
     assert "ix@example.com" not in key
     await sink.send(event({**base, "event": "Order Completed", "properties": {"order_id": "ix-1", "products": [prod]}}))
-    refs = [r for r, _ in await store.kv_scan(pns)]
+    refs = [r for r, _ in await store.scan(pns)]
     assert refs == [f"{LEDGER_NS}|{sink.account_id}:ix-1"]  # the cart is gone, and its index entry
     for ns in (CART_NS, LEDGER_NS):
-        assert all("@" not in k for k, _ in await store.kv_scan(ns))
+        assert all("@" not in k for k, _ in await store.scan(ns))
 
 
 async def test_send_sink(ctx: sailseg.ComponentContext, emulator: SailthruEmulator) -> None:
@@ -310,7 +308,8 @@ async def test_config_errors() -> None:
 
 
 async def test_ledger_with_real_sqlite_store(sqlite_store: Any, emulator: SailthruEmulator) -> None:
-    ctx = sailseg.ComponentContext(transport=emulator.transport(), env=dict(ENV), store=sqlite_store)
+    ctx = sailseg.ComponentContext.over_store(sqlite_store, transport=emulator.transport(),
+                                              env=dict(ENV))
     sink = await make(PurchaseSink, ctx, url_template="https://s/{product_id}")
     order = fixture("track_order_completed.json")
     await sink.send(event(order))

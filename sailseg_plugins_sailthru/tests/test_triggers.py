@@ -116,7 +116,8 @@ async def test_emulator_sends_signed_postbacks_to_a_real_trigger_server(collecto
 
 async def poller(emulator: SailthruEmulator, store: Any, collector: Collector, **opts: Any) -> PollTrigger:
     ctx = sailseg.ComponentContext(instance="poll1", transport=emulator.transport(), env=dict(ENV),
-                                   store=store, accept=collector)
+                                   kv=store if isinstance(store, sailseg.KV) else sailseg.KV(store),
+                                   accept=collector)
     return await make(PollTrigger, ctx, job_poll_interval=0.01, **opts)
 
 
@@ -125,7 +126,8 @@ async def test_purchase_poller_incremental_and_skips_own(emulator: SailthruEmula
     item = {"qty": 2, "title": "Mug", "price": 999, "id": "p1", "url": "https://s/p1"}
     await c.post("purchase", {"email": "o@example.com", "items": [item], "purchase_keys": {"extid": "ext-1"}})
     # an order sailseg itself posted (in the ledger) must not echo back
-    ctx = sailseg.ComponentContext(transport=emulator.transport(), env=dict(ENV), store=sqlite_store)
+    ctx = sailseg.ComponentContext.over_store(sqlite_store, transport=emulator.transport(),
+                                              env=dict(ENV))
     sink = await make(PurchaseSink, ctx)
     await sink.send(event({"type": "track", "userId": "1", "event": "Order Completed",
                            "context": {"traits": {"email": "mine@example.com"}},

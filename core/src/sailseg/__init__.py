@@ -1,7 +1,8 @@
 """sailseg: durable, plugin-based real-time sync between Segment and Sailthru.
 
 Public API for plugin authors: :data:`hookimpl`, the component base classes, :class:`Event`,
-the errors, and :mod:`sailseg.testing` (the pytest harness).
+the store facades a component gets (:class:`KV`, :class:`Audit`), the errors, and
+:mod:`sailseg.testing` (the pytest harness).
 """
 
 from .components import (
@@ -31,6 +32,8 @@ from .errors import (
 from .events import Event
 from .hookspecs import hookimpl
 from .http import Request, Response, Route, error_response, json_response
+from .store.base import AuditRecord
+from .store.facades import KV, Audit
 
 __all__ = [
     "hookimpl",
@@ -39,6 +42,9 @@ __all__ = [
     "IdentityResolver",
     "Sink",
     "ComponentContext",
+    "KV",
+    "Audit",
+    "AuditRecord",
     "AcceptResult",
     "EmptyConfig",
     "Register",

@@ -4,7 +4,8 @@ A component is an async class with a unique ``name`` (``"sailthru.user"``), a ms
 ``Config`` struct (unknown keys rejected) and a ``start``/``stop`` lifecycle. The runtime
 builds one instance per configured use, converts its options to ``Config`` at start, and calls
 its methods under anyio. Components never create global state at import time: they get the
-store, HTTP clients, tracer and clock from the :class:`ComponentContext` the runtime passes in.
+store facades (``ctx.kv``, ``ctx.audit``), HTTP clients, tracer and clock from the
+:class:`ComponentContext` the runtime passes in.
 
 Lifecycle::
 
@@ -22,6 +23,7 @@ import httpx
 import msgspec
 
 from .drift import DriftRecorder
+from .errors import ConfigError
 from .events import Event
 from .http import Route
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
     from .store.base import Store
+    from .store.facades import KV, Audit, QueueOps
 
 __all__ = [
     "Component",
@@ -80,10 +83,17 @@ AcceptFn = Callable[..., Awaitable[AcceptResult]]
 
 
 class ComponentContext:
-    """Everything a component may use, injected by the runtime (tests build their own).
+    """Everything a component may use, injected by the runtime (tests build their own, e.g.
+    with :meth:`over_store`).
+
+    A component never holds the queue store: it gets narrow facades (:attr:`kv`,
+    :attr:`audit`) and the documented methods below for what it needs from the runtime.
 
     :param instance: this instance's name in sailseg.toml (``"profiles.sink0"`` or the table key).
-    :param store: the shared store (kv for cursors/ledgers, audit, ...).
+    :param kv: namespaced key/value facade (cursors, ledgers, caches); see :attr:`kv`.
+    :param audit: the audit trail facade; see :attr:`audit`.
+    :param queue: the runtime's queue operations behind :meth:`release_parked`,
+        :meth:`enqueue`, :meth:`purge_person` and :meth:`sink`.
     :param clock: ``time.time``-like; tests may pass a fake.
     :param transport: when set, every HTTP client made through :meth:`http_client` uses it
         (tests and the sandbox point vendors at in-process emulators this way).
@@ -92,13 +102,17 @@ class ComponentContext:
     :param env: environment variables view (for defaults such as ``SAILTHRU_API_KEY``).
     :param drift: the runtime's :class:`~sailseg.drift.DriftRecorder`, where components count
         vendor answers that do not fit their models (a fresh, unexported one when omitted).
+    :param resources: runtime-wide shared objects (see :meth:`shared`); tests may put
+        injected helpers here (e.g. a recorder a test sink writes to).
     """
 
     def __init__(
         self,
         *,
         instance: str = "",
-        store: Store | None = None,
+        kv: KV | None = None,
+        audit: Audit | None = None,
+        queue: QueueOps | None = None,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
         accept: AcceptFn | None = None,
@@ -110,7 +124,9 @@ class ComponentContext:
         import os
 
         self.instance = instance
-        self.store = store
+        self._kv = kv
+        self._audit = audit
+        self._queue = queue
         self.clock = clock
         self.transport = transport
         self._accept = accept
@@ -125,6 +141,48 @@ class ComponentContext:
         #: vendor API drift counters (docs: sailseg.drift)
         self.drift = drift if drift is not None else DriftRecorder()
 
+    @classmethod
+    def over_store(cls, store: Store, *, sinks: dict[str, Sink] | None = None,
+                   clock: Callable[[], float] = time.time, **kwargs: Any) -> ComponentContext:
+        """A context whose facades and queue operations work straight on ``store`` (an open
+        store): for command-line tools and tests, where no runtime holds the queue. There is
+        no backlog bound and no delivery to wake; :meth:`sink` finds only ``sinks``."""
+        from .store.facades import KV, Audit, StoreQueueOps
+
+        return cls(kv=KV(store), audit=Audit(store),
+                   queue=StoreQueueOps(store, clock=clock, sinks=sinks), clock=clock, **kwargs)
+
+    # -- store facades ---------------------------------------------------------------
+    @property
+    def has_store(self) -> bool:
+        """True when :attr:`kv` is available (a runtime always has it; a bare unit-test
+        context may not)."""
+        return self._kv is not None
+
+    @property
+    def kv(self) -> KV:
+        """Namespaced key/value: ``get``/``set``/``add``/``cas``/``delete``/``scan``.
+
+        :raises ~sailseg.errors.ConfigError: when this context has no store (a unit test that
+            built a bare context).
+        """
+        if self._kv is None:
+            raise ConfigError(f"{self.instance or 'component'}: needs a store (no kv in this context)")
+        return self._kv
+
+    @property
+    def audit(self) -> Audit:
+        """The audit trail: ``append(record)``, ``since(t)``. Raises like :attr:`kv`."""
+        if self._audit is None:
+            raise ConfigError(f"{self.instance or 'component'}: needs a store (no audit here)")
+        return self._audit
+
+    def _ops(self, what: str) -> QueueOps:
+        if self._queue is None:
+            raise ConfigError(f"{self.instance or 'component'}: {what} needs the runtime's queue")
+        return self._queue
+
+    # -- runtime operations ----------------------------------------------------------
     async def accept(
         self, messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None
     ) -> AcceptResult:
@@ -136,6 +194,35 @@ class ComponentContext:
         if self._accept is None:
             raise RuntimeError(f"{self.instance}: accept() is only available to triggers in a runtime")
         return await self._accept(messages, trace=trace)
+
+    async def release_parked(self, keys: dict[str, str]) -> int:
+        """Move the parked events matching any of ``keys`` (identity kind -> value, e.g.
+        ``{"anonymousId": "a-1"}``) back to the queue, due now, in their original order;
+        return how many. Used by resolvers once a person became resolvable."""
+        return await self._ops("release_parked").release_parked(keys)
+
+    async def enqueue(self, event: Event, *, okey: str) -> bool:
+        """Queue a follow-up ``event`` (e.g. a barrier) for ``event.pipeline`` under ordering
+        key ``okey``, through the runtime's enqueue path: the backlog bound holds (raises
+        :class:`~sailseg.errors.Backpressure`, which delivery retries after its
+        ``retry_after``), it is counted in ``sailseg_events_followup_total`` and delivery is
+        woken. Not deduplicated. Returns True once it is stored."""
+        return await self._ops("enqueue").enqueue(event, okey=okey, source=self.instance)
+
+    async def purge_person(self, okeys: Sequence[str]) -> int:
+        """Erasure: delete the queued, parked, delivered and dead-lettered rows whose ordering
+        key is one of ``okeys`` (``"email:x@y"``, ``"userId:u-1"``...), in every pipeline;
+        return the rows deleted. The audit trail is kept."""
+        return await self._ops("purge_person").purge_okeys(okeys)
+
+    async def sink(self, name: str) -> Sink:
+        """The started sink built from the config's ``[sinks.NAME]`` table (built and started on
+        first use when no pipeline lists it), so a component can call another configured
+        sink by name (the identity plugin's ``privacy.delete`` calls its ``deleter`` this way).
+
+        :raises ~sailseg.errors.ConfigError: when there is no such table.
+        """
+        return await self._ops("sink").sink(name)
 
     def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
         """A new ``httpx.AsyncClient`` with the runtime's transport choice applied.
@@ -200,10 +287,13 @@ class ComponentContext:
         return obj  # type: ignore[no-any-return]
 
     def child(self, instance: str) -> ComponentContext:
-        """A context for another instance sharing store, transport, resources and accept."""
+        """A context for another instance sharing facades, queue operations, transport,
+        resources and accept."""
         ctx = ComponentContext(
             instance=instance,
-            store=self.store,
+            kv=self._kv,
+            audit=self._audit,
+            queue=self._queue,
             clock=self.clock,
             transport=self.transport,
             accept=self._accept,

@@ -161,6 +161,25 @@ class SailsegConfig:
     #: dotted paths whose value came from an environment variable that looks secret
     secret_paths: set[str] = field(default_factory=set)
 
+    def sink_spec(self, name: str) -> ComponentSpec | None:
+        """The sink of the ``[sinks.NAME]`` table, also when no pipeline lists it (a sink
+        another component calls by name, e.g. an erasure ``deleter``); None if no such
+        table."""
+        spec = self.components.get(("sink", name))
+        if spec is not None:
+            return spec
+        table = (self.raw.get("sinks") or {}).get(name)
+        if not isinstance(table, dict):
+            return None
+        options = dict(table)
+        typ = options.pop("type", None)
+        if not isinstance(typ, str) or not typ:
+            raise ConfigError(f"{self.path}: sinks.{name}: missing `type` (the component name)")
+        options.pop("name", None)
+        options.pop("concurrency", None)
+        return ComponentSpec(kind="sink", type=typ, instance=name, options=options,
+                             where=f"{self.path}: sinks.{name} ({typ})")
+
 
 _DURATION_FIELDS = {
     "max_age", "backoff_base", "backoff_max", "dedupe_window", "delivered_retention",

@@ -37,7 +37,9 @@ from .http import current_request
 from .metrics import Metrics
 from .options import convert_options, unknown_type_message
 from .plugins import Registry, build_registry, make_plugin_manager
+from .runtime_queue import RuntimeQueue
 from .store.base import QueueItem, Store
+from .store.facades import KV, Audit
 from .tracing import enabled as tracing_enabled
 from .tracing import extract, inject
 
@@ -104,6 +106,8 @@ class Runtime:
         only delivers (the delivery child of ``sailseg serve --delivery-process``).
     :param on_enqueue: called after an accept committed new work (e.g. to wake another
         process's delivery); must not block.
+    :param resources: initial runtime-wide shared objects (``ComponentContext.resources``):
+        how tests inject helpers such as the echo plugin's recorder.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class Runtime:
         run_triggers: bool = True,
         on_enqueue: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
+        resources: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         if registry is None:
@@ -140,7 +145,7 @@ class Runtime:
         self.drift = DriftRecorder(self.metrics)
         #: recent accepts and sink outcomes on this node, for the console (``activity.py``)
         self.activity = Activity()
-        self.resources: dict[str, Any] = {}
+        self.resources: dict[str, Any] = dict(resources or {})
         self.instances: dict[tuple[str, str], Component] = {}
         self.by_trigger: dict[str, list[str]] = {}
         self.pipelines: dict[str, PipelineRuntime] = {}
@@ -150,6 +155,11 @@ class Runtime:
         self._backlog_at = 0.0
         self._stack: contextlib.AsyncExitStack | None = None
         self._started: list[Component] = []
+        # what components get instead of the store (docs/plugin-hooks.md, component context)
+        self._kv = KV(self.store)
+        self._audit = Audit(self.store)
+        self._queue = RuntimeQueue(self)
+        self._tracer: Any = None
 
     @property
     def cached_backlog(self) -> int:
@@ -186,26 +196,17 @@ class Runtime:
         from opentelemetry import trace
 
         tracer = trace.get_tracer("sailseg")
+        self._tracer = tracer
         # one instance per (kind, instance name); shared instances are built once
         for (kind, inst), spec in cfg.components.items():
-            ctx = ComponentContext(
-                instance=inst, store=self.store, clock=self.clock, transport=self.transport,
-                accept=self._make_accept(inst) if kind == "trigger" else None,
-                env=self.env, resources=self.resources, tracer=tracer, drift=self.drift,
-            )
+            ctx = self.context_for(kind, inst)
             self.instances[(kind, inst)] = build_component(spec, self.registry, ctx)
         for p in cfg.pipelines.values():
             self.by_trigger.setdefault(p.trigger.instance, []).append(p.name)
         # start sinks, resolvers, transforms, then triggers (so nothing arrives too early)
         order = {"sink": 0, "resolver": 1, "transform": 2, "trigger": 3}
         for (kind, inst), comp in sorted(self.instances.items(), key=lambda kv: order[kv[0][0]]):
-            spec = cfg.components[(kind, inst)]
-            try:
-                await comp.start()
-            except SailsegError as exc:
-                self._started.append(comp)
-                raise type(exc)(f"{spec.where}: {exc}") if isinstance(exc, ConfigError) else exc
-            self._started.append(comp)
+            await self.start_component(comp, cfg.components[(kind, inst)])
         for p in cfg.pipelines.values():
             sinks: dict[str, SinkRunner] = {}
             for s in p.sinks:
@@ -242,6 +243,30 @@ class Runtime:
                 tg.start_soon(self._run_trigger, comp)
         self._backlog = await self.store.backlog()
         self.ready = True
+
+    def context_for(self, kind: str, instance: str) -> ComponentContext:
+        """The context of one component instance: store facades, the runtime's queue
+        operations (never the store itself), and ``accept`` for triggers."""
+        return ComponentContext(
+            instance=instance, kv=self._kv, audit=self._audit, queue=self._queue,
+            clock=self.clock, transport=self.transport,
+            accept=self._make_accept(instance) if kind == "trigger" else None,
+            env=self.env, resources=self.resources, tracer=self._tracer, drift=self.drift,
+        )
+
+    async def start_component(self, comp: Component, spec: ComponentSpec) -> None:
+        """Start one built component (once: no-op when started); it is stopped with the
+        runtime, also if its start failed."""
+        if comp in self._started:
+            return
+        try:
+            await comp.start()
+        except SailsegError as exc:
+            self._started.append(comp)
+            if isinstance(exc, ConfigError):
+                raise type(exc)(f"{spec.where}: {exc}") from exc
+            raise
+        self._started.append(comp)
 
     async def _run_trigger(self, trigger: Trigger) -> None:
         try:
@@ -363,7 +388,8 @@ class Runtime:
                     first_seen=now, due_at=now,
                 ))
         try:
-            flags = await self.store.enqueue(items, dedupe_window=self.config.delivery.dedupe_window, now=now)
+            flags = await self.enqueue_items(
+                items, dedupe_window=self.config.delivery.dedupe_window, checked=True, now=now)
         finally:
             for span in spans:
                 span.end()
@@ -376,15 +402,36 @@ class Runtime:
             else:
                 duplicates += 1
             self.activity.accepted(trigger_instance, messages[i], not fresh, now)
-        self._backlog += sum(flags)
         self.metrics.inc("sailseg_events_in_total", accepted, trigger=trigger_instance)
         if duplicates:
             self.metrics.inc("sailseg_events_duplicate_total", duplicates, trigger=trigger_instance)
+        return AcceptResult(accepted, duplicates)
+
+    async def enqueue_items(
+        self, items: Sequence[QueueItem], *, dedupe_window: float, checked: bool = False,
+        now: float | None = None,
+    ) -> list[bool]:
+        """The one enqueue path (accepts and components' follow-ups): holds the backlog bound
+        (:class:`~sailseg.errors.Backpressure`; ``checked`` when the caller already checked),
+        commits, counts the backlog and wakes delivery. Returns one stored flag per item."""
+        if not checked:
+            await self._check_backlog(len(items))
+        now = self.clock() if now is None else now
+        flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now)
+        self.work_added(sum(flags))
+        return flags
+
+    def work_added(self, n: int) -> None:
+        """``n`` rows became claimable (enqueued or released): count them, wake delivery."""
+        self._backlog += n
         if self.delivery is not None:
             self.delivery.wake()
-        if self.on_enqueue is not None and accepted:
+        if self.on_enqueue is not None and n:
             self.on_enqueue()
-        return AcceptResult(accepted, duplicates)
+
+    def backlog_changed(self) -> None:
+        """Rows left the queue outside delivery (a purge): re-read the backlog on next use."""
+        self._backlog_at = 0.0
 
     # -- introspection ---------------------------------------------------------------
     def triggers(self) -> list[tuple[str, Trigger]]:

@@ -67,7 +67,9 @@ def config(tmp_path: Path, *, purchases: bool = False) -> Any:
             "st_user": {"type": "sailthru.user", **ST, "lists": {"Newsletter": 1}},
             "st_event": {"type": "sailthru.event", **ST},
             "st_consent": {"type": "sailthru.user", **ST, "types": ["identify", "track"]},
-            "erase": {"type": "privacy.delete", **ST},
+            # the erasure reaches Sailthru through this deleter sink (listed in no pipeline)
+            "erase": {"type": "privacy.delete", "deleter": "st_delete"},
+            "st_delete": {"type": "sailthru.delete", **ST},
             "seg_identify": {"type": "segment.identify", **SEG},
             "seg_track": {"type": "segment.track", **SEG},
         },

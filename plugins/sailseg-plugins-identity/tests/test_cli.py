@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from identity_helpers import HostRouter, running, ts, wait_for
 from sailseg.cli import cli
 from sailseg.store.sqlite import SQLiteStore
-from sailseg_plugins_identity import cli as identity_cli
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
 
@@ -66,11 +65,12 @@ def _check_cli(tmp_path: Path, router: HostRouter, sailthru: SailthruEmulator,
     assert "no email known yet" in rows[0]["reason"]
 
     # erasure from the CLI, against the emulator (user-not-found counts as done)
-    monkeypatch.setattr(identity_cli, "TRANSPORT", router)
     monkeypatch.setenv("SAILTHRU_API_KEY", "emulator-key")
     monkeypatch.setenv("SAILTHRU_API_SECRET", "emulator-secret")
     monkeypatch.setenv("SAILTHRU_API_URL", "http://api.sailthru.test")
-    res = runner.invoke(cli, ["privacy", "delete", "--user-id", "u-7", "--store", store_url])
+    # the transport reaches the deleter through the click context object (no global)
+    res = runner.invoke(cli, ["privacy", "delete", "--user-id", "u-7", "--store", store_url],
+                        obj=router)
     assert res.exit_code == 0, res.output
     # the old email is unknown to Sailthru (re-keyed), the current one is deleted
     assert sorted(json.loads(res.output)["sailthru"]) == ["email:deleted", "email:not_found"]

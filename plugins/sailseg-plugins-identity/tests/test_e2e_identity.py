@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from identity_helpers import HostRouter, Node, running, ts, wait_for
+from sailseg import KV
 from sailseg_plugins_identity.graph import IdentityGraph
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
@@ -72,7 +73,7 @@ async def test_two_devices_are_merged_by_alias(
         await node.settled()
         assert len(sailthru.state.users) == 1
 
-        graph = IdentityGraph(node.rt.store)
+        graph = IdentityGraph(KV(node.rt.store))
         phone, laptop = await graph.find("anonymousId", "phone"), await graph.find("anonymousId", "laptop")
         assert phone is not None and laptop is not None and phone.id == laptop.id
         assert sorted((await graph.members(phone))["anonymousId"]) == ["laptop", "phone"]

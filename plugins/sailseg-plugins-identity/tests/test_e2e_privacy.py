@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from identity_helpers import HostRouter, running, ts, wait_for
+from sailseg import KV
 from sailseg.tracing import hash_email
 from sailseg_plugins_identity.graph import IdentityGraph
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
@@ -38,7 +39,7 @@ async def test_a_deletion_request_purges_both_sides_and_leaves_an_audit_record(
         await node.settled()
 
         assert [d["keys"].get("email") for d in sailthru.state.deleted] == ["fay@example.com"]
-        graph = IdentityGraph(store)
+        graph = IdentityGraph(KV(store))
         for kind, value in [("userId", "u-5"), ("anonymousId", "a-5"), ("email", "fay@example.com")]:
             assert await graph.find(kind, value) is None
         assert await store.list_dead_letters() == []

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 from identity_helpers import HostRouter, running, ts, wait_for
+from sailseg import KV
 from sailseg_plugins_identity.tombstone import NS as TOMBSTONE_NS
 from sailseg_plugins_identity.tombstone import Tombstones
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
@@ -94,10 +95,10 @@ async def test_tombstones_expire_after_the_retention(
     async with running(tmp_path, router, sailthru, segment) as node:
         store = node.rt.store
         now = time.time()
-        await Tombstones(store).record({"email": [EMAIL]}, at=now - 10, audit_id="a1")
-        assert await Tombstones(store).hit({"email": EMAIL.upper()}, now - 20) is not None
-        assert await Tombstones(store).hit({"email": EMAIL}, now - 5) is None  # later than the deletion
-        short = Tombstones(store, retention=5)
+        await Tombstones(KV(store)).record({"email": [EMAIL]}, at=now - 10, audit_id="a1")
+        assert await Tombstones(KV(store)).hit({"email": EMAIL.upper()}, now - 20) is not None
+        assert await Tombstones(KV(store)).hit({"email": EMAIL}, now - 5) is None  # later than the deletion
+        short = Tombstones(KV(store), retention=5)
         assert await short.hit({"email": EMAIL}, now - 20) is None
         assert await store.kv_scan(TOMBSTONE_NS) == []  # an expired tombstone is tidied up
 

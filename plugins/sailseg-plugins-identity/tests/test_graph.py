@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from sailseg import KV
 from sailseg.store.sqlite import SQLiteStore
 from sailseg_plugins_identity.graph import IdentityGraph, identifiers, sink_keys
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_identify_links_every_identifier_and_lookup_by_any_gives_the_sink_keys(store: SQLiteStore) -> None:
-    g = IdentityGraph(store)
+    g = IdentityGraph(KV(store))
     ids = identifiers({"type": "identify", "userId": "u1", "anonymousId": "a1",
                        "traits": {"email": "  Ann@Example.COM "}, "context": {"sailthru": {"sid": "s1"}}})
     assert ids == {"userId": "u1", "anonymousId": "a1", "email": "ann@example.com", "sid": "s1"}
@@ -25,7 +26,7 @@ async def test_identify_links_every_identifier_and_lookup_by_any_gives_the_sink_
 
 
 async def test_a_userid_with_two_emails_keeps_both_and_the_latest_by_event_time_is_current(store: SQLiteStore) -> None:
-    g = IdentityGraph(store)
+    g = IdentityGraph(KV(store))
     await g.observe({"userId": "u1", "email": "old@x.io"}, at=100.0, msg="m1")
     obs = await g.observe({"userId": "u1", "email": "new@x.io"}, at=200.0, msg="m2")
     assert obs.email_joined and obs.previous_email == "old@x.io"
@@ -38,7 +39,7 @@ async def test_a_userid_with_two_emails_keeps_both_and_the_latest_by_event_time_
 
 
 async def test_an_email_moved_to_another_userid_moves_by_event_time_without_merging_people(store: SQLiteStore) -> None:
-    g = IdentityGraph(store)
+    g = IdentityGraph(KV(store))
     a = (await g.observe({"userId": "u1", "email": "shared@x.io"}, at=100.0, msg="m1")).root
     b = (await g.observe({"userId": "u2", "email": "shared@x.io"}, at=200.0, msg="m2")).root
     assert a.id != b.id
@@ -55,7 +56,7 @@ async def test_an_email_moved_to_another_userid_moves_by_event_time_without_merg
 
 
 async def test_alias_merges_two_devices_and_is_explicit(store: SQLiteStore) -> None:
-    g = IdentityGraph(store)
+    g = IdentityGraph(KV(store))
     await g.observe({"anonymousId": "phone"}, at=1.0, msg="p")
     await g.observe({"userId": "u9", "anonymousId": "laptop", "email": "u9@x.io"}, at=2.0, msg="i")
     root = (await g.observe({"userId": "u9", "anonymousId": "phone"}, at=3.0, msg="a", explicit=True)).root
@@ -65,7 +66,7 @@ async def test_alias_merges_two_devices_and_is_explicit(store: SQLiteStore) -> N
 
 
 async def test_park_flags_are_refused_once_the_person_is_resolvable(store: SQLiteStore) -> None:
-    g = IdentityGraph(store)
+    g = IdentityGraph(KV(store))
     assert await g.mark_parked("anonymousId:a1", ["email"], at=1.0) is True
     root = await g.find("anonymousId", "a1")
     assert root is not None and "anonymousId:a1" in root.parked
@@ -79,7 +80,7 @@ async def test_park_flags_are_refused_once_the_person_is_resolvable(store: SQLit
 
 
 async def test_concurrent_links_of_one_person_converge_to_one_cluster(store: SQLiteStore) -> None:
-    g = IdentityGraph(store)
+    g = IdentityGraph(KV(store))
     pairs = [{"anonymousId": f"a{i}", "userId": "u1"} if i % 2 else
              {"anonymousId": f"a{i}", "email": "one@x.io"} for i in range(12)]
     async with anyio.create_task_group() as tg:
@@ -93,7 +94,7 @@ async def test_concurrent_links_of_one_person_converge_to_one_cluster(store: SQL
 
 
 async def test_forget_removes_links_and_documents(store: SQLiteStore) -> None:
-    g = IdentityGraph(store)
+    g = IdentityGraph(KV(store))
     await g.observe({"anonymousId": "a"}, at=1.0, msg="1")
     root = (await g.observe({"userId": "u", "anonymousId": "a", "email": "f@x.io"}, at=2.0, msg="2")).root
     removed = await g.forget(root)

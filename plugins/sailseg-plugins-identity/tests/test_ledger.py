@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sailseg import KV
 from sailseg.store.sqlite import SQLiteStore
 from sailseg_plugins_identity.ledger import Change, ConsentLedger, Entry, decide
 
@@ -35,7 +36,7 @@ def test_our_own_write_coming_back_is_an_echo_and_a_repeat_is_no_change() -> Non
 
 @pytest.mark.anyio
 async def test_apply_records_atomically_and_forget_erases(store: SQLiteStore) -> None:
-    led = ConsentLedger(store)
+    led = ConsentLedger(KV(store))
     d1 = await led.apply("A@x.io", "email", ch("optout", 10, "sailthru", "m1"), target="segment")
     d2 = await led.apply("a@x.io ", "email", ch("optout", 10, "sailthru", "m1"), target="segment")
     assert (d1.outcome, d1.first, d2.outcome, d2.first) == ("applied", True, "applied", False)

@@ -111,6 +111,14 @@ class SailthruClient:
     def __repr__(self) -> str:
         return f"SailthruClient(base_url={self.base_url!r})"
 
+    @property
+    def account_id(self) -> str:
+        """A stable, secret-free id of the account (16 hex characters of a sha256 over the API
+        URL and key): what sinks and pollers key their store entries by (order ledger,
+        cursors), so two accounts never share entries and no key is stored in clear."""
+        acc = self._account
+        return hashlib.sha256(f"{acc.api_url}|{acc.api_key}".encode()).hexdigest()[:16]
+
     # -- wire ------------------------------------------------------------------------
     def sign_params(self, data: Any) -> dict[str, str]:
         """The four wire parameters for ``data`` (the logical payload)."""

@@ -10,7 +10,7 @@ makes the repeat a duplicate. Purchases this process posted itself (found in the
 Engagement: per sent blast (``blast_ids``, or ``GET /blast status=sent``), a ``blast_query``
 export job; each row with an ``open_time`` after the blast's cursor becomes ``Email Opened``,
 each click (``first_ten_clicks`` + times, else ``click_time``) ``Email Link Clicked``.
-Cursors live in ``ctx.store`` (namespace ``sailthru.poll``).
+Cursors live in ``ctx.kv`` (namespace ``sailthru.poll``).
 """
 
 from __future__ import annotations
@@ -182,8 +182,8 @@ class PollTrigger(sailseg.Trigger):
                          else {"email"})
 
     async def start(self) -> None:
-        if self.ctx.store is None:
-            raise sailseg.ConfigError(f"{self.name}: needs a store for its cursors (ctx.store is None)")
+        if not self.ctx.has_store:
+            raise sailseg.ConfigError(f"{self.name}: needs a store for its cursors (no ctx.kv)")
         self._client = client_for(self.ctx, self.config, component=self.name)
 
     @property
@@ -215,13 +215,11 @@ class PollTrigger(sailseg.Trigger):
         return f"{self.ctx.instance or self.name}:{stream}"
 
     async def get_cursor(self, stream: str) -> dict[str, Any]:
-        assert self.ctx.store is not None
-        raw = await self.ctx.store.kv_get(CURSOR_NS, self._ckey(stream))
+        raw = await self.ctx.kv.get(CURSOR_NS, self._ckey(stream))
         return msgspec.json.decode(raw) if raw else {}
 
     async def set_cursor(self, stream: str, value: dict[str, Any]) -> None:
-        assert self.ctx.store is not None
-        await self.ctx.store.kv_set(CURSOR_NS, self._ckey(stream), msgspec.json.encode(value))
+        await self.ctx.kv.set(CURSOR_NS, self._ckey(stream), msgspec.json.encode(value))
 
     def _today(self) -> date:
         return datetime.fromtimestamp(self.ctx.clock(), timezone.utc).date()
@@ -248,17 +246,14 @@ class PollTrigger(sailseg.Trigger):
         accepted = 0
         ledger_prefix = None
         if self.config.skip_own_purchases:
-            import hashlib
-
-            acc = self.client._account
-            ledger_prefix = hashlib.sha256(f"{acc.api_url}|{acc.api_key}".encode()).hexdigest()[:16]
+            ledger_prefix = self.client.account_id
         while day <= today:
             ymd = day.strftime("%Y%m%d")
             rows = await self._export({"job": "export_purchase_log", "start_date": ymd, "end_date": ymd})
             messages = []
             for row in rows:
-                if ledger_prefix and row.get("extid") and self.ctx.store is not None and (
-                    await self.ctx.store.kv_get(LEDGER_NS, f"{ledger_prefix}:{row['extid']}")
+                if ledger_prefix and row.get("extid") and (
+                    await self.ctx.kv.get(LEDGER_NS, f"{ledger_prefix}:{row['extid']}")
                 ):
                     continue
                 msg = purchase_row_event(row, anonymous_id=self.config.anonymous_id)

@@ -49,7 +49,7 @@ async def _check_components(cfg: Any) -> list[str]:
             await store.migrate()
             for (kind, inst), spec in cfg.components.items():
                 comp = built[(kind, inst)] = build_component(
-                    spec, reg, ComponentContext(instance=inst, store=store))
+                    spec, reg, ComponentContext.over_store(store, instance=inst))
                 if kind == "transform":
                     try:
                         await comp.start()

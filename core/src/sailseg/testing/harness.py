@@ -197,8 +197,8 @@ async def started_component(
     comp: Component | None = None
     try:
         await store.check_schema(auto_migrate=True)
-        ctx = ComponentContext(instance=instance, store=store, transport=transport,
-                               env=dict(env or {}), accept=accept, resources=resources)
+        ctx = ComponentContext.over_store(store, instance=instance, transport=transport,
+                                          env=dict(env or {}), accept=accept, resources=resources)
         spec = ComponentSpec(kind=kind, type=type_name, instance=instance, options=dict(options),
                              where=f"<sailseg.testing>: {kind} {instance} ({type_name})")
         comp = build_component(spec, registry, ctx)

@@ -2,8 +2,9 @@
 
 Provides an ``echo`` trigger (HTTP route that accepts any spec message), an ``echo`` transform
 (adds ``context.echo = true`` or a configured tag), an ``echo`` resolver (copies identifiers it
-sees into ``event.identity``) and an ``echo`` sink that records what it receives in memory and,
-optionally, in a JSON-lines file, and can be told to fail (to exercise retries/dead letters).
+sees into ``event.identity``) and an ``echo`` sink that records what it receives in an injected
+:class:`Recorder` and, optionally, in a JSON-lines file, and can be told to fail (to exercise
+retries/dead letters).
 Core's tests use it; third parties copy it to start a plugin.
 """
 
@@ -16,10 +17,30 @@ import msgspec
 import sailseg
 from sailseg.events import decode_messages, identity_keys
 
-__all__ = ["EchoTrigger", "EchoTransform", "EchoResolver", "EchoSink", "RECORDED"]
+__all__ = ["EchoTrigger", "EchoTransform", "EchoResolver", "EchoSink", "Recorder", "RECORDER_KEY"]
 
-#: every event the echo sinks delivered in this process, by sink instance name
-RECORDED: dict[str, list[dict[str, Any]]] = {}
+#: the ``ComponentContext.resources`` key under which a test injects a :class:`Recorder`
+RECORDER_KEY = "echo.recorder"
+
+
+class Recorder:
+    """What the echo sinks of one runtime delivered, by sink instance name.
+
+    Inject it through the runtime's shared resources (no module-global state)::
+
+        rec = Recorder()
+        async with Runtime(cfg, resources={RECORDER_KEY: rec}) as rt: ...
+        rec.records["rec"]  # [{"payload": ..., "identity": ..., "attempt": ...}, ...]
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[dict[str, Any]]] = {}
+
+    def add(self, instance: str, record: dict[str, Any]) -> None:
+        self.records.setdefault(instance, []).append(record)
+
+    def clear(self) -> None:
+        self.records.clear()
 
 
 class EchoTrigger(sailseg.Trigger):
@@ -89,7 +110,7 @@ class EchoSink(sailseg.Sink):
     ``"retryable-N"`` (fail the first N attempts of each event, then succeed)."""
 
     name = "echo"
-    description = "Record delivered events in memory / a JSONL file (reference sink)"
+    description = "Record delivered events in an injected Recorder / a JSONL file (reference sink)"
 
     class Config(msgspec.Struct, forbid_unknown_fields=True):
         file: str | None = None
@@ -106,7 +127,9 @@ class EchoSink(sailseg.Sink):
             if fail.startswith("retryable-") and event.attempt <= int(fail.split("-", 1)[1]):
                 raise sailseg.RetryableError(f"echo: failing attempt {event.attempt}")
         record = {"payload": event.payload, "identity": event.identity, "attempt": event.attempt}
-        RECORDED.setdefault(self.ctx.instance, []).append(record)
+        recorder = self.ctx.resources.get(RECORDER_KEY)
+        if isinstance(recorder, Recorder):
+            recorder.add(self.ctx.instance, record)
         if self.config.file:
             with open(self.config.file, "ab") as fh:
                 fh.write(msgspec.json.encode(record) + b"\n")

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 from sailseg.events import new_id
-from sailseg.store.base import AuditRecord, Store
+from sailseg import Audit, AuditRecord
 from sailseg.tracing import hash_email
 
 from .timeutil import iso
@@ -36,7 +36,7 @@ def subject_of(*, email: str | None = None, user_id: str | None = None) -> str:
 
 
 async def append(
-    store: Store,
+    trail: Audit,
     *,
     action: str,
     subject: str,
@@ -51,7 +51,7 @@ async def append(
     rec = AuditRecord(id=id or new_id(), at=time.time() if at is None else at, action=action,
                       subject=subject, actor=actor, system=system, outcome=outcome,
                       details=dict(details or {}))
-    await store.audit_append(rec)
+    await trail.append(rec)
     return rec
 
 

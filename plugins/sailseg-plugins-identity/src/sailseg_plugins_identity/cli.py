@@ -1,5 +1,9 @@
 """CLI commands: ``sailseg identity show|unmatched``, ``sailseg privacy delete``,
-``sailseg audit export``. Attached by the plugin's ``register_commands`` hook."""
+``sailseg audit export``. Attached by the plugin's ``register_commands`` hook.
+
+Outbound HTTP (the deleter's vendor calls) uses the transport found in the click context
+object (``CliRunner().invoke(cli, args, obj=transport)``: how tests route it to an
+emulator), else the default."""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ import functools
 import getpass
 import json
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+import httpx
+from sailseg import KV, Audit, ComponentContext, Sink
 from sailseg.errors import ConfigError, SailsegError
 from sailseg.store.base import Store
 
@@ -94,7 +99,7 @@ def identity_show(identifier: str, config_path: str | None, store_url: str | Non
     """
 
     async def show(store: Store) -> dict[str, Any] | None:
-        graph = IdentityGraph(store)
+        graph = IdentityGraph(KV(store))
         for kind, value in parse_id(identifier):
             root = await graph.find(kind, value)
             if root is not None:
@@ -170,64 +175,90 @@ def privacy_group() -> None:
     """Privacy operations (erasure)."""
 
 
-def _account(cfg: Any, component: str | None) -> Any:
-    """Sailthru AccountConfig from a named component of the config, the first Sailthru-ish
-    component, or the environment."""
-    import msgspec
-    from sailseg_plugins_sailthru.config import AccountConfig
+#: the deleter used when neither ``--deleter`` nor a configured ``privacy.delete`` names one
+DEFAULT_DELETER = "sailthru.delete"
 
-    fields = set(AccountConfig.__struct_fields__)
+
+def _deleter_name(cfg: Any, name: str | None) -> str:
+    """``--deleter``, else the ``deleter`` of the config's first ``privacy.delete`` sink,
+    else :data:`DEFAULT_DELETER`."""
+    if name:
+        return name
     specs = list(cfg.components.values()) if cfg is not None else []
-    chosen = None
-    if component:
-        chosen = next((s for s in specs if s.instance == component), None)
-        if chosen is None:
-            raise ConfigError(f"--sailthru-component: no component named {component!r} in the config")
-    else:
-        chosen = next((s for s in specs if s.type == "privacy.delete"), None) or next(
-            (s for s in specs if s.type.startswith("sailthru.")), None)
-    options = {k: v for k, v in (chosen.options if chosen else {}).items() if k in fields}
-    return msgspec.convert(options, AccountConfig, strict=False)
+    erase = next((s for s in specs if s.type == "privacy.delete"), None)
+    if erase is not None:
+        return str(erase.options.get("deleter", ""))
+    return DEFAULT_DELETER
+
+
+async def _start_deleter(cfg: Any, name: str, store: Store, transport: Any,
+                         resources: dict[str, Any]) -> Sink:
+    """Build and start the deleter sink: the config's ``[sinks.NAME]`` table, else the sink
+    type NAME with no options (its account then comes from the environment)."""
+    from sailseg.config import ComponentSpec
+    from sailseg.plugins import build_registry, make_plugin_manager
+    from sailseg.runtime import build_component
+
+    spec = cfg.sink_spec(name) if cfg is not None else None
+    if spec is None:
+        spec = ComponentSpec(kind="sink", type=name, instance=name, options={},
+                             where=f"--deleter {name}")
+    ctx = ComponentContext.over_store(store, instance=name, transport=transport,
+                                      env=dict(os.environ), resources=resources)
+    comp = build_component(spec, build_registry(make_plugin_manager()), ctx)
+    if not isinstance(comp, Sink):
+        raise ConfigError(f"--deleter {name}: not a sink")
+    await comp.start()
+    return comp
 
 
 @privacy_group.command("delete")
 @click.option("--email", default=None, help="The person's email.")
 @click.option("--user-id", default=None, help="The person's userId.")
-@click.option("--sailthru-component", default=None, metavar="NAME",
-              help="Config component whose Sailthru account to use (default: first Sailthru one).")
-@click.option("--no-sailthru", is_flag=True, help="Only purge sailseg's store.")
+@click.option("--deleter", default=None, metavar="NAME",
+              help="Sink that deletes in the vendor: a [sinks.NAME] of the config, or a sink "
+                   "type (default: the configured privacy.delete's deleter, else "
+                   f"{DEFAULT_DELETER}).")
+@click.option("--no-deleter", "--no-sailthru", "no_deleter", is_flag=True,
+              help="Only purge sailseg's store (no vendor call).")
 @config_option
 @store_option
 @handle_errors
-def privacy_delete(email: str | None, user_id: str | None, sailthru_component: str | None,
-                   no_sailthru: bool, config_path: str | None, store_url: str | None) -> None:
-    """Delete a person from Sailthru and purge sailseg's copy (the audit record is kept, with
-    the email hashed). User-not-found in Sailthru counts as done."""
+def privacy_delete(email: str | None, user_id: str | None, deleter: str | None,
+                   no_deleter: bool, config_path: str | None, store_url: str | None) -> None:
+    """Delete a person in the vendor (through the deleter sink) and purge sailseg's copy (the
+    audit record is kept, with the email hashed). Not-found in the vendor counts as done."""
     if bool(email) == bool(user_id):
         raise click.UsageError("give exactly one of --email or --user-id")
     from pathlib import Path
 
     from sailseg.cli import load, resolve_config_path
-    from sailseg.components import ComponentContext
-    from sailseg_plugins_sailthru.client import client_for
 
     from .privacy import Eraser
 
     cfg = load(config_path, store_url) if Path(resolve_config_path(config_path)).exists() else None
-    account = None if no_sailthru else _account(cfg, sailthru_component)
-    transport = getattr(sys.modules.get("sailseg_plugins_identity.cli"), "TRANSPORT", None)
+    name = "" if no_deleter else _deleter_name(cfg, deleter)
+    transport = click.get_current_context().find_object(httpx.AsyncBaseTransport)
 
     async def erase(store: Store) -> dict[str, Any]:
-        ctx = ComponentContext(instance="privacy delete", store=store, transport=transport,
-                               env=dict(os.environ))
-        client = client_for(ctx, account, component="sailseg privacy delete") if account else None
+        import anyio
+
+        resources: dict[str, Any] = {}
+        sink = await _start_deleter(cfg, name, store, transport, resources) if name else None
         try:
+            ctx = ComponentContext.over_store(store, instance="privacy delete",
+                                              env=dict(os.environ))
             given = {"email": email} if email else {"userId": str(user_id)}
-            return dict(await Eraser(store, client).erase(
+            return dict(await Eraser(ctx, sink).erase(
                 given, actor=f"cli:{_user()}", system="cli", request=None))
         finally:
-            if client is not None:
-                await client.aclose()
+            with anyio.CancelScope(shield=True):
+                if sink is not None:
+                    await sink.stop()
+                for res in resources.values():
+                    aclose = getattr(res, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
 
     res = _run(erase, config_path, store_url)
     click.echo(json.dumps(res, sort_keys=True))
@@ -238,10 +269,6 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name in some containers
         return "unknown"
-
-
-#: tests route the CLI's Sailthru calls to an emulator by setting this transport
-TRANSPORT: Any = None
 
 
 @click.group("audit")
@@ -265,7 +292,7 @@ def audit_export(fmt: str, since: str, output: str | None, config_path: str | No
     t = 0.0 if since in ("0", "") else parse_since(since)
 
     async def fetch(store: Store) -> Any:
-        return await store.audit_since(t)
+        return await Audit(store).since(t)
 
     records = _run(fetch, config_path, store_url)
     text = audit.export_jsonl(records) if fmt == "jsonl" else audit.export_csv(records)

@@ -82,12 +82,11 @@ class _ConsentBase(sailseg.Transform):
         self._retention = retention_of(config.tombstone_retention, where=f"{self.name}: tombstone_retention")
 
     async def start(self) -> None:
-        if self.ctx.store is None:
-            raise sailseg.ConfigError(f"{self.name}: needs the store")
-        self._ledger = ConsentLedger(self.ctx.store)
-        self._graph = IdentityGraph(self.ctx.store, clock=self.ctx.clock)
+        kv = self.ctx.kv  # raises ConfigError without a store
+        self._ledger = ConsentLedger(kv)
+        self._graph = IdentityGraph(kv, clock=self.ctx.clock)
         if self.config.honour_tombstones:
-            self._tombstones = Tombstones(self.ctx.store, retention=self._retention, clock=self.ctx.clock)
+            self._tombstones = Tombstones(kv, retention=self._retention, clock=self.ctx.clock)
 
     async def _check_tombstones(self, event: Event, ids: dict[str, str]) -> None:
         """Drop a consent change of an erased person older than the erasure (no ledger entry,
@@ -123,18 +122,17 @@ class _ConsentBase(sailseg.Transform):
         return cur.value if cur is not None else None
 
     async def _decide(self, event: Event, email: str, channel: str, change: Change, action: str) -> Decision:
-        store = self.ctx.store
-        assert store is not None
         decision = await self.ledger.apply(email, channel, change, target=self.target)
         outcome = decision.outcome
         if outcome == "unchanged" or not decision.first:
             return decision
         if outcome != "applied" and change.msg:
             # audit each ignored change once, even when a second pipeline or a retry sees it
-            if not await store.kv_add("consent.audited", f"{change.msg}:{self.target}:{outcome}", b"1"):
+            seen = f"{change.msg}:{self.target}:{outcome}"
+            if not await self.ctx.kv.add("consent.audited", seen, b"1"):
                 return decision
         await audit.append(
-            store, action=action, subject=audit.subject_of(email=email),
+            self.ctx.audit, action=action, subject=audit.subject_of(email=email),
             actor=f"{self.source}:{event.source}", system=self.source, outcome=outcome,
             details={"channel": channel, "state": change.state, "level": change.level,
                      "event_time": iso(change.at), "message_id": change.msg, "target": self.target,

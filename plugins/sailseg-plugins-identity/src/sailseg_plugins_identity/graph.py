@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 from sailseg.events import identity_keys, new_id
-from sailseg.store.base import Store
+from sailseg import KV
 
 __all__ = [
     "KINDS",
@@ -178,18 +178,18 @@ def _history(c: Cluster, entry: dict[str, Any]) -> list[dict[str, Any]]:
 class IdentityGraph:
     """The graph over one store (see the module docstring). Safe for concurrent use."""
 
-    def __init__(self, store: Store, *, ns: str = NS, clock: Callable[[], float] = time.time) -> None:
-        self.store = store
+    def __init__(self, kv: KV, *, ns: str = NS, clock: Callable[[], float] = time.time) -> None:
+        self.kv = kv
         self.ns = ns
         self.clock = clock
 
     # -- reads -----------------------------------------------------------------------
     async def link(self, kind: str, value: str) -> tuple[Link | None, bytes | None]:
-        raw = await self.store.kv_get(self.ns, _key(kind, value))
+        raw = await self.kv.get(self.ns, _key(kind, value))
         return (_link_dec.decode(raw) if raw else None), raw
 
     async def doc(self, cid: str) -> tuple[Cluster | None, bytes | None]:
-        raw = await self.store.kv_get(self.ns, _ckey(cid))
+        raw = await self.kv.get(self.ns, _ckey(cid))
         return (_cluster_dec.decode(raw) if raw else None), raw
 
     async def root(self, cid: str) -> Cluster | None:
@@ -257,15 +257,16 @@ class IdentityGraph:
                 if root is not None:
                     return root.id
                 # a dangling link (cluster deleted by a privacy purge mid-flight): replace it
-                await self.store.kv_delete(self.ns, _key(kind, value))
+                await self.kv.delete(self.ns, _key(kind, value))
                 continue
             cid = new_id()
             doc = Cluster(id=cid, ids={kind: [value]}, current={kind: Current(value, at)},
                           created_at=self.clock())
-            await self.store.kv_add(self.ns, _ckey(cid), _enc.encode(doc))
-            if await self.store.kv_add(self.ns, _key(kind, value), _enc.encode(Link(c=cid, at=at, msg=msg))):
+            await self.kv.add(self.ns, _ckey(cid), _enc.encode(doc))
+            link = _enc.encode(Link(c=cid, at=at, msg=msg))
+            if await self.kv.add(self.ns, _key(kind, value), link):
                 return cid
-            await self.store.kv_delete(self.ns, _ckey(cid))
+            await self.kv.delete(self.ns, _ckey(cid))
         raise RuntimeError(f"could not create a cluster for {kind}")
 
     async def _update(self, cid: str, fn: Callable[[Cluster], Cluster | None]) -> Cluster | None:
@@ -281,7 +282,7 @@ class IdentityGraph:
             new = fn(msgspec.structs.replace(doc))
             if new is None:
                 return doc
-            if await self.store.kv_cas(self.ns, _ckey(cid), raw, _enc.encode(new)):
+            if await self.kv.cas(self.ns, _ckey(cid), raw, _enc.encode(new)):
                 return new
 
     async def _apply_root(self, cid: str, fn: Callable[[Cluster], Cluster | None]) -> Cluster:
@@ -337,7 +338,7 @@ class IdentityGraph:
             if await self._update(winner.id, fn) is None:
                 continue
             gone = msgspec.structs.replace(ldoc, merged_into=winner.id)
-            if await self.store.kv_cas(self.ns, _ckey(loser.id), lraw, _enc.encode(gone)):
+            if await self.kv.cas(self.ns, _ckey(loser.id), lraw, _enc.encode(gone)):
                 return winner.id
         raise RuntimeError("identity merge did not converge")
 
@@ -379,7 +380,8 @@ class IdentityGraph:
             if link is None:
                 root = await self.root(anchor)
                 assert root is not None
-                if await self.store.kv_add(self.ns, _key(kind, value), _enc.encode(Link(c=root.id, at=at, msg=msg))):
+                link = _enc.encode(Link(c=root.id, at=at, msg=msg))
+                if await self.kv.add(self.ns, _key(kind, value), link):
                     await self._add_member(root.id, kind, value)
                     return root.id
                 continue
@@ -388,7 +390,7 @@ class IdentityGraph:
             if mine is None:
                 raise RuntimeError("identity cluster vanished")
             if other is None:
-                await self.store.kv_delete(self.ns, _key(kind, value))
+                await self.kv.delete(self.ns, _key(kind, value))
                 continue
             if other.id == mine.id:
                 await self._add_member(mine.id, kind, value)
@@ -404,7 +406,7 @@ class IdentityGraph:
                            "value": value, "kept_in": other.id, "msg": msg}
                 await self._apply_root(mine.id, lambda c, e=ignored: _note(c, e))
                 return mine.id
-            if not await self.store.kv_cas(self.ns, _key(kind, value), lraw,
+            if not await self.kv.cas(self.ns, _key(kind, value), lraw,
                                            _enc.encode(Link(c=mine.id, at=at, msg=msg))):
                 continue
             notes.append(f"{kind} moved from cluster {other.id}")
@@ -507,9 +509,9 @@ class IdentityGraph:
                     cids.add(cid)
                     doc, _ = await self.doc(cid)
                     cid = doc.merged_into if doc else None
-                await self.store.kv_delete(self.ns, _key(kind, v))
+                await self.kv.delete(self.ns, _key(kind, v))
         for cid in cids:
-            await self.store.kv_delete(self.ns, _ckey(cid))
+            await self.kv.delete(self.ns, _ckey(cid))
         return members
 
 

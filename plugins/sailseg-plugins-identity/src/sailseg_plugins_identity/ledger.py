@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sailseg.store.base import Store
+from sailseg import KV
 from sailseg.tracing import hash_email
 
 __all__ = ["NS", "Change", "ConsentLedger", "Decision", "Entry", "decide"]
@@ -80,8 +80,8 @@ def decide(cur: Entry | None, change: Change, target: str) -> tuple[str, Entry |
 class ConsentLedger:
     """The ledger over one store (atomic through ``kv_cas``)."""
 
-    def __init__(self, store: Store, *, ns: str = NS) -> None:
-        self.store = store
+    def __init__(self, kv: KV, *, ns: str = NS) -> None:
+        self.kv = kv
         self.ns = ns
 
     @staticmethod
@@ -89,26 +89,26 @@ class ConsentLedger:
         return f"{hash_email(email)}:{channel}"
 
     async def get(self, email: str, channel: str) -> Entry | None:
-        raw = await self.store.kv_get(self.ns, self.key(email, channel))
+        raw = await self.kv.get(self.ns, self.key(email, channel))
         return msgspec.json.decode(raw, type=Entry) if raw else None
 
     async def apply(self, email: str, channel: str, change: Change, *, target: str) -> Decision:
         """Decide and, when applied, record ``change`` (compare-and-set, retried)."""
         key = self.key(email, channel)
         while True:
-            raw = await self.store.kv_get(self.ns, key)
+            raw = await self.kv.get(self.ns, key)
             cur = msgspec.json.decode(raw, type=Entry) if raw else None
             outcome, new = decide(cur, change, target)
             if new is None:
                 first = outcome != "applied"
                 return Decision(outcome, cur, first=first)
-            if await self.store.kv_cas(self.ns, key, raw, msgspec.json.encode(new)):
+            if await self.kv.cas(self.ns, key, raw, msgspec.json.encode(new)):
                 return Decision(outcome, new, first=True)
 
     async def forget(self, email: str) -> int:
         """Delete every channel of ``email`` (privacy erasure); return entries removed."""
         prefix = f"{hash_email(email)}:"
         n = 0
-        for key, _ in await self.store.kv_scan(self.ns, prefix):
-            n += bool(await self.store.kv_delete(self.ns, key))
+        for key, _ in await self.kv.scan(self.ns, prefix):
+            n += bool(await self.kv.delete(self.ns, key))
         return n

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from sailseg.store.base import Store
+from sailseg import KV
 
 __all__ = ["forget_person", "index_entry", "person_ns"]
 
@@ -25,13 +25,13 @@ def index_entry(ns: str, key: str) -> str:
     return f"{ns}|{key}"
 
 
-async def forget_person(store: Store, email: str) -> int:
+async def forget_person(kv: KV, email: str) -> int:
     """Delete every kv entry indexed for ``email`` and the index; return entries deleted."""
     pns = person_ns(email)
     n = 0
-    for ref, _ in await store.kv_scan(pns):
+    for ref, _ in await kv.scan(pns):
         ns, sep, key = ref.partition("|")
         if sep and ns and not ns.startswith("person:"):
-            n += bool(await store.kv_delete(ns, key))
-        await store.kv_delete(pns, ref)
+            n += bool(await kv.delete(ns, key))
+        await kv.delete(pns, ref)
     return n

@@ -1,41 +1,42 @@
-"""Privacy erasure: delete a person from Sailthru and purge sailseg's own copy of them.
+"""Privacy erasure: delete a person in the vendor and purge sailseg's own copy of them.
 
 One code path (:class:`Eraser`) serves the ``privacy.delete`` sink (Segment ``delete``
 messages and ``User Deleted`` tracks) and ``sailseg privacy delete``:
 
 1. collect the person's identifiers from the identity graph (every email, userId,
    anonymousId of their cluster, plus the ones given);
-2. ``DELETE /user`` in Sailthru for each email (else by extid = userId), through the Sailthru
-   plugin's client; "user not found" counts as done; a retryable failure stops here (the
-   sink is retried, nothing was purged yet, so no identifier is lost);
-3. purge the store rows whose ordering key is one of the identifiers (queued, parked,
-   delivered and dead-lettered payloads), the graph links and cluster documents, and the
-   consent ledger entries;
+2. ask the **deleter** to delete them in the vendor, once per email (else once per
+   extid = userId); "not found" counts as done; a retryable failure stops here (the sink is
+   retried, nothing was purged yet, so no identifier is lost);
+3. purge the queue rows whose ordering key is one of the identifiers (queued, parked,
+   delivered and dead-lettered payloads, ``ctx.purge_person``), the graph links and cluster
+   documents, and the consent ledger entries;
 4. append one audit record (``privacy.delete``) with the email hashed.
+
+The deleter interface (documented in the README): any configured sink, named by
+``privacy.delete``'s ``deleter`` option (a ``[sinks.NAME]`` table, e.g. of type
+``sailthru.delete``). It is sent one Segment ``delete`` message per identifier, with the
+identifier in ``event.identity`` (``{"email": ...}`` or ``{"extid": ...}``), and returns a
+dict: ``deleted`` (False when the person was not found, which counts as done) and the
+``key`` it used. So this plugin imports no vendor plugin.
 
 Before step 2 it records a deletion tombstone for every identifier (:mod:`.tombstone`), so
 that late or replayed events for the person, already in flight, cannot recreate them; with
 step 3 it also deletes other plugins' personal kv entries through the person index
 (:mod:`.personal`).
 
-The order matters: Sailthru first, purge after, so a failed vendor call can be retried with
-everything still known.
+The order matters: the vendor first, purge after, so a failed vendor call can be retried
+with everything still known.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 import sailseg
-from sailseg.events import new_id
-from sailseg.store.base import Store
-from sailseg_plugins_sailthru.client import SailthruClient, client_for
-from sailseg_plugins_sailthru.config import SECRET_FIELDS, AccountConfig
-from sailseg_plugins_sailthru.errors import SailthruUserNotFound
+from sailseg.events import Event, new_id
 
 from . import audit
 from .graph import OKEY_KINDS, IdentityGraph, normalise
@@ -49,23 +50,27 @@ log = logging.getLogger("sailseg.identity.privacy")
 
 
 class ErasureResult(dict):  # type: ignore[type-arg]
-    """JSON-able summary: ``sailthru`` outcomes per key kind, rows purged, counts (no emails)."""
+    """JSON-able summary (no emails): ``sailthru``, the deleter's outcome per identifier
+    (``"email:deleted"``, ``"extid:not_found"``...; the key is named after the vendor the
+    deleter served first), rows purged, counts."""
 
 
 class Eraser:
     """Erases one person (see the module docstring).
 
-    :param client: the Sailthru client, or None to skip the vendor call (store purge only).
+    :param ctx: the context whose ``kv``, ``audit`` and ``purge_person`` it uses (a
+        runtime's, or :meth:`sailseg.ComponentContext.over_store` in the CLI).
+    :param deleter: the started deleter sink, or None to skip the vendor call (store purge
+        only).
     """
 
-    def __init__(self, store: Store, client: SailthruClient | None, *,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self.client = client
-        self.clock = clock
-        self.graph = IdentityGraph(store)
-        self.ledger = ConsentLedger(store)
-        self.tombstones = Tombstones(store, clock=clock)
+    def __init__(self, ctx: sailseg.ComponentContext, deleter: sailseg.Sink | None) -> None:
+        self.ctx = ctx
+        self.deleter = deleter
+        self.clock = ctx.clock
+        self.graph = IdentityGraph(ctx.kv)
+        self.ledger = ConsentLedger(ctx.kv)
+        self.tombstones = Tombstones(ctx.kv, clock=ctx.clock)
 
     async def collect(self, given: dict[str, str]) -> tuple[dict[str, list[str]], Any]:
         """Every identifier of the person named by ``given`` (kind -> values), and the root."""
@@ -94,12 +99,12 @@ class Eraser:
         deleted_at = self.clock()
         result["tombstones"] = await self.tombstones.record(ids, at=deleted_at, audit_id=audit_id)
         try:
-            result["sailthru"] = await self._sailthru(ids)
+            result["sailthru"] = await self._delete_in_vendor(ids)
         except sailseg.RetryableError:
             raise
         except sailseg.DeliveryError as exc:
-            await audit.append(self.store, action="privacy.delete", subject=subject, actor=actor,
-                               system=system, outcome=f"failed: {type(exc).__name__}",
+            await audit.append(self.ctx.audit, action="privacy.delete", subject=subject,
+                               actor=actor, system=system, outcome=f"failed: {type(exc).__name__}",
                                details={"request": request, "step": "sailthru"}, id=audit_id)
             raise
         okeys = [f"{kind}:{v}" for kind in OKEY_KINDS for v in ids.get(kind, [])]
@@ -107,17 +112,17 @@ class Eraser:
         for kind, value in given.items():
             if kind in OKEY_KINDS and value and f"{kind}:{value}" not in okeys:
                 okeys.append(f"{kind}:{value}")
-        result["purged_rows"] = await self.store.purge_okeys(okeys)
+        result["purged_rows"] = await self.ctx.purge_person(okeys)
         if root is not None:
             await self.graph.forget(root)
         for kind, values in ids.items():
             for v in values:
-                await self.store.kv_delete(self.graph.ns, f"id:{kind}:{v}")
+                await self.ctx.kv.delete(self.graph.ns, f"id:{kind}:{v}")
         result["consent_entries"] = sum([await self.ledger.forget(e) for e in emails])
-        result["personal_entries"] = sum([await forget_person(self.store, e) for e in emails])
+        result["personal_entries"] = sum([await forget_person(self.ctx.kv, e) for e in emails])
         result["audit_id"] = audit_id
         await audit.append(
-            self.store, action="privacy.delete", subject=subject, actor=actor, system=system,
+            self.ctx.audit, action="privacy.delete", subject=subject, actor=actor, system=system,
             outcome="done",
             details={"request": request, "sailthru": result["sailthru"],
                      "purged_rows": result["purged_rows"], "identifiers": result["identifiers"],
@@ -127,31 +132,47 @@ class Eraser:
         )
         return result
 
-    async def _sailthru(self, ids: dict[str, list[str]]) -> list[str]:
-        if self.client is None:
+    async def _delete_in_vendor(self, ids: dict[str, list[str]]) -> list[str]:
+        """One deleter call per email (else per extid); ``["<key>:deleted|not_found"]``."""
+        if self.deleter is None:
             return ["skipped"]
         refs = [(e, "email") for e in ids.get("email", [])]
         if not refs:
             refs = [(u, "extid") for u in (ids.get("extid") or ids.get("userId") or [])]
         out: list[str] = []
         for ident, key in refs:
+            payload = {"type": "delete", "messageId": f"sailseg-erase-{new_id()}"}
+            if key == "extid":
+                payload["userId"] = ident
+            event = Event(id=new_id(), source="privacy.delete", payload=payload,
+                          received_at=self.clock(), identity={key: ident})
             try:
-                await self.client.request("DELETE", "user", {"id": ident, "key": key})
-                out.append(f"{key}:deleted")
-            except SailthruUserNotFound:
-                out.append(f"{key}:not_found")
+                res = await self.deleter.send(event)
+            except sailseg.SkipEvent:
+                out.append(f"{key}:skipped")
+                continue
+            res = res if isinstance(res, dict) else {}
+            used = str(res.get("key") or key)
+            out.append(f"{used}:deleted" if res.get("deleted", True) else f"{used}:not_found")
         return out or ["no-identifier"]
 
 
 class PrivacyDeleteSink(sailseg.Sink):
     """``privacy.delete``: erase the person of a Segment ``delete`` message or a ``User
-    Deleted`` track from Sailthru and from sailseg (no resolver needed in its pipeline)."""
+    Deleted`` track from the vendor (through its ``deleter``) and from sailseg (no resolver
+    needed in its pipeline)."""
 
     name = "privacy.delete"
-    description = "Delete a person from Sailthru and purge sailseg's copy (audit kept, email hashed)"
-    secret_fields: ClassVar[tuple[str, ...]] = SECRET_FIELDS
+    description = "Delete a person in the vendor (via its deleter sink) and purge sailseg's copy"
 
-    class Config(AccountConfig, forbid_unknown_fields=True, kw_only=True):
+    class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        """:param deleter: name of the ``[sinks.NAME]`` table of the sink that deletes the
+            person in the vendor (e.g. ``type = "sailthru.delete"``); ``""`` purges sailseg's
+            store only.
+        :param events: track names that request an erasure (besides ``delete`` messages).
+        """
+
+        deleter: str
         events: list[str] = msgspec.field(default_factory=lambda: ["User Deleted"])
 
     config: Config
@@ -161,10 +182,10 @@ class PrivacyDeleteSink(sailseg.Sink):
         self._eraser: Eraser | None = None
 
     async def start(self) -> None:
-        if self.ctx.store is None:
-            raise sailseg.ConfigError(f"{self.name}: needs the store")
-        client = client_for(self.ctx, self.config, component=self.name)
-        self._eraser = Eraser(self.ctx.store, client, clock=self.ctx.clock)
+        deleter = await self.ctx.sink(self.config.deleter) if self.config.deleter else None
+        if deleter is self:
+            raise sailseg.ConfigError(f"{self.name}: `deleter` names this sink itself")
+        self._eraser = Eraser(self.ctx, deleter)
 
     async def send(self, event: sailseg.Event) -> Any:
         p = event.payload

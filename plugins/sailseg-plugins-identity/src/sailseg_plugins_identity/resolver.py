@@ -18,17 +18,18 @@ Release protocol (why it is safe):
   (:meth:`IdentityGraph.mark_parked`), the same document every link updates, so a park and a
   link never miss each other: the linking event always sees the park flag of every event that
   was (or is about to be) parked.
-- The linking event calls ``store.release_parked`` for each flagged ordering key. Released
+- The linking event calls ``ctx.release_parked`` for each flagged ordering key. Released
   items keep their original (older) ids and ordering keys.
 - For its *own* ordering key, the store already orders the released items before it; the
   event only has to step aside once (``RetryableError``), and the store hands them out first.
 - For *other* ordering keys (``anonymousId:A``), it enqueues a **barrier** item with that
-  key. The store delivers one item per key at a time, oldest first, so the barrier runs only
-  after every released item before it has finished (including an item that was still in
-  flight and got parked after the release: the barrier releases once more and steps aside
-  until nothing more is released). The linking event retries (``retry_after`` seconds) until
-  all its barriers have passed, or ``release_wait`` elapsed (then it goes on: a transform that
-  filters the barrier out must not block a person forever).
+  key (``ctx.enqueue``). The store delivers one item per key at a time, oldest first, so the
+  barrier runs only after every released item before it has finished (including an item
+  that was still in flight and got parked after the release: the barrier releases once more
+  and steps aside until nothing more is released). The linking event retries
+  (``retry_after`` seconds) until all its barriers have passed, or ``release_wait`` elapsed
+  (then it goes on: a transform that filters the barrier out must not block a person
+  forever).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from typing import Any
 import msgspec
 import sailseg
 from sailseg.events import Event, new_id, ordering_key
-from sailseg.store.base import QueueItem
 
 from .graph import OKEY_KINDS, Cluster, IdentityGraph, identifiers, normalise, sink_keys
 from .timeutil import event_time
@@ -127,11 +127,10 @@ class GraphResolver(sailseg.IdentityResolver):
         self._tombstones: Tombstones | None = None
 
     async def start(self) -> None:
-        if self.ctx.store is None:
-            raise sailseg.ConfigError(f"{self.name}: needs the store")
-        self._graph = IdentityGraph(self.ctx.store, ns=self.config.namespace, clock=self.ctx.clock)
+        kv = self.ctx.kv  # raises ConfigError without a store
+        self._graph = IdentityGraph(kv, ns=self.config.namespace, clock=self.ctx.clock)
         if self.config.honour_tombstones:
-            self._tombstones = Tombstones(self.ctx.store, retention=self._retention, clock=self.ctx.clock)
+            self._tombstones = Tombstones(kv, retention=self._retention, clock=self.ctx.clock)
 
     @property
     def graph(self) -> IdentityGraph:
@@ -161,8 +160,7 @@ class GraphResolver(sailseg.IdentityResolver):
         else:
             root = await self.graph.find_any(own)
         keys = sink_keys(root, own)
-        store = self.ctx.store
-        assert store is not None
+        kv = self.ctx.kv
         marker = f"parked:{event.pipeline}:{event.id}"
         if not self._resolvable(keys):
             if self.config.park and event.type not in self.config.never_park:
@@ -170,15 +168,15 @@ class GraphResolver(sailseg.IdentityResolver):
                     root = await park_or_resolve(self.graph, event, list(self.config.require_any))
                 except sailseg.ParkEvent:
                     if linking:  # remembered so that, once released, it does not run barriers
-                        await store.kv_set(_WAIT_NS, marker, b"1")
+                        await kv.set(_WAIT_NS, marker, b"1")
                     raise
                 keys = sink_keys(root, own)
         event.identity = {**event.identity, **keys}
         if linking and root is not None and self._resolvable(keys):
-            was_parked = await store.kv_get(_WAIT_NS, marker) is not None
+            was_parked = await kv.get(_WAIT_NS, marker) is not None
             await self._release(event, root.id, barriers=not was_parked)
             if was_parked:
-                await store.kv_delete(_WAIT_NS, marker)
+                await kv.delete(_WAIT_NS, marker)
         return event
 
     def _resolvable(self, keys: dict[str, str]) -> bool:
@@ -227,10 +225,9 @@ class GraphResolver(sailseg.IdentityResolver):
         """Release the person's parked events; unless they were parked themselves
         (``barriers`` False: only the own ordering key), wait until they were delivered."""
         root = await self.graph.root(cid)
-        store = self.ctx.store
-        assert store is not None
+        kv = self.ctx.kv
         wkey = f"{event.pipeline}:{event.id}"
-        raw = await store.kv_get(_WAIT_NS, wkey)
+        raw = await kv.get(_WAIT_NS, wkey)
         now = self.ctx.clock()
         wait = msgspec.json.decode(raw, type=_Wait) if raw else _Wait(since=now)
         own = ordering_key(event.payload)
@@ -243,7 +240,7 @@ class GraphResolver(sailseg.IdentityResolver):
                 if not barriers and okey != own:
                     continue
                 kind, _, value = okey.partition(":")
-                n = await store.release_parked({kind: value}, now=now)
+                n = await self.ctx.release_parked({kind: value})
                 released += n
                 if okey == own:
                     if n == 0:
@@ -255,14 +252,14 @@ class GraphResolver(sailseg.IdentityResolver):
                     wait.barriers[bid] = okey
                     changed = True
         if released or changed:
-            await store.kv_set(_WAIT_NS, wkey, _enc.encode(wait))
+            await kv.set(_WAIT_NS, wkey, _enc.encode(wait))
             raise sailseg.RetryableError(
                 f"released {released} parked event(s) of this person; they go first",
                 retry_after=self.config.retry_after,
             )
         if raw is None:
             return
-        pending = [b for b in wait.barriers if await store.kv_get(_WAIT_NS, f"done:{b}") is None]
+        pending = [b for b in wait.barriers if await kv.get(_WAIT_NS, f"done:{b}") is None]
         if pending and now - wait.since < self.config.release_wait:
             raise sailseg.RetryableError(
                 f"waiting for {len(pending)} released ordering key(s) to drain",
@@ -272,12 +269,10 @@ class GraphResolver(sailseg.IdentityResolver):
             log.warning("identity.graph: gave up waiting for %d barrier(s) after %.0fs "
                         "(is a transform filtering them?)", len(pending), now - wait.since)
         for b in wait.barriers:
-            await store.kv_delete(_WAIT_NS, f"done:{b}")
-        await store.kv_delete(_WAIT_NS, wkey)
+            await kv.delete(_WAIT_NS, f"done:{b}")
+        await kv.delete(_WAIT_NS, wkey)
 
     async def _enqueue_barrier(self, event: Event, okey: str, bid: str, token: str, now: float) -> None:
-        store = self.ctx.store
-        assert store is not None
         kind, _, value = okey.partition(":")
         payload = {"type": "track", "event": "sailseg identity barrier", kind: value,
                    "messageId": f"sailseg-barrier-{bid}", "properties": {}}
@@ -285,21 +280,19 @@ class GraphResolver(sailseg.IdentityResolver):
             payload["properties"] = {"email": value}
         ev = Event(id=bid, source=self.name, pipeline=event.pipeline, payload=payload,
                    received_at=now, meta={BARRIER: {"id": bid, "okey": okey, "token": token}})
-        item = QueueItem(id=new_id(), event=ev, pipeline=event.pipeline, okey=okey,
-                         dedupe_key=None, first_seen=now, due_at=now)
-        await store.enqueue([item], dedupe_window=0, now=now)
+        # through the runtime's enqueue path: the backlog bound and metrics hold
+        await self.ctx.enqueue(ev, okey=okey)
 
     async def _barrier(self, event: Event) -> None:
         """Runs once every item queued before the barrier under its key has finished."""
         info = event.meta[BARRIER]
-        store = self.ctx.store
-        assert store is not None
+        kv = self.ctx.kv
         okey = str(info["okey"])
         kind, _, value = okey.partition(":")
-        n = await store.release_parked({kind: value}, now=self.ctx.clock())
+        n = await self.ctx.release_parked({kind: value})
         if n:
             raise sailseg.RetryableError(f"released {n} late-parked event(s); they go first",
                                          retry_after=self.config.retry_after)
         await self.graph.clear_parked(okey, str(info.get("token") or "") or None)
-        await store.kv_set(_WAIT_NS, f"done:{info['id']}", b"1")
+        await kv.set(_WAIT_NS, f"done:{info['id']}", b"1")
         raise sailseg.SkipEvent("identity release barrier passed")

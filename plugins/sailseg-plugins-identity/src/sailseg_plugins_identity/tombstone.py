@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import sailseg
 from sailseg.config import parse_duration
-from sailseg.store.base import Store
+from sailseg import KV
 
 from .graph import normalise
 from .timeutil import iso
@@ -57,9 +57,9 @@ def retention_of(value: Any, *, where: str) -> float:
 class Tombstones:
     """Tombstones over one store."""
 
-    def __init__(self, store: Store, *, retention: float = DEFAULT_RETENTION,
+    def __init__(self, kv: KV, *, retention: float = DEFAULT_RETENTION,
                  clock: Callable[[], float] = time.time, ns: str = NS) -> None:
-        self.store = store
+        self.kv = kv
         self.retention = retention
         self.clock = clock
         self.ns = ns
@@ -74,10 +74,10 @@ class Tombstones:
                 if key is None:
                     continue
                 while True:  # keep the latest deletion time (compare-and-set, retried)
-                    raw = await self.store.kv_get(self.ns, key)
+                    raw = await self.kv.get(self.ns, key)
                     if raw is not None and msgspec.json.decode(raw, type=Tombstone).at > at:
                         break
-                    if await self.store.kv_cas(self.ns, key, raw, value):
+                    if await self.kv.cas(self.ns, key, raw, value):
                         break
                 n += 1
         return n
@@ -90,13 +90,13 @@ class Tombstones:
             key = tombstone_key(kind, value)
             if key is None:
                 continue
-            raw = await self.store.kv_get(self.ns, key)
+            raw = await self.kv.get(self.ns, key)
             if raw is None:
                 continue
             stone = msgspec.json.decode(raw, type=Tombstone)
             if now - stone.at > self.retention:
-                if await self.store.kv_get(self.ns, key) == raw:  # expired: tidy up
-                    await self.store.kv_delete(self.ns, key)
+                if await self.kv.get(self.ns, key) == raw:  # expired: tidy up
+                    await self.kv.delete(self.ns, key)
                 continue
             if at <= stone.at:
                 return stone

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, ClassVar
 
 import sailseg
@@ -40,8 +39,7 @@ class SailthruSink(sailseg.Sink):
     @property
     def account_id(self) -> str:
         """A stable, secret-free id of the account (for store keys)."""
-        acc = self.client._account
-        return hashlib.sha256(f"{acc.api_url}|{acc.api_key}".encode()).hexdigest()[:16]
+        return self.client.account_id
 
     def build(self, event: sailseg.Event) -> Request:
         raise NotImplementedError

@@ -19,7 +19,10 @@ __all__ = ["DeleteSink"]
 
 class DeleteSink(SailthruSink):
     """DELETE /user ``{id, key}`` (email, else userId as extid). "User not found" means the
-    profile is already gone: reported as done (``not_found: true``), never retried."""
+    profile is already gone: reported as done (``not_found: true``), never retried.
+
+    Also the identity plugin's erasure *deleter* (its ``privacy.delete`` names a
+    ``[sinks.NAME]`` of this type): the result says ``deleted`` and the ``key`` used."""
 
     name = "sailthru.delete"
     description = "Delete Sailthru profiles (privacy erasure)"
@@ -43,5 +46,6 @@ class DeleteSink(SailthruSink):
         try:
             await self.client.request(method, endpoint, payload)
         except SailthruUserNotFound:
-            return {"endpoint": "DELETE /user", "ok": True, "deleted": False, "not_found": True}
-        return {"endpoint": "DELETE /user", "ok": True, "deleted": True}
+            return {"endpoint": "DELETE /user", "ok": True, "deleted": False, "not_found": True,
+                    "key": payload["key"]}
+        return {"endpoint": "DELETE /user", "ok": True, "deleted": True, "key": payload["key"]}

@@ -7,7 +7,7 @@ the *whole* current cart (Sailthru replaces the stored cart on every post), with
 reminder template/time.
 
 Exactly-once orders (issue 15): an order id is *claimed* in the store before it is posted,
-with an atomic insert-if-absent (``kv_add``; a unique key, so it holds across nodes on
+with an atomic insert-if-absent (``ctx.kv.add``; a unique key, so it holds across nodes on
 PostgreSQL). The ledger entry (namespace ``sailthru.purchase_ledger``) is one of:
 
 - ``pending`` with the claiming event's id and time: that event, and only it, may post;
@@ -88,15 +88,15 @@ def _definitely_not_found(exc: BaseException) -> bool:
     return "purchase not found" in (exc.errormsg or "").lower()
 
 
-async def _index(store: Any, email: str | None, ns: str, key: str) -> None:
+async def _index(store: sailseg.KV, email: str | None, ns: str, key: str) -> None:
     """Index a personal kv entry for the privacy erase (written *before* the entry)."""
     if email:
-        await store.kv_set(person_ns(email), f"{ns}|{key}", b"1")
+        await store.set(person_ns(email), f"{ns}|{key}", b"1")
 
 
-async def _unindex(store: Any, email: str | None, ns: str, key: str) -> None:
+async def _unindex(store: sailseg.KV, email: str | None, ns: str, key: str) -> None:
     if email:
-        await store.kv_delete(person_ns(email), f"{ns}|{key}")
+        await store.delete(person_ns(email), f"{ns}|{key}")
 
 
 class PurchaseSink(SailthruSink):
@@ -127,9 +127,9 @@ class PurchaseSink(SailthruSink):
 
     async def start(self) -> None:
         await super().start()
-        if self.ctx.store is None and (self.config.ledger or self._cart_events):
+        if not self.ctx.has_store and (self.config.ledger or self._cart_events):
             raise sailseg.ConfigError(
-                f"{self.name}: needs a store for its order ledger and carts (ctx.store is None); "
+                f"{self.name}: needs a store for its order ledger and carts (ctx.kv is unset); "
                 "set `ledger = false` and `cart_events = []` to run without one"
             )
 
@@ -187,7 +187,7 @@ class PurchaseSink(SailthruSink):
             return await self._send_cart(event)
         method, endpoint, req = self.request_for(event)
         key = (req.get("purchase_keys") or {}).get("extid")
-        store = self.ctx.store
+        store = self.ctx.kv if self.ctx.has_store else None
         if not (self.config.ledger and store is not None and key):
             body = await self.client.request(method, endpoint, req)
             return {"endpoint": "POST /purchase", "ok": True, "purchase_id": _pid(body)}
@@ -204,16 +204,16 @@ class PurchaseSink(SailthruSink):
             await self._set_if(store, lkey, event.id, {"state": "released", "event": event.id})
             raise
         pid = _pid(body)
-        await store.kv_set(LEDGER_NS, lkey, msgspec.json.encode(
+        await store.set(LEDGER_NS, lkey, msgspec.json.encode(
             {"state": "done", "event": event.id, "purchase_id": pid}))
         if email:
             ckey = self._cart_key(str(email))
-            await store.kv_delete(CART_NS, ckey)
-            await store.kv_delete(CART_NS, self._legacy_cart_key(str(email)))
+            await store.delete(CART_NS, ckey)
+            await store.delete(CART_NS, self._legacy_cart_key(str(email)))
             await _unindex(store, email, CART_NS, ckey)
         return {"endpoint": "POST /purchase", "ok": True, "purchase_id": pid}
 
-    async def _claim(self, store: Any, lkey: str, key: str, event: sailseg.Event) -> None:
+    async def _claim(self, store: sailseg.KV, lkey: str, key: str, event: sailseg.Event) -> None:
         """Return once ``event`` holds the claim on the order and may post it.
 
         :raises SkipEvent: the order is already in Sailthru.
@@ -223,9 +223,9 @@ class PurchaseSink(SailthruSink):
         now = self.ctx.clock()
         mine = msgspec.json.encode({"state": "pending", "event": event.id, "at": now})
         for _ in range(3):  # lost compare-and-set races: look again
-            if await store.kv_add(LEDGER_NS, lkey, mine):
+            if await store.add(LEDGER_NS, lkey, mine):
                 return
-            raw = await store.kv_get(LEDGER_NS, lkey)
+            raw = await store.get(LEDGER_NS, lkey)
             if raw is None:
                 continue
             entry = msgspec.json.decode(raw)
@@ -242,19 +242,19 @@ class PurchaseSink(SailthruSink):
                 # our own earlier attempt, or an abandoned claim: it may have landed
                 existing = await self._lookup(key)
                 if existing is not None:
-                    await store.kv_set(LEDGER_NS, lkey, msgspec.json.encode(
+                    await store.set(LEDGER_NS, lkey, msgspec.json.encode(
                         {"state": "done", "event": event.id, "purchase_id": existing}))
                     raise sailseg.SkipEvent(f"order {key!r} is already in Sailthru")
-            if await store.kv_cas(LEDGER_NS, lkey, raw, mine):
+            if await store.cas(LEDGER_NS, lkey, raw, mine):
                 return
         raise SailthruOrderBusy(f"order {key!r}: the claim kept changing; retrying",
                                 retry_after=self.config.busy_retry)
 
-    async def _set_if(self, store: Any, lkey: str, owner: str, value: dict[str, Any]) -> None:
+    async def _set_if(self, store: sailseg.KV, lkey: str, owner: str, value: dict[str, Any]) -> None:
         """Replace the ledger entry with ``value`` if ``owner`` still holds the claim."""
-        raw = await store.kv_get(LEDGER_NS, lkey)
+        raw = await store.get(LEDGER_NS, lkey)
         if raw is not None and msgspec.json.decode(raw).get("event") == owner:
-            await store.kv_cas(LEDGER_NS, lkey, raw, msgspec.json.encode(value))
+            await store.cas(LEDGER_NS, lkey, raw, msgspec.json.encode(value))
 
     async def _lookup(self, key: str) -> str | None:
         """The Sailthru purchase id of order ``key``, or None when Sailthru definitely does
@@ -285,12 +285,12 @@ class PurchaseSink(SailthruSink):
         return f"{self.account_id}:{email.strip().lower()}"
 
     async def _load_cart(self, email: str) -> list[dict[str, Any]]:
-        store = self.ctx.store
+        store = self.ctx.kv if self.ctx.has_store else None
         if store is None:
             return []
-        raw = await store.kv_get(CART_NS, self._cart_key(email))
+        raw = await store.get(CART_NS, self._cart_key(email))
         if raw is None:
-            raw = await store.kv_get(CART_NS, self._legacy_cart_key(email))
+            raw = await store.get(CART_NS, self._legacy_cart_key(email))
         return msgspec.json.decode(raw) if raw else []
 
     async def cart_request(self, event: sailseg.Event, cart: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -323,7 +323,7 @@ class PurchaseSink(SailthruSink):
         return apply_overrides(req, event.meta.get("sailthru")), cart
 
     async def _send_cart(self, event: sailseg.Event) -> Any:
-        store = self.ctx.store
+        store = self.ctx.kv if self.ctx.has_store else None
         email = self._email(event)
         ckey = self._cart_key(email)
         cart = await self._load_cart(email)
@@ -331,8 +331,8 @@ class PurchaseSink(SailthruSink):
         await self.client.request("POST", "purchase", req)
         if store is not None:
             await _index(store, email, CART_NS, ckey)
-            await store.kv_set(CART_NS, ckey, msgspec.json.encode(cart))
-            await store.kv_delete(CART_NS, self._legacy_cart_key(email))
+            await store.set(CART_NS, ckey, msgspec.json.encode(cart))
+            await store.delete(CART_NS, self._legacy_cart_key(email))
         return {"endpoint": "POST /purchase", "ok": True, "incomplete": True, "items": len(cart)}
 
     async def preview(self, event: sailseg.Event) -> Any:
