@@ -5,7 +5,9 @@ Flow per process::
     claimer ──claim(batch)──> process(item) ×N ──> completer ──finish(outcomes)──> store
                                    │
                                    └─ transforms → resolver → SinkRunner per sink (bounded
-                                      concurrency; batching sinks fill batches across items)
+                                      concurrency; batching sinks fill batches across items),
+                                      run by :mod:`sailseg.stages` (one exception policy,
+                                      tracing as an observer)
 
 Ordering: the store hands out only the oldest unfinished item of each ordering key, and the
 next one becomes claimable only after ``finish`` removed (or rescheduled) that item, so the
@@ -24,17 +26,31 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from .components import IdentityResolver, Sink, Transform
-from .errors import FatalError, ParkEvent, RetryableError, SkipEvent
+from .errors import ParkEvent, RetryableError
 from .events import Event
+from .stages import (
+    FAILED,
+    FILTERED,
+    NO_OBSERVER,
+    PARKED,
+    RETRY,
+    SKIPPED,
+    PipelineRuntime,
+    SinkRunner,
+    StageObserver,
+    TracingObserver,
+    call_sinks,
+    classify,
+    describe_error,
+    run_stages,
+)
 from .store.base import DeadLetterRecord, Outcome, QueueItem
 from .tracing import enabled as tracing_enabled
 from .tracing import event_attributes, extract
@@ -60,11 +76,6 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     return delay
 
 
-def describe_error(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, (RetryableError, FatalError, SkipEvent)) else f"{type(exc).__name__}: {text}"
-
-
 _ENC = msgspec.json.Encoder()
 _DEC = msgspec.json.Decoder(Event)
 
@@ -83,95 +94,6 @@ def _unrecordable(o: Outcome, exc: BaseException) -> Outcome:
         dead = [DeadLetterRecord(sink="-", error=error, error_type="Unrecordable")]
     return Outcome(item=o.item, status="done", delivered=[s for s in o.delivered if isinstance(s, str)],
                    dead=dead, counts={k: v for k, v in o.counts.items() if isinstance(v, int)})
-
-
-class _Future:
-    __slots__ = ("_event", "value")
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-        self.value: Any = None
-
-    def set(self, value: Any) -> None:
-        self.value = value
-        self._event.set()
-
-    async def wait(self) -> Any:
-        await self._event.wait()
-        return self.value
-
-
-class SinkRunner:
-    """Calls one sink instance with bounded concurrency; batches for ``max_batch > 1`` sinks.
-
-    Returns each event's result or the exception raised for it (never raises).
-    """
-
-    def __init__(self, sink: Sink, instance: str, concurrency: int, plugin: str) -> None:
-        self.sink = sink
-        self.instance = instance
-        self.plugin = plugin
-        self.limiter = anyio.CapacityLimiter(concurrency)
-        self.max_batch = max(1, int(getattr(sink, "max_batch", 1)))
-        self.linger = float(getattr(sink, "batch_linger", 0.0))
-        self._pending: list[tuple[Event, _Future]] = []
-        self._flush_scheduled = False
-        self._tg: TaskGroup | None = None
-
-    def bind(self, tg: TaskGroup) -> None:
-        self._tg = tg
-
-    async def submit(self, event: Event) -> Any:
-        if self.max_batch <= 1 or self._tg is None:
-            async with self.limiter:
-                try:
-                    return await self.sink.send(event)
-                except Exception as exc:  # noqa: BLE001 - classified by the caller
-                    return exc
-        fut = _Future()
-        self._pending.append((event, fut))
-        if len(self._pending) >= self.max_batch:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            self._tg.start_soon(self._flush, batch)
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._tg.start_soon(self._linger_flush)
-        return await fut.wait()
-
-    async def _linger_flush(self) -> None:
-        try:
-            if self.linger > 0:
-                await anyio.sleep(self.linger)
-        finally:
-            self._flush_scheduled = False
-        while self._pending:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            await self._flush(batch)
-
-    async def _flush(self, batch: list[tuple[Event, _Future]]) -> None:
-        events = [e for e, _ in batch]
-        async with self.limiter:
-            try:
-                results = await self.sink.send_batch(events)
-                if len(results) != len(events):
-                    raise FatalError(
-                        f"sink {self.instance} returned {len(results)} results for {len(events)} events"
-                    )
-            except Exception as exc:  # noqa: BLE001
-                results = [exc] * len(events)
-        for (_, fut), res in zip(batch, results):
-            fut.set(res)
-
-
-@dataclass
-class PipelineRuntime:
-    """A pipeline's started components, in order."""
-
-    name: str
-    transforms: list[tuple[str, Transform]]
-    resolver: tuple[str, IdentityResolver] | None
-    sinks: dict[str, SinkRunner]
-    sink_types: dict[str, str] = field(default_factory=dict)
 
 
 class Delivery:
@@ -194,6 +116,7 @@ class Delivery:
         self.owner = owner
         self.clock = clock
         self.tracer = trace.get_tracer("sailseg")
+        self._observer = TracingObserver(self.tracer)
         self.inflight: dict[str, QueueItem] = {}
         self._done: list[Outcome] = []
         self._wake = anyio.Event()
@@ -386,7 +309,7 @@ class Delivery:
         event.attempt = item.attempt
         event.pipeline = item.pipeline
         if not tracing_enabled():  # no SDK: skip the no-op spans (see tracing.enabled)
-            return await self._run(item, pipeline, event, now, traced=False)
+            return await self._run(item, pipeline, event, now, NO_OBSERVER)
         parent = extract(event.trace)
         attrs = event_attributes(event.payload, item.pipeline, item.attempt)
         with self.tracer.start_as_current_span("deliver", context=parent, attributes=attrs) as span:
@@ -395,110 +318,74 @@ class Delivery:
                 self.tracer.start_span(
                     "queue.wait", start_time=int(wait_start * 1e9), attributes=attrs
                 ).end()
-            outcome = await self._run(item, pipeline, event, now)
+            outcome = await self._run(item, pipeline, event, now, self._observer)
             span.set_attribute("sailseg.outcome", outcome.status if not outcome.dead else "dead")
             if outcome.dead:
                 span.set_status(Status(StatusCode.ERROR, outcome.dead[0].error_type))
             return outcome
 
     async def _run(
-        self, item: QueueItem, pipeline: PipelineRuntime, event: Event, now: float, traced: bool = True
+        self, item: QueueItem, pipeline: PipelineRuntime, event: Event, now: float,
+        observer: StageObserver,
     ) -> Outcome:
         counts: dict[str, int] = {}
         targets = item.sinks or list(pipeline.sinks)
-        try:
-            for name, transform in pipeline.transforms:
-                if traced:
-                    with self.tracer.start_as_current_span(
-                        f"transform {name}", attributes={"sailseg.component": transform.name}
-                    ):
-                        result = await transform.process(event)
-                else:
-                    result = await transform.process(event)
-                if result is None:
-                    counts["-:filtered"] = 1
-                    return Outcome(item=item, status="done", counts=counts)
-                event = result
-            if pipeline.resolver is not None:
-                rname, resolver = pipeline.resolver
-                if traced:
-                    with self.tracer.start_as_current_span(
-                        f"identity {rname}", attributes={"sailseg.component": resolver.name}
-                    ):
-                        event = await resolver.resolve(event)
-                else:
-                    event = await resolver.resolve(event)
-        except ParkEvent as exc:
-            counts["-:parked"] = 1
-            return Outcome(
-                item=item, status="parked", park_keys=exc.keys or {}, error=str(exc),
-                park_expires_at=now + self.cfg.park_ttl, counts=counts,
-            )
-        except SkipEvent:
-            counts["-:skipped"] = 1
-            return Outcome(item=item, status="done", counts=counts)
-        except RetryableError as exc:
-            return self._retry_or_dead(item, [], targets, exc, now, [], counts)
-        except Exception as exc:  # noqa: BLE001 - FatalError or a bug: dead letter at once
-            counts["-:failed"] = 1
+        staged = await run_stages(pipeline, event, observer)
+        stop = staged.stop
+        if stop is not None:
+            exc = staged.error
+            if stop == FILTERED:
+                counts["-:filtered"] = 1
+                return Outcome(item=item, status="done", counts=counts)
+            if stop == PARKED:
+                assert isinstance(exc, ParkEvent)
+                counts["-:parked"] = 1
+                return Outcome(
+                    item=item, status="parked", park_keys=exc.keys or {}, error=str(exc),
+                    park_expires_at=now + self.cfg.park_ttl, counts=counts,
+                )
+            if stop == SKIPPED:
+                counts["-:skipped"] = 1
+                return Outcome(item=item, status="done", counts=counts)
+            assert exc is not None
+            if stop == RETRY:
+                return self._retry_or_dead(item, [], targets, exc, now, [], counts)
+            counts["-:failed"] = 1  # FatalError or a bug: dead letter at once
             return Outcome(
                 item=item, status="done", counts=counts,
                 dead=[DeadLetterRecord(sink="-", error=describe_error(exc), error_type=type(exc).__name__,
                                        response=getattr(exc, "response", None))],
             )
-
-        async def call(sink_name: str, out: dict[str, Any]) -> None:
-            runner = pipeline.sinks[sink_name]
-            if not traced:
-                out[sink_name] = await runner.submit(event)
-                return
-            with self.tracer.start_as_current_span(
-                f"sink {sink_name}",
-                attributes={"sailseg.sink": runner.sink.name, "sailseg.plugin": runner.plugin},
-            ) as s:
-                res = await runner.submit(event)
-                if isinstance(res, BaseException):
-                    kind = type(res).__name__
-                    s.set_attribute("sailseg.outcome", kind)
-                    if not isinstance(res, (SkipEvent, RetryableError)):
-                        s.set_status(Status(StatusCode.ERROR, kind))
-                else:
-                    s.set_attribute("sailseg.outcome", "delivered")
-            out[sink_name] = res
-
-        results: dict[str, Any] = {}
+        event = staged.event
         # for the journal: what the sinks were given, and below what each returned
         notes: dict[str, Any] = {"-": {"sent": {"payload": event.payload, "meta": event.meta}}}
         unknown = [s for s in targets if s not in pipeline.sinks]
         targets = [s for s in targets if s in pipeline.sinks]
-        if len(targets) == 1:
-            await call(targets[0], results)
-        else:
-            async with anyio.create_task_group() as tg:
-                for s in targets:
-                    tg.start_soon(call, s, results)
+        results = await call_sinks(pipeline, targets, event, SinkRunner.submit, observer)
         delivered: list[str] = []
         retry: list[str] = []
         dead: list[DeadLetterRecord] = []
-        last_retry: RetryableError | None = None
+        last_retry: BaseException | None = None
         for s in unknown:
             dead.append(DeadLetterRecord(sink=s, error=f"sink {s!r} is no longer in pipeline {item.pipeline!r}",
                                          error_type="ConfigError"))
         for s in targets:
             res = results.get(s)
-            if isinstance(res, SkipEvent):
-                counts[f"{s}:skipped"] = 1
-            elif isinstance(res, RetryableError):
-                retry.append(s)
-                last_retry = res
-            elif isinstance(res, BaseException):
-                counts[f"{s}:failed"] = 1
-                dead.append(DeadLetterRecord(sink=s, error=describe_error(res), error_type=type(res).__name__,
-                                             response=getattr(res, "response", None)))
-            else:
+            kind = classify(res)
+            if kind is None:
                 delivered.append(s)
                 counts[f"{s}:delivered"] = 1
                 notes[s] = {"response": res}
+            elif kind == SKIPPED:
+                counts[f"{s}:skipped"] = 1
+            elif kind == RETRY:
+                retry.append(s)
+                last_retry = res
+            else:  # FAILED (a ParkEvent from a sink too: sinks cannot park)
+                assert kind in (FAILED, PARKED) and isinstance(res, BaseException)
+                counts[f"{s}:failed"] = 1
+                dead.append(DeadLetterRecord(sink=s, error=describe_error(res), error_type=type(res).__name__,
+                                             response=getattr(res, "response", None)))
         if retry:
             assert last_retry is not None
             outcome = self._retry_or_dead(item, delivered, retry, last_retry, now, dead, counts)

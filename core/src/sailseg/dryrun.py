@@ -1,7 +1,8 @@
 """Dry runs: push an event through a pipeline's stages without delivering it.
 
-Used by ``sailseg run --event`` and ``sailseg replay --dry-run``: each stage's output is
-recorded, and each sink's :meth:`~sailseg.components.Sink.preview` shows what it would send.
+Used by ``sailseg run --event`` and ``sailseg replay --dry-run``: the same stage runner as
+delivery (:mod:`sailseg.stages`, same exception policy) with an observer that records each
+stage's output, and each sink's :meth:`~sailseg.components.Sink.preview` instead of ``send``.
 The outcome is "would deliver" only when no sink's preview failed and no sink's
 :meth:`~sailseg.components.Sink.check` found a value the destination would refuse.
 """
@@ -12,8 +13,9 @@ import copy
 import time
 from typing import TYPE_CHECKING, Any
 
-from .errors import DeliveryError, ParkEvent, SkipEvent
+from .errors import SkipEvent
 from .events import Event, new_id
+from .stages import FILTERED, PARKED, SKIPPED, SinkRunner, StageObserver, call_sinks, run_stages
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -21,45 +23,65 @@ if TYPE_CHECKING:
 __all__ = ["trace_event"]
 
 
+class _Recorder(StageObserver):
+    """Records what each transform and the resolver made of the event."""
+
+    __slots__ = ("stages",)
+
+    def __init__(self) -> None:
+        self.stages: list[dict[str, Any]] = []
+
+    def output(self, kind: str, name: str, event: Event | None) -> None:
+        if event is None:
+            self.stages.append({"stage": f"transform {name}", "output": None})
+        elif kind == "transform":
+            self.stages.append({"stage": f"transform {name}", "output": copy.deepcopy(event.payload),
+                                "meta": copy.deepcopy(event.meta)})
+        else:
+            self.stages.append({"stage": f"{kind} {name}", "identity": dict(event.identity)})
+
+
+async def _preview(runner: SinkRunner, event: Event) -> Any:
+    try:
+        return await runner.sink.preview(event)
+    except Exception as exc:  # noqa: BLE001 - reported per sink, like a send's failure
+        return exc
+
+
 async def trace_event(rt: Runtime, pipeline: str, payload: dict[str, Any], *, event: Event | None = None) -> dict[str, Any]:
     """Run ``payload`` (or ``event``) through ``pipeline``'s stages; return a report dict."""
     p = rt.pipelines[pipeline]
     ev = event or Event(id=new_id(), source="dry-run", pipeline=pipeline,
                         payload=copy.deepcopy(payload), received_at=time.time())
-    report: dict[str, Any] = {"pipeline": pipeline, "messageId": ev.message_id, "stages": []}
-    try:
-        for name, t in p.transforms:
-            res = await t.process(ev)
-            if res is None:
-                report["stages"].append({"stage": f"transform {name}", "output": None})
-                report["outcome"] = f"filtered by {name}"
-                return report
-            ev = res
-            report["stages"].append({"stage": f"transform {name}", "output": copy.deepcopy(ev.payload),
-                                     "meta": copy.deepcopy(ev.meta)})
-        if p.resolver is not None:
-            rname, r = p.resolver
-            ev = await r.resolve(ev)
-            report["stages"].append({"stage": f"identity {rname}", "identity": dict(ev.identity)})
-    except ParkEvent as exc:
+    recorder = _Recorder()
+    report: dict[str, Any] = {"pipeline": pipeline, "messageId": ev.message_id, "stages": recorder.stages}
+    staged = await run_stages(p, ev, recorder)
+    exc = staged.error
+    if staged.stop == FILTERED:
+        report["outcome"] = f"filtered by {staged.where}"
+        return report
+    if staged.stop == PARKED:
         report["outcome"] = f"parked: {exc}"
         return report
-    except SkipEvent as exc:
+    if staged.stop == SKIPPED:
         report["outcome"] = f"skipped: {exc}"
         return report
-    except DeliveryError as exc:
+    if exc is not None:  # retry or failed
         report["outcome"] = f"{type(exc).__name__}: {exc}"
         return report
-    report["sinks"] = {}
-    for sname, runner in p.sinks.items():
-        try:
-            report["sinks"][sname] = await runner.sink.preview(ev)
-        except SkipEvent as exc:
-            report["sinks"][sname] = {"skipped": str(exc)}
-        except DeliveryError as exc:
-            report["sinks"][sname] = {"error": f"{type(exc).__name__}: {exc}"}
-    report["outcome"] = _outcome(p.sinks, ev, report["sinks"])
+    results = await call_sinks(p, list(p.sinks), staged.event, _preview)
+    report["sinks"] = {name: _shown(results[name]) for name in p.sinks}
+    report["outcome"] = _outcome(p.sinks, staged.event, report["sinks"])
     return report
+
+
+def _shown(res: Any) -> Any:
+    """A sink's preview, or what its preview raised (``skipped`` / ``error``)."""
+    if isinstance(res, SkipEvent):
+        return {"skipped": str(res)}
+    if isinstance(res, BaseException):
+        return {"error": f"{type(res).__name__}: {res}"}
+    return res
 
 
 def _outcome(sinks: dict[str, Any], ev: Event, previews: dict[str, Any]) -> str:

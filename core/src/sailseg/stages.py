@@ -1,0 +1,282 @@
+"""One stage runner for a pipeline: transforms -> identity resolver -> sinks.
+
+Used by the delivery engine (:mod:`sailseg.delivery`), ``sailseg run --event`` and
+``sailseg replay --dry-run`` (:mod:`sailseg.dryrun`), so the three run the same stages with
+ONE exception policy (:func:`classify`):
+
+=====================================  =========  ======================================
+raised (by a stage, or a sink result)   kind       what delivery does
+=====================================  =========  ======================================
+transform returned None                 filtered   done, counted ``-:filtered``
+:class:`ParkEvent` (not from a sink)    parked     parked until released
+:class:`SkipEvent`                      skipped    done, counted ``<stage>:skipped``
+:class:`RetryableError`,                retry      retried with backoff (``retry_after``)
+:class:`Backpressure`
+anything else (:class:`FatalError`,     failed     dead letter at once
+a bug)
+=====================================  =========  ======================================
+
+Tracing is an observer (:class:`StageObserver`): the runner calls ``observer.span(...)``
+around every stage and ``observer.output``/``observer.sink_result`` after it. The no-op
+observer (:data:`NO_OBSERVER`) returns one shared null context and allocates nothing, so the
+hot path costs the same whether tracing is compiled in or not; :class:`TracingObserver`
+opens the OpenTelemetry spans; the dry run's observer records each stage's output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from opentelemetry.trace import Status, StatusCode
+
+from .components import Component, IdentityResolver, Sink, Transform
+from .errors import Backpressure, FatalError, ParkEvent, RetryableError, SkipEvent
+from .events import Event
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+    from opentelemetry.trace import Tracer
+
+__all__ = [
+    "FAILED", "FILTERED", "NO_OBSERVER", "PARKED", "RETRY", "SKIPPED",
+    "PipelineRuntime", "SinkRunner", "StageObserver", "StagesResult", "TracingObserver",
+    "call_sinks", "classify", "describe_error", "run_stages",
+]
+
+FILTERED = "filtered"
+PARKED = "parked"
+SKIPPED = "skipped"
+RETRY = "retry"
+FAILED = "failed"
+
+
+def classify(result: Any) -> str | None:
+    """The policy: None for a success (any non-exception), else the kind of stop."""
+    if not isinstance(result, BaseException):
+        return None
+    if isinstance(result, ParkEvent):
+        return PARKED
+    if isinstance(result, SkipEvent):
+        return SKIPPED
+    if isinstance(result, (RetryableError, Backpressure)):
+        return RETRY
+    return FAILED
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error's text for dead letters and reports (our errors bare, others with the type)."""
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, (RetryableError, FatalError, SkipEvent)) else f"{type(exc).__name__}: {text}"
+
+
+class _Future:
+    __slots__ = ("_event", "value")
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.value: Any = None
+
+    def set(self, value: Any) -> None:
+        self.value = value
+        self._event.set()
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        return self.value
+
+
+class SinkRunner:
+    """Calls one sink instance with bounded concurrency; batches for ``max_batch > 1`` sinks.
+
+    Returns each event's result or the exception raised for it (never raises).
+    """
+
+    def __init__(self, sink: Sink, instance: str, concurrency: int, plugin: str) -> None:
+        self.sink = sink
+        self.instance = instance
+        self.plugin = plugin
+        self.limiter = anyio.CapacityLimiter(concurrency)
+        self.max_batch = max(1, int(getattr(sink, "max_batch", 1)))
+        self.linger = float(getattr(sink, "batch_linger", 0.0))
+        self._pending: list[tuple[Event, _Future]] = []
+        self._flush_scheduled = False
+        self._tg: TaskGroup | None = None
+
+    def bind(self, tg: TaskGroup) -> None:
+        self._tg = tg
+
+    async def submit(self, event: Event) -> Any:
+        if self.max_batch <= 1 or self._tg is None:
+            async with self.limiter:
+                try:
+                    return await self.sink.send(event)
+                except Exception as exc:  # noqa: BLE001 - classified by the caller
+                    return exc
+        fut = _Future()
+        self._pending.append((event, fut))
+        if len(self._pending) >= self.max_batch:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            self._tg.start_soon(self._flush, batch)
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._tg.start_soon(self._linger_flush)
+        return await fut.wait()
+
+    async def _linger_flush(self) -> None:
+        try:
+            if self.linger > 0:
+                await anyio.sleep(self.linger)
+        finally:
+            self._flush_scheduled = False
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[Event, _Future]]) -> None:
+        events = [e for e, _ in batch]
+        async with self.limiter:
+            try:
+                results = await self.sink.send_batch(events)
+                if len(results) != len(events):
+                    raise FatalError(
+                        f"sink {self.instance} returned {len(results)} results for {len(events)} events"
+                    )
+            except Exception as exc:  # noqa: BLE001
+                results = [exc] * len(events)
+        for (_, fut), res in zip(batch, results, strict=True):
+            fut.set(res)
+
+
+
+@dataclass
+class PipelineRuntime:
+    """A pipeline's started components, in order."""
+
+    name: str
+    transforms: list[tuple[str, Transform]]
+    resolver: tuple[str, IdentityResolver] | None
+    sinks: dict[str, SinkRunner]
+    sink_types: dict[str, str] = field(default_factory=dict)
+
+
+
+_NULL = contextlib.nullcontext()
+
+
+class StageObserver:
+    """Watches the stages of one item. This base class is the no-op observer: it allocates
+    nothing (one shared null context), so delivery without tracing pays two calls a stage.
+
+    Subclass and override what you need (see :class:`TracingObserver`, the dry run's).
+    """
+
+    __slots__ = ()
+
+    def span(self, kind: str, name: str, component: Component, plugin: str = "") -> Any:
+        """A context manager around one stage (``kind``: transform, identity or sink); its
+        ``__enter__`` value is passed to :meth:`sink_result`."""
+        return _NULL
+
+    def output(self, kind: str, name: str, event: Event | None) -> None:
+        """After a transform (None: it filtered the event) or the resolver succeeded."""
+
+    def sink_result(self, handle: Any, result: Any) -> None:
+        """After a sink call: ``result`` is its summary or the exception for the event."""
+
+
+#: the shared no-op observer
+NO_OBSERVER = StageObserver()
+
+
+class TracingObserver(StageObserver):
+    """One OpenTelemetry span per stage (``transform NAME``, ``identity NAME``,
+    ``sink NAME``), children of the current (``deliver``) span."""
+
+    __slots__ = ("tracer",)
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+
+    def span(self, kind: str, name: str, component: Component, plugin: str = "") -> Any:
+        if kind == "sink":
+            attrs = {"sailseg.sink": component.name, "sailseg.plugin": plugin}
+        else:
+            attrs = {"sailseg.component": component.name}
+        return self.tracer.start_as_current_span(f"{kind} {name}", attributes=attrs)
+
+    def sink_result(self, handle: Any, result: Any) -> None:
+        if isinstance(result, BaseException):
+            kind = type(result).__name__
+            handle.set_attribute("sailseg.outcome", kind)
+            if classify(result) not in (SKIPPED, RETRY):
+                handle.set_status(Status(StatusCode.ERROR, kind))
+        else:
+            handle.set_attribute("sailseg.outcome", "delivered")
+
+
+@dataclass(slots=True)
+class StagesResult:
+    """What the stages before the sinks decided: ``stop`` is None to go on to the sinks with
+    ``event``, else the kind (:func:`classify`, or ``filtered``), the stage's instance name
+    (``where``) and the exception (``error``, None when filtered)."""
+
+    event: Event
+    stop: str | None = None
+    where: str = ""
+    error: BaseException | None = None
+
+
+async def run_stages(pipeline: PipelineRuntime, event: Event,
+                     observer: StageObserver = NO_OBSERVER) -> StagesResult:
+    """Run ``event`` through the pipeline's transforms, then its resolver. Never raises for
+    what a stage raises (see :func:`classify`); cancellation propagates."""
+    where = ""
+    try:
+        for name, transform in pipeline.transforms:
+            where = name
+            with observer.span("transform", name, transform):
+                result = await transform.process(event)
+            observer.output("transform", name, result)
+            if result is None:
+                return StagesResult(event, FILTERED, name)
+            event = result
+        if pipeline.resolver is not None:
+            name, resolver = pipeline.resolver
+            where = name
+            with observer.span("identity", name, resolver):
+                event = await resolver.resolve(event)
+            observer.output("identity", name, event)
+    except Exception as exc:  # noqa: BLE001 - classified: the one policy
+        return StagesResult(event, classify(exc), where, exc)
+    return StagesResult(event)
+
+
+SendFn = Callable[[SinkRunner, Event], Awaitable[Any]]
+
+
+async def call_sinks(pipeline: PipelineRuntime, targets: Sequence[str], event: Event,
+                     send: SendFn, observer: StageObserver = NO_OBSERVER) -> dict[str, Any]:
+    """Call ``send(runner, event)`` for every target sink (concurrently when several); return
+    each sink's result or exception. ``send`` must return exceptions, not raise them
+    (:meth:`SinkRunner.submit` does)."""
+    results: dict[str, Any] = {}
+    if len(targets) == 1:
+        await _call(pipeline, targets[0], event, send, observer, results)
+    else:
+        async with anyio.create_task_group() as tg:
+            for name in targets:
+                tg.start_soon(_call, pipeline, name, event, send, observer, results)
+    return results
+
+
+async def _call(pipeline: PipelineRuntime, name: str, event: Event, send: SendFn,
+                observer: StageObserver, out: dict[str, Any]) -> None:
+    runner = pipeline.sinks[name]
+    with observer.span("sink", name, runner.sink, runner.plugin) as handle:
+        res = await send(runner, event)
+        observer.sink_result(handle, res)
+    out[name] = res
