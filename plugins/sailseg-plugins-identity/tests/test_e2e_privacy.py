@@ -52,3 +52,31 @@ async def test_a_deletion_request_purges_both_sides_and_leaves_an_audit_record(
         assert (rec.system, rec.outcome, rec.subject) == ("segment", "done", hash_email("fay@example.com"))
         assert rec.details["sailthru"] == ["email:deleted"] and rec.details["purged_rows"] > 0
         assert "fay@example.com" not in repr(rec) and "u-5" not in repr(rec)
+
+
+async def test_the_deleter_is_a_configured_sink_and_required(tmp_path: Path) -> None:
+    """privacy.delete reaches the vendor only through the sink its ``deleter`` names."""
+    import sailseg
+    from sailseg.config import SailsegConfig, parse_config
+    from sailseg.errors import ConfigError
+    from sailseg.runtime import Runtime
+
+    def cfg(erase: dict[str, object]) -> SailsegConfig:
+        return parse_config({
+            "store": {"url": f"sqlite:///{tmp_path}/d.db"},
+            "triggers": {"web": {"type": "echo"}},
+            "pipelines": {"deletion": {"trigger": "web",
+                                       "sinks": [{"type": "privacy.delete", **erase}]}},
+        }, env={})
+
+    with pytest.raises(ConfigError, match="deleter"):
+        async with Runtime(cfg({})):
+            pass
+    with pytest.raises(ConfigError, match=r"no \[sinks\.gone\] table"):
+        async with Runtime(cfg({"deleter": "gone"})):
+            pass
+    async with Runtime(cfg({"deleter": ""})) as rt:  # store purge only
+        sink = rt.instances[("sink", "deletion.sinks[0]")]
+        res = await sink.send(sailseg.Event(id="e1", source="web", payload={
+            "type": "delete", "userId": "u-1", "messageId": "d1"}))
+        assert res["sailthru"] == ["skipped"] and res["purged_rows"] == 0
