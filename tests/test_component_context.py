@@ -19,7 +19,15 @@ from sailseg.dryrun import trace_event
 from sailseg.events import new_id
 from sailseg.plugins import build_registry, make_plugin_manager
 from sailseg.runtime import Runtime
-from sailseg.stages import NO_OBSERVER, RETRY, classify
+from sailseg.stages import (
+    NO_OBSERVER,
+    RETRY,
+    SinkRunner,
+    StageObserver,
+    call_sinks,
+    classify,
+    run_stages,
+)
 from sailseg.store.base import QueueItem
 from sailseg.store.sqlite import SQLiteStore
 
@@ -166,14 +174,32 @@ async def test_dry_run_applies_the_delivery_policy_to_a_bug(tmp_path: Path) -> N
     assert "sinks" not in report
 
 
-def test_policy_and_the_no_op_observer() -> None:
+class _Tripwire(StageObserver):
+    """An inactive observer whose every hook fails: the runner must call none of them."""
+
+    def span(self, *args: Any) -> Any:
+        raise AssertionError("span called on an inactive observer")
+
+    def output(self, *args: Any) -> None:
+        raise AssertionError("output called on an inactive observer")
+
+    def sink_result(self, *args: Any) -> None:
+        raise AssertionError("sink_result called on an inactive observer")
+
+
+async def test_policy_and_an_inactive_observer_costs_no_call(tmp_path: Path) -> None:
     assert classify(sailseg.Backpressure("full")) == RETRY
     assert classify({"ok": True}) is None
-    event = sailseg.Event(id="e", source="t", payload={})
-    # the no-op observer hands out one shared null context: nothing allocated per stage
-    assert NO_OBSERVER.span("transform", "t", BrokenTransform(None, sailseg.ComponentContext())) \
-        is NO_OBSERVER.span("sink", "s", CallerSink(None, sailseg.ComponentContext()), "p")
-    assert NO_OBSERVER.output("transform", "t", event) is None
+    assert NO_OBSERVER.active is False
+    cfg = config(tmp_path, transforms=[{"type": "echo"}], resolver={"type": "echo"})
+    async with Runtime(cfg, registry=REGISTRY, deliver=False) as rt:
+        p = rt.pipelines["main"]
+        event = sailseg.Event(id="e", source="t", pipeline="main",
+                              payload={"type": "identify", "userId": "u", "messageId": "m"})
+        out = await run_stages(p, event, _Tripwire())
+        assert isinstance(out, sailseg.Event) and out.identity == {"userId": "u"}
+        results = await call_sinks(p, ["rec"], out, SinkRunner.submit, _Tripwire())
+        assert results == {"rec": {"recorded": True}}
 
 
 async def test_a_bare_context_names_what_is_missing_and_over_store_works(tmp_path: Path) -> None:

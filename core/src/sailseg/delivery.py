@@ -45,6 +45,7 @@ from .stages import (
     PipelineRuntime,
     SinkRunner,
     StageObserver,
+    StageStop,
     TracingObserver,
     call_sinks,
     classify,
@@ -331,9 +332,8 @@ class Delivery:
         counts: dict[str, int] = {}
         targets = item.sinks or list(pipeline.sinks)
         staged = await run_stages(pipeline, event, observer)
-        stop = staged.stop
-        if stop is not None:
-            exc = staged.error
+        if isinstance(staged, StageStop):
+            stop, exc = staged.kind, staged.error
             if stop == FILTERED:
                 counts["-:filtered"] = 1
                 return Outcome(item=item, status="done", counts=counts)
@@ -356,7 +356,7 @@ class Delivery:
                 dead=[DeadLetterRecord(sink="-", error=describe_error(exc), error_type=type(exc).__name__,
                                        response=getattr(exc, "response", None))],
             )
-        event = staged.event
+        event = staged
         # for the journal: what the sinks were given, and below what each returned
         notes: dict[str, Any] = {"-": {"sent": {"payload": event.payload, "meta": event.meta}}}
         unknown = [s for s in targets if s not in pipeline.sinks]

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import SkipEvent
 from .events import Event, new_id
-from .stages import FILTERED, PARKED, SKIPPED, SinkRunner, StageObserver, call_sinks, run_stages
+from .stages import (
+    FILTERED,
+    PARKED,
+    SKIPPED,
+    SinkRunner,
+    StageObserver,
+    StageStop,
+    call_sinks,
+    run_stages,
+)
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -27,6 +36,7 @@ class _Recorder(StageObserver):
     """Records what each transform and the resolver made of the event."""
 
     __slots__ = ("stages",)
+    active = True
 
     def __init__(self) -> None:
         self.stages: list[dict[str, Any]] = []
@@ -56,22 +66,20 @@ async def trace_event(rt: Runtime, pipeline: str, payload: dict[str, Any], *, ev
     recorder = _Recorder()
     report: dict[str, Any] = {"pipeline": pipeline, "messageId": ev.message_id, "stages": recorder.stages}
     staged = await run_stages(p, ev, recorder)
-    exc = staged.error
-    if staged.stop == FILTERED:
-        report["outcome"] = f"filtered by {staged.where}"
+    if isinstance(staged, StageStop):
+        exc = staged.error
+        if staged.kind == FILTERED:
+            report["outcome"] = f"filtered by {staged.where}"
+        elif staged.kind == PARKED:
+            report["outcome"] = f"parked: {exc}"
+        elif staged.kind == SKIPPED:
+            report["outcome"] = f"skipped: {exc}"
+        else:  # retry or failed
+            report["outcome"] = f"{type(exc).__name__}: {exc}"
         return report
-    if staged.stop == PARKED:
-        report["outcome"] = f"parked: {exc}"
-        return report
-    if staged.stop == SKIPPED:
-        report["outcome"] = f"skipped: {exc}"
-        return report
-    if exc is not None:  # retry or failed
-        report["outcome"] = f"{type(exc).__name__}: {exc}"
-        return report
-    results = await call_sinks(p, list(p.sinks), staged.event, _preview)
+    results = await call_sinks(p, list(p.sinks), staged, _preview)
     report["sinks"] = {name: _shown(results[name]) for name in p.sinks}
-    report["outcome"] = _outcome(p.sinks, staged.event, report["sinks"])
+    report["outcome"] = _outcome(p.sinks, staged, report["sinks"])
     return report
 
 

@@ -16,11 +16,12 @@ anything else (:class:`FatalError`,     failed     dead letter at once
 a bug)
 =====================================  =========  ======================================
 
-Tracing is an observer (:class:`StageObserver`): the runner calls ``observer.span(...)``
-around every stage and ``observer.output``/``observer.sink_result`` after it. The no-op
-observer (:data:`NO_OBSERVER`) returns one shared null context and allocates nothing, so the
-hot path costs the same whether tracing is compiled in or not; :class:`TracingObserver`
-opens the OpenTelemetry spans; the dry run's observer records each stage's output.
+Tracing is an observer (:class:`StageObserver`): for an active observer the runner calls
+``observer.span(...)`` around every stage and ``observer.output``/``observer.sink_result``
+after it. The no-op observer (:data:`NO_OBSERVER`, ``active = False``) is never called: the
+untraced hot path pays one attribute test a stage and allocates nothing for it.
+:class:`TracingObserver` opens the OpenTelemetry spans; the dry run's observer records each
+stage's output.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAILED", "FILTERED", "NO_OBSERVER", "PARKED", "RETRY", "SKIPPED",
-    "PipelineRuntime", "SinkRunner", "StageObserver", "StagesResult", "TracingObserver",
+    "PipelineRuntime", "SinkRunner", "StageObserver", "StageStop", "TracingObserver",
     "call_sinks", "classify", "describe_error", "run_stages",
 ]
 
@@ -164,22 +165,23 @@ class PipelineRuntime:
 
 
 
-_NULL = contextlib.nullcontext()
-
-
 class StageObserver:
-    """Watches the stages of one item. This base class is the no-op observer: it allocates
-    nothing (one shared null context), so delivery without tracing pays two calls a stage.
+    """Watches the stages of one item. This base class is the no-op observer: its ``active``
+    is False, so the runner calls nothing of it (one attribute test a stage, no allocation).
 
-    Subclass and override what you need (see :class:`TracingObserver`, the dry run's).
+    Subclass, set ``active = True`` and override what you need (see
+    :class:`TracingObserver`, and the dry run's recorder).
     """
 
     __slots__ = ()
 
+    #: False: the runner skips every hook (the no-op observer costs nothing)
+    active: bool = False
+
     def span(self, kind: str, name: str, component: Component, plugin: str = "") -> Any:
         """A context manager around one stage (``kind``: transform, identity or sink); its
         ``__enter__`` value is passed to :meth:`sink_result`."""
-        return _NULL
+        return contextlib.nullcontext()
 
     def output(self, kind: str, name: str, event: Event | None) -> None:
         """After a transform (None: it filtered the event) or the resolver succeeded."""
@@ -197,6 +199,7 @@ class TracingObserver(StageObserver):
     ``sink NAME``), children of the current (``deliver``) span."""
 
     __slots__ = ("tracer",)
+    active = True
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
@@ -219,40 +222,48 @@ class TracingObserver(StageObserver):
 
 
 @dataclass(slots=True)
-class StagesResult:
-    """What the stages before the sinks decided: ``stop`` is None to go on to the sinks with
-    ``event``, else the kind (:func:`classify`, or ``filtered``), the stage's instance name
-    (``where``) and the exception (``error``, None when filtered)."""
+class StageStop:
+    """Why the stages before the sinks stopped an event: ``kind`` (:func:`classify`, or
+    ``filtered``), the stage's instance name (``where``), the exception (``error``, None when
+    filtered) and the event as that stage got it."""
 
     event: Event
-    stop: str | None = None
-    where: str = ""
+    kind: str
+    where: str
     error: BaseException | None = None
 
 
 async def run_stages(pipeline: PipelineRuntime, event: Event,
-                     observer: StageObserver = NO_OBSERVER) -> StagesResult:
-    """Run ``event`` through the pipeline's transforms, then its resolver. Never raises for
-    what a stage raises (see :func:`classify`); cancellation propagates."""
+                     observer: StageObserver = NO_OBSERVER) -> Event | StageStop:
+    """Run ``event`` through the pipeline's transforms, then its resolver; return the event
+    for the sinks, or a :class:`StageStop` (nothing allocated on the way through). Never
+    raises for what a stage raises (see :func:`classify`); cancellation propagates."""
+    watch = observer.active
     where = ""
     try:
         for name, transform in pipeline.transforms:
             where = name
-            with observer.span("transform", name, transform):
+            if watch:
+                with observer.span("transform", name, transform):
+                    result = await transform.process(event)
+                observer.output("transform", name, result)
+            else:
                 result = await transform.process(event)
-            observer.output("transform", name, result)
             if result is None:
-                return StagesResult(event, FILTERED, name)
+                return StageStop(event, FILTERED, name)
             event = result
         if pipeline.resolver is not None:
             name, resolver = pipeline.resolver
             where = name
-            with observer.span("identity", name, resolver):
+            if watch:
+                with observer.span("identity", name, resolver):
+                    event = await resolver.resolve(event)
+                observer.output("identity", name, event)
+            else:
                 event = await resolver.resolve(event)
-            observer.output("identity", name, event)
     except Exception as exc:  # noqa: BLE001 - classified: the one policy
-        return StagesResult(event, classify(exc), where, exc)
-    return StagesResult(event)
+        return StageStop(event, classify(exc) or FAILED, where, exc)
+    return event
 
 
 SendFn = Callable[[SinkRunner, Event], Awaitable[Any]]
@@ -276,6 +287,9 @@ async def call_sinks(pipeline: PipelineRuntime, targets: Sequence[str], event: E
 async def _call(pipeline: PipelineRuntime, name: str, event: Event, send: SendFn,
                 observer: StageObserver, out: dict[str, Any]) -> None:
     runner = pipeline.sinks[name]
+    if not observer.active:
+        out[name] = await send(runner, event)
+        return
     with observer.span("sink", name, runner.sink, runner.plugin) as handle:
         res = await send(runner, event)
         observer.sink_result(handle, res)
