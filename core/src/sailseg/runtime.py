@@ -27,7 +27,7 @@ import httpx
 import pluggy
 
 from .activity import Activity
-from .components import AcceptResult, Component, ComponentContext, Trigger
+from .components import AcceptResult, Component, ComponentContext, Sink, Trigger
 from .config import ComponentSpec, SailsegConfig
 from .delivery import Delivery, PipelineRuntime, SinkRunner
 from .drift import DriftRecorder
@@ -159,6 +159,7 @@ class Runtime:
         self._kv = KV(self.store)
         self._audit = Audit(self.store)
         self._queue = RuntimeQueue(self)
+        self._sink_lock = anyio.Lock()
         self._tracer: Any = None
 
     @property
@@ -267,6 +268,23 @@ class Runtime:
                 raise type(exc)(f"{spec.where}: {exc}") from exc
             raise
         self._started.append(comp)
+
+    async def sink(self, name: str) -> Sink:
+        """The started sink of ``[sinks.NAME]``: a pipeline's instance, else one built and
+        started on first use (stopped with the runtime). Behind ``ComponentContext.sink``."""
+        async with self._sink_lock:
+            comp = self.instances.get(("sink", name))
+            spec = self.config.sink_spec(name)
+            if spec is None:
+                raise ConfigError(f"{self.config.path}: no [sinks.{name}] table")
+            if comp is None:
+                comp = build_component(spec, self.registry, self.context_for("sink", name))
+                self.instances[("sink", name)] = comp
+            # a pipeline's sink may not be started yet when another sink's start asks for it
+            await self.start_component(comp, spec)
+        if not isinstance(comp, Sink):
+            raise ConfigError(f"{spec.where}: not a sink")
+        return comp
 
     async def _run_trigger(self, trigger: Trigger) -> None:
         try:

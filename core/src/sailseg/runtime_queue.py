@@ -1,4 +1,4 @@
-"""The runtime's side of the component queue operations (:class:`~sailseg.store.facades.QueueOps`).
+"""The runtime's side of the components' queue operations (:class:`~.store.facades.QueueOps`).
 
 Why a separate object: components get ``ctx.release_parked``, ``ctx.enqueue``,
 ``ctx.purge_person`` and ``ctx.sink`` without holding the runtime or its store, and every
@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import anyio
-
-from .errors import ConfigError
 from .events import Event, new_id
 from .store.base import QueueItem
 
@@ -29,7 +26,6 @@ class RuntimeQueue:
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
-        self._lock = anyio.Lock()
 
     async def release_parked(self, keys: dict[str, str]) -> int:
         rt = self._rt
@@ -55,22 +51,4 @@ class RuntimeQueue:
         return n
 
     async def sink(self, name: str) -> Sink:
-        """A pipeline's sink instance, else one built and started from ``[sinks.NAME]`` on
-        first use (stopped with the runtime)."""
-        from .components import Sink
-        from .runtime import build_component
-
-        rt = self._rt
-        async with self._lock:
-            comp = rt.instances.get(("sink", name))
-            spec = rt.config.sink_spec(name)
-            if spec is None:
-                raise ConfigError(f"{rt.config.path}: no [sinks.{name}] table")
-            if comp is None:
-                comp = build_component(spec, rt.registry, rt.context_for("sink", name))
-                rt.instances[("sink", name)] = comp
-            # a pipeline's sink may not be started yet when another sink's start asks for it
-            await rt.start_component(comp, spec)
-        if not isinstance(comp, Sink):
-            raise ConfigError(f"[sinks.{name}] is not a sink")
-        return comp
+        return await self._rt.sink(name)
