@@ -128,22 +128,21 @@ async def test_purchase_claim_serialises_one_order_id(ctx: sailseg.ComponentCont
 
     sink = await make(PurchaseSink, ctx, url_template="https://shop.example/p/{product_id}")
     order = fixture("track_order_completed.json")
-    assert ctx.store is not None
     key = f"{sink.account_id}:50314b8e9bcf000000000000"
     claim = msgspec.json.encode({"state": "pending", "event": "other", "at": ctx.clock()})
-    await ctx.store.kv_set(LEDGER_NS, key, claim)
+    await ctx.kv.set(LEDGER_NS, key, claim)
     with pytest.raises(SailthruOrderBusy):
         await sink.send(event(order))
     assert emulator.state.purchases == [] and "GET /purchase" not in emulator.state.requests
     # the claimer refused for good (bad data) releases the claim; the next event may post
-    await ctx.store.kv_delete(LEDGER_NS, key)
+    await ctx.kv.delete(LEDGER_NS, key)
     bad = copy.deepcopy(order)
     bad["context"]["traits"]["email"] = "not-an-email"
     bad["properties"].pop("email", None)
     ev = event(bad)
     with pytest.raises(sailseg.FatalError):
         await sink.send(ev)
-    assert msgspec.json.decode(await ctx.store.kv_get(LEDGER_NS, key))["state"] == "released"
+    assert msgspec.json.decode(await ctx.kv.get(LEDGER_NS, key))["state"] == "released"
     await sink.send(event(order))
     assert len(emulator.state.purchases) == 1
 
