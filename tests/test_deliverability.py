@@ -22,6 +22,7 @@ from sailseg.config import parse_config
 from sailseg.runtime import Runtime
 from sailseg.server import build_app
 from sailseg.testing.routing import HostRouter
+from sailseg_plugins_sailthru.testing import SAILTHRU_TEST_URL
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
 from sailseg_plugins_segment.testing import SEGMENT_TEST_URL
@@ -29,7 +30,7 @@ from sailseg_plugins_segment.testing import SEGMENT_TEST_URL
 KEY, SECRET, WRITE_KEY = "dl-key", "dl-secret", "dl-write-key"
 PLAIN = f"""
 [pipelines.bounces]
-trigger = {{ type = "sailthru.postback", api_key = "{KEY}", api_secret = "{SECRET}" TRIGGER_EXTRA }}
+trigger = {{ type = "sailthru.postback", api_key = "{KEY}", api_secret = "{SECRET}", api_url = "{SAILTHRU_TEST_URL}" TRIGGER_EXTRA }}
 TRANSFORMS
 sinks = [ {{ type = "segment.track", write_key = "{WRITE_KEY}", api_url = "{SEGMENT_TEST_URL}" }} ]
 """
@@ -74,7 +75,7 @@ async def test_default_postback_to_segment_track_delivers(tmp_path: Path) -> Non
     sailthru = SailthruEmulator(EmulatorSettings(accounts={KEY: SECRET},
                                                  postback_url="http://sailseg.test/sailthru/postback"))
     segment = SegmentEmulator(write_keys={WRITE_KEY})
-    router = HostRouter({"api.segment.test": segment})
+    router = HostRouter({"api.segment.test": segment, httpx.URL(SAILTHRU_TEST_URL).host: sailthru})
     async with Runtime(cfg, transport=router, env={}) as rt:
         sailthru.postbacks.transport = httpx.ASGITransport(app=build_app(rt))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sailthru),

@@ -50,13 +50,14 @@ def no_secret(span: Any) -> None:
 async def test_ingest_is_server_and_vendor_calls_are_client_spans(tmp_path: Path, spans: Any) -> None:
     text = f"""
 [pipelines.bounces]
-trigger = {{ type = "sailthru.postback", api_key = "{KEY}", api_secret = "{SECRET}" }}
+trigger = {{ type = "sailthru.postback", api_key = "{KEY}", api_secret = "{SECRET}", api_url = "{SAILTHRU_TEST_URL}" }}
 sinks = [ {{ type = "segment.track", write_key = "{WRITE_KEY}", api_url = "{SEGMENT_TEST_URL}" }} ]
 """
     sailthru = SailthruEmulator(EmulatorSettings(accounts={KEY: SECRET},
                                                  postback_url="http://sailseg.test/sailthru/postback"))
     segment = SegmentEmulator(write_keys={WRITE_KEY})
-    async with runtime(text, tmp_path, HostRouter({"api.segment.test": segment})) as rt:
+    async with runtime(text, tmp_path, HostRouter({"api.segment.test": segment,
+                                                  httpx.URL(SAILTHRU_TEST_URL).host: sailthru})) as rt:
         sailthru.postbacks.transport = httpx.ASGITransport(app=build_app(rt))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sailthru),
                                      base_url="http://sailthru.test") as st:
@@ -70,7 +71,11 @@ sinks = [ {{ type = "segment.track", write_key = "{WRITE_KEY}", api_url = "{SEGM
     assert ingest.kind == SpanKind.SERVER
     assert ingest.attributes["http.request.method"] == "POST"
     assert ingest.attributes["http.route"] == "/sailthru/postback"
-    (client,) = [s for s in finished if s.kind == SpanKind.CLIENT]
+    clients = [s for s in finished if s.kind == SpanKind.CLIENT]
+    # the postback's verification call (GET /send) is a CLIENT span too, without api_key/sig
+    (verify,) = [s for s in clients if s.attributes["server.address"] != "api.segment.test"]
+    assert verify.name == "GET" and verify.attributes["url.full"].endswith("/send")
+    (client,) = [s for s in clients if s.attributes["server.address"] == "api.segment.test"]
     a = client.attributes
     assert client.name == "POST" and a["http.request.method"] == "POST"
     assert a["url.full"] == f"{SEGMENT_TEST_URL}/v1/batch"

@@ -141,6 +141,6 @@ def register_console_panels(register: Register[type[ConsolePanel]]) -> None:
     :return: nothing (ignored).
 
     Semantics: all implementations are called; a duplicate name is an error naming both
-    plugins. The console instantiates each panel once and calls ``await panel.lookup(store,
-    query)`` per request; every email in the answer is hashed before display.
+    plugins. The console instantiates each panel once and calls ``await panel.lookup(kv,
+    query)`` per request (``kv``: :class:`sailseg.KV` over the node's store); every email in the answer is hashed before display.
     """

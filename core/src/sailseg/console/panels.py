@@ -2,7 +2,7 @@
 
 Why a hook: the console is core, and core never names a plugin; yet an operator wants to see
 what plugins keep (the identity plugin's person clusters and consent ledger). A panel is a
-small class with a search box: :meth:`ConsolePanel.lookup` gets the store and what was typed
+small class with a search box: :meth:`ConsolePanel.lookup` gets the read side of the kv facade and what was typed
 and returns :class:`Section` objects, which the console renders (a table for ``rows``, JSON
 for ``data``) after hashing every email and redacting secret-looking fields. Panels only
 read; actions stay in core, where they are CSRF-checked, admin-only and audited.
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ..store.base import Store
+from ..store.facades import KV
 
 __all__ = ["ConsolePanel", "Section"]
 
@@ -40,7 +40,7 @@ class ConsolePanel:
     title: ClassVar[str] = ""
     prompt: ClassVar[str] = ""
 
-    async def lookup(self, store: Store, query: str) -> list[Section]:
+    async def lookup(self, kv: KV, query: str) -> list[Section]:
         """Sections to show for ``query`` (an empty list: nothing found). Called per request;
         read only. Clear-text emails in the result are hashed before display anyway."""
         raise NotImplementedError

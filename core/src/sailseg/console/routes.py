@@ -23,6 +23,7 @@ import msgspec
 from ..events import new_id
 from ..http import Request, Response, Route
 from ..store.base import AuditRecord
+from ..store.facades import KV
 from ..tracing import hash_email
 # the module itself, not ``from . import queries`` (which imports the package, a circle)
 import sailseg.console.queries as queries  # noqa: E402, I001
@@ -228,7 +229,7 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
         if q:
             try:
                 sections = [{"title": s.title, "note": s.note, "rows": queries.safe(s.rows),
-                             "data": queries.safe(s.data)} for s in await panel.lookup(rt.store, q)]
+                             "data": queries.safe(s.data)} for s in await panel.lookup(KV(rt.store), q)]
             except Exception as exc:  # noqa: BLE001 - a plugin's bug must not break the console
                 error = f"{type(exc).__name__}: {queries.safe(str(exc))}"
         return page("panel.html", who=who, panel=panel, name=name, q=q, sections=sections,

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 from sailseg.console.panels import ConsolePanel, Section
-from sailseg.store.base import Store
+from sailseg.store.facades import KV
 from sailseg.tracing import hash_email
 
 from .cli import parse_id
@@ -34,8 +34,8 @@ class IdentityPanel(ConsolePanel):
     title = "Identity"
     prompt = "email, userId, anonymousId or kind:value"
 
-    async def lookup(self, store: Store, query: str) -> list[Section]:
-        graph = IdentityGraph(store)
+    async def lookup(self, kv: KV, query: str) -> list[Section]:
+        graph = IdentityGraph(kv)
         view: dict[str, Any] | None = None
         for kind, value in parse_id(query):
             root = await graph.find(kind, value)
@@ -61,7 +61,7 @@ class IdentityPanel(ConsolePanel):
             ))
         consent = []
         for email in emails:
-            for key, raw in await store.kv_scan(CONSENT_NS, f"{hash_email(email)}:"):
+            for key, raw in await kv.scan(CONSENT_NS, f"{hash_email(email)}:"):
                 e = msgspec.json.decode(raw, type=Entry)
                 consent.append({"email": hash_email(email), "channel": key.split(":")[-1],
                                 "state": e.state, "level": e.level, "at": _iso(e.at),
