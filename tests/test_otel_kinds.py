@@ -64,7 +64,9 @@ sinks = [ {{ type = "segment.track", write_key = "{WRITE_KEY}", api_url = "{SEGM
             r = await st.post("/_emulator/postbacks",
                               json={"action": "hardbounce", "email": "ann@example.com", "send_id": "S1"})
             assert r.json()["status"] == 200, r.json()
-        await until(lambda: any(s.kind == SpanKind.CLIENT for s in spans.get_finished_spans()),
+        await until(lambda: any(s.kind == SpanKind.CLIENT
+                                and s.attributes.get("server.address") == "api.segment.test"
+                                for s in spans.get_finished_spans()),
                     "the Segment call's span")
     finished = spans.get_finished_spans()
     (ingest,) = [s for s in finished if s.name == "ingest"]
