@@ -11,6 +11,11 @@
 # the baselines and sailseg run on the same CPython.
 # Env: PYTHON (interpreter for the harness venv; default: the workspace venv's python).
 # NO_UV_SYNC=1 skips `uv sync` (when the workspace venv is already up to date).
+# Node-RED (the `node-red` system of run_all.sh): Node-RED 5 needs node >= 22.9; the machine's
+# node may be older, so node itself comes from the npm registry's `node` package (it ships the
+# binary as a registry package) next to node-red, both pinned below, in NODE_RED_HOME
+# (default bench/.node-red, not committed). It needs npm (Debian's `npm` is installed when
+# missing). NO_NODE_RED=1 skips it.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -49,5 +54,20 @@ if [ -n "$missing" ]; then
   apt-get update && apt-get install -y $missing
 fi
 command -v wrk >/dev/null || { echo "wrk is still missing" >&2; exit 1; }
+
+NODE_RED_HOME=${NODE_RED_HOME:-$HERE/.node-red}
+NODE_PKG=${NODE_PKG:-node@22}         # node >= 22.9 (Node-RED 5's engines field)
+NODE_RED_PKG=${NODE_RED_PKG:-node-red@5}
+if [ -z "${NO_NODE_RED:-}" ]; then
+  command -v npm >/dev/null || { echo "== installing npm (Debian package)"; apt-get update && apt-get install -y npm; }
+  echo "== installing $NODE_PKG and $NODE_RED_PKG from npm into $NODE_RED_HOME"
+  mkdir -p "$NODE_RED_HOME"
+  [ -f "$NODE_RED_HOME/package.json" ] || echo '{"name": "sailseg-bench-node-red", "private": true}' >"$NODE_RED_HOME/package.json"
+  (cd "$NODE_RED_HOME" && npm install --no-audit --no-fund --loglevel=error "$NODE_PKG" "$NODE_RED_PKG")
+  NR_NODE=$NODE_RED_HOME/node_modules/node/bin/node
+  "$NR_NODE" -e 'const [a, b] = process.versions.node.split(".").map(Number);
+    if (a < 22 || (a === 22 && b < 9)) { console.error("node " + process.versions.node + " < 22.9"); process.exit(1); }'
+  echo "== node $("$NR_NODE" --version), node-red $("$NR_NODE" -p 'require(process.argv[1]).version' "$NODE_RED_HOME/node_modules/node-red/package.json")"
+fi
 
 echo "== ready: PY=$BENCH_VENV/bin/python  sailseg=$ROOT/.venv/bin/sailseg  wrk=$(command -v wrk)"
