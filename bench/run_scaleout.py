@@ -26,7 +26,9 @@ Figures per node count (median [min-max] over rounds):
 - PostgreSQL CPU per delivered event: CPU of the backends connected to the benchmark's
   database (attributable to sailseg) and of every postgres process (adds the WAL writer,
   checkpointer and other databases' sessions: an upper bound on a shared server), in
-  microseconds, and the events/s one PostgreSQL core would carry at that cost.
+  microseconds, and the events/s one PostgreSQL core would carry at that cost; and the
+  database's committed transactions per delivered event (pg_stat_database: use a database of
+  its own for the benchmark, each round makes a fresh schema in it).
 Prints Markdown tables and writes JSON to bench/results/scaleout-<time>.json. Loopback only;
 every loop is bounded in time.
 """
@@ -156,6 +158,24 @@ def drop_schema(dsn: str, schema: str) -> None:
         print(f"warning: could not drop schema {schema}: {exc}", file=sys.stderr)
 
 
+def db_counters(dsn: str, dbname: str) -> dict[str, int]:
+    """Transactions and row changes of the benchmark's database so far (pg_stat_database;
+    backends report them at transaction end, at most about a second late)."""
+    import asyncpg
+
+    async def read() -> dict[str, int]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow(
+                "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted"
+                " FROM pg_stat_database WHERE datname = $1", dbname)
+            return {k: int(v) for k, v in dict(row or {}).items()}
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
 def one_round(dsn: str, nodes: int, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     store = f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
@@ -211,12 +231,14 @@ def one_round(dsn: str, nodes: int, args: argparse.Namespace, logdir: Path) -> d
         pg_ours0, pg_all0 = postgres_pids(dbname)
         n0, pg0, pga0 = ticks_of(node_pids()), ticks_of(pg_ours0), ticks_of(pg_all0)
         q0 = [q.stat() for q in quotas]
+        db0 = db_counters(dsn, dbname)
         c0, t0 = stub_count(stub_port), time.monotonic()
         time.sleep(args.duration)
         c1, t1 = stub_count(stub_port), time.monotonic()
         pg_ours1, pg_all1 = postgres_pids(dbname)
         n1, pg1, pga1 = ticks_of(node_pids()), ticks_of(pg_ours1), ticks_of(pg_all1)
         q1 = [q.stat() for q in quotas]
+        db1 = db_counters(dsn, dbname)
         for w in wrks:
             w.wait(timeout=args.warmup + args.duration + 30)
         stats = httpx.get(f"http://127.0.0.1:{stub_port}/stats", timeout=5).json()
@@ -233,6 +255,12 @@ def one_round(dsn: str, nodes: int, args: argparse.Namespace, logdir: Path) -> d
             "pg_cpu_cores_ours": pg_s / wall, "pg_cpu_cores_all": pga_s / wall,
             "pg_us_per_event_ours": pg_s / delivered * 1e6 if delivered else None,
             "pg_us_per_event_all": pga_s / delivered * 1e6 if delivered else None,
+            # whole database (dedicate one to the benchmark): includes the nodes' idle polling
+            "pg_commits_per_event": (db1.get("xact_commit", 0) - db0.get("xact_commit", 0))
+            / delivered if delivered else None,
+            "pg_rows_changed_per_event": sum(db1.get(k, 0) - db0.get(k, 0) for k in
+                                             ("tup_inserted", "tup_updated", "tup_deleted"))
+            / delivered if delivered else None,
             "bad_sigs": stats.get("bad_sigs", 0), "bad_payload": stats.get("bad_payload", 0),
         }
     finally:
@@ -270,8 +298,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, confine_note
     print(f"\nNodes: {confine_note}; serve args: {args.serve_args or '(none)'}")
     print(f"\n| nodes | delivered/s | ratio to linear (N x {nodes[0]}-node median) | node CPU cores |"
           " quota used | throttled periods | PG CPU us/event (our backends) |"
-          " PG CPU us/event (all postgres) | bad sigs/payload |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          " PG CPU us/event (all postgres) | PG commits/event | bad sigs/payload |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in nodes:
         rs = [x for x in results if x["nodes"] == n]
         d = med([x["delivered_per_s"] for x in rs])
@@ -283,14 +311,18 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, confine_note
         table[n] = {"delivered_per_s": d, "ratio_to_linear": lin,
                     "node_cpu_cores": cores, "quota_used": used, "throttled_share": ts,
                     "pg_us_per_event_ours": med([x["pg_us_per_event_ours"] for x in rs]),
-                    "pg_us_per_event_all": med([x["pg_us_per_event_all"] for x in rs])}
+                    "pg_us_per_event_all": med([x["pg_us_per_event_all"] for x in rs]),
+                    "pg_commits_per_event": med([x["pg_commits_per_event"] for x in rs]),
+                    "pg_rows_changed_per_event": med([x["pg_rows_changed_per_event"]
+                                                      for x in rs])}
         bad = sum(x["bad_sigs"] + x["bad_payload"] for x in rs)
         print(f"| {n} | {mmm([x['delivered_per_s'] for x in rs])} | "
               f"{f'{lin:.2f}' if lin else '-'} | {mmm([x['node_cpu_cores'] for x in rs], 2)} | "
               f"{f'{used:.0%}' if used is not None else '-'} | "
               f"{f'{ts:.0%}' if ts is not None else '-'} | "
               f"{mmm([x['pg_us_per_event_ours'] for x in rs])} | "
-              f"{mmm([x['pg_us_per_event_all'] for x in rs])} | {bad} |")
+              f"{mmm([x['pg_us_per_event_all'] for x in rs])} | "
+              f"{mmm([x['pg_commits_per_event'] for x in rs], 2)} | {bad} |")
     ours = med([x["pg_us_per_event_ours"] for x in results])
     every = med([x["pg_us_per_event_all"] for x in results])
     if ours and every:
