@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 import httpx
+
 from sailseg.config import parse_config
 from sailseg.events import Event, new_id, ordering_key
 from sailseg.plugins import build_registry, make_plugin_manager

@@ -96,7 +96,8 @@ def run_stub() -> dict:
         _wrk(url + "/user", "stub_fixed.lua", WARMUP, "warm")
         load.stub_reset(url)
         cpu, mach = load.CpuMeter(p.pid), load.MachineMeter()
-        cpu.start(); mach.start()
+        cpu.start()
+        mach.start()
         r = _wrk(url + "/user", "stub_fixed.lua", DURATION, "m")
         cores, busy = cpu.stop(), mach.stop()
         st = load.stub_stats(url)
@@ -120,7 +121,8 @@ def run_sailseg(rnd: int) -> dict:
         _wait_http(url, common.identify_body(f"ingest-ready-{rnd}", 0))
         warm = _wrk(url, "w1_identify.lua", WARMUP, f"ing{rnd}-warm")
         cpu, mach = load.CpuMeter(p.pid), load.MachineMeter()
-        cpu.start(); mach.start()
+        cpu.start()
+        mach.start()
         r = _wrk(url, "w1_identify.lua", DURATION, f"ing{rnd}-m")
         cores, busy = cpu.stop(), mach.stop()
     finally:
@@ -147,7 +149,8 @@ def main() -> None:
     load.write_lua_inputs()
     rows: list[dict] = []
     for rnd in range(1, ROUNDS + 1):
-        order = [run_stub, lambda: run_sailseg(rnd)] if rnd % 2 else [lambda: run_sailseg(rnd), run_stub]
+        order = ([run_stub, lambda rnd=rnd: run_sailseg(rnd)] if rnd % 2
+                 else [lambda rnd=rnd: run_sailseg(rnd), run_stub])
         pair = {}
         for fn in order:
             res = fn()

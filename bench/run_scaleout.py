@@ -52,6 +52,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+
 from sailseg.testing.processes import free_port, wait_http
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -21,8 +21,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "reliability"))
 
-from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_live import LiveServer, identify, profile_runtime
+
+from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 
 
 async def main(n: int, rate: int, limit: float) -> None:

@@ -23,6 +23,7 @@ import json
 import time
 
 import anyio
+
 from sailseg.events import Event, new_id
 from sailseg.plugins import build_registry, make_plugin_manager
 from sailseg.runtime import open_store

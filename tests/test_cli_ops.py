@@ -10,11 +10,11 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner
-from sailseg_plugins_echo import RECORDER_KEY, Recorder
 
 from sailseg.cli import cli
 from sailseg.config import load_config
 from sailseg.runtime import Runtime
+from sailseg_plugins_echo import RECORDER_KEY, Recorder
 
 CONFIG = """
 [store]

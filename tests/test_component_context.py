@@ -11,7 +11,6 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from sailseg_plugins_echo import RECORDER_KEY, Recorder
 
 import sailseg
 from sailseg.config import parse_config
@@ -30,6 +29,7 @@ from sailseg.stages import (
 )
 from sailseg.store.base import QueueItem
 from sailseg.store.sqlite import SQLiteStore
+from sailseg_plugins_echo import RECORDER_KEY, Recorder
 
 pytestmark = pytest.mark.anyio
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from sailseg.cli import cli
 from sailseg.components import ComponentContext
 from sailseg.config import load_config

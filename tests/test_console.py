@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+
 from sailseg.cli import cli
 
 from .test_sandbox import EVENTS, child_env, eventually, free_port

@@ -17,13 +17,14 @@ import anyio
 import httpx
 import pytest
 from click.testing import CliRunner
+
 from sailseg.cli import cli
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
 from sailseg.server import build_app
 from sailseg.testing.routing import HostRouter
-from sailseg_plugins_sailthru.testing import SAILTHRU_TEST_URL
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
+from sailseg_plugins_sailthru.testing import SAILTHRU_TEST_URL
 from sailseg_plugins_segment.emulator import SegmentEmulator
 from sailseg_plugins_segment.testing import SEGMENT_TEST_URL
 

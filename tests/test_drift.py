@@ -7,6 +7,7 @@ import logging
 
 import msgspec
 import pytest
+
 from sailseg.drift import DriftRecorder, decode_model
 from sailseg.metrics import Metrics
 

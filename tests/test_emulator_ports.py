@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 from click.testing import CliRunner
+
 from sailseg.cli import cli
 
 

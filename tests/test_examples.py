@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 import pytest
+
 from sailseg.plugins import build_registry, make_plugin_manager
-from sailseg.samples import load_sample, read_sample_body
 from sailseg.runtime import Runtime
-from sailseg.server import build_app
+from sailseg.samples import load_sample, read_sample_body
 from sailseg.sandbox import load_pipeline_files
+from sailseg.server import build_app
 from sailseg.testing.routing import HostRouter
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailseg_plugins_sailthru.signature import sign_request

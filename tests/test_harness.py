@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+
 import sailseg
 from sailseg.testing import (
     FaultInjector,

@@ -165,6 +165,7 @@ async def test_hook_register_console_panels(tmp_path: Path) -> None:
     import re
 
     import httpx
+
     from sailseg.config import parse_config
     from sailseg.runtime import Runtime
     from sailseg.server import build_app

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
 from sailseg.cli import cli
 from sailseg.components import ComponentContext
 from sailseg.config import ComponentSpec

@@ -68,7 +68,7 @@ def test_three_nodes_one_killed(tmp_path: Path, store_url: str) -> None:
     procs = [emu, *nodes]
     try:
         wait_http(f"http://127.0.0.1:{emu_port}/_emulator/state/requests", emu)
-        for p, proc in zip(ports, nodes):
+        for p, proc in zip(ports, nodes, strict=True):
             wait_http(f"http://127.0.0.1:{p}/readyz", proc)
         acked = anyio.run(_load, ports, nodes[1])
         assert nodes[1].wait(timeout=10) == -signal.SIGKILL

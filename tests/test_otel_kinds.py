@@ -14,6 +14,7 @@ import anyio
 import httpx
 import pytest
 from opentelemetry.trace import SpanKind
+
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
 from sailseg.server import build_app

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+
 from sailseg.cli import cli
 from sailseg.reference import component_docs, render_markdown
 

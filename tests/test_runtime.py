@@ -11,11 +11,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sailseg_plugins_echo import RECORDER_KEY, Recorder
 
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime as _Runtime
 from sailseg.server import build_app
+from sailseg_plugins_echo import RECORDER_KEY, Recorder
 
 pytestmark = pytest.mark.anyio
 

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+
 from sailseg.cli import cli
 
 EVENTS = Path(__file__).resolve().parents[1] / "examples" / "events"

@@ -14,9 +14,10 @@ from typing import Any
 
 import anyio
 import pytest
+from click.testing import CliRunner
+
 import sailseg_plugins_sailthru
 import sailseg_plugins_segment
-from click.testing import CliRunner
 from sailseg.cli import cli
 from sailseg.plugins import build_registry, make_plugin_manager
 from sailseg.samples import load_sample

@@ -14,7 +14,6 @@ import pytest
 
 from sailseg.testing.processes import echo_payloads, free_port, post_until_killed, wait_http
 
-
 CONFIG = """
 [store]
 url = "sqlite:///{tmp}/s.db"

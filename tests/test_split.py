@@ -99,7 +99,7 @@ def test_split_delivers_in_order_and_stops_cleanly(tmp_path: Path) -> None:
             t0 = time.monotonic()
             r = httpx.post(f"http://127.0.0.1:{port}/in", json={"type": "track", "userId": "w", "event": "E", "messageId": f"w{k}", "properties": {"k": k}})
             assert r.status_code == 200
-            assert wait_for(lambda: f"w{k}" in delivered_ids(tmp_path), 2), "not woken: waited for a poll"
+            assert wait_for(lambda k=k: f"w{k}" in delivered_ids(tmp_path), 2), "not woken: waited for a poll"
             assert time.monotonic() - t0 < 2
         n_users, n_each = 5, 40
 

@@ -149,7 +149,7 @@ def test_form_quote_matches_quote_plus() -> None:
     from sailseg_plugins_sailthru.client import form_quote
 
     rng = random.Random(7)
-    alphabet = [chr(c) for c in range(0, 256)] + ["é", "ü", "€", "😀", "中", " ", "+", "&", "="]
+    alphabet = [chr(c) for c in range(256)] + ["é", "ü", "€", "😀", "中", " ", "+", "&", "="]
     samples = ['{"id":"a b@example.com","vars":{"x":"1&2=3+4 %~._-"}}', "", "~", "😀"]
     samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))) for _ in range(300)]
     for text in samples:

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+import sailseg_plugins_sailthru as plugin
 from sailseg.testing import SampleRequest, get_sink_test_class, get_trigger_test_class
 from sailseg_plugins_sailthru.emulator import build_postback
 from sailseg_plugins_sailthru.poll import PollTrigger
 from sailseg_plugins_sailthru.postback import PostbackTrigger
-from sailseg_plugins_sailthru.testing import (
-    SAILTHRU_ENV,
-    SAILTHRU_TEST_KEY,
-    SAILTHRU_TEST_SECRET,
-    sailthru_app,
-)
 from sailseg_plugins_sailthru.sinks import (
     DeleteSink,
     EventSink,
@@ -23,8 +18,12 @@ from sailseg_plugins_sailthru.sinks import (
     SendSink,
     UserSink,
 )
-
-import sailseg_plugins_sailthru as plugin
+from sailseg_plugins_sailthru.testing import (
+    SAILTHRU_ENV,
+    SAILTHRU_TEST_KEY,
+    SAILTHRU_TEST_SECRET,
+    sailthru_app,
+)
 
 # -- start sailthru --
 EMAIL = {"context": {"traits": {"email": "contract@example.com"}}}

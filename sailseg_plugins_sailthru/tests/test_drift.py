@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sailseg.testing import open_runtime
-from sailseg.testing.harness import HarnessRuntime
-from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_testing import KEY, SECRET, Server
 
 import sailseg_plugins_sailthru
+from sailseg.testing import open_runtime
+from sailseg.testing.harness import HarnessRuntime
+from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 
 pytestmark = pytest.mark.anyio
 

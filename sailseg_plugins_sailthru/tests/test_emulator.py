@@ -150,9 +150,9 @@ def test_cli_command_is_registered() -> None:
 
 
 async def test_job_completion_postback_lists_and_send_endpoints(collector: object) -> None:
-    import sailseg
     from sailthru_testing import ENV, Collector, make
 
+    import sailseg
     from sailseg.server import RouteApp
     from sailseg_plugins_sailthru.client import SailthruClient
     from sailseg_plugins_sailthru.config import Account

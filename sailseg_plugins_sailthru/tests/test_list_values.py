@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import pytest
+from sailthru_testing import event, make
+
 import sailseg
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_sailthru.sinks import ListSink, UserSink
-from sailthru_testing import event, make
 
 pytestmark = pytest.mark.anyio
 

@@ -11,6 +11,8 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from sailthru_testing import ENV, KEY, SECRET, Collector, Server, make
+
 import sailseg
 from sailseg.server import RouteApp
 from sailseg_plugins_sailthru.client import client_for
@@ -18,7 +20,6 @@ from sailseg_plugins_sailthru.config import AccountConfig
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator, build_postback
 from sailseg_plugins_sailthru.postback import PostbackTrigger
 from sailseg_plugins_sailthru.signature import sign
-from sailthru_testing import ENV, KEY, SECRET, Collector, Server, make
 
 pytestmark = pytest.mark.anyio
 FORM = {"content-type": "application/x-www-form-urlencoded"}

@@ -13,7 +13,14 @@ from sailthru_testing import ENV, KEY, SECRET, event, make
 
 import sailseg
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
-from sailseg_plugins_sailthru.sinks import DeleteSink, EventSink, ListSink, PurchaseSink, SendSink, UserSink
+from sailseg_plugins_sailthru.sinks import (
+    DeleteSink,
+    EventSink,
+    ListSink,
+    PurchaseSink,
+    SendSink,
+    UserSink,
+)
 from sailseg_plugins_sailthru.sinks.purchase import CART_NS, LEDGER_NS, person_ns
 
 pytestmark = pytest.mark.anyio

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 from urllib.parse import urlencode
 
@@ -171,12 +172,12 @@ async def test_engagement_poller_cursor_and_resume(emulator: SailthruEmulator, s
 
 
 def test_export_time_parsing_fast_path_matches_strptime() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from sailseg_plugins_sailthru.poll import _parse_time
 
     for text in ("2026-11-27 08:00:01", "2026-11-27T23:59:59", "2024-02-29 00:00:00"):
         fmt = "%Y-%m-%dT%H:%M:%S" if "T" in text else "%Y-%m-%d %H:%M:%S"
-        assert _parse_time(text) == datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
-    assert _parse_time("Fri, 27 Nov 2026 08:00:01 +0000") == datetime(2026, 11, 27, 8, 0, 1, tzinfo=timezone.utc)
+        assert _parse_time(text) == datetime.strptime(text, fmt).replace(tzinfo=UTC)
+    assert _parse_time("Fri, 27 Nov 2026 08:00:01 +0000") == datetime(2026, 11, 27, 8, 0, 1, tzinfo=UTC)
     assert _parse_time("") is None and _parse_time("2026-13-45 99:99:99") is None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sailseg_plugins_segment.emulator import SegmentEmulator
 from segment_helpers import SPACE, TOKEN, WRITE_KEY, Collector
+
+from sailseg_plugins_segment.emulator import SegmentEmulator
 
 
 @pytest.fixture

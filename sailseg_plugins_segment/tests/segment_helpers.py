@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+
 from sailseg import AcceptResult, Backpressure, ComponentContext
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,6 +7,7 @@ import itertools
 
 import msgspec
 import pytest
+
 from sailseg_plugins_segment.batching import BatchBuilder, envelope_size, pack, render
 from sailseg_plugins_segment.compression import (
     InflateError,

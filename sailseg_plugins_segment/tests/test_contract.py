@@ -3,6 +3,7 @@ against the in-process emulator, exactly as a third-party plugin's components wo
 
 from __future__ import annotations
 
+import sailseg_plugins_segment as plugin
 from sailseg.testing import (
     SampleRequest,
     get_identity_resolver_test_class,
@@ -11,21 +12,19 @@ from sailseg.testing import (
 )
 from sailseg_plugins_segment.ingest import SegmentIngest
 from sailseg_plugins_segment.profiles import SegmentProfiles
-from sailseg_plugins_segment.testing import (
-    SEGMENT_ENV,
-    SEGMENT_TEST_SPACE,
-    SEGMENT_TEST_WRITE_KEY,
-    segment_app,
-)
 from sailseg_plugins_segment.sinks import (
     SegmentAliasSink,
     SegmentGroupSink,
     SegmentIdentifySink,
     SegmentTrackSink,
 )
+from sailseg_plugins_segment.testing import (
+    SEGMENT_ENV,
+    SEGMENT_TEST_SPACE,
+    SEGMENT_TEST_WRITE_KEY,
+    segment_app,
+)
 from sailseg_plugins_segment.webhook import SegmentWebhook
-
-import sailseg_plugins_segment as plugin
 
 COMMON = {"app": segment_app, "env": SEGMENT_ENV, "plugin": plugin}
 TRACK = {"type": "track", "userId": "u-1", "event": "Email Opened", "properties": {"email_id": "s-1"}}

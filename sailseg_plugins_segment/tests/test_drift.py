@@ -9,11 +9,12 @@ from typing import Any
 
 import msgspec
 import pytest
+from segment_helpers import SPACE, TOKEN, WRITE_KEY, make_ctx, serve
+
 from sailseg import Event, FatalError, RetryableError
 from sailseg_plugins_segment.emulator import Fault, SegmentEmulator
 from sailseg_plugins_segment.profiles import SegmentProfiles
 from sailseg_plugins_segment.sinks import SegmentTrackSink
-from segment_helpers import SPACE, TOKEN, WRITE_KEY, make_ctx, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -15,10 +15,10 @@ import click
 import httpx
 import pytest
 from click.testing import CliRunner
-from sailseg_plugins_segment.emulator import SegmentEmulator
 from segment_helpers import SPACE, TOKEN, WRITE_KEY, fixture, free_port
 
 from sailseg_plugins_segment import register_commands
+from sailseg_plugins_segment.emulator import SegmentEmulator
 
 
 def auth(key: str = WRITE_KEY) -> dict[str, str]:

@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from sailseg.server import RouteApp
-from sailseg_plugins_segment.ingest import SegmentIngest
 from segment.analytics import Client
 from segment_helpers import Collector, fixture, make_ctx, serve
+
+from sailseg.server import RouteApp
+from sailseg_plugins_segment.ingest import SegmentIngest
 
 KEY = "WK_ingest_SECRET_1"
 

@@ -10,12 +10,13 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from segment_helpers import SPACE, TOKEN, WRITE_KEY
+
 from sailseg import ComponentContext, Event
 from sailseg.plugins import build_registry, make_plugin_manager
 from sailseg_plugins_segment.emulator import SegmentEmulator
 from sailseg_plugins_segment.profiles import SegmentProfiles
 from sailseg_plugins_segment.sinks import SegmentTrackSink
-from segment_helpers import SPACE, TOKEN, WRITE_KEY
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 NAMES = {"trigger": ["segment.webhook", "segment.ingest"],

@@ -9,10 +9,11 @@ import anyio
 import httpx
 import msgspec
 import pytest
+from segment_helpers import SPACE, TOKEN, make_ctx, serve
+
 from sailseg import ConfigError, Event, FatalError, ParkEvent, RetryableError
 from sailseg_plugins_segment.emulator import Fault, SegmentEmulator
 from sailseg_plugins_segment.profiles import SegmentProfiles
-from segment_helpers import SPACE, TOKEN, make_ctx, serve
 
 API = "http://profiles.test"
 

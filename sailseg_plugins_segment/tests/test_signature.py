@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from sailseg_plugins_segment.signature import SignatureError, sign, signed_text, verify
 
 SECRET = "whsec_s3cr3t"

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from segment_helpers import WRITE_KEY, fixture, free_port, make_ctx, serve
+
 from sailseg import ConfigError, Event, FatalError, RetryableError, SkipEvent
 from sailseg_plugins_segment.emulator import SegmentEmulator
 from sailseg_plugins_segment.mapping import derive_message_id
@@ -18,7 +20,6 @@ from sailseg_plugins_segment.sinks import (
     SegmentIdentifySink,
     SegmentTrackSink,
 )
-from segment_helpers import WRITE_KEY, fixture, free_port, make_ctx, serve
 
 API = "http://segment.test"
 

@@ -12,10 +12,11 @@ import anyio
 import httpx
 import msgspec
 import pytest
+from segment_helpers import Collector, fixture, make_ctx, serve
+
 from sailseg.server import RouteApp
 from sailseg_plugins_segment.signature import sign
 from sailseg_plugins_segment.webhook import SegmentWebhook
-from segment_helpers import Collector, fixture, make_ctx, serve
 
 SECRET = "whsec_TOPSECRET_42"
 PATH = "/segment/webhook"

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Self
 
 import uvicorn
-from sailseg.testing import open_runtime
-from sailseg.testing.harness import HarnessRuntime
-from sailseg.testing.processes import free_port
 
 import sailseg_plugins_sailthru
 import sailseg_plugins_segment
+from sailseg.testing import open_runtime
+from sailseg.testing.harness import HarnessRuntime
+from sailseg.testing.processes import free_port
 
 __all__ = ["KEY", "SECRET", "LiveServer", "identify", "profile_runtime"]
 

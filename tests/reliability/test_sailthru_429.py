@@ -16,8 +16,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_live import LiveServer, budgets, identify, profile_runtime
+
+from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_live import LiveServer, identify, profile_runtime
+
+from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -17,8 +17,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailthru_live import LiveServer, order, purchase_runtime
+
+from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

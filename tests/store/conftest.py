@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from sailseg.events import Event
 from sailseg.plugins import build_registry, make_plugin_manager
 from sailseg.runtime import open_store as build_store

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from sailseg.errors import StoreError
 from sailseg.events import Event
 from sailseg.plugins import build_registry, make_plugin_manager

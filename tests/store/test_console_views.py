@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from sailseg.store._views import ViewQueries
 from sailseg.store.base import DeadLetterRecord, Outcome, QueueItem, Store
 from sailseg.tracing import hash_email

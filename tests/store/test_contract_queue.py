@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+
 from sailseg.errors import StoreError
 from sailseg.store.base import SCHEMA_VERSION, DeadLetterRecord, Outcome, QueueItem, Store
 

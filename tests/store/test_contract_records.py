@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from sailseg.store.base import AuditRecord, DeadLetterRecord, Outcome, QueueItem, Store
 
 pytestmark = pytest.mark.anyio

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+
 from sailseg.store._sql import GroupCommit, Pending
 
 pytestmark = pytest.mark.anyio

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from sailseg.store._rows import item_row
 from sailseg.store._schema import migrations
 from sailseg.store._sql import QUEUE_INSERT_HEAD

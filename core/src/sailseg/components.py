@@ -284,7 +284,7 @@ class ComponentContext:
         if obj is None:
             obj = factory()
             self.resources[key] = obj
-        return obj  # type: ignore[no-any-return]
+        return obj
 
     def child(self, instance: str) -> ComponentContext:
         """A context for another instance sharing facades, queue operations, transport,

@@ -366,7 +366,7 @@ def redact_url(value: str) -> str:
 def _secret_name(key: str) -> bool:
     low = key.lower()
     return (any(h in low for h in SECRET_HINTS) or "authorization" in low
-            or low.endswith("key") or low.endswith("keys")) and low not in ("okey", "key_field", "key", "keys")
+            or low.endswith(("key", "keys"))) and low not in ("okey", "key_field", "key", "keys")
 
 
 def redacted(cfg: SailsegConfig, secret_fields: dict[tuple[str, str], tuple[str, ...]] | None = None) -> dict[str, Any]:

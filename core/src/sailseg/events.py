@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -86,7 +86,7 @@ class Delete(_Base, tag="delete"):
     pass
 
 
-Message = Union[Identify, Track, Page, Screen, Group, Alias, Delete]
+Message = Identify | Track | Page | Screen | Group | Alias | Delete
 MESSAGE_TYPES: tuple[str, ...] = ("identify", "track", "page", "screen", "group", "alias", "delete")
 
 

@@ -65,7 +65,7 @@ class Metrics:
                 seen.add(name)
             cum = 0.0
             d = dict(labels)
-            for bound, n in zip(_BUCKETS, buckets):
+            for bound, n in zip(_BUCKETS, buckets, strict=False):  # the +Inf bucket follows
                 cum += n
                 lines.append(f"{name}_bucket{_labels({**d, 'le': f'{bound:g}'})} {cum:g}")
             cum += buckets[-1]

@@ -20,14 +20,22 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx
 import pluggy
 
 from .activity import Activity
-from .components import AcceptResult, Component, ComponentContext, Sink, Trigger
+from .components import (
+    AcceptResult,
+    Component,
+    ComponentContext,
+    IdentityResolver,
+    Sink,
+    Transform,
+    Trigger,
+)
 from .config import ComponentSpec, SailsegConfig
 from .delivery import Delivery, PipelineRuntime, SinkRunner
 from .drift import DriftRecorder
@@ -57,7 +65,7 @@ def open_store(url: str, registry: Registry) -> Store:
     if cls is None:
         known = ", ".join(sorted(registry.stores)) or "none"
         raise ConfigError(f"no store backend for URL scheme {scheme!r} (installed: {known})")
-    return cls(url)  # type: ignore[no-any-return]
+    return cls(url)
 
 
 def _ingest_kind() -> tuple[Any, dict[str, Any]]:
@@ -87,7 +95,7 @@ def build_component(spec: ComponentSpec, registry: Registry, ctx: ComponentConte
         raise ConfigError(f"{spec.where}: {unknown_type_message(spec.kind, spec.type, kinds)}")
     config = convert_options(spec.options, cls.Config, where=spec.where)
     try:
-        return cls(config, ctx)  # type: ignore[no-any-return]
+        return cls(config, ctx)
     except ConfigError as exc:
         if str(exc).startswith(spec.where):
             raise
@@ -222,8 +230,10 @@ class Runtime:
                 sinks[s.instance] = runner
             self.pipelines[p.name] = PipelineRuntime(
                 name=p.name,
-                transforms=[(t.instance, self.instances[("transform", t.instance)]) for t in p.transforms],  # type: ignore[misc]
-                resolver=(p.resolver.instance, self.instances[("resolver", p.resolver.instance)])  # type: ignore[assignment]
+                transforms=[(t.instance, cast(Transform, self.instances[("transform", t.instance)]))
+                            for t in p.transforms],
+                resolver=(p.resolver.instance,
+                          cast(IdentityResolver, self.instances[("resolver", p.resolver.instance)]))
                 if p.resolver else None,
                 sinks=sinks,
                 sink_types={s.instance: s.type for s in p.sinks},
@@ -240,7 +250,7 @@ class Runtime:
             await self.delivery.run(tg)
             tg.start_soon(self._maintenance)
         for (kind, _inst), comp in self.instances.items():
-            if kind == "trigger" and self.run_triggers:
+            if kind == "trigger" and self.run_triggers and isinstance(comp, Trigger):
                 tg.start_soon(self._run_trigger, comp)
         self._backlog = await self.store.backlog()
         self.ready = True

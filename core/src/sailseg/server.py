@@ -9,7 +9,7 @@ path stays short. Plugin tests can serve a trigger's routes with it directly:
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
@@ -25,9 +25,9 @@ OPERATIONAL_PREFIXES = ("/admin", "/healthz", "/readyz", "/metrics", "/console")
 
 DEFAULT_MAX_BODY = 1024 * 1024
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class _TooLarge(Exception):

@@ -17,7 +17,6 @@ transports (its ``mounts``) before this one is consulted.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +28,9 @@ __all__ = ["AiohttpTransport"]
 
 _HTTP11 = {"http_version": b"HTTP/1.1"}
 
+
+#: the pool of :class:`AiohttpTransport` unless given: 256 connections, all kept alive
+DEFAULT_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256)
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """``httpx.AsyncBaseTransport`` over one ``aiohttp.ClientSession`` (created on first use,
@@ -43,7 +45,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(
         self,
         *,
-        limits: httpx.Limits = httpx.Limits(max_connections=256, max_keepalive_connections=256),
+        limits: httpx.Limits = DEFAULT_LIMITS,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.limits = limits
@@ -105,7 +107,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ) as resp:
                 content = await resp.read()
                 status, raw_headers, reason = resp.status, resp.raw_headers, resp.reason
-        except asyncio.TimeoutError as exc:  # aiohttp's timeouts are asyncio.TimeoutError
+        except TimeoutError as exc:  # aiohttp's timeouts are asyncio.TimeoutError
             raise _timeout_error(exc, request) from exc
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc

@@ -1,7 +1,8 @@
 """The standard transform contract (sailseg.testing), in one line plus samples."""
 
-from sailseg.testing import get_transform_test_class
 from sailseg_plugins_hello import TitleCase
+
+from sailseg.testing import get_transform_test_class
 
 # -- start contract --
 TestTitleCaseContract = get_transform_test_class(

@@ -10,8 +10,9 @@ import json
 from typing import Any
 
 import pytest
-from sailseg.testing import find_spans, make_event
 from sailseg_plugins_hello import title_case
+
+from sailseg.testing import find_spans, make_event
 
 
 @pytest.mark.parametrize(("raw", "tidy"), [

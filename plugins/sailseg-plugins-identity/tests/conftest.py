@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from identity_helpers import SAILSEG_HOST, SAILTHRU_HOST, SEGMENT_HOST, WRITE_KEY, HostRouter
+
 from sailseg.store.sqlite import SQLiteStore
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator

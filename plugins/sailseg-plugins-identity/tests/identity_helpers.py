@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import httpx
+
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
 from sailseg.server import build_app

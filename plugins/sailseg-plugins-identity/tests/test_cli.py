@@ -11,6 +11,7 @@ import anyio
 import pytest
 from click.testing import CliRunner
 from identity_helpers import HostRouter, running, ts, wait_for
+
 from sailseg.cli import cli
 from sailseg.store.sqlite import SQLiteStore
 from sailseg_plugins_sailthru.emulator import SailthruEmulator

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from identity_helpers import HostRouter, Node, running, ts, wait_for
+
 from sailseg_plugins_sailthru.emulator import SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
 

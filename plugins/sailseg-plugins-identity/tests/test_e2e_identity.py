@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from identity_helpers import HostRouter, Node, running, ts, wait_for
+
 from sailseg import KV
 from sailseg_plugins_identity.graph import IdentityGraph
 from sailseg_plugins_sailthru.emulator import SailthruEmulator

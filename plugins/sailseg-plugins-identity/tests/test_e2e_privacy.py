@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from identity_helpers import HostRouter, running, ts, wait_for
+
 from sailseg import KV
 from sailseg.tracing import hash_email
 from sailseg_plugins_identity.graph import IdentityGraph

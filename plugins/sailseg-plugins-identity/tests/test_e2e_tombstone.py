@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 from identity_helpers import HostRouter, running, ts, wait_for
+
 from sailseg import KV
 from sailseg_plugins_identity.tombstone import NS as TOMBSTONE_NS
 from sailseg_plugins_identity.tombstone import Tombstones

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+
 from sailseg import KV
 from sailseg.store.sqlite import SQLiteStore
 from sailseg_plugins_identity.graph import IdentityGraph, identifiers, sink_keys

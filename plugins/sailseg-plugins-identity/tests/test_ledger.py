@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sailseg import KV
 from sailseg.store.sqlite import SQLiteStore
 from sailseg_plugins_identity.ledger import Change, ConsentLedger, Entry, decide

@@ -15,6 +15,7 @@ from .sinks import ALL_SINKS
 
 if TYPE_CHECKING:
     import click
+
     from sailseg.emulators import Emulator
 
 __all__ = ["register_commands", "register_emulators", "register_sinks", "register_triggers"]

@@ -28,8 +28,8 @@ from sailseg.tracing import enabled as tracing_enabled
 
 from .config import Account, AccountConfig, resolve_account
 from .errors import (
-    SailthruBadRequest,
     SAILTHRU_ERRORS,
+    SailthruBadRequest,
     SailthruNetworkError,
     SailthruRetryableError,
     SailthruServerError,

@@ -236,7 +236,7 @@ def product_item(product: Mapping[str, Any], *, index: int, url_template: str | 
     return item
 
 
-class _Default(dict):  # type: ignore[type-arg]
+class _Default(dict):
     def __missing__(self, key: str) -> str:
         return ""
 

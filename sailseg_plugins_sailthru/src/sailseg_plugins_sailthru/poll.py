@@ -19,7 +19,7 @@ import csv
 import io
 import json
 import logging
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
 import anyio
@@ -47,12 +47,12 @@ def _parse_time(text: str) -> datetime | None:
         # the export's usual shape: fromisoformat is C (strptime was ~30% of the W3 export
         # ingest's thread CPU for 100,000 rows); anything else takes the general path below
         try:
-            return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
         except ValueError:
             pass
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
         except ValueError:
             pass
     try:
@@ -222,7 +222,7 @@ class PollTrigger(sailseg.Trigger):
         await self.ctx.kv.set(CURSOR_NS, self._ckey(stream), msgspec.json.encode(value))
 
     def _today(self) -> date:
-        return datetime.fromtimestamp(self.ctx.clock(), timezone.utc).date()
+        return datetime.fromtimestamp(self.ctx.clock(), UTC).date()
 
     async def _export(self, params: dict[str, Any]) -> list[dict[str, str]]:
         body = await self.client.post("job", params)

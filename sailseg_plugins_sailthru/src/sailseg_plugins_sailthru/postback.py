@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
 import msgspec
+
 import sailseg
 
 from .client import client_for
@@ -143,7 +144,8 @@ class PostbackTrigger(sailseg.Trigger):
         if not messages:
             return sailseg.json_response({"ok": True, "accepted": 0, "duplicates": 0})
         try:
-            trace = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
+            trace: dict[str, str] = {k: request.headers[k] for k in ("traceparent", "tracestate")
+                                     if k in request.headers}
             result = await self.ctx.accept(messages, trace=trace or None)
         except sailseg.Backpressure as exc:
             return sailseg.error_response(503, str(exc), headers={"retry-after": str(int(exc.retry_after + 0.999))})
@@ -181,7 +183,7 @@ def postback_events(form: dict[str, str], *, now: float | None = None, anonymous
     email = form["email"]
     content = sorted((k, v) for k, v in form.items() if k not in ("sig", "api_key"))
     mid = message_id(f"postback-{action}", msgspec.json.encode(content).decode(), int(now // bucket) if bucket else 0)
-    common = {"mid": mid, "timestamp": iso(now), "email": email, "sid": form.get("sid"),
+    common: dict[str, Any] = {"mid": mid, "timestamp": iso(now), "email": email, "sid": form.get("sid"),
               "anonymous_id": anonymous_id}
     if action == "optout":
         props: dict[str, Any] = {"mode": form.get("mode", "all"), "source": "sailthru"}

@@ -28,6 +28,7 @@ import builtins
 from typing import Any
 
 import msgspec
+
 from sailseg.drift import DriftRecorder, decode_model, field_names
 
 __all__ = ["KNOWN_ERROR_CODES", "VENDOR", "ErrorBody", "check_answer", "check_error"]

@@ -9,7 +9,7 @@ added when configured (``email_sha256`` or ``sid``), because Sailthru knows no S
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["ANONYMOUS_ID_MODES", "message_id", "iso", "segment_message"]
@@ -24,10 +24,10 @@ def message_id(kind: str, *parts: Any) -> str:
 
 
 def iso(t: float | datetime) -> str:
-    dt = t if isinstance(t, datetime) else datetime.fromtimestamp(t, timezone.utc)
+    dt = t if isinstance(t, datetime) else datetime.fromtimestamp(t, UTC)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def segment_message(

@@ -24,6 +24,7 @@ from .webhook import SegmentWebhook
 
 if TYPE_CHECKING:
     import click
+
     from sailseg.emulators import Emulator
 
 __all__ = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
 from sailseg.drift import DriftRecorder, decode_model
 
 __all__ = [

@@ -121,4 +121,4 @@ def shared_tracking_client(ctx: Any, *, base_url: str, write_key: str, gzip: boo
         http = ctx.http_client(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
         return TrackingClient(http, base_url=base_url, write_key=write_key, gzip=gzip)
 
-    return ctx.shared(key, factory)  # type: ignore[no-any-return]
+    return ctx.shared(key, factory)

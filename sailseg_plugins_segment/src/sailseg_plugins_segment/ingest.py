@@ -33,6 +33,7 @@ import math
 from typing import Any
 
 import msgspec
+
 import sailseg
 from sailseg.http import Request, Response, Route
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+
 from sailseg.errors import InputError
 from sailseg.events import validate_message
 

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 import msgspec
+
 import sailseg
 from sailseg.errors import ConfigError, FatalError, ParkEvent, RetryableError
 from sailseg.events import identity_keys

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import msgspec
+
 import sailseg
 from sailseg.errors import ConfigError, DeliveryError, FatalError, RetryableError
 

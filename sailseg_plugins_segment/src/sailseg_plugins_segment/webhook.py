@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 import msgspec
+
 import sailseg
 from sailseg.http import Request, Response, Route, error_response, json_response
 

@@ -73,7 +73,7 @@ def _register_plugin_commands(group: click.Group) -> None:
     pm.hook.register_commands(cli=group)
 
 
-cli.plugin_loader = _register_plugin_commands  # type: ignore[attr-defined]
+cli.plugin_loader = _register_plugin_commands
 
 
 def main() -> None:

@@ -162,7 +162,7 @@ def parse_since(text: str, now: float | None = None) -> float:
 def _iso(text: str) -> float:
     parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
 
 

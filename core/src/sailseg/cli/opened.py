@@ -25,6 +25,6 @@ async def with_store(config_path: str | None, store_url: str | None, fn: Any) ->
 
 def fmt_time(t: float) -> str:
     """A unix time as ``YYYY-mm-dd HH:MM:SSZ``."""
-    return dt.datetime.fromtimestamp(t, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 

@@ -93,9 +93,9 @@ def status_table(stats: dict[str, dict[str, int]], backlog: int, store_url: str,
     lines.append("total".ljust(width) + sep + sep.join(f"{v:>9}" for v in totals))
     lines.append("")
     lines.append(f"total backlog: {backlog}")
-    paused = [n for n in names if stats.get(n, {}).get("paused")]
-    if paused:
-        lines.append(f"paused (queuing, not delivering): {', '.join(paused)}; resume them in the "
+    paused_names = [n for n in names if stats.get(n, {}).get("paused")]
+    if paused_names:
+        lines.append(f"paused (queuing, not delivering): {', '.join(paused_names)}; resume them in the "
                      "web console (/console)")
     dead = totals[_COLUMNS.index("dead")]
     if dead:

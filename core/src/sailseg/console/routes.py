@@ -20,13 +20,14 @@ from urllib.parse import parse_qs, quote
 import jinja2
 import msgspec
 
+# the module itself, not ``from . import queries`` (which imports the package, a circle)
+import sailseg.console.queries as queries  # noqa: E402, I001
+
 from ..events import new_id
 from ..http import Request, Response, Route
 from ..store.base import AuditRecord
 from ..store.facades import KV
 from ..tracing import hash_email
-# the module itself, not ``from . import queries`` (which imports the package, a circle)
-import sailseg.console.queries as queries  # noqa: E402, I001
 from .auth import COOKIE, LOGIN_COOKIE, Identity, Tokens, cookie_header
 
 if TYPE_CHECKING:

@@ -73,13 +73,13 @@ def _to_datetime(value: Any) -> dt.datetime:
         raise ValueError("boolean is not a date")
     if isinstance(value, (int, float)):
         seconds = value / 1000 if value > 1e11 else value  # epoch ms or s
-        return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+        return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
     if isinstance(value, str):
         text = value.strip().replace("Z", "+00:00")
         parsed = dt.datetime.fromisoformat(text)
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return parsed.astimezone(dt.timezone.utc)
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
     raise ValueError(f"cannot read a date from {type(value).__name__}")
 
 

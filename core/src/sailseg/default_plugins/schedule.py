@@ -43,7 +43,7 @@ class Cron:
         if len(parts) != 5:
             raise ValueError(f"cron needs 5 fields (minute hour day month weekday), got {len(parts)}")
         self.text = text
-        self.sets = [self._parse(p, lo, hi, name) for p, (lo, hi), name in zip(parts, _RANGES, _NAMES)]
+        self.sets = [self._parse(p, lo, hi, name) for p, (lo, hi), name in zip(parts, _RANGES, _NAMES, strict=True)]
         self.sets[4] = {0 if d == 7 else d for d in self.sets[4]}
         self.dom_any = parts[2] == "*"
         self.dow_any = parts[4] == "*"
@@ -89,7 +89,7 @@ class Cron:
 
     def next_after(self, ts: float) -> float:
         """The next matching minute strictly after ``ts`` (unix seconds, UTC)."""
-        t = dt.datetime.fromtimestamp(math.floor(ts / 60) * 60 + 60, tz=dt.timezone.utc)
+        t = dt.datetime.fromtimestamp(math.floor(ts / 60) * 60 + 60, tz=dt.UTC)
         for _ in range(366 * 24 * 60):
             if self.matches(t):
                 return t.timestamp()
@@ -145,7 +145,7 @@ class Schedule(Trigger):
 
     def message(self, at: float) -> dict[str, Any]:
         digest = hashlib.sha256(f"{self.ctx.instance}:{at:.3f}".encode()).hexdigest()[:32]
-        ts = dt.datetime.fromtimestamp(at, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        ts = dt.datetime.fromtimestamp(at, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return {
             "type": "track", "event": self.config.event, "userId": self.config.user_id,
             "messageId": f"schedule-{digest}", "timestamp": ts,

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import anyio
 
 from ..events import Event
+from ._journal import JOURNAL_INSERT, MINUTES_UPSERT, accepted_row, minute_rows
 from ._rows import (
     AUDIT_COLS,
     DEAD_COLS,
@@ -29,7 +30,6 @@ from ._rows import (
     item_from_row,
     prefix_bound,
 )
-from ._journal import JOURNAL_INSERT, MINUTES_UPSERT, accepted_row, minute_rows
 from ._views import ViewQueries
 from .base import AuditRecord, DeadLetter, ParkedItem, QueueItem, Store
 

@@ -65,7 +65,7 @@ from ._sql import (
 from .base import Outcome, QueueItem
 
 if TYPE_CHECKING:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
 __all__ = ["PostgresStore"]
 
@@ -152,13 +152,13 @@ class PostgresStore(SQLStore):
         return self._pool
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._db().fetch(_numbered(sql), *args)  # type: ignore[no-any-return]
+        return await self._db().fetch(_numbered(sql), *args)
 
     async def _execute(self, sql: str, *args: Any) -> int:
         return _affected(await self._db().execute(_numbered(sql), *args))
 
     async def _execute_returning(self, sql: str, *args: Any) -> list[Row]:
-        return await self._db().fetch(_numbered(sql), *args)  # type: ignore[no-any-return]
+        return await self._db().fetch(_numbered(sql), *args)
 
     def _list(self, values: Sequence[str]) -> Any:
         return list(values)
@@ -188,7 +188,7 @@ class PostgresStore(SQLStore):
         if not items:
             return []
         rows = [item_row(i) for i in items]
-        return await self._enqueuer.submit((rows, dedupe_window, now, items))  # type: ignore[no-any-return]
+        return await self._enqueuer.submit((rows, dedupe_window, now, items))
 
     async def _flush_enqueue(self, batch: list[Pending[EnqueueCall]]) -> None:
         """Write every waiting ``enqueue`` call in one transaction. If that fails, write
@@ -234,7 +234,7 @@ class PostgresStore(SQLStore):
             for entry in batch:
                 rows, window, _, items = entry.payload
                 flags = []
-                for row, item in zip(rows, items):
+                for row, item in zip(rows, items, strict=True):
                     key = row[3]
                     if key is None:
                         ok = True
@@ -254,7 +254,7 @@ class PostgresStore(SQLStore):
                 for sql, extra in accept_writes(journal, now, journal=self.journal):
                     if extra:
                         await conn.executemany(_numbered(sql), extra)
-        for entry, flags in zip(batch, results):
+        for entry, flags in zip(batch, results, strict=True):
             entry.result = flags
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
@@ -307,7 +307,7 @@ class PostgresStore(SQLStore):
                     "AND ($2::text IS NULL OR lease_owner = $2) RETURNING id", gone, owner
                 ))
             if retries:
-                ids, sinks, attempts, due, errors = (list(c) for c in zip(*retries))
+                ids, sinks, attempts, due, errors = (list(c) for c in zip(*retries, strict=True))
                 hit.update(r[0] for r in await conn.fetch(
                     "UPDATE sailseg_queue q SET sinks = u.sinks, attempt = u.attempt, "
                     "due_at = u.due_at, last_error = u.last_error, lease_owner = NULL, "

@@ -173,15 +173,15 @@ class SQLiteStore(SQLStore):
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
         if self._rconn is None:  # in-memory: one connection for everything
-            return await self._write(_fetchall, sql, args)  # type: ignore[no-any-return]
+            return await self._write(_fetchall, sql, args)
         async with self._rlock:
             return await anyio.to_thread.run_sync(_fetchall, self._rconn, sql, args)
 
     async def _execute(self, sql: str, *args: Any) -> int:
-        return await self._write(_rowcount, sql, args)  # type: ignore[no-any-return]
+        return await self._write(_rowcount, sql, args)
 
     async def _execute_returning(self, sql: str, *args: Any) -> list[Row]:
-        return await self._write(_fetchall, sql, args)  # type: ignore[no-any-return]
+        return await self._write(_fetchall, sql, args)
 
     def _list(self, values: Sequence[str]) -> Any:
         return _ids(values)
@@ -196,7 +196,7 @@ class SQLiteStore(SQLStore):
         return int(rows[0][0] or 0)
 
     async def migrate(self) -> int:
-        return await self._write(_migrate)  # type: ignore[no-any-return]
+        return await self._write(_migrate)
 
     # -- queue -----------------------------------------------------------------------
     async def backlog(self) -> int:
@@ -211,13 +211,13 @@ class SQLiteStore(SQLStore):
         if not items:
             return []
         rows = [item_row(i) for i in items]
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write(
             _enqueue, rows, items, dedupe_window, now, self.journal)
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
         if limit <= 0:
             return []
-        return await self._write(_claim, owner, limit, now + lease, now)  # type: ignore[no-any-return]
+        return await self._write(_claim, owner, limit, now + lease, now)
 
     async def finish(
         self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None
@@ -231,22 +231,22 @@ class SQLiteStore(SQLStore):
     async def release_parked(self, keys: dict[str, str], *, now: float) -> int:
         if not keys:
             return 0
-        return await self._write(_release_parked, list(keys.items()), now)  # type: ignore[no-any-return]
+        return await self._write(_release_parked, list(keys.items()), now)
 
     async def expire_parked(self, *, now: float) -> int:
-        return await self._write(_expire_parked, now)  # type: ignore[no-any-return]
+        return await self._write(_expire_parked, now)
 
     # -- dead letters ----------------------------------------------------------------
     async def replay_dead_letters(self, ids: Sequence[str] | None, *, now: float) -> int:
         if ids is not None and not ids:
             return 0
-        return await self._write(_replay, None if ids is None else list(ids), now)  # type: ignore[no-any-return]
+        return await self._write(_replay, None if ids is None else list(ids), now)
 
     # -- privacy ---------------------------------------------------------------------
     async def purge_okeys(self, okeys: Sequence[str]) -> int:
         if not okeys:
             return 0
-        return await self._write(_purge, _ids(okeys))  # type: ignore[no-any-return]
+        return await self._write(_purge, _ids(okeys))
 
 
 def _parse_url(url: str) -> tuple[str, str, int]:
@@ -407,7 +407,7 @@ def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueIte
     accepted: list[Row] = []
     journal: list[QueueItem] = []
     seen: set[str] = set()
-    for row, item in zip(rows, items):
+    for row, item in zip(rows, items, strict=True):
         key = row[3]
         if key is not None:
             if key in seen:

@@ -6,15 +6,14 @@ wait for an HTTP endpoint and need free loopback ports; one copy keeps them cons
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -38,7 +37,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0, *,
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}")
+            raise AssertionError(f"{proc.args!r} exited with {proc.returncode}")
         try:
             if httpx.get(url, timeout=0.5).status_code < ok_below:
                 return

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import msgspec
+
 import sailseg
 
 __all__ = ["TitleCase", "title_case"]

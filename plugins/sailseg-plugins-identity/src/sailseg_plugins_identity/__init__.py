@@ -22,6 +22,7 @@ import sailseg
 
 if TYPE_CHECKING:
     import click
+
     from sailseg.console.panels import ConsolePanel
 
 __all__ = [

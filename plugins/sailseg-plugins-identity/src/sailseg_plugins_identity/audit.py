@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from sailseg.events import new_id
+
 from sailseg import Audit, AuditRecord
+from sailseg.events import new_id
 from sailseg.tracing import hash_email
 
 from .timeutil import iso

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 import httpx
+
 from sailseg import KV, Audit, ComponentContext, Sink
 from sailseg.errors import ConfigError, SailsegError
 from sailseg.store.base import Store
@@ -56,6 +57,7 @@ def store_option(f: F) -> F:
 
 def _run(fn: Callable[[Store], Awaitable[Any]], config_path: str | None, store_url: str | None) -> Any:
     import anyio
+
     from sailseg.cli import store_for
 
     async def main() -> Any:

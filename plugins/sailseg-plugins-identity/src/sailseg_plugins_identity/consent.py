@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
 import sailseg
 from sailseg.events import Event
 
@@ -283,7 +284,7 @@ class ConsentToSegment(_ConsentBase):
             isinstance(p.get("properties"), dict) and p["properties"].get("source") == "sailthru")
         if not from_sailthru or name not in (*cfg.optout_events, *cfg.optin_events, *cfg.bounce_events):
             return event if cfg.passthrough else None
-        props = p.get("properties") if isinstance(p.get("properties"), dict) else {}
+        props = _d if isinstance(_d := p.get("properties"), dict) else {}
         email = normalise("email", identifiers(p).get("email"))
         if not email:
             raise sailseg.SkipEvent("postback event without an email")

@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from sailseg.events import identity_keys, new_id
+
 from sailseg import KV
+from sailseg.events import identity_keys, new_id
 
 __all__ = [
     "KINDS",
@@ -131,8 +132,8 @@ def identifiers(payload: dict[str, Any]) -> dict[str, str]:
     out = dict(identity_keys(payload))
     ctx = payload.get("context")
     ctx = ctx if isinstance(ctx, dict) else {}
-    st = ctx.get("sailthru") if isinstance(ctx.get("sailthru"), dict) else {}
-    traits = payload.get("traits") if isinstance(payload.get("traits"), dict) else ctx.get("traits")
+    st = _d if isinstance(_d := ctx.get("sailthru"), dict) else {}
+    traits = _d if isinstance(_d := payload.get("traits"), dict) else ctx.get("traits")
     traits = traits if isinstance(traits, dict) else {}
     for kind in ("sid", "extid"):
         v = normalise(kind, st.get(kind) or traits.get(f"sailthru_{kind}"))

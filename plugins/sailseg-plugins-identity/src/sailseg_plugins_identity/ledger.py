@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
 from sailseg import KV
 from sailseg.tracing import hash_email
 

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import msgspec
+
 from sailseg.console.panels import ConsolePanel, Section
 from sailseg.store.facades import KV
 from sailseg.tracing import hash_email

@@ -35,6 +35,7 @@ import logging
 from typing import Any
 
 import msgspec
+
 import sailseg
 from sailseg.events import Event, new_id
 

@@ -38,6 +38,7 @@ import logging
 from typing import Any
 
 import msgspec
+
 import sailseg
 from sailseg.events import Event, new_id, ordering_key
 

@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
+
 import sailseg
-from sailseg.config import parse_duration
 from sailseg import KV
+from sailseg.config import parse_duration
 
 from .graph import normalise
 from .timeutil import iso

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import fields as dc_fields
 from typing import Any
 from xml.sax.saxutils import escape
@@ -43,9 +43,9 @@ from .state import ApiError, EmulatorState
 
 __all__ = ["SailthruEmulator"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 API_ENDPOINTS = frozenset({"user", "event", "send", "purchase", "list", "blast", "job"})
 

@@ -6,7 +6,7 @@ form fields) and returns the JSON answer or raises :class:`ApiError` with Sailth
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .settings import EmulatorSettings
@@ -37,7 +37,7 @@ def parse_time(value: Any, now: float) -> float:
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" UTC", "+00:00"))
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
     except ValueError:
         pass
@@ -232,7 +232,7 @@ class Handlers:
                "vars": {**vars_, **(evars or {})}, "options": options or {},
                "status": "scheduled" if sched and sched > now else "delivered",
                "send_time": now, "schedule_time": sched, "source": source}
-        self.state.sends[rec["send_id"]] = rec
+        self.state.sends[str(rec["send_id"])] = rec
         return rec
 
     @staticmethod
@@ -323,9 +323,9 @@ class Handlers:
         _require(p, "list")
         key = self.state.list_key(str(name), self.settings.lists_case_sensitive)
         if method == "POST":
-            lst = self.state.ensure_list(key, now, type=p.get("type"), primary=p.get("primary"),
-                                         query=p.get("query"), vars=p.get("vars"))
-            return {"list_id": lst["list_id"], "list": key, "ok": True}
+            made = self.state.ensure_list(key, now, type=p.get("type"), primary=p.get("primary"),
+                                          query=p.get("query"), vars=p.get("vars"))
+            return {"list_id": made["list_id"], "list": key, "ok": True}
         lst = self.state.lists.get(key)
         if lst is None:
             raise ApiError(15, f"Unknown list: {name}")

@@ -13,7 +13,7 @@ import csv
 import hashlib
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .handlers import Handlers
@@ -34,7 +34,7 @@ BLAST_QUERY_COLUMNS = ["profile_id", "email_hash", "send_time", "open_time", "cl
 
 def _ymd(value: Any, name: str) -> datetime:
     try:
-        return datetime.strptime(str(value), "%Y%m%d").replace(tzinfo=timezone.utc)
+        return datetime.strptime(str(value), "%Y%m%d").replace(tzinfo=UTC)
     except ValueError:
         raise ApiError(18, f"Invalid {name}: expected YYYYMMDD, got {value}") from None
 
@@ -82,7 +82,7 @@ class Jobs:
                 raise ApiError(15, f"Unknown list: {p.get('list')}")
         job = {"job_id": self.state.next_id(), "name": _NAMES.get(str(jtype), str(jtype)),
                "status": "pending", "_spec": spec, "_polls": 0, "_created": now}
-        self.state.jobs[job["job_id"]] = job
+        self.state.jobs[str(job["job_id"])] = job
         if self.settings.job_polls_to_complete <= 0:
             self._complete(job, now)
         return self.view(job, now, base=None)
@@ -174,7 +174,7 @@ class Jobs:
             self.state.join_list(user, lst, now, via="job")
 
     def _update(self, spec: dict[str, Any], failed: list[dict[str, Any]], now: float) -> None:
-        common = spec.get("update") if isinstance(spec.get("update"), dict) else {}
+        common = _d if isinstance(_d := spec.get("update"), dict) else {}
         rows: list[dict[str, Any] | None] = []
         if spec.get("emails"):
             rows = [{"email": e.strip()} for e in str(spec["emails"]).split(",") if e.strip()]
@@ -261,7 +261,7 @@ def _fmt(t: Any) -> str:
     if t in (None, ""):
         return ""
     if isinstance(t, (int, float)):
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
     return str(t)
 
 

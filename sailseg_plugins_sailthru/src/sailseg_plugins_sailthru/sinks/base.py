@@ -20,7 +20,7 @@ class SailthruSink(sailseg.Sink):
     """Base: subclasses implement :meth:`build` (Segment event -> Sailthru request)."""
 
     secret_fields: ClassVar[tuple[str, ...]] = SECRET_FIELDS
-    Config: ClassVar[type[AccountConfig]] = AccountConfig  # type: ignore[assignment]
+    Config: ClassVar[type[AccountConfig]] = AccountConfig
     config: Any
 
     def __init__(self, config: Any, ctx: sailseg.ComponentContext) -> None:

@@ -117,7 +117,7 @@ class ListSink(SailthruSink):
             add = bool(flag)
         if add is None or not name:
             raise sailseg.SkipEvent("not a list membership event (or no list name)")
-        vars_ = over.get("vars") if isinstance(over.get("vars"), dict) else {}
+        vars_ = _d if isinstance(_d := over.get("vars"), dict) else {}
         return Membership(email=email, list=str(name), add=add, vars=dict(vars_))
 
     def build(self, event: sailseg.Event) -> Request:

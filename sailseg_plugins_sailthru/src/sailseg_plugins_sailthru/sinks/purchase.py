@@ -35,6 +35,7 @@ import hashlib
 from typing import Any
 
 import msgspec
+
 import sailseg
 
 from ..config import AccountConfig
@@ -153,7 +154,7 @@ class PurchaseSink(SailthruSink):
         p = event.payload
         if p.get("type") != "track" or p.get("event") != self.config.order_event:
             raise sailseg.SkipEvent(f"not an {self.config.order_event!r} event")
-        props = p.get("properties") if isinstance(p.get("properties"), dict) else {}
+        props = _d if isinstance(_d := p.get("properties"), dict) else {}
         items = self._items(props.get("products"))
         if not items:
             raise sailseg.FatalError("Order Completed without products (Sailthru needs items)")
@@ -296,7 +297,7 @@ class PurchaseSink(SailthruSink):
     async def cart_request(self, event: sailseg.Event, cart: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The incomplete-purchase request for a cart event and the cart after it."""
         p = event.payload
-        props = p.get("properties") if isinstance(p.get("properties"), dict) else {}
+        props = _d if isinstance(_d := p.get("properties"), dict) else {}
         name = p.get("event")
         if name in ("Product Added", "Product Removed"):
             item = product_item(props, index=0, url_template=self.config.url_template,

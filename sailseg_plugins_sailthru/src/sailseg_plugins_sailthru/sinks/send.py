@@ -39,7 +39,7 @@ class SendSink(SailthruSink):
 
     def build(self, event: sailseg.Event) -> Request:
         p = event.payload
-        props = p.get("properties") if isinstance(p.get("properties"), dict) else {}
+        props = _d if isinstance(_d := p.get("properties"), dict) else {}
         name = str(p.get("event") or "")
         template = (self.config.templates.get(name) or self.config.template
                     or props.get("template") or (event.meta.get("sailthru") or {}).get("template"))
