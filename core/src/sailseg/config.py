@@ -47,6 +47,7 @@ __all__ = [
     "parse_duration",
     "redacted",
     "SECRET_HINTS",
+    "UNSET_MARK",
     "redact_url",
 ]
 
@@ -160,6 +161,8 @@ class SailsegConfig:
     raw: dict[str, Any] = field(default_factory=dict)
     #: dotted paths whose value came from an environment variable that looks secret
     secret_paths: set[str] = field(default_factory=set)
+    #: dotted path -> variable, for ``${VAR}`` left unset (only with ``unset_env="placeholder"``)
+    unset_vars: dict[str, str] = field(default_factory=dict)
 
     def sink_spec(self, name: str) -> ComponentSpec | None:
         """The sink of the ``[sinks.NAME]`` table, also when no pipeline lists it (a sink
@@ -187,7 +190,15 @@ _DURATION_FIELDS = {
 }
 
 
-def _interpolate(value: Any, env: dict[str, str], path: str, fname: str, secret_paths: set[str]) -> Any:
+#: what an unset ``${VAR}`` becomes when a config is loaded with ``unset_env="placeholder"``
+UNSET_MARK = "${%s:unset}"
+
+
+def _interpolate(value: Any, env: dict[str, str], path: str, fname: str, secret_paths: set[str],
+                 unset: dict[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}``. An unset variable without default is an error,
+    or (``unset`` given: read-only use) the marker :data:`UNSET_MARK` recorded in ``unset``
+    under its dotted path."""
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             var, default = m.group(1), m.group(2)
@@ -197,6 +208,9 @@ def _interpolate(value: Any, env: dict[str, str], path: str, fname: str, secret_
                 return env[var]
             if default is not None:
                 return default
+            if unset is not None:
+                unset[path] = var
+                return UNSET_MARK % var
             raise ConfigError(
                 f"{fname}: {path}: environment variable {var} is not set "
                 f"(set it, or write ${{{var}:-default}})"
@@ -204,10 +218,11 @@ def _interpolate(value: Any, env: dict[str, str], path: str, fname: str, secret_
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, f"{path}.{k}" if path else k, fname, secret_paths)
+        return {k: _interpolate(v, env, f"{path}.{k}" if path else k, fname, secret_paths, unset)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, env, f"{path}[{i}]", fname, secret_paths) for i, v in enumerate(value)]
+        return [_interpolate(v, env, f"{path}[{i}]", fname, secret_paths, unset)
+                for i, v in enumerate(value)]
     return value
 
 
@@ -262,8 +277,17 @@ def _component(
     return spec
 
 
-def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[str, str] | None = None) -> SailsegConfig:
-    """Validate a parsed TOML document (after ``${ENV}`` interpolation)."""
+def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[str, str] | None = None,
+                 unset_env: str = "error") -> SailsegConfig:
+    """Validate a parsed TOML document (after ``${ENV}`` interpolation).
+
+    :param unset_env: ``"error"`` (default: what serving needs) or ``"placeholder"``: an
+        unset variable becomes :data:`UNSET_MARK` and is listed in
+        :attr:`SailsegConfig.unset_vars`, so read-only commands (``status``, ``dlq``,
+        ``config show``, ``validate``, dry runs) work without every secret.
+    """
+    if unset_env not in ("error", "placeholder"):
+        raise ValueError(f"unset_env must be 'error' or 'placeholder', got {unset_env!r}")
     fname = path
     env = dict(os.environ) if env is None else env
     allowed = {"store", "server", "delivery", "console", "triggers", "transforms", "resolvers", "sinks", "pipelines"}
@@ -272,8 +296,10 @@ def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[s
         raise ConfigError(f"{fname}: unknown top-level section(s) {', '.join(unknown)}"
                           f"{suggest(unknown, allowed)} (allowed: {', '.join(sorted(allowed))})")
     secret_paths: set[str] = set()
-    data = _interpolate(raw, env, "", fname, secret_paths)
-    cfg = SailsegConfig(path=path, raw=data, secret_paths=secret_paths)
+    unset: dict[str, str] | None = {} if unset_env == "placeholder" else None
+    data = _interpolate(raw, env, "", fname, secret_paths, unset)
+    cfg = SailsegConfig(path=path, raw=data, secret_paths=secret_paths,
+                        unset_vars=dict(unset or {}))
     cfg.store = _section(data, "store", StoreConfig, fname)
     cfg.server = _section(data, "server", ServerConfig, fname)
     cfg.delivery = _section(data, "delivery", DeliveryConfig, fname)
@@ -328,8 +354,11 @@ def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[s
     return cfg
 
 
-def load_config(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> SailsegConfig:
-    """Read and validate a config file. Raises :class:`ConfigError` with the file name."""
+def load_config(path: str | os.PathLike[str], *, env: dict[str, str] | None = None,
+                unset_env: str = "error") -> SailsegConfig:
+    """Read and validate a config file. Raises :class:`ConfigError` with the file name.
+
+    ``unset_env``: see :func:`parse_config`."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -341,7 +370,7 @@ def load_config(path: str | os.PathLike[str], *, env: dict[str, str] | None = No
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
-    return parse_config(raw, path=str(p), env=env)
+    return parse_config(raw, path=str(p), env=env, unset_env=unset_env)
 
 
 _SECRET_QUERY = {"password", "sslpassword", "passwd", "secret", "token", "api_key", "apikey", "key"}
@@ -375,7 +404,8 @@ def redacted(cfg: SailsegConfig, secret_fields: dict[tuple[str, str], tuple[str,
     Redacted whole (also when the value is a list or table): component ``secret_fields``,
     keys named like a secret (``*key*``, ``*secret*``, ``*token*``, ``*password*``, ``*dsn*``,
     ``*auth*``), and values that came from an environment variable whose name looks secret.
-    Passwords inside URLs (user info and query parameters) are hidden everywhere.
+    Passwords inside URLs (user info and query parameters) are hidden everywhere. Values of
+    unset variables (read-only loading) show as their marker, ``${VAR:unset}``.
     """
     secret_fields = secret_fields or {}
     by_type: dict[str, tuple[str, ...]] = {}
@@ -389,7 +419,9 @@ def redacted(cfg: SailsegConfig, secret_fields: dict[tuple[str, str], tuple[str,
             out = {}
             for k, v in value.items():
                 sub = f"{path}.{k}" if path else k
-                if k in secrets or _secret_name(k) or sub in cfg.secret_paths:
+                if sub in cfg.unset_vars and isinstance(v, str):
+                    out[k] = v  # the unset marker: no secret in it, and it says what to set
+                elif k in secrets or _secret_name(k) or sub in cfg.secret_paths:
                     out[k] = "***"
                 else:
                     out[k] = walk(v, sub, secrets)

@@ -2,10 +2,11 @@
 
 ::
 
-    SailsegError                    root; the CLI turns it into one line and a non-zero exit
-    ├── ConfigError                 sailseg.toml or a component Config is wrong (names where)
+    SailsegError                    root; the CLI turns it into one line and ``exit_code``
+    ├── ConfigError                 sailseg.toml or a component Config is wrong (names where),
+    │                               or the machine refuses it (port in use, host not bindable)
     ├── PluginError                 a plugin failed to load, or two components claim one name
-    ├── StoreError                  the store cannot be used (schema version mismatch, ...)
+    ├── StoreError                  the store cannot be used (unreachable, unwritable, schema)
     ├── InputError                  untrusted input is malformed (HTTP 400 naming the field)
     ├── Backpressure                the backlog bound is reached (HTTP 503 + Retry-After)
     └── DeliveryError               raised by transforms, resolvers and sinks for one event
@@ -16,6 +17,9 @@
 
 Components *raise* these; the runtime owns backoff, dead-lettering and span status, so no
 plugin writes its own retry loop.
+
+Exit codes of the CLI (``exit_code``): 2 when the user must change something (the config, an
+option, the port, the store URL or its schema), 1 when an operation failed otherwise.
 """
 
 from __future__ import annotations
@@ -40,9 +44,14 @@ __all__ = [
 class SailsegError(Exception):
     """Root of every error sailseg raises on purpose."""
 
+    #: the CLI's exit code for this error (2: the user must change something; 1: it failed)
+    exit_code: int = 1
+
 
 class ConfigError(SailsegError):
     """Configuration is invalid. The message names the file, pipeline, component and field."""
+
+    exit_code = 2
 
 
 class PluginError(SailsegError):
@@ -50,7 +59,10 @@ class PluginError(SailsegError):
 
 
 class StoreError(SailsegError):
-    """The store cannot be used as asked (for example its schema version is unknown)."""
+    """The store cannot be used as asked (unreachable, not writable, its schema version is
+    unknown). The message names the store (password redacted) and what to change."""
+
+    exit_code = 2
 
 
 class InputError(SailsegError):

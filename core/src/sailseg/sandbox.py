@@ -11,8 +11,12 @@ accounts. The sandbox
   used for those;
 - loads every ``examples/pipelines/*.toml`` (or ``-c FILE|DIR``) into one runtime (see
   :func:`load_pipeline_files` for how files are merged);
-- keeps its data under ``.sailseg/sandbox/`` (SQLite store and ``endpoints.json``, which
-  ``sailseg send`` and ``sailseg status`` read);
+- keeps its data under ``.sailseg/sandbox/``: a SQLite store emptied at each start (the
+  emulators keep their state in memory and start empty too, so a sample sent again after a
+  restart is delivered again, not dropped as a duplicate; ``--store``/``SAILSEG_STORE`` keep
+  a store instead) and ``endpoints.json`` (URLs, routes, the loaded files, the sandbox-only
+  environment), through which every other command (``send``, ``status``, ``dlq``, ``run``,
+  ``replay``, ``config show``) finds the sandbox's config and store;
 - tells each emulator where sailseg listens and which routes it serves (e.g. for postbacks);
 - prints where to send events and where to look.
 
@@ -36,6 +40,7 @@ from .components import ComponentContext
 from .config import SailsegConfig, parse_config
 from .errors import ConfigError
 from .runtime import build_component
+from .sockets import bind_socket, url_host
 
 if TYPE_CHECKING:
     from .plugins import Registry
@@ -105,7 +110,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_pipeline_files(
-    files: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None
+    files: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None,
+    unset_env: str = "error",
 ) -> SailsegConfig:
     """Validate each file on its own, then merge them into one config.
 
@@ -125,7 +131,7 @@ def load_pipeline_files(
     origin: dict[tuple[str, str], Path] = {}
     for f in (Path(x) for x in files):
         raw = _read_toml(f)
-        parse_config(raw, path=str(f), env=env_d)  # errors name this file
+        parse_config(raw, path=str(f), env=env_d, unset_env=unset_env)  # errors name this file
         for section, value in raw.items():
             if section == "pipelines":
                 for name, spec in value.items():
@@ -162,7 +168,7 @@ def load_pipeline_files(
         if len(files) <= 1
         else f"{len(files)} files in {_common_dir(files)}"
     )
-    return parse_config(merged, path=label, env=env_d)
+    return parse_config(merged, path=label, env=env_d, unset_env=unset_env)
 
 
 def _short(path: Path) -> str:
@@ -181,20 +187,15 @@ def _common_dir(files: Sequence[str | os.PathLike[str]]) -> str:
 
 
 # -- ports ---------------------------------------------------------------------------------
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _port(var: str, host: str) -> int:
-    value = os.environ.get(var)
+def _port(var: str | None) -> int:
+    """The port fixed by ``var`` (e.g. ``SAILSEG_SANDBOX_SAILTHRU_PORT``), else 0 (a free one)."""
+    value = os.environ.get(var) if var else None
     if value:
         try:
             return int(value)
         except ValueError:
             raise ConfigError(f"{var} must be a port number, got {value!r}") from None
-    return _free_port(host)
+    return 0
 
 
 # -- endpoints file ------------------------------------------------------------------------
@@ -217,6 +218,8 @@ class SandboxEndpoints:
     #: the web console's admin token for this run (``/console``)
     console_token: str = ""
     pid: int = 0
+    #: the pipeline files it loaded (absolute), so every command loads the same config
+    config_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -229,6 +232,7 @@ class SandboxEndpoints:
                 "env": self.env,
                 "console_token": self.console_token,
                 "pid": self.pid,
+                "config_files": self.config_files,
             },
             indent=2,
         )
@@ -252,6 +256,7 @@ def read_endpoints(directory: str | os.PathLike[str] | None = None) -> SandboxEn
         env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
         console_token=str(data.get("console_token") or ""),
         pid=int(data.get("pid") or 0),
+        config_files=[str(f) for f in data.get("config_files") or []],
     )
 
 
@@ -270,8 +275,20 @@ def trigger_routes(
     return {k: v for k, v in out.items() if v}
 
 
+def _fresh_store(db: Path) -> None:
+    """Delete the sandbox's own SQLite store (and its WAL files) before a start.
+
+    Why: the emulators keep their state in memory, so they start empty; a store that still
+    remembered the samples of the last run would drop them as duplicates (``"duplicates":1``)
+    and nothing would show up in the emulators. The banner says the store is fresh.
+    """
+    for suffix in ("", "-wal", "-shm", ".split-lock"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{db}{suffix}").unlink()
+
+
 def _guide(ep: SandboxEndpoints, registry: Registry, files: Sequence[Path],
-           events_dir: Path | None) -> str:
+           events_dir: Path | None, *, fresh: bool = True) -> str:
     def cmd(args: str) -> str:
         return f"uv run sailseg {args}"
 
@@ -282,7 +299,9 @@ def _guide(ep: SandboxEndpoints, registry: Registry, files: Sequence[Path],
             f"sailseg sandbox: {len(ep.pipelines)} pipeline(s) from {len(files)} file(s) in "
             f"{_short(Path(_common_dir(files)))}, {titles} emulated locally"
         ),
-        f"  store                {ep.store_url}",
+        f"  store                {ep.store_url} "
+        + ("(fresh: emptied at each start, like the emulators)" if fresh
+           else "(kept: --store/SAILSEG_STORE given; samples sent before are duplicates now)"),
         "",
         "Send events to sailseg (credentials: the sandbox's own, in "
         f"{_short(sandbox_dir() / ENDPOINTS_FILE)})",
@@ -318,8 +337,11 @@ def _guide(ep: SandboxEndpoints, registry: Registry, files: Sequence[Path],
 class _QuietServer:
     """A uvicorn server for an emulator that leaves signal handling to ``serve_runtime``."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, sock: socket.socket) -> None:
         import uvicorn
+
+        self.sock = sock
+        port = sock.getsockname()[1]
 
         class Server(uvicorn.Server):
             @contextlib.contextmanager
@@ -333,7 +355,7 @@ class _QuietServer:
         )
 
     async def serve(self) -> None:
-        await self.server.serve()
+        await self.server.serve(sockets=[self.sock])
 
     async def wait_started(self, timeout: float = 10.0) -> None:
         import anyio
@@ -341,7 +363,7 @@ class _QuietServer:
         with anyio.fail_after(timeout):
             while not self.server.started:
                 if self.server.should_exit:
-                    raise ConfigError("an emulator server could not start (is its port taken?)")
+                    raise ConfigError("an emulator server could not start")
                 await anyio.sleep(0.01)
 
     def stop(self) -> None:
@@ -360,28 +382,41 @@ async def run_sandbox(
     from .serving import serve_runtime
 
     host = host or "127.0.0.1"
-    port = port or 8080
+    port = 8080 if port is None else port
     files = pipeline_files(config_path)
-    data = sandbox_dir()
-    data.mkdir(parents=True, exist_ok=True)
     registry = build_registry(make_plugin_manager())
     emulators = sorted(registry.emulators.items())
-    url_host = f"[{host}]" if ":" in host else host
-    sailseg_url = f"http://{url_host}:{port}"
-    ports: dict[str, int] = {}
+    # bind every port first: a taken one is one error naming how to choose another
+    sock = bind_socket(host, port, port_fix="--port N")
+    port = sock.getsockname()[1]
+    socks: dict[str, socket.socket] = {}
+    try:
+        for name, emu in emulators:
+            fix = (f"{emu.port_variable}=N (or unset it for a free port)" if emu.port_variable
+                   else "a free port")
+            socks[name] = bind_socket(host, _port(emu.port_variable),
+                                      what=f"the sandbox's {emu.title} emulator", port_fix=fix)
+    except ConfigError:
+        for s_ in (sock, *socks.values()):
+            s_.close()
+        raise
+    data = sandbox_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    sailseg_url = f"http://{url_host(host)}:{port}"
     urls: dict[str, str] = {}
     sandbox_vars: dict[str, str] = {}
     for name, emu in emulators:
-        ports[name] = _port(emu.port_variable, host) if emu.port_variable else _free_port(host)
-        urls[name] = f"http://{url_host}:{ports[name]}"
+        urls[name] = f"http://{url_host(host)}:{socks[name].getsockname()[1]}"
         sandbox_vars.update(emu.sandbox_env(urls[name]))
     env = {**os.environ, **sandbox_vars}
     cfg = load_pipeline_files(files, env=env)
-    cfg.store.url = (
-        store_url
-        or os.environ.get("SAILSEG_STORE")
-        or f"sqlite:///{(data / 'sailseg.db').as_posix()}"
-    )
+    own_store = not (store_url or os.environ.get("SAILSEG_STORE"))
+    if own_store:
+        db = data / "sailseg.db"
+        _fresh_store(db)
+        cfg.store.url = f"sqlite:///{db.as_posix()}"
+    else:
+        cfg.store.url = store_url or os.environ["SAILSEG_STORE"]
     cfg.server.host, cfg.server.port = host, port
     # the console: an admin token made up for this run unless one is configured or exported
     console_token = (cfg.console.admin_token or env.get("SAILSEG_CONSOLE_ADMIN_TOKEN")
@@ -392,7 +427,7 @@ async def run_sandbox(
         _QuietServer(
             emu.create_app(EmulatorSetup(url=urls[name], env=sandbox_vars,
                                          sailseg_url=sailseg_url, routes=routes)),
-            host, ports[name],
+            host, socks[name],
         )
         for name, emu in emulators
     ]
@@ -405,6 +440,7 @@ async def run_sandbox(
         env=sandbox_vars,
         console_token=console_token,
         pid=os.getpid(),
+        config_files=[str(f.resolve()) for f in files],
     )
     ep_file = data / ENDPOINTS_FILE
     events_dir = next(
@@ -422,8 +458,9 @@ async def run_sandbox(
                 with contextlib.suppress(OSError):
                     ep_file.chmod(0o600)
                 ep_file.write_text(endpoints.to_json(), encoding="utf-8")
-                await serve_runtime(rt, host, port,
-                                    banner=_guide(endpoints, registry, files, events_dir))
+                await serve_runtime(rt, host, port, sock=sock,
+                                    banner=_guide(endpoints, registry, files, events_dir,
+                                                  fresh=own_store))
         finally:
             for s in servers:
                 s.stop()

@@ -13,12 +13,14 @@ about click: the CLI calls these functions.
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .process import has_module, run_loop, tune_gc
 from .server import OPERATIONAL_PREFIXES, build_app
+from .sockets import bind_socket, url_host
 
 if TYPE_CHECKING:
     from .config import SailsegConfig
@@ -28,13 +30,17 @@ __all__ = ["banner", "serve_config", "serve_runtime"]
 
 
 async def serve_runtime(
-    rt: Runtime, host: str, port: int, *, banner: str = "", ready_file: str | None = None
+    rt: Runtime, host: str, port: int, *, banner: str = "", ready_file: str | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve a started runtime's ASGI app with uvicorn until SIGINT/SIGTERM, then return
     (the caller's ``async with Runtime`` drains).
 
     :param banner: printed on stderr once the server listens.
     :param ready_file: written with ``host:port`` once the server listens (tests wait on it).
+    :param sock: the listening socket (:func:`sailseg.sockets.bind_socket`); bound here when
+        None. Either way a taken port is a :class:`~sailseg.errors.ConfigError`, not uvicorn's
+        exit from inside the task group.
     """
     import signal
 
@@ -52,6 +58,9 @@ async def serve_runtime(
         http="httptools" if has_module("httptools") else "h11",
     )
     server = _Server(config)
+    if sock is None:
+        sock = bind_socket(host, port)
+    port = sock.getsockname()[1]
 
     async def watch_signals() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -72,14 +81,15 @@ async def serve_runtime(
                     fh.write(f"{host}:{port}\n")
 
         tg.start_soon(announce)
-        await server.serve()
+        await server.serve(sockets=[sock])
         tg.cancel_scope.cancel()
 
 
 def banner(rt: Runtime, host: str, port: int, extra: str = "") -> str:
     """``sailseg serving N pipeline(s) on URL (store ...); routes: ...``."""
     routes = sorted(r for r in build_app(rt).routes if not r.startswith(OPERATIONAL_PREFIXES))
-    return (f"sailseg serving {len(rt.config.pipelines)} pipeline(s) on http://{host}:{port} "
+    return (f"sailseg serving {len(rt.config.pipelines)} pipeline(s) on "
+            f"http://{url_host(host)}:{port} "
             f"(store {rt.store.redacted_url()}){extra}; routes: {', '.join(routes) or '-'}")
 
 
@@ -102,12 +112,15 @@ def serve_config(
     from .runtime import Runtime
 
     h = host or cfg.server.host
-    p = port or cfg.server.port
+    p = cfg.server.port if port is None else port
+    sock = bind_socket(h, p)  # before anything starts: a taken port is one clear error
+    p = sock.getsockname()[1]
 
     async def single() -> None:
         async with Runtime(cfg) as rt:
             tune_gc()
-            await serve_runtime(rt, h, p, banner=banner(rt, h, p), ready_file=ready_file)
+            await serve_runtime(rt, h, p, banner=banner(rt, h, p), ready_file=ready_file,
+                                sock=sock)
 
     async def split() -> None:
         import anyio

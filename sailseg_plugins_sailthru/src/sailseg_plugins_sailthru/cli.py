@@ -9,6 +9,7 @@ __all__ = ["register"]
 
 def register(cli: click.Group) -> None:
     """Add the ``sailthru`` command group to the sailseg CLI."""
+    from sailseg.cli import handle_errors
 
     @cli.group("sailthru")
     def sailthru() -> None:
@@ -26,10 +27,11 @@ def register(cli: click.Group) -> None:
                   help="Per-minute limit, e.g. --limit 'POST /user=600' (repeatable).")
     @click.option("--job-polls", default=2, type=int, show_default=True,
                   help="GET /job calls before a job completes.")
+    @handle_errors
     def emulator(host: str, port: int, postback_url: str | None, api_key: str, api_secret: str,
                  limits: tuple[str, ...], job_polls: int) -> None:
         """Run the Sailthru API emulator (state and control API under /_emulator/)."""
-        import uvicorn
+        from sailseg.sockets import bind_socket, run_app
 
         from .emulator import SailthruEmulator
         from .emulator.settings import DEFAULT_LIMITS, EmulatorSettings
@@ -42,5 +44,8 @@ def register(cli: click.Group) -> None:
             lim[key.strip()] = int(n)
         settings = EmulatorSettings(accounts={api_key: api_secret}, limits=lim,
                                     postback_url=postback_url, job_polls_to_complete=job_polls)
+        sock = bind_socket(host, port, what="the Sailthru emulator", port_fix="--port N",
+                           host_fix="--host")
+        port = sock.getsockname()[1]
         click.echo(f"Sailthru emulator on http://{host}:{port} (state: /_emulator/state)")
-        uvicorn.run(SailthruEmulator(settings), host=host, port=port, log_level="warning")
+        run_app(SailthruEmulator(settings), sock)

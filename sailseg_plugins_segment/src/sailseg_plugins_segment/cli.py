@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+from sailseg.cli import handle_errors
 
 __all__ = ["build_emulator", "segment_group"]
 
@@ -47,11 +48,15 @@ def segment_group() -> None:
               help="JSON file with access_tokens and profiles for the Profile API.")
 @click.option("--profile-rate-limit", default=100, show_default=True, type=int,
               help="Profile API requests/s per space before 429.")
+@handle_errors
 def emulator_command(host: str, port: int, write_keys: tuple[str, ...], seed: Path | None,
                      profile_rate_limit: int) -> None:
     """Serve the Segment Tracking API + Profile API emulator (inspection under /_emulator/)."""
-    import uvicorn
+    from sailseg.sockets import bind_socket, run_app
 
     app = build_emulator(write_keys, seed, profile_rate_limit)
+    sock = bind_socket(host, port, what="the Segment emulator", port_fix="--port N",
+                       host_fix="--host")
+    port = sock.getsockname()[1]
     click.echo(f"Segment emulator on http://{host}:{port} (inspect: /_emulator/messages)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]
+    run_app(app, sock, access_log=False)

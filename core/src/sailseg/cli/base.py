@@ -5,7 +5,8 @@ them. It is also the documented helper API for plugin commands (re-exported by
 ``sailseg.cli``; see docs/plugin-hooks.md, ``register_commands``):
 
 - :data:`cli`: the root group (plugins get it as the ``cli`` argument of ``register_commands``);
-- :func:`handle_errors`: one-line ``Error: ...`` on stderr and exit code 2 (config) / 1;
+- :func:`handle_errors`: one-line ``Error: ...`` on stderr and the error's ``exit_code`` (2
+  when the user must change something: config, option, port, store; 1 otherwise);
 - :func:`config_option`, :func:`store_option`: the ``-c/--config`` and ``--store`` options;
 - :func:`resolve_config_path`, :func:`load`, :func:`store_for`: find and load the config, open
   the store the way core commands do;
@@ -41,7 +42,9 @@ __all__ = [
     "cli",
     "config_option",
     "handle_errors",
+    "has_config",
     "load",
+    "warn_unset",
     "parse_since",
     "registry",
     "resolve_config_path",
@@ -56,19 +59,44 @@ DEFAULT_CONFIG = "sailseg.toml"
 
 
 def handle_errors(fn: F) -> F:
-    """Turn SailsegError into a clean one-line error and exit code (2 config, 1 otherwise)."""
+    """Turn a :class:`SailsegError` into one ``Error: ...`` line on stderr and its
+    ``exit_code`` (2: the user must change something; 1: the operation failed).
+
+    Also when it arrives wrapped in an exception group (raised inside a task group, e.g. a
+    server that cannot start next to others): the group's first sailseg error is shown.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except SailsegError as exc:
-            if os.environ.get("SAILSEG_RAISE_ERRORS") == "1":
+            _exit_with(exc)
+        except BaseExceptionGroup as group:
+            first = _first_sailseg_error(group)
+            if first is None:
                 raise
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2 if isinstance(exc, ConfigError) else 1)
+            _exit_with(first, group)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _first_sailseg_error(group: BaseExceptionGroup[Any]) -> SailsegError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, SailsegError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_sailseg_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
+def _exit_with(exc: SailsegError, raised: BaseException | None = None) -> None:
+    if os.environ.get("SAILSEG_RAISE_ERRORS") == "1":
+        raise raised or exc
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(exc.exit_code)
 
 
 def run_async(fn: Callable[..., Any], *args: Any) -> Any:
@@ -100,15 +128,82 @@ def resolve_config_path(path: str | None) -> str:
     return path or os.environ.get("SAILSEG_CONFIG") or DEFAULT_CONFIG
 
 
-def load(path: str | None, store_url: str | None = None) -> SailsegConfig:
-    """The validated config; ``store_url`` or ``$SAILSEG_STORE`` replaces its store URL."""
+def _sandbox_config(unset_env: str) -> SailsegConfig | None:
+    """The running (or last) sandbox's merged config, when no config file is named and there
+    is no ``./sailseg.toml``: every command finds the sandbox the same way."""
+    from ..sandbox import load_pipeline_files, read_endpoints
+
+    ep = read_endpoints()
+    if ep is None or not ep.config_files:
+        return None
+    cfg = load_pipeline_files(ep.config_files, env={**os.environ, **ep.env},
+                              unset_env=unset_env)
+    if ep.store_url:
+        cfg.store.url = ep.store_url
+    return cfg
+
+
+def _no_config_error(path: str | None) -> ConfigError:
+    """Where we looked and how to point elsewhere."""
+    from ..sandbox import ENDPOINTS_FILE, sandbox_dir
+
+    tried = resolve_config_path(path)
+    if path:
+        return ConfigError(f"{path}: file not found (given with -c/--config)")
+    if os.environ.get("SAILSEG_CONFIG"):
+        return ConfigError(f"{tried}: file not found (named by $SAILSEG_CONFIG)")
+    return ConfigError(
+        f"no {DEFAULT_CONFIG} in {Path.cwd()} (and no sandbox: "
+        f"{sandbox_dir() / ENDPOINTS_FILE} does not exist); name the config with -c FILE or "
+        f"SAILSEG_CONFIG=FILE, or try the sandbox: sailseg serve --sandbox"
+    )
+
+
+def load(path: str | None, store_url: str | None = None, *,
+         read_only: bool = False) -> SailsegConfig:
+    """The validated config; ``store_url`` or ``$SAILSEG_STORE`` replaces its store URL.
+
+    Which config: ``-c FILE``, else ``$SAILSEG_CONFIG``, else ``./sailseg.toml``, else the
+    sandbox's (``.sailseg/sandbox/endpoints.json`` names its files and store). With
+    ``read_only`` an unset ``${VAR}`` becomes a marked placeholder (``${VAR:unset}``, listed in
+    ``cfg.unset_vars``) instead of an error: only commands that call a vendor need secrets.
+
+    :raises ConfigError: saying where it looked and how to point elsewhere.
+    """
     from ..config import load_config
 
-    cfg = load_config(resolve_config_path(path))
+    unset_env = "placeholder" if read_only else "error"
+    cfg_path = resolve_config_path(path)
+    if Path(cfg_path).exists() or path or os.environ.get("SAILSEG_CONFIG"):
+        if not Path(cfg_path).exists():
+            raise _no_config_error(path)
+        cfg = load_config(cfg_path, unset_env=unset_env)
+    else:
+        sandbox = _sandbox_config(unset_env)
+        if sandbox is None:
+            raise _no_config_error(path)
+        cfg = sandbox
     url = store_url or os.environ.get("SAILSEG_STORE")
     if url:
         cfg.store.url = url
     return cfg
+
+
+def warn_unset(cfg: SailsegConfig) -> None:
+    """One ``Warning:`` line on stderr per unset variable of a read-only loaded config."""
+    for where, var in sorted(cfg.unset_vars.items()):
+        click.echo(f"Warning: environment variable {var} is not set ({cfg.path}: {where}); "
+                   "`sailseg serve` needs it", err=True)
+
+
+def has_config(path: str | None) -> bool:
+    """Whether :func:`load` would find a config (a file, or the sandbox's)."""
+    from ..sandbox import read_endpoints
+
+    if path or os.environ.get("SAILSEG_CONFIG") or Path(DEFAULT_CONFIG).exists():
+        return True
+    ep = read_endpoints()
+    return bool(ep and ep.config_files)
 
 
 def registry() -> Registry:
@@ -119,22 +214,14 @@ def registry() -> Registry:
 
 
 def store_for(path: str | None, store_url: str | None) -> Store:
-    """An unopened store from --store, $SAILSEG_STORE, the config file if present, the
-    sandbox's store when a sandbox was run from this directory
-    (``.sailseg/sandbox/endpoints.json``), or the default."""
+    """An unopened store from --store, $SAILSEG_STORE, the config (``-c``, ``$SAILSEG_CONFIG``,
+    ``./sailseg.toml`` or the sandbox's, see :func:`load`, read-only), or the default."""
     from ..config import StoreConfig
     from ..runtime import open_store
 
     url = store_url or os.environ.get("SAILSEG_STORE")
     if not url:
-        cfg_path = resolve_config_path(path)
-        if Path(cfg_path).exists():
-            url = load(path).store.url
-        else:
-            from ..sandbox import read_endpoints
-
-            sandbox = read_endpoints() if path is None else None
-            url = sandbox.store_url if sandbox and sandbox.store_url else StoreConfig().url
+        url = load(path, read_only=True).store.url if has_config(path) else StoreConfig().url
     return open_store(url, registry())
 
 

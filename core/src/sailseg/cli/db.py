@@ -42,9 +42,11 @@ def db_upgrade(config_path: str | None, store_url: str | None) -> None:
 def db_version(config_path: str | None, store_url: str | None) -> None:
     """Print the store's schema version and the one this sailseg needs."""
     from ..store.base import SCHEMA_VERSION
+    from .opened import check_exists
 
     async def go() -> int:
         store = store_for(config_path, store_url)
+        check_exists(store, config_path)
         await store.open()
         try:
             return int(await store.schema_version())

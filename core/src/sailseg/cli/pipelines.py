@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
-from .base import config_option, handle_errors, load, registry, run_async
+from .base import config_option, handle_errors, load, registry, run_async, warn_unset
 
 __all__ = ["config_group", "plugins", "run", "validate"]
 
@@ -67,10 +67,18 @@ async def _check_components(cfg: Any) -> list[str]:
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False), default=None, required=False)
+@click.option("--require-env", is_flag=True,
+              help="Treat an unset ${VAR} as an error, as `sailseg serve` does (default: a "
+              "warning, and the rest is still checked).")
 @handle_errors
-def validate(file: str | None) -> None:
-    """Check a config file: syntax, component types and every component's options."""
-    cfg = load(file)
+def validate(file: str | None, require_env: bool) -> None:
+    """Check a config file: syntax, component types and every component's options.
+
+    Unset ``${VAR}`` variables are warnings here (``sailseg serve`` refuses them): the rest
+    of the file is still checked with a placeholder in their place.
+    """
+    cfg = load(file, read_only=not require_env)
+    warn_unset(cfg)
     run_async(_check_components, cfg)
     click.echo(f"OK: {cfg.path}: {len(cfg.pipelines)} pipeline(s), {len(cfg.components)} component(s)")
 
@@ -87,7 +95,7 @@ def config_show(config_path: str | None) -> None:
     """Print the interpolated config as JSON with every secret redacted."""
     from ..config import redacted
 
-    cfg = load(config_path)
+    cfg = load(config_path, read_only=True)
     reg = registry()
     secrets: dict[tuple[str, str], tuple[str, ...]] = {}
     for kind in ("trigger", "transform", "resolver", "sink"):
@@ -108,7 +116,8 @@ def run(config_path: str | None, event_file: str, pipeline_name: str | None) -> 
     would send. Nothing is sent and nothing is stored in your data directory."""
     from ..events import decode_messages
 
-    cfg = load(config_path)
+    cfg = load(config_path, read_only=True)
+    warn_unset(cfg)
     with open(event_file, "rb") as fh:
         messages = decode_messages(fh.read())
     names = [pipeline_name] if pipeline_name else list(cfg.pipelines)

@@ -27,7 +27,7 @@ def replay(config_path: str | None, store_url: str | None, pipeline_name: str, s
     Replayed events skip sailseg's own dedupe; sinks derive their vendor-side ids from the
     original event (messageIds, purchase ledger), so vendors deduplicate where they can.
     """
-    cfg = load(config_path, store_url)
+    cfg = load(config_path, store_url, read_only=True)  # replay only enqueues: no vendor call
     if pipeline_name not in cfg.pipelines:
         raise ConfigError(f"{cfg.path}: no pipeline named {pipeline_name!r} (have: {', '.join(cfg.pipelines)})")
     t0 = parse_since(since)

@@ -36,24 +36,16 @@ def status(config_path: str | None, store_url: str | None, as_json: bool) -> Non
 
 
 def _configured_pipelines(config_path: str | None) -> list[str]:
-    """Pipeline names from the config file, else from the sandbox run here (best effort)."""
-    import os
-    from pathlib import Path
-
+    """Pipeline names from the config (a file, or the running sandbox's), best effort."""
     from ..errors import SailsegError
-    from .base import resolve_config_path
+    from .base import has_config
 
-    if Path(resolve_config_path(config_path)).exists():
-        try:
-            return list(load(config_path).pipelines)
-        except SailsegError:
-            return []
-    if config_path is None and not os.environ.get("SAILSEG_STORE"):
-        from ..sandbox import read_endpoints
-
-        ep = read_endpoints()
-        return list(ep.pipelines) if ep else []
-    return []
+    if not has_config(config_path):
+        return []
+    try:
+        return list(load(config_path, read_only=True).pipelines)
+    except SailsegError:
+        return []
 
 
 _COLUMNS = ("backlog", "delivered", "failed", "filtered", "skipped", "parked", "dead")

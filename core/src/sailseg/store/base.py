@@ -43,7 +43,11 @@ __all__ = [
     "AuditRecord",
     "Store",
     "SCHEMA_VERSION",
+    "STORE_FIX",
 ]
+
+#: how a user points sailseg at another store (ends every "cannot open/connect" error)
+STORE_FIX = "change [store] url, --store URL or SAILSEG_STORE"
 
 #: The schema version this code understands. A store at another version refuses to start.
 SCHEMA_VERSION = 3

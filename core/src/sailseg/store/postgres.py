@@ -62,7 +62,7 @@ from ._sql import (
     purge_journal_sql,
     purge_sql,
 )
-from .base import Outcome, QueueItem
+from .base import STORE_FIX, Outcome, QueueItem
 
 if TYPE_CHECKING:
     import asyncpg
@@ -137,7 +137,8 @@ class PostgresStore(SQLStore):
             )
         except Exception as exc:
             raise StoreError(
-                f"cannot connect to store {self.redacted_url()}: {type(exc).__name__}: {exc}"
+                f"cannot connect to store {self.redacted_url()}: {type(exc).__name__}: {exc} "
+                f"(is PostgreSQL running there, and the URL right?); {STORE_FIX}"
             ) from exc
 
     async def close(self) -> None:

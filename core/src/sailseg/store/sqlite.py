@@ -68,7 +68,7 @@ from ._sql import (
     purge_journal_sql,
     purge_sql,
 )
-from .base import SCHEMA_VERSION, Outcome, QueueItem
+from .base import SCHEMA_VERSION, STORE_FIX, Outcome, QueueItem
 
 __all__ = ["SQLiteStore"]
 
@@ -124,7 +124,9 @@ class SQLiteStore(SQLStore):
                 self._rconn.execute("PRAGMA query_only = 1")
         except (OSError, sqlite3.Error) as exc:
             self._close_connections()
-            raise StoreError(f"cannot open store {self.redacted_url()}: {exc}") from exc
+            raise StoreError(
+                f"cannot open store {self.redacted_url()}: {exc}; {STORE_FIX}"
+            ) from exc
 
     def _new_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
