@@ -8,6 +8,7 @@ the ``send`` command; then the emulators' inspection endpoints must show each on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,25 +44,26 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A running sandbox; yields its endpoints.json (after /readyz answers 200)."""
+@contextlib.contextmanager
+def running_sandbox(cwd: Path, log_name: str = "sandbox.log") -> Iterator[dict[str, Any]]:
+    """A sandbox process in ``cwd``; yields its endpoints.json once /readyz answers 200."""
     port = free_port()
-    log = open(tmp_path / "sandbox.log", "wb")  # noqa: SIM115 - the child writes it until teardown
+    log_path = cwd / log_name
+    log = open(log_path, "wb")  # noqa: SIM115 - the child writes it until teardown
     proc = subprocess.Popen(
         [sys.executable, "-m", "sailseg", "serve", "--sandbox", "--port", str(port)],
-        cwd=tmp_path,
+        cwd=cwd,
         env=child_env(SAILSEG_SANDBOX_POLL_INTERVAL="0.5"),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    ep_file = tmp_path / ".sailseg" / "sandbox" / "endpoints.json"
+    ep_file = cwd / ".sailseg" / "sandbox" / "endpoints.json"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                output = (tmp_path / "sandbox.log").read_text()
-                raise AssertionError(f"sandbox exited with {proc.returncode}: {output}")
+                raise AssertionError(f"sandbox exited with {proc.returncode}: "
+                                     f"{log_path.read_text()}")
             if ep_file.exists():
                 try:
                     if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
@@ -69,14 +71,9 @@ def sandbox(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 except httpx.HTTPError:
                     pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"sandbox not ready: {(tmp_path / 'sandbox.log').read_text()}")
+                raise AssertionError(f"sandbox not ready: {log_path.read_text()}")
             time.sleep(0.1)
-        yield {
-            **json.loads(ep_file.read_text()),
-            "cwd": tmp_path,
-            "log": tmp_path / "sandbox.log",
-            "proc": proc,
-        }
+        yield {**json.loads(ep_file.read_text()), "cwd": cwd, "log": log_path, "proc": proc}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -86,6 +83,21 @@ def sandbox(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A running sandbox; yields its endpoints.json (after /readyz answers 200)."""
+    with running_sandbox(tmp_path) as ep:
+        yield ep
+
+
+def sailseg(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``sailseg ARGS`` as another process in ``cwd`` (no SAILSEG_/vendor variables)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sailseg", *args], check=False, cwd=cwd, env=child_env(),
+        capture_output=True, text=True, timeout=60,
+    )
 
 
 def eventually(check: Any, timeout: float = 20.0) -> None:
@@ -191,14 +203,70 @@ def test_sandbox_serves_every_sample_event(
         assert out.returncode == 0, out.stderr
         assert "sandbox" in out.stdout and "total backlog: 0" in out.stdout, out.stdout
         rows = {
-            line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line.strip()
+            line.split()[0]: line.split()[1:]
+            for line in out.stdout.splitlines()
+            if line.strip() and ":" not in line  # table rows, not "total backlog: 0"
         }
         assert rows["identify_to_sailthru_profile"][1] == "2", out.stdout  # delivered
-        assert rows["total"][-1] == "0", out.stdout  # no dead letters
+        # 11b dead-letters (Ellen opted out in 11a), and only it
+        assert rows["welcome_send_on_signup"][-1] == "1", out.stdout
+        assert rows["total"][-1] == "1", out.stdout
 
     eventually(status)
+
+    # the guide's dead-letter walkthrough: the reason is visible, the fix and a replay deliver it
+    banner = sandbox["log"].read_text()
+    assert "11b-signed-up-opted-out.json" in banner and "dlq replay --all" in banner
+    out = sailseg(sandbox["cwd"], "dlq", "list")
+    assert out.returncode == 0 and "welcome_send_on_signup" in out.stdout, out.stdout
+    assert "32" in out.stdout and "opted out" in out.stdout, out.stdout
+    res = runner.invoke(cli, ["send", str(EVENTS / "fixes" / "11c-opt-ellen-back-in.json")])
+    assert res.exit_code == 0 and ": 200 " in res.output, res.output
+    out = sailseg(sandbox["cwd"], "dlq", "replay", "--all", "--no-wait")
+    assert out.returncode == 0 and "replayed 1 dead letter(s)" in out.stdout, out.stdout + out.stderr
+
+    def ellen_welcomed() -> None:
+        templates = {(s["template"], s["email"]) for s in sailthru("sends")}
+        assert ("welcome", "ellen@example.com") in templates
+        assert sailseg(sandbox["cwd"], "dlq", "list").stdout.strip() == "no dead letters"
+
+    eventually(ellen_welcomed)
+
+    # every other command finds the running sandbox's config the same way
+    shown = sailseg(sandbox["cwd"], "config", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "welcome_send_on_signup" in json.loads(shown.stdout)["pipelines"]
+    ran = sailseg(sandbox["cwd"], "run", "--event", str(EVENTS / "08-signed-up.json"),
+                  "--pipeline", "welcome_send_on_signup")
+    assert ran.returncode == 0 and "would deliver" in ran.stdout, ran.stdout + ran.stderr
+    replayed = sailseg(sandbox["cwd"], "replay", "--pipeline", "welcome_send_on_signup",
+                       "--since", "1h", "--dry-run", "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    assert len(json.loads(replayed.stdout)) >= 2, replayed.stdout  # katherine and ellen
 
     # Ctrl-C stops the whole sandbox cleanly
     proc = sandbox["proc"]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0, sandbox["log"].read_text()
+
+
+def test_sandbox_restart_starts_on_a_fresh_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulators start empty, so the store does too: a sample sent before a restart is
+    delivered again after it, not dropped as a duplicate (and the banner says so)."""
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith(("SAILSEG_", "SAILTHRU_", "SEGMENT_"))]:
+        monkeypatch.delenv(key)
+    sample = EVENTS / "01a-identify.json"
+    for run in ("first", "second"):
+        with running_sandbox(tmp_path, f"sandbox-{run}.log") as ep:
+            assert "(fresh: emptied at each start" in ep["log"].read_text()
+            res = CliRunner().invoke(cli, ["send", str(sample)])
+            assert res.exit_code == 0 and ": 200 " in res.output, res.output
+            assert '"duplicates":0' in res.output.replace(" ", ""), (run, res.output)
+            st = ep["emulators"]["sailthru"]
+
+            def profile(st: str = st) -> None:
+                users = httpx.get(f"{st}/_emulator/state/users", timeout=5).json()
+                assert any(u["keys"].get("email") == "peter@example.com" for u in users)
+
+            eventually(profile)

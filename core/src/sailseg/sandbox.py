@@ -287,6 +287,26 @@ def _fresh_store(db: Path) -> None:
             Path(f"{db}{suffix}").unlink()
 
 
+#: the dead-letter example of the guide: (setup, the event that dead-letters, its fix)
+DEAD_LETTER_SAMPLES = ("11a-opt-out-ellen.json", "11b-signed-up-opted-out.json",
+                       "fixes/11c-opt-ellen-back-in.json")
+
+
+def _dead_letter_walkthrough(events_dir: Path | None, cmd: Any) -> list[str]:
+    """How to make, read, fix and replay a dead letter, when the samples are there."""
+    if events_dir is None or not all((events_dir / f).is_file() for f in DEAD_LETTER_SAMPLES):
+        return []
+    setup, event, fix = (_short(events_dir / f) for f in DEAD_LETTER_SAMPLES)
+    return [
+        "",
+        "Make a dead letter, fix it, replay it (a welcome email to someone who opted out)",
+        "  " + cmd(f"send {setup} {event}"),
+        "  " + cmd("dlq list") + "   (sailthru.send: Sailthru error 32, opted out of delivery)",
+        "  " + cmd(f"send {fix}") + "   (the fix: she opts back in)",
+        "  " + cmd("dlq replay --all") + "   (her welcome email is sent now)",
+    ]
+
+
 def _guide(ep: SandboxEndpoints, registry: Registry, files: Sequence[Path],
            events_dir: Path | None, *, fresh: bool = True) -> str:
     def cmd(args: str) -> str:
@@ -318,6 +338,7 @@ def _guide(ep: SandboxEndpoints, registry: Registry, files: Sequence[Path],
             + cmd(f"send {_short(events_dir)}/*.json")
             + "   (every sample)"
         )
+    lines += _dead_letter_walkthrough(events_dir, cmd)
     lines += ["", "Look at the results"]
     for name, url in sorted(ep.emulators.items()):
         emu = registry.emulators[name]

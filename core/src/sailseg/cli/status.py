@@ -9,6 +9,7 @@ import click
 
 from .base import config_option, handle_errors, load, run_async, store_option
 from .opened import with_store
+from .output import json_option
 
 __all__ = ["status", "status_table"]
 
@@ -16,7 +17,7 @@ __all__ = ["status", "status_table"]
 @click.command()
 @config_option
 @store_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @handle_errors
 def status(config_path: str | None, store_url: str | None, as_json: bool) -> None:
     """Pipelines with backlog, delivered/failed counts, parked events and dead letters.
