@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -65,7 +68,7 @@ def test_run_prints_each_stage_and_sink_preview(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     ev = tmp_path / "e.json"
     ev.write_text(json.dumps({"type": "identify", "userId": "u1", "traits": {"email": "a@b.io"}}))
-    res = invoke("run", "-c", str(cfg), "--event", str(ev))
+    res = invoke("run", "-c", str(cfg), "--event", str(ev), "--json")
     assert res.exit_code == 0, res.output
     (report,) = json.loads(res.output)
     assert report["stages"][0]["output"]["traits"]["plan"] == "free"
@@ -92,7 +95,7 @@ def test_dlq_list_show_replay_purge(tmp_path: Path) -> None:
     assert len(rows) == 2 and {r["event"]["payload"]["messageId"] for r in rows} == {"m1", "m2"}
     table = invoke("dlq", "list", "-c", str(cfg))
     assert "echo: configured to fail" in table.output and "rec" in table.output
-    shown = json.loads(invoke("dlq", "show", "-c", str(cfg), rows[0]["id"]).output)
+    shown = json.loads(invoke("dlq", "show", "-c", str(cfg), rows[0]["id"], "--json").output)
     assert shown["error_type"] == "FatalError" and shown["response"] == {"status": 400}
     missing = invoke("dlq", "show", "-c", str(cfg), "nope")
     assert missing.exit_code == 2 and "no dead letter with id 'nope'" in missing.output
@@ -102,7 +105,9 @@ def test_dlq_list_show_replay_purge(tmp_path: Path) -> None:
     ok = write_config(tmp_path, fail="")
     anyio.run(feed, ok, [], 1)
     assert [r["payload"]["messageId"] for r in RECORDED["rec"]] == [rows[0]["event"]["payload"]["messageId"]]
-    assert "purged 1 dead letter(s)" in invoke("dlq", "purge", "-c", str(cfg), "--all").output
+    refused = invoke("dlq", "purge", "-c", str(cfg), "--all")  # stdin is not a terminal
+    assert refused.exit_code == 2 and "--yes" in refused.output
+    assert "purged 1 dead letter(s)" in invoke("dlq", "purge", "-c", str(cfg), "--all", "--yes").output
     assert invoke("dlq", "list", "-c", str(cfg)).output.strip() == "no dead letters"
 
 
@@ -123,7 +128,8 @@ def test_replay_dry_run_and_real(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, fail="")
     anyio.run(feed, cfg, [{"type": "identify", "userId": "u1", "messageId": "i1", "traits": {}}], 1)
     assert len(RECORDED["rec"]) == 1
-    dry = invoke("replay", "-c", str(cfg), "--pipeline", "main", "--since", "1h", "--dry-run")
+    dry = invoke("replay", "-c", str(cfg), "--pipeline", "main", "--since", "1h", "--dry-run",
+                 "--json")
     assert dry.exit_code == 0, dry.output
     (report,) = json.loads(dry.output)
     assert report["sinks"]["rec"]["would_record"]["messageId"] == "i1"
@@ -146,3 +152,63 @@ def test_db_upgrade_and_version(tmp_path: Path) -> None:
 
     assert f"store schema {SCHEMA_VERSION}; this sailseg needs {SCHEMA_VERSION}" in invoke(
         "db", "version", "--store", url).output
+
+
+def serve_node(cfg: Path, tmp: Path) -> subprocess.Popen[bytes]:
+    """``sailseg serve`` as a real process on ``cfg`` (a free port); returns once it listens."""
+    ready = tmp / f"ready-{time.monotonic_ns()}"
+    proc = subprocess.Popen([sys.executable, "-m", "sailseg", "serve", "-c", str(cfg),
+                             "--port", "0", "--ready-file", str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+        assert time.monotonic() < deadline, "serve did not start"
+        time.sleep(0.05)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_dlq_replay_waits_with_progress_until_delivered_or_dead(tmp_path: Path, fixed: bool) -> None:
+    """``--wait`` follows a running node's work: counts delivered and dead-again events, exits 1
+    when some died again."""
+    cfg = write_config(tmp_path)
+    anyio.run(feed, cfg, [{"type": "track", "userId": f"u{i}", "event": "A", "messageId": f"m{i}"}
+                          for i in range(3)], 3)
+    assert len(json.loads(invoke("dlq", "list", "-c", str(cfg), "--json").output)) == 3
+    node = serve_node(write_config(tmp_path, fail="" if fixed else "fatal"), tmp_path)
+    try:
+        res = invoke("dlq", "replay", "-c", str(cfg), "--all", "--wait", "--timeout", "60")
+    finally:
+        stop(node)
+    assert "replayed 3 dead letter(s)" in res.output
+    if fixed:
+        assert res.exit_code == 0, res.output
+        assert "delivered 3, dead again 0, parked 0, still queued 0" in res.output
+    else:
+        assert res.exit_code == 1, res.output
+        assert "delivered 0, dead again 3" in res.output
+        assert "Error: 3 event(s) were dead-lettered again" in res.output
+
+
+def test_replay_wait_and_timeout_without_a_node(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, fail="")
+    anyio.run(feed, cfg, [{"type": "identify", "userId": "u1", "messageId": "i1", "traits": {}}], 1)
+    res = invoke("replay", "-c", str(cfg), "--pipeline", "main", "--since", "1h", "--wait",
+                 "--timeout", "0.5")
+    assert res.exit_code == 0, res.output
+    assert "re-enqueued 1 event(s)" in res.output and "still queued 1" in res.output
+    assert "gave up waiting" in res.output
+    node = serve_node(cfg, tmp_path)
+    try:
+        res = invoke("replay", "-c", str(cfg), "--pipeline", "main", "--since", "1h", "--wait",
+                     "--timeout", "60")
+    finally:
+        stop(node)
+    assert res.exit_code == 0, res.output
+    assert "still queued 0" in res.output

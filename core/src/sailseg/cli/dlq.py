@@ -8,15 +8,18 @@ shared by design). A running node picks up re-enqueued work at its next poll.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
 import click
 import msgspec
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SailsegError
 from .base import config_option, handle_errors, run_async, store_option
 from .opened import fmt_time, with_store
+from .output import json_option, one_line
+from .progress import WaitResult, should_wait, wait_for_pipelines, wait_option
 
 __all__ = ["dlq"]
 
@@ -29,9 +32,9 @@ def dlq() -> None:
 @dlq.command("list")
 @config_option
 @store_option
-@click.option("--pipeline", default=None)
-@click.option("--limit", default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--pipeline", default=None, help="Only this pipeline's dead letters.")
+@click.option("--limit", default=50, show_default=True, help="At most this many.")
+@json_option
 @handle_errors
 def dlq_list(config_path: str | None, store_url: str | None, pipeline: str | None, limit: int, as_json: bool) -> None:
     """List dead letters, newest last."""
@@ -56,9 +59,11 @@ def dlq_list(config_path: str | None, store_url: str | None, pipeline: str | Non
 @config_option
 @store_option
 @click.argument("dead_letter_id")
+@json_option
 @handle_errors
-def dlq_show(config_path: str | None, store_url: str | None, dead_letter_id: str) -> None:
-    """Show one dead letter: the event, the error and the last response."""
+def dlq_show(config_path: str | None, store_url: str | None, dead_letter_id: str,
+             as_json: bool) -> None:
+    """Show one dead letter: the error, the last response and the event."""
 
     async def go(store: Any) -> Any:
         return await store.get_dead_letter(dead_letter_id)
@@ -66,7 +71,17 @@ def dlq_show(config_path: str | None, store_url: str | None, dead_letter_id: str
     row = run_async(with_store, config_path, store_url, go)
     if row is None:
         raise ConfigError(f"no dead letter with id {dead_letter_id!r}")
-    click.echo(json.dumps(msgspec.to_builtins(row), indent=2, default=str))
+    data = msgspec.to_builtins(row)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    for key in ("id", "pipeline", "sink", "error_type", "error", "attempts"):
+        click.echo(f"{key + ':':<12} {data.get(key)}")
+    click.echo(f"{'when:':<12} {fmt_time(row.created_at)}")
+    click.echo(f"{'response:':<12} {one_line(data.get('response'), 400)}")
+    click.echo("event:")
+    click.echo(json.dumps(data.get("event"), indent=2, default=str))
+    click.echo(f"\nfix the cause, then: sailseg dlq replay {row.id}")
 
 
 def _ids_or_all(ids: tuple[str, ...], all_: bool, verb: str) -> list[str] | None:
@@ -80,32 +95,60 @@ def _ids_or_all(ids: tuple[str, ...], all_: bool, verb: str) -> list[str] | None
 @store_option
 @click.argument("ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
+@wait_option
 @handle_errors
-def dlq_replay(config_path: str | None, store_url: str | None, ids: tuple[str, ...], all_: bool) -> None:
-    """Put dead letters back in the queue (to the sink that failed)."""
+def dlq_replay(config_path: str | None, store_url: str | None, ids: tuple[str, ...], all_: bool,
+               wait: bool | None, timeout: float) -> None:
+    """Put dead letters back in the queue (to the sink that failed).
+
+    A running `sailseg serve` delivers them; with --wait (default on a terminal) this command
+    shows their progress and exits 1 when some are dead-lettered again.
+    """
     which = _ids_or_all(ids, all_, "replay")
+    waiting = should_wait(wait)
 
-    async def go(store: Any) -> Any:
-        return await store.replay_dead_letters(which, now=time.time())
+    async def go(store: Any) -> tuple[int, WaitResult | None]:
+        if which is None:
+            pipelines = {p for p, s in (await store.stats()).items() if s.get("dead")}
+        else:
+            rows = [await store.get_dead_letter(i) for i in which]
+            missing = [i for i, r in zip(which, rows, strict=True) if r is None]
+            if missing:
+                raise ConfigError(f"no dead letter with id {missing[0]!r} (see `sailseg dlq list`)")
+            pipelines = {r.pipeline for r in rows if r is not None}
+        n = await store.replay_dead_letters(which, now=time.time())
+        click.echo(f"replayed {n} dead letter(s)")
+        if not waiting or not n:
+            return n, None
+        return n, await wait_for_pipelines(store, sorted(pipelines), label="replaying",
+                                           timeout=timeout)
 
-    n = run_async(with_store, config_path, store_url, go)
-    click.echo(f"replayed {n} dead letter(s)")
-
-
+    _n, result = run_async(with_store, config_path, store_url, go)
+    if result is not None:
+        click.echo(result.summary())
+        if result.dead:
+            raise SailsegError(f"{result.dead} event(s) were dead-lettered again: "
+                               "`sailseg dlq list` says why")
 @dlq.command("purge")
 @config_option
 @store_option
 @click.argument("ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Delete every dead letter.")
+@click.option("--yes", "-y", is_flag=True,
+              help="Do not ask for confirmation (needed for --all when stdin is not a terminal).")
 @handle_errors
-def dlq_purge(config_path: str | None, store_url: str | None, ids: tuple[str, ...], all_: bool) -> None:
-    """Delete dead letters for good."""
+def dlq_purge(config_path: str | None, store_url: str | None, ids: tuple[str, ...], all_: bool,
+              yes: bool) -> None:
+    """Delete dead letters for good (`--all` asks first, unless --yes)."""
     which = _ids_or_all(ids, all_, "purge")
+    if which is None and not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("dlq purge --all deletes every dead letter for good; add --yes "
+                              "to confirm (stdin is not a terminal to ask)")
+        click.confirm("Delete every dead letter for good?", abort=True)
 
     async def go(store: Any) -> Any:
         return await store.purge_dead_letters(which)
 
     n = run_async(with_store, config_path, store_url, go)
     click.echo(f"purged {n} dead letter(s)")
-
-

@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SailsegError
 from .base import config_option, handle_errors, load, parse_since, run_async, store_option
+from .output import format_reports, json_option
+from .progress import should_wait, wait_for_pipelines, wait_option
 
 __all__ = ["replay"]
 
@@ -17,11 +19,14 @@ __all__ = ["replay"]
 @click.command()
 @config_option
 @store_option
-@click.option("--pipeline", "pipeline_name", required=True)
+@click.option("--pipeline", "pipeline_name", required=True, help="The pipeline to replay.")
 @click.option("--since", required=True, help="ISO time, unix time, or a duration ago (e.g. 2h).")
 @click.option("--dry-run", is_flag=True, help="Print what each sink would send; change nothing.")
+@wait_option
+@json_option
 @handle_errors
-def replay(config_path: str | None, store_url: str | None, pipeline_name: str, since: str, dry_run: bool) -> None:
+def replay(config_path: str | None, store_url: str | None, pipeline_name: str, since: str,
+           dry_run: bool, wait: bool | None, timeout: float, as_json: bool) -> None:
     """Re-deliver events a pipeline delivered since T (kept for the retention window).
 
     Replayed events skip sailseg's own dedupe; sinks derive their vendor-side ids from the
@@ -31,14 +36,21 @@ def replay(config_path: str | None, store_url: str | None, pipeline_name: str, s
     if pipeline_name not in cfg.pipelines:
         raise ConfigError(f"{cfg.path}: no pipeline named {pipeline_name!r} (have: {', '.join(cfg.pipelines)})")
     t0 = parse_since(since)
-    out = run_async(_replay, cfg, pipeline_name, t0, dry_run)
+    waiting = should_wait(wait) and not dry_run
+    out = run_async(_replay, cfg, pipeline_name, t0, dry_run, waiting, timeout)
     if dry_run:
-        click.echo(json.dumps(out, indent=2, default=str))
-    else:
-        click.echo(f"re-enqueued {out} event(s) into pipeline {pipeline_name}")
+        click.echo(json.dumps(out, indent=2, default=str) if as_json else format_reports(out))
+        return
+    _n, result = out
+    if result is not None:
+        click.echo(result.summary())
+        if result.dead:
+            raise SailsegError(f"{result.dead} replayed event(s) were dead-lettered: "
+                               "`sailseg dlq list` says why")
 
 
-async def _replay(cfg: Any, pipeline: str, since: float, dry_run: bool) -> Any:
+async def _replay(cfg: Any, pipeline: str, since: float, dry_run: bool, waiting: bool = False,
+                  timeout: float = 600.0) -> Any:
     from ..events import ordering_key
     from ..runtime import Runtime
     from ..store.base import QueueItem
@@ -72,7 +84,11 @@ async def _replay(cfg: Any, pipeline: str, since: float, dry_run: bool) -> Any:
                 batch = []
         if batch:
             n += sum(await store.enqueue(batch, dedupe_window=0, now=now))
-        return n
+        click.echo(f"re-enqueued {n} event(s) into pipeline {pipeline}")
+        if not waiting or not n:
+            return n, None
+        return n, await wait_for_pipelines(store, [pipeline], label="replaying",
+                                           timeout=timeout)
     finally:
         await store.close()
 
