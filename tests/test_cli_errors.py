@@ -139,7 +139,7 @@ def test_read_only_commands_do_not_demand_secrets(tmp_path: Path) -> None:
     for args in (("status",), ("dlq", "list"), ("config", "show")):
         res = run_cli(*args, cwd=tmp_path)
         assert res.returncode == 0, (args, res.stderr)
-    shown = json.loads(run_cli("config", "show", cwd=tmp_path).stdout)
+    shown = json.loads(run_cli("config", "show", "--json", cwd=tmp_path).stdout)
     assert shown["pipelines"]["p"]["trigger"]["shared_secret"] == "${HOOK_SECRET_H10:unset}"
     res = run_cli("validate", str(cfg), cwd=tmp_path)
     assert res.returncode == 0, res.stderr

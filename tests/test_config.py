@@ -138,10 +138,13 @@ sinks = ["other"]
 """
     text = text.replace('url = "sqlite:///${DATA:-.sailseg}/s.db"', 'url = "postgresql://u:pw123@h/db"')
     p = write(tmp_path, text)
-    res = CliRunner().invoke(cli, ["config", "show", "-c", str(p)])
+    text_out = CliRunner().invoke(cli, ["config", "show", "-c", str(p)])
+    assert text_out.exit_code == 0, text_out.output
+    assert 'sinks.other.file = "visible-value"' in text_out.output
+    res = CliRunner().invoke(cli, ["config", "show", "-c", str(p), "--json"])
     assert res.exit_code == 0, res.output
     for secret in ("s3cr3t-value", "tok-123456", "pw123"):
-        assert secret not in res.output
+        assert secret not in res.output and secret not in text_out.output
     shown = json.loads(res.output)
     assert shown["sinks"]["other"]["file"] == "visible-value"
     assert shown["sinks"]["other"]["fail"] == "***"

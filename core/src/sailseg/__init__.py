@@ -5,6 +5,7 @@ the store facades a component gets (:class:`KV`, :class:`Audit`), the errors, an
 :mod:`sailseg.testing` (the pytest harness).
 """
 
+from .checks import Check
 from .components import (
     AcceptResult,
     ComponentContext,
@@ -49,6 +50,7 @@ __all__ = [
     "EmptyConfig",
     "Register",
     "SignedSample",
+    "Check",
     "Event",
     "Request",
     "Response",

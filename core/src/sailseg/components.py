@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import httpx
 import msgspec
 
+from .checks import Check
 from .drift import DriftRecorder
 from .errors import ConfigError
 from .events import Event
@@ -323,6 +324,14 @@ class Component:
 
     async def stop(self) -> None:
         """Release what ``start`` acquired. Called once, also after a failed start."""
+
+    async def doctor(self) -> list[Check]:
+        """What ``sailseg doctor`` can check of this component *without side effects*:
+        credentials (a read-only call), reachability and TLS, the vendor's clock and rate
+        budget (:mod:`sailseg.checks` helpers), secrets set. Called on a built but not started
+        instance; close any client you open. Each ``warn``/``fail`` names its fix. Default:
+        nothing to check."""
+        return []
 
 
 class Trigger(Component):

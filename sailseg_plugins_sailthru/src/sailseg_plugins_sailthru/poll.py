@@ -181,6 +181,12 @@ class PollTrigger(sailseg.Trigger):
         return frozenset({"email", "anonymousId"} if self.config.anonymous_id == "email_sha256"
                          else {"email"})
 
+    async def doctor(self) -> list[sailseg.Check]:
+        """Credentials, reachability, clock and rate budget of the account (read-only)."""
+        from .doctor import account_checks
+
+        return await account_checks(self.config, self.ctx, self.name)
+
     async def start(self) -> None:
         if not self.ctx.has_store:
             raise sailseg.ConfigError(f"{self.name}: needs a store for its cursors (no ctx.kv)")

@@ -108,6 +108,12 @@ class PostbackTrigger(sailseg.Trigger):
         return frozenset({"email", "anonymousId"} if self.config.anonymous_id == "email_sha256"
                          else {"email"})
 
+    async def doctor(self) -> list[sailseg.Check]:
+        """Credentials, reachability, clock and rate budget of the account (read-only)."""
+        from .doctor import account_checks
+
+        return await account_checks(self.config, self.ctx, self.name)
+
     def routes(self) -> list[sailseg.Route]:
         return [sailseg.Route(self.config.path, self.handle, methods=("POST",),
                               max_body=self.config.max_body)]

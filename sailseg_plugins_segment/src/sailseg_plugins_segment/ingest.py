@@ -120,6 +120,12 @@ class SegmentIngest(sailseg.Trigger):
             headers={"content-type": "application/json", "authorization": f"Basic {auth}"},
         )
 
+    async def doctor(self) -> list[sailseg.Check]:
+        """Whether write keys are listed (see :mod:`.doctor`)."""
+        from .doctor import ingest_checks
+
+        return ingest_checks([k.decode() for k in self._keys])
+
     def routes(self) -> list[Route]:
         prefix = self.config.prefix.rstrip("/")
         out: list[Route] = []

@@ -141,6 +141,13 @@ class SegmentProfiles(sailseg.IdentityResolver):
     def __repr__(self) -> str:
         return f"<SegmentProfiles space={self.space_id!r} {self.base_url}>"
 
+    async def doctor(self) -> list[sailseg.Check]:
+        """Space and token set and accepted, reachability, clock (see :mod:`.doctor`)."""
+        from .doctor import profile_checks
+
+        return await profile_checks(self.ctx, self.base_url, self.space_id, self._token,
+                                    self.config.timeout)
+
     async def start(self) -> None:
         """Check credentials are configured, open the client, join the space's limiter."""
         if not self.space_id or not self._token:

@@ -107,6 +107,13 @@ class _TrackingSink(sailseg.Sink):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.base_url}>"
 
+    async def doctor(self) -> list[sailseg.Check]:
+        """Write key set and well-formed, the Tracking API reachable (see :mod:`.doctor`)."""
+        from .doctor import tracking_checks
+
+        key = self.config.write_key or self.ctx.env.get("SEGMENT_WRITE_KEY")
+        return await tracking_checks(self.ctx, self.base_url, key, self.config.timeout)
+
     async def start(self) -> None:
         """Resolve the write key and get the shared client; a missing key is a ConfigError."""
         key = self.config.write_key or self.ctx.env.get("SEGMENT_WRITE_KEY")

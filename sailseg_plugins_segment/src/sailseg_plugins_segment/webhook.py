@@ -95,6 +95,12 @@ class SegmentWebhook(sailseg.Trigger):
         content, headers = signed_delivery(body, self._secret)
         return sailseg.SignedSample(content=content, headers=headers)
 
+    async def doctor(self) -> list[sailseg.Check]:
+        """Whether the shared secret is set (see :mod:`.doctor`)."""
+        from .doctor import webhook_checks
+
+        return webhook_checks(self._secret)
+
     def routes(self) -> list[Route]:
         return [Route(self.config.path, self.handle, methods=("POST",), max_body=self.config.max_body)]
 

@@ -2,7 +2,7 @@
 
 Layout: :mod:`.base` holds the root group and the shared helpers; one module per command
 family (:mod:`.serve`, :mod:`.pipelines`, :mod:`.dlq`, :mod:`.replay`, :mod:`.db`,
-:mod:`.status`, :mod:`.send`, :mod:`.components`) defines its commands and imports only
+:mod:`.status`, :mod:`.send`, :mod:`.components`, :mod:`.doctor`) defines its commands and imports only
 :mod:`.base`; this module attaches them to the group and installs the ``register_commands``
 hook call, which runs on first use of the group.
 
@@ -36,6 +36,7 @@ from .base import (
 from .components import components
 from .db import db
 from .dlq import dlq
+from .doctor import doctor
 from .pipelines import config_group, plugins, run, validate
 from .replay import replay
 from .send import send
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 for _command in (serve, plugins, validate, config_group, run, dlq, replay, db, status, send,
-                 components):
+                 components, doctor):
     cli.add_command(_command)
 
 

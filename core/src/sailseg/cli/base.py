@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "PluginGroup",
     "cli",
+    "config_env",
     "config_option",
     "handle_errors",
     "has_config",
@@ -194,6 +195,18 @@ def warn_unset(cfg: SailsegConfig) -> None:
     for where, var in sorted(cfg.unset_vars.items()):
         click.echo(f"Warning: environment variable {var} is not set ({cfg.path}: {where}); "
                    "`sailseg serve` needs it", err=True)
+
+
+def config_env(path: str | None) -> dict[str, str]:
+    """The environment components of :func:`load`'s config see: the process environment,
+    plus the sandbox-only variables (emulator URLs, credentials) when it is the sandbox's."""
+    from ..sandbox import read_endpoints
+
+    env = dict(os.environ)
+    if path or os.environ.get("SAILSEG_CONFIG") or Path(DEFAULT_CONFIG).exists():
+        return env
+    ep = read_endpoints()
+    return {**env, **ep.env} if ep and ep.config_files else env
 
 
 def has_config(path: str | None) -> bool:

@@ -10,12 +10,13 @@ import click
 
 from ..errors import ConfigError
 from .base import config_option, handle_errors, load, registry, run_async, warn_unset
+from .output import flatten, format_reports, json_option
 
 __all__ = ["config_group", "plugins", "run", "validate"]
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @handle_errors
 def plugins(as_json: bool) -> None:
     """List installed plugins and the components they register."""
@@ -70,8 +71,9 @@ async def _check_components(cfg: Any) -> list[str]:
 @click.option("--require-env", is_flag=True,
               help="Treat an unset ${VAR} as an error, as `sailseg serve` does (default: a "
               "warning, and the rest is still checked).")
+@json_option
 @handle_errors
-def validate(file: str | None, require_env: bool) -> None:
+def validate(file: str | None, require_env: bool, as_json: bool) -> None:
     """Check a config file: syntax, component types and every component's options.
 
     Unset ``${VAR}`` variables are warnings here (``sailseg serve`` refuses them): the rest
@@ -79,7 +81,14 @@ def validate(file: str | None, require_env: bool) -> None:
     """
     cfg = load(file, read_only=not require_env)
     warn_unset(cfg)
-    run_async(_check_components, cfg)
+    checked = run_async(_check_components, cfg)
+    if as_json:
+        click.echo(json.dumps({
+            "ok": True, "path": cfg.path, "pipelines": sorted(cfg.pipelines),
+            "components": [line.split()[:2] + [line.split()[2].strip("()")] for line in checked],
+            "unset_variables": sorted(set(cfg.unset_vars.values())),
+        }, indent=2))
+        return
     click.echo(f"OK: {cfg.path}: {len(cfg.pipelines)} pipeline(s), {len(cfg.components)} component(s)")
 
 
@@ -90,9 +99,11 @@ def config_group() -> None:
 
 @config_group.command("show")
 @config_option
+@json_option
 @handle_errors
-def config_show(config_path: str | None) -> None:
-    """Print the interpolated config as JSON with every secret redacted."""
+def config_show(config_path: str | None, as_json: bool) -> None:
+    """Print the interpolated config (``key = value`` lines, or --json) with every secret
+    redacted; an unset variable shows as ``${VAR:unset}``."""
     from ..config import redacted
 
     cfg = load(config_path, read_only=True)
@@ -102,7 +113,13 @@ def config_show(config_path: str | None) -> None:
         for name, cls in reg.kind_map(kind).items():
             if getattr(cls, "secret_fields", ()):
                 secrets[(kind, name)] = tuple(cls.secret_fields)
-    click.echo(json.dumps(redacted(cfg, secrets), indent=2, default=str))
+    data = redacted(cfg, secrets)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"# {cfg.path}")
+    for line in flatten(data):
+        click.echo(line)
 
 
 @click.command()
@@ -110,8 +127,10 @@ def config_show(config_path: str | None) -> None:
 @click.option("--event", "event_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="A JSON file with one Segment-spec message (or an array).")
 @click.option("--pipeline", "pipeline_name", default=None, help="Only this pipeline (default: all).")
+@json_option
 @handle_errors
-def run(config_path: str | None, event_file: str, pipeline_name: str | None) -> None:
+def run(config_path: str | None, event_file: str, pipeline_name: str | None,
+        as_json: bool) -> None:
     """Push one event through pipelines in-process and print each stage and what each sink
     would send. Nothing is sent and nothing is stored in your data directory."""
     from ..events import decode_messages
@@ -125,7 +144,7 @@ def run(config_path: str | None, event_file: str, pipeline_name: str | None) -> 
         if n not in cfg.pipelines:
             raise ConfigError(f"{cfg.path}: no pipeline named {n!r} (have: {', '.join(cfg.pipelines)})")
     out = run_async(_dry_run, cfg, names, messages)
-    click.echo(json.dumps(out, indent=2, default=str))
+    click.echo(json.dumps(out, indent=2, default=str) if as_json else format_reports(out))
 
 
 async def _dry_run(cfg: Any, names: list[str], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ __all__ = ["serve"]
 @click.option("--port", type=int, default=None, help="Port (default from config: 8080).")
 @click.option("--otel", type=click.Choice(["none", "console", "otlp"]), default=None,
               help="Trace export (default: $SAILSEG_OTEL or none). OTEL_* variables are honoured.")
-@click.option("--log-level", default="warning", show_default=True)
+@click.option("--log-level", default="warning", show_default=True,
+              help="Log level: debug, info, warning, error.")
 @click.option("--sandbox", is_flag=True,
               help="Start the installed vendor emulators in-process and the example pipelines.")
 @click.option("--delivery-process", is_flag=True, default=False,

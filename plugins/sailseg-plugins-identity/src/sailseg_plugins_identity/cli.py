@@ -133,7 +133,7 @@ def identity_show(identifier: str, config_path: str | None, store_url: str | Non
 @store_option
 @click.option("--expire/--no-expire", default=True, show_default=True,
               help="First turn parked events past their expiry into unmatched ones.")
-@click.option("--limit", default=100, show_default=True)
+@click.option("--limit", default=100, show_default=True, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @handle_errors
 def identity_unmatched(config_path: str | None, store_url: str | None, expire: bool, limit: int,
@@ -279,7 +279,8 @@ def audit_group() -> None:
 
 
 @audit_group.command("export")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+              help="One JSON object per line, or CSV with a header row.")
 @click.option("--since", default="0", show_default=True,
               help="ISO date/time, unix time, or a duration ago (24h, 30d).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,

@@ -20,6 +20,7 @@ Control API (JSON, no auth; the emulator is a test tool bound to loopback):
 
 from __future__ import annotations
 
+import email.utils
 import hmac
 import json
 import time
@@ -149,6 +150,9 @@ class SailthruEmulator:
         raw = [(b"content-type", reply.media_type.encode()),
                (b"content-length", str(len(reply.body)).encode())]
         raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        if self.settings.date_skew:  # a skewed clock (the server's own Date header is off)
+            when = email.utils.formatdate(self.clock() + self.settings.date_skew, usegmt=True)
+            raw.append((b"date", when.encode("latin-1")))
         await send({"type": "http.response.start", "status": reply.status, "headers": raw})
         await send({"type": "http.response.body", "body": reply.body})
 

@@ -47,6 +47,8 @@ class EmulatorSettings:
     :param max_body: largest request body in bytes (413 above).
     :param window_seconds: rate-limit window (60 like Sailthru; tests shrink it). The reset
         header may then be fractional.
+    :param date_skew: seconds added to the ``Date`` header of every API answer (0: the
+        server's own Date header); tests of ``sailseg doctor``'s clock check skew it.
     """
 
     accounts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ACCOUNTS))
@@ -67,6 +69,7 @@ class EmulatorSettings:
     blast_query_email_column: bool = True
     max_body: int = 20 * 1024 * 1024
     window_seconds: float = 60.0
+    date_skew: float = 0.0
 
     def limit_for(self, method: str, endpoint: str) -> int:
         return self.limits.get(f"{method} /{endpoint}") or self.limits.get(f"{method} *") or 2_400

@@ -36,6 +36,12 @@ class SailthruSink(sailseg.Sink):
             self._client = client_for(self.ctx, self.config, component=self.name)
         return self._client
 
+    async def doctor(self) -> list[sailseg.Check]:
+        """Credentials, reachability, clock and rate budget of the account (read-only)."""
+        from ..doctor import account_checks
+
+        return await account_checks(self.config, self.ctx, self.name)
+
     @property
     def account_id(self) -> str:
         """A stable, secret-free id of the account (for store keys)."""
