@@ -140,7 +140,7 @@ def serve_config(
                     tg.start_soon(child.supervise)
                     extra = f", delivery in process {child.proc.pid if child.proc else '-'}"
                     await serve_runtime(rt, h, p, banner=banner(rt, h, p, extra),
-                                        ready_file=ready_file)
+                                        ready_file=ready_file, sock=sock)
                     tg.cancel_scope.cancel()
             finally:
                 await child.stop(cfg.delivery.shutdown_grace + 15)
