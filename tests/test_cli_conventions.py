@@ -48,7 +48,7 @@ def test_every_option_of_every_command_has_help() -> None:
 
 DATA_COMMANDS = ("sailseg validate", "sailseg config show", "sailseg run", "sailseg replay",
                  "sailseg status", "sailseg dlq list", "sailseg dlq show", "sailseg plugins",
-                 "sailseg doctor")
+                 "sailseg doctor", "sailseg components")
 
 
 @pytest.mark.parametrize("path", DATA_COMMANDS)
