@@ -95,9 +95,11 @@ def test_run_event_flags_values_the_sink_would_refuse(tmp_path: Path, traits: di
     cfg.write_text(CONFIG)
     event = tmp_path / "e.json"
     event.write_text(json.dumps({"type": "identify", "userId": "u1", "traits": traits}))
-    res = CliRunner().invoke(cli, ["run", "-c", str(cfg), "--event", str(event)])
+    res = CliRunner().invoke(cli, ["run", "-c", str(cfg), "--event", str(event), "--json"])
     assert res.exit_code == 0, res.output
     (report,) = json.loads(res.output)
     assert report["outcome"].startswith(outcome), report
+    text = CliRunner().invoke(cli, ["run", "-c", str(cfg), "--event", str(event)])
+    assert f"messageId {report['messageId']}: {report['outcome']}" in text.output
     if "refused" in outcome:
         assert report["sinks"]["profiles.sinks[0]"]["problems"]
