@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import click
 import pytest
+
 from sailseg.cli import cli
 
 

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import httpx
+
 import sailseg
 from sailseg.checks import Check, clock_check, rate_limit_check, unreachable_check
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+
 from sailseg.cli import handle_errors
 
 __all__ = ["build_emulator", "segment_group"]

@@ -15,6 +15,7 @@ import re
 from urllib.parse import quote
 
 import httpx
+
 import sailseg
 from sailseg.checks import Check, clock_check, rate_limit_check, unreachable_check
 
