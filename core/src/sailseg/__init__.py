@@ -14,6 +14,7 @@ from .components import (
     Register,
     SignedSample,
     Sink,
+    SinkResult,
     Transform,
     Trigger,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Transform",
     "IdentityResolver",
     "Sink",
+    "SinkResult",
     "ComponentContext",
     "KV",
     "Audit",

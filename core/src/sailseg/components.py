@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
@@ -38,6 +39,7 @@ __all__ = [
     "Component",
     "Trigger",
     "Transform",
+    "SinkResult",
     "IdentityResolver",
     "Sink",
     "ComponentContext",
@@ -391,6 +393,28 @@ class Transform(Component):
 
     async def process(self, event: Event) -> Event | None:
         raise NotImplementedError
+
+    async def settled(self, event: Event, result: SinkResult) -> None:
+        """Called once the sinks of this attempt are done with ``event`` *for good*: each one
+        delivered it, skipped it, or dead-lettered it (never on an attempt that will be
+        retried). ``event`` is the one the sinks got, so ``event.meta`` carries what
+        :meth:`process` put there.
+
+        Why: a transform that records a decision before the write (the identity plugin's
+        consent ledger: "pending") can record the vendor's answer ("applied" / "failed")
+        without owning the sink. Default: nothing. An exception here is logged and never
+        changes the outcome. A crash between the sink and this call leaves the decision
+        as it was (the item is delivered again or not, as usual: at least once).
+        """
+
+
+@dataclass(frozen=True)
+class SinkResult:
+    """What the sinks did with one event (:meth:`Transform.settled`): instance names."""
+
+    delivered: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
 
 
 class IdentityResolver(Component):

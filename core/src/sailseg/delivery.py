@@ -33,6 +33,7 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from .components import SinkResult, Transform
 from .errors import ParkEvent, RetryableError
 from .events import Event
 from .stages import (
@@ -95,6 +96,23 @@ def _unrecordable(o: Outcome, exc: BaseException) -> Outcome:
         dead = [DeadLetterRecord(sink="-", error=error, error_type="Unrecordable")]
     return Outcome(item=o.item, status="done", delivered=[s for s in o.delivered if isinstance(s, str)],
                    dead=dead, counts={k: v for k, v in o.counts.items() if isinstance(v, int)})
+
+
+async def _settled(pipeline: PipelineRuntime, event: Event, outcome: Outcome,
+                   targets: Sequence[str]) -> None:
+    """Tell the pipeline's transforms what the sinks did, for good (``Transform.settled``)."""
+    dead = {d.sink for d in outcome.dead}
+    done = set(outcome.delivered)
+    result = SinkResult(delivered=tuple(s for s in targets if s in done),
+                        skipped=tuple(s for s in targets if s not in done and s not in dead),
+                        failed=tuple(s for s in targets if s in dead))
+    for name, transform in pipeline.transforms:
+        if type(transform).settled is Transform.settled:
+            continue
+        try:
+            await transform.settled(event, result)
+        except Exception:  # an observer never changes the outcome
+            log.exception("transform %s: settled() failed", name)
 
 
 class Delivery:
@@ -390,9 +408,12 @@ class Delivery:
             assert last_retry is not None
             outcome = self._retry_or_dead(item, delivered, retry, last_retry, now, dead, counts)
             outcome.notes = notes
-            return outcome
-        return Outcome(item=item, status="done", delivered=delivered, dead=dead, counts=counts,
-                       notes=notes)
+        else:
+            outcome = Outcome(item=item, status="done", delivered=delivered, dead=dead, counts=counts,
+                              notes=notes)
+        if outcome.status == "done":
+            await _settled(pipeline, event, outcome, targets)
+        return outcome
 
     def _retry_or_dead(
         self,

@@ -353,3 +353,8 @@ class Store(abc.ABC):
         """Delete queue, parked, delivered and dead-letter rows whose ``okey`` is one of
         ``okeys`` (a person's identifiers), in every pipeline; return rows deleted. Audit
         rows are kept."""
+
+    async def scrub(self) -> None:
+        """After an erasure's deletes: make the deleted data unrecoverable from the store's
+        files, as far as the backend can (SQLite: ``secure_delete`` zeroes deleted content and
+        this truncates the WAL). Default: nothing (PostgreSQL: see docs/store.md, VACUUM)."""

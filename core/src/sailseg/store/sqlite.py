@@ -25,12 +25,17 @@ second those sleeps became the p99 (35 ms at 1000/s). A blocking ``flock`` is ha
 the kernel at once. It only orders processes that all use the option: SQLite's own locking
 (``BEGIN IMMEDIATE``, ``busy_timeout``) still guards against every other writer, and a killed
 holder's lock is released by the kernel. Ignored for ``:memory:``.
+
+Erasure: every connection runs with ``PRAGMA secure_delete = ON`` (deleted content is zeroed,
+not left in free space), and :meth:`SQLiteStore.scrub` checkpoints the WAL with ``TRUNCATE``
+so no older page image holding the erased data stays in ``-wal``.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
@@ -135,6 +140,7 @@ class SQLiteStore(SQLStore):
         )
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA secure_delete = ON")  # erased data must not linger in free space
         # fail now, with a clear message, if the file is not a database
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return conn
@@ -249,6 +255,30 @@ class SQLiteStore(SQLStore):
         if not okeys:
             return 0
         return await self._write(_purge, _ids(okeys))
+
+    async def scrub(self) -> None:
+        """Checkpoint and truncate the WAL, so erased rows leave no old page image on disk."""
+        if self._rconn is None:  # in-memory: no files
+            return
+        await self._writer.wait_idle()
+        await anyio.to_thread.run_sync(_truncate_wal, self.path, self.busy_timeout)
+
+
+def _truncate_wal(path: str, busy_timeout: int) -> None:
+    """``wal_checkpoint(TRUNCATE)`` on a connection of its own (the writer's may be mid-batch);
+    retried while readers or the writer keep it busy, up to ``busy_timeout``."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout / 1000)
+    try:
+        deadline = time.monotonic() + busy_timeout / 1000
+        while True:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise StoreError("could not truncate the WAL after an erasure (the store stayed busy)")
+            time.sleep(0.01)
+    finally:
+        conn.close()
 
 
 def _parse_url(url: str) -> tuple[str, str, int]:

@@ -22,7 +22,9 @@ class UserSink(SailthruSink):
     with ``keysconflict: merge`` so the email profile carries the userId; ``vars`` = the
     traits flattened (``address.city`` -> ``address_city``) with Sailthru-safe snake_case
     names, minus ``email``; ``lists`` = ``lists`` config. ``optout_email`` is never written
-    unless ``meta.sailthru.optout_email`` is set by a ``map`` step.
+    unless ``meta.sailthru.optout_email`` is set by a ``map`` step (or ``consent.to_sailthru``).
+    A message carrying such a consent write is sent whatever its type (``types`` or not):
+    consent arrives on page, screen and group calls too, and must reach the profile.
     """
 
     name = "sailthru.user"
@@ -55,7 +57,9 @@ class UserSink(SailthruSink):
 
     def build(self, event: sailseg.Event) -> Request:
         p = event.payload
-        if p.get("type") not in self._types:
+        override = event.meta.get("sailthru")
+        consent = isinstance(override, dict) and "optout_email" in override
+        if p.get("type") not in self._types and not consent:
             raise sailseg.SkipEvent(f"{self.name} handles {sorted(self._types)}, not {p.get('type')!r}")
         cfg = self.config
         email = find_email(event)
