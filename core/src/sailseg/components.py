@@ -96,7 +96,7 @@ class ComponentContext:
     :param kv: namespaced key/value facade (cursors, ledgers, caches); see :attr:`kv`.
     :param audit: the audit trail facade; see :attr:`audit`.
     :param queue: the runtime's queue operations behind :meth:`release_parked`,
-        :meth:`enqueue`, :meth:`purge_person` and :meth:`sink`.
+        :meth:`enqueue`, :meth:`purge_person`, :meth:`scrub` and :meth:`sink`.
     :param clock: ``time.time``-like; tests may pass a fake.
     :param transport: when set, every HTTP client made through :meth:`http_client` uses it
         (tests and the sandbox point vendors at in-process emulators this way).
@@ -217,6 +217,12 @@ class ComponentContext:
         key is one of ``okeys`` (``"email:x@y"``, ``"userId:u-1"``...), in every pipeline;
         return the rows deleted. The audit trail is kept."""
         return await self._ops("purge_person").purge_okeys(okeys)
+
+    async def scrub(self) -> None:
+        """Erasure, last step: make what was just deleted unrecoverable from the store's files
+        as far as the backend can (SQLite: ``secure_delete`` already zeroed the deleted rows,
+        this truncates the WAL; PostgreSQL: nothing here, see docs/store.md on VACUUM)."""
+        await self._ops("scrub").scrub()
 
     async def sink(self, name: str) -> Sink:
         """The started sink built from the config's ``[sinks.NAME]`` table (built and started on

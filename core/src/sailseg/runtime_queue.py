@@ -1,7 +1,7 @@
 """The runtime's side of the components' queue operations (:class:`~.store.facades.QueueOps`).
 
 Why a separate object: components get ``ctx.release_parked``, ``ctx.enqueue``,
-``ctx.purge_person`` and ``ctx.sink`` without holding the runtime or its store, and every
+``ctx.purge_person``, ``ctx.scrub`` and ``ctx.sink`` without holding the runtime or its store, and every
 enqueue goes through :meth:`Runtime.enqueue_items`, the path ``accept`` takes too, so the
 backlog bound, the metrics and the delivery wake-up hold for it.
 """
@@ -49,6 +49,9 @@ class RuntimeQueue:
         n = await rt.store.purge_okeys(okeys)
         rt.backlog_changed()
         return n
+
+    async def scrub(self) -> None:
+        await self._rt.store.scrub()
 
     async def sink(self, name: str) -> Sink:
         return await self._rt.sink(name)

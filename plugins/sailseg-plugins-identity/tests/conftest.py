@@ -19,7 +19,7 @@ from sailseg_plugins_segment.emulator import SegmentEmulator
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Tests never see the developer's SAILSEG_* / SAILTHRU_* / SEGMENT_* settings."""
     for key in list(os.environ):
-        if key.startswith(("SAILSEG_", "SAILTHRU_", "SEGMENT_", "OTEL_")):
+        if key.startswith(("SAILSEG_", "SAILTHRU_", "SEGMENT_", "OTEL_")) and key != "SAILSEG_TEST_POSTGRES_DSN":
             monkeypatch.delenv(key, raising=False)
     yield
 

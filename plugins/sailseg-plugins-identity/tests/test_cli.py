@@ -82,11 +82,12 @@ def _check_cli(tmp_path: Path, router: HostRouter, sailthru: SailthruEmulator,
     res = runner.invoke(cli, ["audit", "export", "--format", "jsonl", "--store", store_url])
     lines = [json.loads(line) for line in res.output.splitlines()]
     assert [(r["action"], r["system"], r["outcome"]) for r in lines] == [
-        ("consent.optout", "segment", "applied"), ("privacy.delete", "cli", "done")]
-    assert "hal" not in res.output and lines[1]["actor"].startswith("cli:")
+        ("consent.optout", "segment", "requested"), ("consent.optout", "segment", "applied"),
+        ("privacy.delete", "cli", "done")]
+    assert "hal" not in res.output and lines[2]["actor"].startswith("cli:")
     res = runner.invoke(cli, ["audit", "export", "--format", "csv", "--since", "1h", "--store", store_url])
     assert res.output.splitlines()[0] == "id,at,time,action,subject,actor,system,outcome,details"
-    assert len(res.output.splitlines()) == 3
+    assert len(res.output.splitlines()) == 4
     res = runner.invoke(cli, ["audit", "export", "--since", "2999-01-01", "--store", store_url])
     assert res.output == ""
 

@@ -65,7 +65,8 @@ async def test_a_sailthru_unsubscribe_reaches_segment_once_and_does_not_echo_bac
         assert len(node.seg_messages(type="identify")) == 1 and len(node.seg_messages(type="track")) == 1
         assert sailthru.state.requests.get("POST /user", 0) == posts_before
         assert node.st_user("cy@example.com")["optout_email"] == "all"  # type: ignore[index]
-        assert await _audit(node, "consent.optout") == [("consent.optout", "sailthru", "applied")]
+        assert await _audit(node, "consent.optout") == [("consent.optout", "sailthru", "requested"),
+                                                        ("consent.optout", "sailthru", "applied")]
         # the audit holds no email in clear
         recs = await node.rt.store.audit_since(0)
         assert all("cy@example.com" not in repr(r) for r in recs)
@@ -94,7 +95,8 @@ async def test_a_segment_optout_reaches_sailthru_once_and_does_not_echo_back(
         assert list(segment.tracking.messages) == []  # nothing went back to Segment
         # only the to_sailthru profile upsert of opt-2 (vars), no second optout write
         assert sailthru.state.requests.get("POST /user", 0) == posts + 1
-        assert await _audit(node) == [("consent.optout", "segment", "applied"),
+        assert await _audit(node) == [("consent.optout", "segment", "requested"),
+                                      ("consent.optout", "segment", "applied"),
                                       ("consent.optout", "sailthru", "ignored-echo")]
 
 
@@ -115,18 +117,22 @@ async def test_conflicting_consent_changes_apply_by_event_time_even_out_of_order
         assert node.st_user("ed@example.com")["optout_email"] == "all"  # type: ignore[index]
 
         # a newer explicit opt-in wins...
+        mid = time.time()
+        await anyio.sleep(0.05)
         await node.send({"type": "track", "userId": "u-3", "event": "Subscribed", "messageId": "in-new",
-                         "timestamp": ts(now + 60)})
+                         "timestamp": ts(time.time())})
         await wait_for(lambda: node.st_user("ed@example.com")["optout_email"] == "none")  # type: ignore[index]
         await node.settled()
         # ...and an opt-out stamped between the two, arriving last, does not undo it
         await node.send({"type": "track", "userId": "u-3", "event": "Unsubscribed", "messageId": "out-mid",
-                         "timestamp": ts(now + 30)})
+                         "timestamp": ts(mid)})
         await node.settled()
         assert node.st_user("ed@example.com")["optout_email"] == "none"  # type: ignore[index]
         assert await _audit(node) == [
+            ("consent.optout", "sailthru", "requested"),
             ("consent.optout", "sailthru", "applied"),
             ("consent.optin", "segment", "ignored-older"),
+            ("consent.optin", "segment", "requested"),
             ("consent.optin", "segment", "applied"),
             ("consent.optout", "segment", "ignored-older"),
         ]

@@ -7,15 +7,15 @@ dead letters... are the runtime's). They get, through their
 - :class:`KV` (``ctx.kv``): namespaced key/value (poller cursors, ledgers, caches, the
   identity graph). Atomic ``add`` and ``cas`` work across nodes sharing a PostgreSQL store.
 - :class:`Audit` (``ctx.audit``): the append-only audit trail (consent changes, deletions).
-- :class:`QueueOps` (behind ``ctx.release_parked``, ``ctx.enqueue``, ``ctx.purge_person``
-  and ``ctx.sink``): the few queue operations a component needs, implemented by the runtime
+- :class:`QueueOps` (behind ``ctx.release_parked``, ``ctx.enqueue``, ``ctx.purge_person``,
+  ``ctx.scrub`` and ``ctx.sink``): the few queue operations a component needs, implemented by the runtime
   so that backpressure, metrics and the delivery wake-up hold for every path that enqueues.
   :class:`StoreQueueOps` implements them straight over a store for command-line tools and
   tests, where no runtime runs.
 
 Why facades rather than the whole store: a component that can call ``claim`` or ``finish``
 can break delivery's ordering and fencing; a test fake of the whole contract needs 29
-methods. These are 11 operations, each documented here.
+methods. These are 12 operations, each documented here.
 """
 
 from __future__ import annotations
@@ -104,6 +104,11 @@ class QueueOps(Protocol):
         """Delete queued, parked, delivered and dead-letter rows of these ordering keys."""
         ...
 
+    async def scrub(self) -> None:
+        """After an erasure: make deleted data unrecoverable from the store's files
+        (:meth:`~sailseg.store.base.Store.scrub`)."""
+        ...
+
     async def sink(self, name: str) -> Sink:
         """The started sink of the config's ``[sinks.NAME]`` table."""
         ...
@@ -133,6 +138,9 @@ class StoreQueueOps:
 
     async def purge_okeys(self, okeys: Sequence[str]) -> int:
         return await self._store.purge_okeys(okeys)
+
+    async def scrub(self) -> None:
+        await self._store.scrub()
 
     async def sink(self, name: str) -> Sink:
         from ..errors import ConfigError

@@ -31,19 +31,22 @@ from typing import Any
 import msgspec
 
 import sailseg
-from sailseg.events import Event
+from sailseg.config import parse_duration
+from sailseg.events import Event, new_id
 
 from . import audit
 from .graph import IdentityGraph, identifiers, normalise
-from .ledger import Change, ConsentLedger, Decision
+from .ledger import APPLIED, FAILED, Change, ConsentLedger, Decision
 from .resolver import is_barrier, park_or_resolve
-from .timeutil import event_time, iso
-from .tombstone import DEFAULT_RETENTION, Tombstones, retention_of
+from .timeutil import DEFAULT_SKEW, event_time, iso, skew_of, source_time
+from .tombstone import DEFAULT_RETENTION, Suppressions, Tombstones, from_vendor, retention_of
 
 __all__ = ["ORIGIN", "ConsentToSailthru", "ConsentToSegment", "TraitNames", "origin_of"]
 
 #: where sailseg marks the system a message it wrote came from
 ORIGIN = ("context", "sailseg", "origin")
+#: ``event.meta`` key holding the pending consent write (read back in ``settled``)
+PENDING_META = "identity_consent"
 _SAILTHRU_LIBRARY = "sailseg-plugins-sailthru"
 _LEVELS = ("all", "blast", "basic")
 
@@ -81,19 +84,56 @@ class _ConsentBase(sailseg.Transform):
         self._graph: IdentityGraph | None = None
         self._tombstones: Tombstones | None = None
         self._retention = retention_of(config.tombstone_retention, where=f"{self.name}: tombstone_retention")
+        self._skew = skew_of(config.clock_skew, where=f"{self.name}: clock_skew")
+        self._window = parse_duration(config.recreate_window, where=f"{self.name}: recreate_window")
+
+    def change(self, event: Event, state: str, level: str) -> Change:
+        """The ledger change for ``event``: event time capped (see :mod:`.timeutil`)."""
+        src = source_time(event)
+        return Change(state=state, level=level, at=event_time(event, skew=self._skew),
+                      source=self.source, msg=event.message_id, received=event.received_at,
+                      future=bool(src is not None and event.received_at and src > event.received_at))
 
     async def start(self) -> None:
         kv = self.ctx.kv  # raises ConfigError without a store
         self._ledger = ConsentLedger(kv)
         self._graph = IdentityGraph(kv, clock=self.ctx.clock)
         if self.config.honour_tombstones:
-            self._tombstones = Tombstones(kv, retention=self._retention, clock=self.ctx.clock)
+            self._tombstones = Tombstones(kv, retention=self._retention, clock=self.ctx.clock,
+                                          trail=self.ctx.audit)
 
-    async def _check_tombstones(self, event: Event, ids: dict[str, str]) -> None:
+    async def _check_tombstones(self, event: Event, ids: dict[str, str], *, email: str | None = None,
+                                state: str | None = None) -> None:
         """Drop a consent change of an erased person older than the erasure (no ledger entry,
-        no audit record and no write may recreate them)."""
-        if self._tombstones is not None and ids:
-            await self._tombstones.check(ids, event_time(event))
+        no audit record and no write may recreate them). A report from Sailthru (no time of
+        its own) is dropped unless the person was created again; its opt-out or bounce is kept
+        as a hashed suppression entry and audited as ``suppressed``."""
+        if self._tombstones is None or not ids:
+            return
+        untimed = from_vendor(event.payload)
+
+        async def known() -> bool:
+            return await self.graph.find_any(ids) is not None
+
+        try:
+            await self._tombstones.check(ids, event_time(event, skew=self._skew), untimed=untimed,
+                                         window=self._window, known=known)
+        except sailseg.SkipEvent as exc:
+            if untimed and email and state in ("optout", "bounced"):
+                await self._suppress(event, email, state, str(exc))
+            raise
+
+    async def _suppress(self, event: Event, email: str, state: str, why: str) -> None:
+        if event.message_id and not await self.ctx.kv.add(
+                "consent.audited", f"{event.message_id}:suppressed", b"1"):
+            return  # the second consent pipeline of the same report
+        rec_id = new_id()
+        await Suppressions(self.ctx.kv).record(email, state, at=self.ctx.clock(), audit_id=rec_id)
+        await audit.append(self.ctx.audit, action=f"consent.{state}", subject=audit.subject_of(email=email),
+                           actor=f"{self.source}:{event.source}", system=self.source,
+                           outcome="suppressed", id=rec_id,
+                           details={"reason": why.split(";")[0], "kept": "hashed suppression entry",
+                                    "message_id": event.message_id, "pipeline": event.pipeline})
 
     @property
     def ledger(self) -> ConsentLedger:
@@ -125,6 +165,12 @@ class _ConsentBase(sailseg.Transform):
     async def _decide(self, event: Event, email: str, channel: str, change: Change, action: str) -> Decision:
         decision = await self.ledger.apply(email, channel, change, target=self.target)
         outcome = decision.outcome
+        if outcome == "applied":
+            # read back in settled(): the key and ids only, never the email
+            event.meta = {**event.meta, PENDING_META: {
+                "key": self.ledger.key(email, channel), "msg": change.msg, "action": action,
+                "subject": audit.subject_of(email=email), "channel": channel,
+                "state": change.state, "level": change.level, "at": change.at}}
         if outcome == "unchanged" or not decision.first:
             return decision
         if outcome != "applied" and change.msg:
@@ -134,12 +180,34 @@ class _ConsentBase(sailseg.Transform):
                 return decision
         await audit.append(
             self.ctx.audit, action=action, subject=audit.subject_of(email=email),
-            actor=f"{self.source}:{event.source}", system=self.source, outcome=outcome,
+            actor=f"{self.source}:{event.source}", system=self.source,
+            outcome="requested" if outcome == "applied" else outcome,
             details={"channel": channel, "state": change.state, "level": change.level,
                      "event_time": iso(change.at), "message_id": change.msg, "target": self.target,
                      "event": event.name or event.type, "pipeline": event.pipeline},
         )
         return decision
+
+    async def settled(self, event: Event, result: sailseg.SinkResult) -> None:
+        """The vendor's answer for a consent write: ``applied`` once a sink delivered it,
+        ``failed`` when it was dead-lettered or no sink took it (ledger and audit)."""
+        info = event.meta.get(PENDING_META)
+        if not isinstance(info, dict) or not self.ctx.has_store:
+            return
+        status = APPLIED if result.delivered else FAILED
+        if not await self.ledger.settle(str(info["key"]), self.target, info.get("msg"), status):
+            return
+        details: dict[str, Any] = {
+            "channel": info.get("channel"), "state": info.get("state"), "level": info.get("level"),
+            "event_time": iso(float(info.get("at") or 0.0)), "message_id": info.get("msg"),
+            "target": self.target, "pipeline": event.pipeline,
+            "sinks": list(result.delivered) if result.delivered else list(result.failed)}
+        if not result.delivered:
+            details["reason"] = "dead-lettered" if result.failed else "no sink wrote it"
+        await audit.append(self.ctx.audit, action=str(info.get("action")),
+                           subject=str(info.get("subject")),
+                           actor=f"{self.source}:{event.source}", system=self.source,
+                           outcome=status, details=details)
 
 
 class ConsentToSailthru(_ConsentBase):
@@ -160,6 +228,10 @@ class ConsentToSailthru(_ConsentBase):
         :param passthrough: pass events without a consent change on (default: drop them).
         :param honour_tombstones / tombstone_retention: as on ``identity.graph``: drop changes of
             an erased person not later than the erasure.
+        :param clock_skew: as on ``identity.graph``: how far a source time may run ahead of
+            the receive time before it is capped.
+        :param recreate_window: as on ``identity.graph``: no re-creation within this long after
+            an erasure (0: off).
         """
 
         level: str = "all"
@@ -172,6 +244,8 @@ class ConsentToSailthru(_ConsentBase):
         passthrough: bool = False
         honour_tombstones: bool = True
         tombstone_retention: float | str = DEFAULT_RETENTION
+        clock_skew: float | str = DEFAULT_SKEW
+        recreate_window: float | str = 0.0
 
     config: Config
 
@@ -219,8 +293,7 @@ class ConsentToSailthru(_ConsentBase):
         if email is None:
             raise sailseg.SkipEvent("no email known for this consent change")
         level = self.config.level if state == "optout" else "none"
-        change = Change(state=state, level=level, at=event_time(event), source="segment",
-                        msg=event.message_id)
+        change = self.change(event, state, level)
         d = await self._decide(event, email, "email", change, f"consent.{state}")
         if d.outcome != "applied":
             raise sailseg.SkipEvent(f"consent change {d.outcome}")
@@ -246,6 +319,10 @@ class ConsentToSegment(_ConsentBase):
         :param passthrough: pass other events on (default: drop them).
         :param honour_tombstones / tombstone_retention: as on ``identity.graph``: drop changes of
             an erased person not later than the erasure.
+        :param clock_skew: as on ``identity.graph``: how far a source time may run ahead of
+            the receive time before it is capped.
+        :param recreate_window: as on ``identity.graph``: no re-creation within this long after
+            an erasure (0: off).
         """
 
         emit: str = "track"
@@ -256,6 +333,8 @@ class ConsentToSegment(_ConsentBase):
         passthrough: bool = False
         honour_tombstones: bool = True
         tombstone_retention: float | str = DEFAULT_RETENTION
+        clock_skew: float | str = DEFAULT_SKEW
+        recreate_window: float | str = 0.0
 
     config: Config
 
@@ -288,7 +367,6 @@ class ConsentToSegment(_ConsentBase):
         email = normalise("email", identifiers(p).get("email"))
         if not email:
             raise sailseg.SkipEvent("postback event without an email")
-        await self._check_tombstones(event, {**identifiers(p), "email": email})
         channel = "email"
         if name in cfg.bounce_events:
             state, level, channel = "bounced", "hard", "email.bounce"
@@ -302,8 +380,8 @@ class ConsentToSegment(_ConsentBase):
             state, level = "optin", "none"
             if props.get("mode") == "template":
                 channel = f"email.template:{props.get('template', '')}"
-        change = Change(state=state, level=level, at=event_time(event), source="sailthru",
-                        msg=event.message_id)
+        await self._check_tombstones(event, {**identifiers(p), "email": email}, email=email, state=state)
+        change = self.change(event, state, level)
         d = await self._decide(event, email, channel, change, f"consent.{state}")
         if d.outcome != "applied":
             raise sailseg.SkipEvent(f"consent change {d.outcome}")

@@ -44,6 +44,7 @@ __all__ = [
     "KINDS",
     "NS",
     "OKEY_KINDS",
+    "PROFILE_KINDS",
     "Cluster",
     "Current",
     "IdentityGraph",
@@ -142,19 +143,29 @@ def identifiers(payload: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+#: kinds whose sink key is the person's *current* value, whatever the event carries
+PROFILE_KINDS: tuple[str, ...] = ("email", "extid", "sid")
+
+
 def sink_keys(root: Cluster | None, own: dict[str, str]) -> dict[str, str]:
-    """The keys sinks read from ``event.identity``: the event's own identifiers first, then
-    the cluster's current ones; ``extid`` defaults to the userId."""
+    """The keys sinks read from ``event.identity``; ``extid`` defaults to the userId.
+
+    ``email``, ``extid`` and ``sid`` (how Sailthru addresses a profile) are the person's
+    *current* ones when the graph knows the person: an event carrying an older email (a late
+    identify, a property) must not address, create or re-key a profile under it. ``userId``
+    and ``anonymousId`` are the event's own first (Segment addresses the message's sender).
+    """
     out: dict[str, str] = {}
     for kind in KINDS:
-        if own.get(kind):
+        cur = root.current.get(kind) if root is not None else None
+        if kind in PROFILE_KINDS and cur is not None:
+            out[kind] = cur.value
+        elif own.get(kind):
             out[kind] = own[kind]
-        elif root is not None:
-            cur = root.current.get(kind)
-            if cur is not None:
-                out[kind] = cur.value
-            elif root.ids.get(kind):
-                out[kind] = root.ids[kind][-1]
+        elif cur is not None:
+            out[kind] = cur.value
+        elif root is not None and root.ids.get(kind):
+            out[kind] = root.ids[kind][-1]
     if "extid" not in out and out.get("userId"):
         out["extid"] = out["userId"]
     return out

@@ -14,6 +14,17 @@ explicit opt-in events, see :mod:`.consent`) move a person back, and only when n
 
 Idempotent per change: the messageId is stored, so the same change seen again (a retried
 event, or the same postback through a second pipeline) returns ``applied`` without writing.
+
+Two rules beyond "newest event time wins":
+
+- **future-dated opt-ins**: event times are capped at the receive time (plus the clock-skew
+  allowance, :mod:`.timeutil`), and an opt-out *received* after an opt-in whose source time
+  was in the future takes effect even if its own time is older, so one bad clock can never
+  freeze a person as subscribed.
+- **write status**: ``written[target]`` records ``status`` = ``pending`` when decided,
+  ``applied`` once the vendor accepted the write, ``failed`` when it was dead-lettered or no
+  sink took it (:meth:`ConsentLedger.settle`). The same state arriving again after a failed
+  write is written again instead of being ``unchanged``.
 """
 
 from __future__ import annotations
@@ -26,9 +37,12 @@ import msgspec
 from sailseg import KV
 from sailseg.tracing import hash_email
 
-__all__ = ["NS", "Change", "ConsentLedger", "Decision", "Entry", "decide"]
+__all__ = ["APPLIED", "FAILED", "NS", "PENDING", "Change", "ConsentLedger", "Decision", "Entry",
+           "decide", "overrides_future_optin"]
 
 NS = "consent"
+#: ``written[target]["status"]`` values
+PENDING, APPLIED, FAILED = "pending", "applied", "failed"
 
 
 class Change(msgspec.Struct, kw_only=True):
@@ -39,6 +53,8 @@ class Change(msgspec.Struct, kw_only=True):
     at: float  # event time
     source: str  # system it came from: segment | sailthru
     msg: str | None = None  # messageId
+    received: float = 0.0  # when sailseg received it
+    future: bool = False  # its source time was later than ``received``
 
 
 class Entry(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -47,7 +63,9 @@ class Entry(msgspec.Struct, kw_only=True, omit_defaults=True):
     at: float
     source: str
     msg: str | None = None
-    #: system -> {"state", "level", "at"} that sailseg wrote to it
+    received: float = 0.0
+    future: bool = False
+    #: system -> {"state", "level", "at", "msg", "status"} that sailseg wrote (or is writing)
     written: dict[str, dict[str, Any]] = {}
 
 
@@ -65,21 +83,30 @@ def decide(cur: Entry | None, change: Change, target: str) -> tuple[str, Entry |
     if cur is not None:
         same = cur.state == change.state and cur.level == change.level
         wrote = cur.written.get(change.source) or {}
-        if same and wrote.get("state") == change.state and wrote.get("level") == change.level:
+        if (same and wrote.get("state") == change.state and wrote.get("level") == change.level
+                and wrote.get("status") != FAILED):
             return "ignored-echo", None
-        if change.at < cur.at:
+        if change.at < cur.at and not overrides_future_optin(cur, change):
             return "ignored-older", None
-        if same:
+        if same and (cur.written.get(target) or {}).get("status") != FAILED:
             return "unchanged", None
     written = dict(cur.written) if cur is not None else {}
-    written[target] = {"state": change.state, "level": change.level, "at": change.at}
+    written[target] = {"state": change.state, "level": change.level, "at": change.at,
+                       "msg": change.msg, "status": PENDING}
     written.pop(change.source, None)  # the source system now holds this state itself
     return "applied", Entry(state=change.state, level=change.level, at=change.at,
-                            source=change.source, msg=change.msg, written=written)
+                            source=change.source, msg=change.msg, received=change.received,
+                            future=change.future, written=written)
+
+
+def overrides_future_optin(cur: Entry, change: Change) -> bool:
+    """An opt-out received after an opt-in stamped in the future wins regardless of times."""
+    return (change.state == "optout" and cur.state == "optin" and cur.future
+            and change.received >= cur.received)
 
 
 class ConsentLedger:
-    """The ledger over one store (atomic through ``kv_cas``)."""
+    """The ledger over one store's kv (atomic through ``cas``)."""
 
     def __init__(self, kv: KV, *, ns: str = NS) -> None:
         self.kv = kv
@@ -105,6 +132,22 @@ class ConsentLedger:
                 return Decision(outcome, cur, first=first)
             if await self.kv.cas(self.ns, key, raw, msgspec.json.encode(new)):
                 return Decision(outcome, new, first=True)
+
+    async def settle(self, key: str, target: str, msg: str | None, status: str) -> bool:
+        """Record the vendor's answer for the write of change ``msg`` to ``target`` (ledger
+        ``key`` as from :meth:`key`); True when it changed the entry (first report)."""
+        while True:
+            raw = await self.kv.get(self.ns, key)
+            if raw is None:
+                return False  # erased meanwhile
+            cur = msgspec.json.decode(raw, type=Entry)
+            wrote = cur.written.get(target)
+            if wrote is None or wrote.get("msg") != msg or wrote.get("status") == status:
+                return False
+            written = {**cur.written, target: {**wrote, "status": status}}
+            new = msgspec.structs.replace(cur, written=written)
+            if await self.kv.cas(self.ns, key, raw, msgspec.json.encode(new)):
+                return True
 
     async def forget(self, email: str) -> int:
         """Delete every channel of ``email`` (privacy erasure); return entries removed."""

@@ -11,7 +11,9 @@ messages and ``User Deleted`` tracks) and ``sailseg privacy delete``:
 3. purge the queue rows whose ordering key is one of the identifiers (queued, parked,
    delivered and dead-lettered payloads, ``ctx.purge_person``), the graph links and cluster
    documents, and the consent ledger entries;
-4. append one audit record (``privacy.delete``) with the email hashed.
+4. append one audit record (``privacy.delete``) with the email hashed;
+5. ``ctx.scrub()``: on SQLite, truncate the WAL so no old page image keeps the erased
+   data (``secure_delete`` has zeroed the deleted rows); on PostgreSQL see docs/store.md.
 
 The deleter interface (documented in the README): any configured sink, named by
 ``privacy.delete``'s ``deleter`` option (a ``[sinks.NAME]`` table, e.g. of type
@@ -131,6 +133,8 @@ class Eraser:
                      "personal_entries": result["personal_entries"]},
             id=audit_id, at=deleted_at,
         )
+        # last: no old copy of what was just deleted may stay in the store's files
+        await self.ctx.scrub()
         return result
 
     async def _delete_in_vendor(self, ids: dict[str, list[str]]) -> list[str]:

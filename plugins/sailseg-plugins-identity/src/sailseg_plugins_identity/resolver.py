@@ -40,19 +40,22 @@ from typing import Any
 import msgspec
 
 import sailseg
+from sailseg.config import parse_duration
 from sailseg.events import Event, new_id, ordering_key
 
 from .graph import OKEY_KINDS, Cluster, IdentityGraph, identifiers, normalise, sink_keys
-from .timeutil import event_time
-from .tombstone import DEFAULT_RETENTION, Tombstones, retention_of
+from .timeutil import DEFAULT_SKEW, event_time, skew_of
+from .tombstone import DEFAULT_RETENTION, Suppressions, Tombstones, from_vendor, retention_of
 
-__all__ = ["BARRIER", "GraphResolver", "is_barrier", "park_or_resolve"]
+__all__ = ["BARRIER", "CONSENT_TRAITS", "GraphResolver", "is_barrier", "park_or_resolve"]
 
 log = logging.getLogger("sailseg.identity")
 
 #: ``event.meta`` key of a barrier item
 BARRIER = "identity_barrier"
 _WAIT_NS = "identity.wait"
+#: the consent trait names of this plugin's defaults (``consent.to_sailthru``/``to_segment``)
+CONSENT_TRAITS = ("unsubscribed", "email_opt_in", "sailthru_optout", "email_bounced")
 _enc = msgspec.json.Encoder()
 
 
@@ -66,7 +69,8 @@ class _Wait(msgspec.Struct):
     barriers: dict[str, str] = {}  # barrier id -> okey
 
 
-async def park_or_resolve(graph: IdentityGraph, event: Event, need: list[str]) -> Cluster | None:
+async def park_or_resolve(graph: IdentityGraph, event: Event, need: list[str], *,
+                          skew: float = DEFAULT_SKEW) -> Cluster | None:
     """Park ``event`` until one of ``need`` is known for its person, or return the cluster
     when it became known meanwhile. Raises :class:`sailseg.ParkEvent`, keyed by the event's
     ordering key so the release matches the queue's ordering.
@@ -78,7 +82,7 @@ async def park_or_resolve(graph: IdentityGraph, event: Event, need: list[str]) -
     kind, _, value = okey.partition(":")
     if kind not in OKEY_KINDS or not value:
         return None
-    at = event_time(event)
+    at = event_time(event, skew=skew)
     if await graph.mark_parked(okey, need, at=at):
         raise sailseg.ParkEvent(
             f"no {' or '.join(need)} known yet for this {kind}", keys={kind: value}
@@ -104,6 +108,12 @@ class GraphResolver(sailseg.IdentityResolver):
         :param honour_tombstones: drop events of erased people whose event time is not later
             than the deletion (see :mod:`.tombstone`).
         :param tombstone_retention: how long a tombstone counts (``"400d"``, or seconds).
+        :param clock_skew: how far (``"5m"`` or seconds) an event's own time may run ahead of
+            the time sailseg received it; later times are capped (see :mod:`.timeutil`).
+        :param recreate_window: within this long after an erasure, even a newer event does not
+            re-create the person (``"30d"``; 0, the default: off).
+        :param consent_traits: traits removed from what sinks see, so no sink copies consent
+            as a profile var that could contradict ``optout_email`` (``[]`` keeps them).
         """
 
         require_any: list[str] = msgspec.field(default_factory=lambda: ["email"])
@@ -115,6 +125,9 @@ class GraphResolver(sailseg.IdentityResolver):
         namespace: str = "identity"
         honour_tombstones: bool = True
         tombstone_retention: float | str = DEFAULT_RETENTION
+        clock_skew: float | str = DEFAULT_SKEW
+        recreate_window: float | str = 0.0
+        consent_traits: list[str] = msgspec.field(default_factory=lambda: list(CONSENT_TRAITS))
 
     config: Config
 
@@ -124,6 +137,9 @@ class GraphResolver(sailseg.IdentityResolver):
         if bad or not config.require_any:
             raise sailseg.ConfigError(f"{self.name}: `require_any` must list identity keys, got {bad or '[]'}")
         self._retention = retention_of(config.tombstone_retention, where=f"{self.name}: tombstone_retention")
+        self._skew = skew_of(config.clock_skew, where=f"{self.name}: clock_skew")
+        self._window = parse_duration(config.recreate_window, where=f"{self.name}: recreate_window")
+        self._consent_traits = frozenset(config.consent_traits)
         self._graph: IdentityGraph | None = None
         self._tombstones: Tombstones | None = None
 
@@ -131,7 +147,8 @@ class GraphResolver(sailseg.IdentityResolver):
         kv = self.ctx.kv  # raises ConfigError without a store
         self._graph = IdentityGraph(kv, ns=self.config.namespace, clock=self.ctx.clock)
         if self.config.honour_tombstones:
-            self._tombstones = Tombstones(kv, retention=self._retention, clock=self.ctx.clock)
+            self._tombstones = Tombstones(kv, retention=self._retention, clock=self.ctx.clock,
+                                          trail=self.ctx.audit)
 
     @property
     def graph(self) -> IdentityGraph:
@@ -146,10 +163,16 @@ class GraphResolver(sailseg.IdentityResolver):
         p = event.payload
         own = identifiers(p)
         own.update({k: v for k, v in ((k, normalise(k, v)) for k, v in event.identity.items()) if v})
-        at = event_time(event)
+        at = event_time(event, skew=self._skew)
         if self._tombstones is not None and own:
             # before learning anything: a late event of an erased person must not relink them
-            await self._tombstones.check(own, at)
+
+            async def known() -> bool:
+                return await self.graph.find_any(own) is not None
+
+            await self._tombstones.check(own, at, untimed=from_vendor(p), window=self._window,
+                                         known=known)
+        self._drop_consent_traits(event)
         root: Cluster | None
         linking = event.type in self.config.link_types
         if linking and event.type == "alias":
@@ -158,6 +181,8 @@ class GraphResolver(sailseg.IdentityResolver):
             obs = await self.graph.observe(own, at=at, msg=event.message_id)
             root = obs.root
             self._keys_override(event, root, obs.email_joined, obs.previous_email)
+            if obs.email_joined:
+                await self._apply_suppression(event, root)
         else:
             root = await self.graph.find_any(own)
         keys = sink_keys(root, own)
@@ -166,7 +191,8 @@ class GraphResolver(sailseg.IdentityResolver):
         if not self._resolvable(keys):
             if self.config.park and event.type not in self.config.never_park:
                 try:
-                    root = await park_or_resolve(self.graph, event, list(self.config.require_any))
+                    root = await park_or_resolve(self.graph, event, list(self.config.require_any),
+                                                 skew=self._skew)
                 except sailseg.ParkEvent:
                     if linking:  # remembered so that, once released, it does not run barriers
                         await kv.set(_WAIT_NS, marker, b"1")
@@ -179,6 +205,30 @@ class GraphResolver(sailseg.IdentityResolver):
             if was_parked:
                 await kv.delete(_WAIT_NS, marker)
         return event
+
+    def _drop_consent_traits(self, event: Event) -> None:
+        """Remove the consent traits from the traits sinks see (the stored event keeps them):
+        consent reaches Sailthru only as ``optout_email``, decided by the consent ledger."""
+        if not self._consent_traits:
+            return
+        p = event.payload
+        ctx = p.get("context")
+        for holder, key in ((p, "traits"), (ctx if isinstance(ctx, dict) else {}, "traits")):
+            traits = holder.get(key)
+            if isinstance(traits, dict) and self._consent_traits.intersection(traits):
+                holder[key] = {k: v for k, v in traits.items() if k not in self._consent_traits}
+
+    async def _apply_suppression(self, event: Event, root: Cluster) -> None:
+        """A person created again whose email has a suppression entry (an opt-out or bounce
+        reported after their erasure) is written opted out."""
+        email = root.current.get("email")
+        if email is None:
+            return
+        if await Suppressions(self.ctx.kv).get(email.value) is None:
+            return
+        meta = dict(event.meta.get("sailthru") or {})
+        meta["optout_email"] = "all"
+        event.meta = {**event.meta, "sailthru": meta}
 
     def _resolvable(self, keys: dict[str, str]) -> bool:
         return any(keys.get(k) for k in self.config.require_any)

@@ -10,27 +10,44 @@ genuinely new event (a new signup after the deletion) proceeds normally.
 Layout (kv namespace ``identity.tombstone``): key = sha256 hex of ``<kind>:<normalised
 value>`` (never the value itself), value = ``{"at": deletion time, "audit": audit record id}``.
 Tombstones older than the retention (400 days by default) are ignored, and deleted when met.
+
+Two more rules:
+
+- **vendor reports carry no time of their own**: a Sailthru postback is stamped with the
+  time sailseg received it, so comparing times would always let it through. An event that
+  came *from* Sailthru (:func:`from_vendor`) and hits a tombstone is dropped unless the person
+  is known again (re-created by a newer event since the erasure). The consent transforms keep
+  an opt-out or bounce of such a report as a hashed **suppression entry** (namespace
+  ``identity.suppression``, same key as the tombstone; :class:`Suppressions`), which the
+  resolver applies (``optout_email``) if the person is ever created again.
+- **re-creation window** (``recreate_window``, off by default): within that many seconds after
+  the erasure, even a *newer* event does not re-create the person; the first one dropped is
+  audited (``privacy.recreate``, outcome ``suppressed``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
 
 import sailseg
-from sailseg import KV
+from sailseg import KV, Audit
 from sailseg.config import parse_duration
 
+from . import audit
 from .graph import normalise
 from .timeutil import iso
 
-__all__ = ["DEFAULT_RETENTION", "NS", "Tombstone", "Tombstones", "tombstone_key"]
+__all__ = ["DEFAULT_RETENTION", "NS", "SUPPRESSION_NS", "Suppression", "Suppressions", "Tombstone", "Tombstones",
+           "from_vendor", "tombstone_key"]
 
 NS = "identity.tombstone"
+SUPPRESSION_NS = "identity.suppression"
+_VENDOR_LIBRARY = "sailseg-plugins-sailthru"
 DEFAULT_RETENTION = 400 * 86400.0
 
 
@@ -47,6 +64,21 @@ def tombstone_key(kind: str, value: Any) -> str | None:
     return hashlib.sha256(f"{kind}:{v}".encode()).hexdigest()
 
 
+def from_vendor(payload: Mapping[str, Any]) -> bool:
+    """True for a report from Sailthru (a postback turned into a Segment message): it carries
+    no time of its own, so a tombstone cannot be compared with it by time."""
+    ctx = payload.get("context")
+    if isinstance(ctx, dict):
+        mark = ctx.get("sailseg")
+        if isinstance(mark, dict) and mark.get("origin") == "sailthru":
+            return True
+        lib = ctx.get("library")
+        if isinstance(lib, dict) and lib.get("name") == _VENDOR_LIBRARY:
+            return True
+    props = payload.get("properties")
+    return isinstance(props, dict) and props.get("source") == "sailthru"
+
+
 def retention_of(value: Any, *, where: str) -> float:
     """Seconds from a retention setting (``400d``, ``"24h"``, or seconds)."""
     out = parse_duration(value, where=where)
@@ -56,11 +88,17 @@ def retention_of(value: Any, *, where: str) -> float:
 
 
 class Tombstones:
-    """Tombstones over one store."""
+    """Tombstones over one store's kv.
+
+    :param trail: where :meth:`check` audits the first event dropped by the re-creation
+        window (``ctx.audit``); without one that record is not written.
+    """
 
     def __init__(self, kv: KV, *, retention: float = DEFAULT_RETENTION,
-                 clock: Callable[[], float] = time.time, ns: str = NS) -> None:
+                 clock: Callable[[], float] = time.time, ns: str = NS,
+                 trail: Audit | None = None) -> None:
         self.kv = kv
+        self.trail = trail
         self.retention = retention
         self.clock = clock
         self.ns = ns
@@ -83,9 +121,12 @@ class Tombstones:
                 n += 1
         return n
 
-    async def hit(self, ids: Mapping[str, str], at: float) -> Tombstone | None:
-        """The tombstone that drops an event with identifiers ``ids`` and event time ``at``:
-        one of them was erased at or after ``at`` (within the retention), else None."""
+    async def hit(self, ids: Mapping[str, str], at: float, *, untimed: bool = False,
+                  window: float = 0.0) -> tuple[Tombstone, str] | None:
+        """The tombstone that drops an event with identifiers ``ids`` and event time ``at``
+        (within the retention), with why: ``"older"`` (erased at or after ``at``),
+        ``"untimed"`` (``untimed``: the event has no time of its own) or ``"window"`` (erased
+        less than ``window`` seconds ago); else None."""
         now = self.clock()
         for kind, value in ids.items():
             key = tombstone_key(kind, value)
@@ -100,14 +141,61 @@ class Tombstones:
                     await self.kv.delete(self.ns, key)
                 continue
             if at <= stone.at:
-                return stone
+                return stone, "older"
+            if untimed:
+                return stone, "untimed"
+            if window > 0 and now - stone.at < window:
+                return stone, "window"
         return None
 
-    async def check(self, ids: Mapping[str, str], at: float) -> None:
-        """Raise :class:`sailseg.SkipEvent` when :meth:`hit` finds a tombstone."""
-        stone = await self.hit(ids, at)
-        if stone is not None:
+    async def check(self, ids: Mapping[str, str], at: float, *, untimed: bool = False,
+                    window: float = 0.0, known: Callable[[], Awaitable[bool]] | None = None) -> None:
+        """Raise :class:`sailseg.SkipEvent` when :meth:`hit` finds a tombstone. ``known``: for
+        an untimed hit, whether the person was created again since (then it goes through)."""
+        found = await self.hit(ids, at, untimed=untimed, window=window)
+        if found is None:
+            return
+        stone, why = found
+        if why == "untimed" and known is not None and await known():
+            return
+        if why == "window":
+            if self.trail is not None and await self.kv.add("identity.recreate", stone.audit, b"1"):
+                await audit.append(self.trail, action="privacy.recreate", subject="tombstone",
+                                   actor="identity", system="sailseg", outcome="suppressed",
+                                   details={"erasure_audit": stone.audit, "erased_at": iso(stone.at),
+                                            "window_s": window})
             raise sailseg.SkipEvent(
-                f"person erased at {iso(stone.at)} (audit {stone.audit}); event time {iso(at)} "
-                "is not later: dropped (deletion tombstone)"
-            )
+                f"person erased at {iso(stone.at)} (audit {stone.audit}); within the re-creation "
+                f"window ({window:.0f}s): dropped")
+        what = ("a report from the vendor carries no time of its own" if why == "untimed"
+                else f"event time {iso(at)} is not later")
+        raise sailseg.SkipEvent(
+            f"person erased at {iso(stone.at)} (audit {stone.audit}); {what}: dropped (deletion tombstone)"
+        )
+
+
+class Suppression(msgspec.Struct):
+    state: str  # optout | bounced
+    at: float
+    audit: str
+
+
+class Suppressions:
+    """Hashed suppression entries: an opt-out or bounce reported for an erased person (kept
+    without the address, applied if the person is ever created again)."""
+
+    def __init__(self, kv: KV, *, ns: str = SUPPRESSION_NS) -> None:
+        self.kv = kv
+        self.ns = ns
+
+    async def record(self, email: str, state: str, *, at: float, audit_id: str) -> bool:
+        key = tombstone_key("email", email)
+        if key is None:
+            return False
+        await self.kv.set(self.ns, key, msgspec.json.encode(Suppression(state, at, audit_id)))
+        return True
+
+    async def get(self, email: str) -> Suppression | None:
+        key = tombstone_key("email", email)
+        raw = await self.kv.get(self.ns, key) if key else None
+        return msgspec.json.decode(raw, type=Suppression) if raw else None
