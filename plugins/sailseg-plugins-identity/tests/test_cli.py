@@ -58,11 +58,23 @@ def _check_cli(tmp_path: Path, router: HostRouter, sailthru: SailthruEmulator,
 
     # the stranger's event expires unresolved and is listed with the reason
     res = runner.invoke(cli, ["identity", "unmatched", "--store", store_url, "--no-expire"])
-    assert res.output.strip() == "no unmatched events"
+    assert res.output.strip() == "no unmatched events"  # parked, but for less than an hour
+    # ... and shown, with its reason, once it has waited longer than the chosen age
+    res = runner.invoke(cli, ["identity", "unmatched", "--store", store_url, "--no-expire",
+                              "--older-than", "0s", "--json"])
+    assert res.exit_code == 0, res.output
+    [parked] = [json.loads(line) for line in res.output.splitlines()]
+    assert (parked["state"], parked["anonymousId"], parked["event"]) == ("parked", "stranger", "Viewed")
+    assert "no email known yet" in parked["reason"] and parked["waited"] >= 0
+    res = runner.invoke(cli, ["identity", "unmatched", "--store", store_url, "--no-expire",
+                              "--older-than", "0s"])
+    assert "parked (waiting" in res.output and "reason: no email known yet" in res.output
+    res = runner.invoke(cli, ["identity", "unmatched", "--store", store_url, "--older-than", "soon"])
+    assert res.exit_code != 0 and "--older-than" in res.output
     assert anyio.run(_expire_all, store_url) == 1
     res = runner.invoke(cli, ["identity", "unmatched", "--store", store_url, "--json"])
     rows = [json.loads(line) for line in res.output.splitlines()]
-    assert [(r["anonymousId"], r["event"]) for r in rows] == [("stranger", "Viewed")]
+    assert [(r["state"], r["anonymousId"], r["event"]) for r in rows] == [("unmatched", "stranger", "Viewed")]
     assert "no email known yet" in rows[0]["reason"]
 
     # erasure from the CLI, against the emulator (user-not-found counts as done)

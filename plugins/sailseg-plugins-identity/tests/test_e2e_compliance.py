@@ -212,6 +212,33 @@ async def test_a_postback_after_an_erasure_leaves_no_clear_personal_data(backend
         assert hashed in suppression
         assert msgspec.json.decode(suppression[hashed])["state"] in ("optout", "bounced")
 
+        # the person signs up again later: re-created, and opted out as the suppression says
+        await node.send({"type": "identify", "userId": "u-q2", "messageId": "again",
+                         "timestamp": ts(time.time()), "traits": {"email": email}})
+        await wait_user(node, email)
+        await node.settled()
+        assert _optout(node, email) == "all"
+
+
+async def test_a_recreate_window_keeps_an_erased_person_from_coming_back(tmp_path: Path) -> None:
+    window = {"recreate_window": "1d"}
+    async with live_node("sqlite", tmp_path, resolver=window, consent=window) as node:
+        email = "w@example.com"
+        await _signup(node, "u-w", email)
+        await node.send({"type": "delete", "userId": "u-w", "messageId": "del-w", "timestamp": ts(time.time())})
+        await wait_for(lambda: node.st_user(email) is None)
+        await node.settled()
+        # newer events, which would re-create the person without the window
+        for i in range(2):
+            await node.send({"type": "identify", "userId": "u-w", "messageId": f"new-{i}",
+                             "timestamp": ts(time.time() + 1), "traits": {"email": email}})
+        await node.settled()
+        assert node.st_user(email) is None and node.sailthru.state.users == {}
+        recs = [r for r in await node.rt.store.audit_since(0) if r.action == "privacy.recreate"]
+        assert [(r.outcome, r.system) for r in recs] == [("suppressed", "sailseg")]
+        [erase] = [r for r in await node.rt.store.audit_since(0) if r.action == "privacy.delete"]
+        assert recs[0].details["erasure_audit"] == erase.id and email not in repr(recs)
+
 
 async def test_an_erasure_leaves_no_clear_copy_in_the_sqlite_files(tmp_path: Path) -> None:
     async with live_node("sqlite", tmp_path) as node:

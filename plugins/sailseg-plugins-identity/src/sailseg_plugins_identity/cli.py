@@ -133,18 +133,33 @@ def identity_show(identifier: str, config_path: str | None, store_url: str | Non
 @store_option
 @click.option("--expire/--no-expire", default=True, show_default=True,
               help="First turn parked events past their expiry into unmatched ones.")
+@click.option("--older-than", "older_than", default="1h", show_default=True, metavar="DURATION",
+              help="Also list events still parked that have waited at least this long "
+                   "(30s, 15m, 24h, 7d; 0 lists every parked event).")
 @click.option("--limit", default=100, show_default=True, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @handle_errors
-def identity_unmatched(config_path: str | None, store_url: str | None, expire: bool, limit: int,
-                       as_json: bool) -> None:
-    """Events whose identity never resolved before their parking time ran out, with the reason."""
+def identity_unmatched(config_path: str | None, store_url: str | None, expire: bool, older_than: str,
+                       limit: int, as_json: bool) -> None:
+    """Events whose identity has not resolved: those still parked for longer than
+    --older-than (state ``parked``), and those whose parking time ran out (``unmatched``),
+    each with the reason."""
     import time
 
+    from sailseg.config import parse_duration
+
+    age = parse_duration(older_than, where="--older-than")
+
     async def collect(store: Store) -> list[dict[str, Any]]:
+        now = time.time()
         if expire:
-            await store.expire_parked(now=time.time())
+            await store.expire_parked(now=now)
         out: list[dict[str, Any]] = []
+        # parked items come oldest first, so the first `limit` hold every one old enough
+        for pk in await store.list_parked(limit=limit):
+            if now - pk.parked_at >= age:
+                out.append(_row(pk.item.id, pk.item.pipeline, pk.parked_at, pk.item.event.payload,
+                                pk.reason, state="parked", waited=now - pk.parked_at))
         offset = 0
         while len(out) < limit:
             page = await store.list_dead_letters(limit=500, offset=offset)
@@ -153,11 +168,8 @@ def identity_unmatched(config_path: str | None, store_url: str | None, expire: b
             offset += len(page)
             for d in page:
                 if d.error_type == "Unmatched":
-                    p = d.event.payload
-                    out.append({"id": d.id, "pipeline": d.pipeline, "at": iso(d.created_at),
-                                "type": p.get("type"), "event": p.get("event"),
-                                "userId": p.get("userId"), "anonymousId": p.get("anonymousId"),
-                                "messageId": p.get("messageId"), "reason": d.error})
+                    out.append(_row(d.id, d.pipeline, d.created_at, d.event.payload, d.error,
+                                    state="unmatched", waited=None))
         return out[:limit]
 
     rows = _run(collect, config_path, store_url)
@@ -167,9 +179,18 @@ def identity_unmatched(config_path: str | None, store_url: str | None, expire: b
         else:
             who = f"anonymousId={r['anonymousId']}" if r["anonymousId"] else f"userId={r['userId']}"
             what = r["event"] or r["type"]
-            click.echo(f"{r['id']}  {r['at']}  {r['pipeline']}  {what}  {who}  reason: {r['reason']}")
+            waited = f" (waiting {r['waited']:.0f}s)" if r["waited"] is not None else ""
+            click.echo(f"{r['id']}  {r['state']}{waited}  {r['at']}  {r['pipeline']}  {what}  {who}  "
+                       f"reason: {r['reason']}")
     if not rows and not as_json:
         click.echo("no unmatched events")
+
+
+def _row(id_: str, pipeline: str, at: float, p: dict[str, Any], reason: str, *, state: str,
+         waited: float | None) -> dict[str, Any]:
+    return {"id": id_, "state": state, "pipeline": pipeline, "at": iso(at), "waited": waited,
+            "type": p.get("type"), "event": p.get("event"), "userId": p.get("userId"),
+            "anonymousId": p.get("anonymousId"), "messageId": p.get("messageId"), "reason": reason}
 
 
 @click.group("privacy")
