@@ -401,10 +401,11 @@ class Transform(Component):
         raise NotImplementedError
 
     async def settled(self, event: Event, result: SinkResult) -> None:
-        """Called once the sinks of this attempt are done with ``event`` *for good*: each one
-        delivered it, skipped it, or dead-lettered it (never on an attempt that will be
-        retried). ``event`` is the one the sinks got, so ``event.meta`` carries what
-        :meth:`process` put there.
+        """Called after an attempt with the sinks that are done with ``event`` *for good* in
+        it: each one delivered it, skipped it, or dead-lettered it. A sink that will be
+        retried is reported after a later attempt, so over the life of an event each sink is
+        reported exactly once. ``event`` is the one the sinks got (``event.meta`` carries
+        what :meth:`process` put there).
 
         Why: a transform that records a decision before the write (the identity plugin's
         consent ledger: "pending") can record the vendor's answer ("applied" / "failed")

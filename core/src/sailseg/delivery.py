@@ -100,12 +100,17 @@ def _unrecordable(o: Outcome, exc: BaseException) -> Outcome:
 
 async def _settled(pipeline: PipelineRuntime, event: Event, outcome: Outcome,
                    targets: Sequence[str]) -> None:
-    """Tell the pipeline's transforms what the sinks did, for good (``Transform.settled``)."""
+    """Tell the pipeline's transforms which sinks are done with ``event`` in this attempt
+    (``Transform.settled``); sinks that will be retried are reported on a later attempt."""
+    retried = set(outcome.sinks) if outcome.status == "retry" else set()
     dead = {d.sink for d in outcome.dead}
     done = set(outcome.delivered)
-    result = SinkResult(delivered=tuple(s for s in targets if s in done),
-                        skipped=tuple(s for s in targets if s not in done and s not in dead),
-                        failed=tuple(s for s in targets if s in dead))
+    finished = [s for s in targets if s not in retried]
+    if not finished:
+        return
+    result = SinkResult(delivered=tuple(s for s in finished if s in done),
+                        skipped=tuple(s for s in finished if s not in done and s not in dead),
+                        failed=tuple(s for s in finished if s in dead))
     for name, transform in pipeline.transforms:
         if type(transform).settled is Transform.settled:
             continue
@@ -411,8 +416,7 @@ class Delivery:
         else:
             outcome = Outcome(item=item, status="done", delivered=delivered, dead=dead, counts=counts,
                               notes=notes)
-        if outcome.status == "done":
-            await _settled(pipeline, event, outcome, targets)
+        await _settled(pipeline, event, outcome, targets)
         return outcome
 
     def _retry_or_dead(

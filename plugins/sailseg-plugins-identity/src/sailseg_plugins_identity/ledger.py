@@ -135,15 +135,16 @@ class ConsentLedger:
 
     async def settle(self, key: str, target: str, msg: str | None, status: str) -> bool:
         """Record the vendor's answer for the write of change ``msg`` to ``target`` (ledger
-        ``key`` as from :meth:`key`); True when it changed the entry (first report)."""
+        ``key`` as from :meth:`key`); True when it changed the entry (first report). Once
+        ``applied`` (a sink delivered it), it stays applied."""
         while True:
             raw = await self.kv.get(self.ns, key)
             if raw is None:
                 return False  # erased meanwhile
             cur = msgspec.json.decode(raw, type=Entry)
             wrote = cur.written.get(target)
-            if wrote is None or wrote.get("msg") != msg or wrote.get("status") == status:
-                return False
+            if wrote is None or wrote.get("msg") != msg or wrote.get("status") in (status, APPLIED):
+                return False  # another write, already recorded, or accepted by another sink
             written = {**cur.written, target: {**wrote, "status": status}}
             new = msgspec.structs.replace(cur, written=written)
             if await self.kv.cas(self.ns, key, raw, msgspec.json.encode(new)):
