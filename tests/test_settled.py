@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import sailseg
 from sailseg.testing.harness import open_runtime, wait_for
 
