@@ -179,6 +179,17 @@ async def test_a_late_older_email_claim_creates_no_duplicate_profile(backend: st
         assert late and all(p.get("id") != "g1@example.com" for p in late), late
         assert all((p.get("keys") or {}).get("email") in (None, "g2@example.com") for p in late), late
 
+        # an opt-out naming the older email reaches the current profile, under one ledger entry
+        await node.send({"type": "track", "userId": "u-g", "event": "Unsubscribed", "messageId": "out-g",
+                         "timestamp": ts(time.time()), "properties": {"email": "g1@example.com"}})
+        await wait_for(lambda: _optout(node, "g2@example.com") == "all")
+        await node.settled()
+        assert node.st_user("g1@example.com") is None and len(node.sailthru.state.users) == 1
+        ledger = ConsentLedger(node.rt.store)
+        assert await ledger.get("g1@example.com", "email") is None
+        entry = await ledger.get("g2@example.com", "email")
+        assert entry is not None and entry.state == "optout"
+
 
 # -- 4. a postback after an erasure --------------------------------------------------------
 async def test_a_postback_after_an_erasure_leaves_no_clear_personal_data(backend: str, tmp_path: Path) -> None:

@@ -146,12 +146,15 @@ class _ConsentBase(sailseg.Transform):
         return self._graph
 
     async def _email(self, event: Event, *, park: bool) -> str | None:
-        """The person's email: the event's own, else from the identity graph; parks the
-        event (until the email is known) when ``park`` and none is known."""
+        """The event's own email, unless the graph knows it as an *older* email of the person
+        (then the current one, which is what sinks address); else the graph's current email.
+        Parks the event (until the email is known) when ``park`` and none is known."""
         own = identifiers(event.payload)
-        if own.get("email"):
-            return own["email"]
         root = await self.graph.find_any(own)
+        if own.get("email"):
+            cur = root.current.get("email") if root is not None else None
+            older = root is not None and own["email"] in root.ids.get("email", [])
+            return cur.value if cur is not None and older else own["email"]
         if root is not None:
             cur = root.current.get("email")
             if cur is not None:
