@@ -102,7 +102,7 @@ async def _settled(pipeline: PipelineRuntime, event: Event, outcome: Outcome,
                    targets: Sequence[str]) -> None:
     """Tell the pipeline's transforms which sinks are done with ``event`` in this attempt
     (``Transform.settled``); sinks that will be retried are reported on a later attempt."""
-    retried = set(outcome.sinks) if outcome.status == "retry" else set()
+    retried = set(outcome.sinks or ()) if outcome.status == "retry" else set()
     dead = {d.sink for d in outcome.dead}
     done = set(outcome.delivered)
     finished = [s for s in targets if s not in retried]
