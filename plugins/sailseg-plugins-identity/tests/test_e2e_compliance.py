@@ -191,6 +191,25 @@ async def test_a_late_older_email_claim_creates_no_duplicate_profile(backend: st
         assert entry is not None and entry.state == "optout"
 
 
+async def test_an_older_claim_of_another_persons_email_moves_no_keys(backend: str, tmp_path: Path) -> None:
+    async with live_node(backend, tmp_path) as node:
+        t = time.time()
+        await node.send({"type": "identify", "userId": "u-a", "messageId": "a1", "timestamp": ts(t - 10),
+                         "traits": {"email": "shared@example.com"}})
+        await wait_user(node, "shared@example.com")
+        await node.settled()
+        # another account claimed the same email earlier; that claim arrives late and loses
+        await node.send({"type": "identify", "userId": "u-b", "messageId": "b1", "timestamp": ts(t - 20),
+                         "traits": {"email": "shared@example.com", "plan": "b"}})
+        await node.settled()
+        user = node.st_user("shared@example.com")
+        assert user is not None and user["keys"].get("extid") == "u-a"
+        assert "plan" not in user["vars"]
+        assert all((p.get("keys") or {}).get("extid") != "u-b" for p in node.st_posts())
+        root = await IdentityGraph(node.rt.store).find("email", "shared@example.com")
+        assert root is not None and root.current["userId"].value == "u-a"
+
+
 # -- 4. a postback after an erasure --------------------------------------------------------
 async def test_a_postback_after_an_erasure_leaves_no_clear_personal_data(backend: str, tmp_path: Path) -> None:
     async with live_node(backend, tmp_path) as node:

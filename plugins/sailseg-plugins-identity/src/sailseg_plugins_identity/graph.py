@@ -370,12 +370,16 @@ class IdentityGraph:
         anchor = await self._ensure(anchor_kind, ids[anchor_kind], at, msg)
         before = await self.root(anchor)
         had_email = set(before.ids.get("email", [])) if before else set()
+        kept: list[str] = []
         for kind in KINDS:
             value = ids.get(kind)
             if value is None or kind == anchor_kind:
                 continue
-            anchor = await self._join(anchor, kind, value, at=at, msg=msg, explicit=explicit, notes=notes)
-        root = await self._set_current(anchor, ids, at=at, msg=msg, explicit=explicit)
+            anchor = await self._join(anchor, kind, value, at=at, msg=msg, explicit=explicit,
+                                      notes=notes, kept=kept)
+        # an identifier that stayed with another person is not this person's current one
+        mine = {k: v for k, v in ids.items() if k not in kept}
+        root = await self._set_current(anchor, mine, at=at, msg=msg, explicit=explicit)
         email = ids.get("email")
         prev = None
         if email:
@@ -386,7 +390,7 @@ class IdentityGraph:
                            previous_email=prev, notes=notes)
 
     async def _join(self, anchor: str, kind: str, value: str, *, at: float, msg: str | None,
-                    explicit: bool, notes: list[str]) -> str:
+                    explicit: bool, notes: list[str], kept: list[str] | None = None) -> str:
         for _ in range(_CHAIN_MAX):
             link, lraw = await self.link(kind, value)
             if link is None:
@@ -414,6 +418,8 @@ class IdentityGraph:
             # two different people claim this identifier: the newer claim wins, no merge
             if at < link.at:
                 notes.append(f"{kind} kept in its cluster (linked by a newer event)")
+                if kept is not None:
+                    kept.append(kind)
                 ignored = {"at": at, "what": "conflict ignored (older)", "kind": kind,
                            "value": value, "kept_in": other.id, "msg": msg}
                 await self._apply_root(mine.id, lambda c, e=ignored: _note(c, e))

@@ -43,7 +43,15 @@ import sailseg
 from sailseg.config import parse_duration
 from sailseg.events import Event, new_id, ordering_key
 
-from .graph import OKEY_KINDS, Cluster, IdentityGraph, identifiers, normalise, sink_keys
+from .graph import (
+    OKEY_KINDS,
+    PROFILE_KINDS,
+    Cluster,
+    IdentityGraph,
+    identifiers,
+    normalise,
+    sink_keys,
+)
 from .timeutil import DEFAULT_SKEW, event_time, skew_of
 from .tombstone import DEFAULT_RETENTION, Suppressions, Tombstones, from_vendor, retention_of
 
@@ -185,6 +193,7 @@ class GraphResolver(sailseg.IdentityResolver):
                 await self._apply_suppression(event, root)
         else:
             root = await self.graph.find_any(own)
+        await self._drop_foreign(own, root)
         keys = sink_keys(root, own)
         kv = self.ctx.kv
         marker = f"parked:{event.pipeline}:{event.id}"
@@ -205,6 +214,19 @@ class GraphResolver(sailseg.IdentityResolver):
             if was_parked:
                 await kv.delete(_WAIT_NS, marker)
         return event
+
+    async def _drop_foreign(self, own: dict[str, str], root: Cluster | None) -> None:
+        """Forget the event's own email/extid/sid when the graph gives it to *another* person
+        (an older claim that lost): a sink must never address, or move keys to, their profile."""
+        if root is None:
+            return
+        for kind in PROFILE_KINDS:
+            value = own.get(kind)
+            if not value or value in root.ids.get(kind, []):
+                continue
+            other = await self.graph.find(kind, value)
+            if other is not None and other.id != root.id:
+                del own[kind]
 
     def _drop_consent_traits(self, event: Event) -> None:
         """Remove the consent traits from the traits sinks see (the stored event keeps them):
