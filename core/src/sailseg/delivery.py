@@ -102,6 +102,9 @@ async def _settled(pipeline: PipelineRuntime, event: Event, outcome: Outcome,
                    targets: Sequence[str]) -> None:
     """Tell the pipeline's transforms which sinks are done with ``event`` in this attempt
     (``Transform.settled``); sinks that will be retried are reported on a later attempt."""
+    observers = [(n, t) for n, t in pipeline.transforms if type(t).settled is not Transform.settled]
+    if not observers:
+        return
     retried = set(outcome.sinks or ()) if outcome.status == "retry" else set()
     dead = {d.sink for d in outcome.dead}
     done = set(outcome.delivered)
@@ -111,9 +114,7 @@ async def _settled(pipeline: PipelineRuntime, event: Event, outcome: Outcome,
     result = SinkResult(delivered=tuple(s for s in finished if s in done),
                         skipped=tuple(s for s in finished if s not in done and s not in dead),
                         failed=tuple(s for s in finished if s in dead))
-    for name, transform in pipeline.transforms:
-        if type(transform).settled is Transform.settled:
-            continue
+    for name, transform in observers:
         try:
             await transform.settled(event, result)
         except Exception:  # an observer never changes the outcome
