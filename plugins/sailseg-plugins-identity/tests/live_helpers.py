@@ -25,6 +25,7 @@ import uvicorn
 from identity_helpers import NOT_ECHO_OR_DELETE, ST_KEY, ST_SECRET, WRITE_KEY, wait_for
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
+from sailseg.server import build_app
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 from sailseg_plugins_segment.emulator import SegmentEmulator
 from sailseg_plugins_segment.signature import sign, signed_text
@@ -234,7 +235,7 @@ async def live_node(backend: str, tmp_path: Path, **cfg: Any) -> AsyncIterator[L
         recorder = Recorder(sailthru)
         async with _serving(recorder) as st_url, _store_url(backend, tmp_path) as store_url:
             config = live_config(store_url, st_url, seg_url, **cfg)
-            async with Runtime(config, env={}) as rt, _serving(rt.asgi_app()) as url:
+            async with Runtime(config, env={}) as rt, _serving(build_app(rt)) as url:
                 sailthru.settings.postback_url = f"{url}/sailthru/postback"
                 yield LiveNode(rt, url, sailthru, segment, recorder)
 
