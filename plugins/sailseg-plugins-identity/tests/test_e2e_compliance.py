@@ -268,6 +268,7 @@ async def test_a_recreate_window_keeps_an_erased_person_from_coming_back(tmp_pat
         assert [(r.outcome, r.system) for r in recs] == [("suppressed", "sailseg")]
         [erase] = [r for r in await node.rt.store.audit_since(0) if r.action == "privacy.delete"]
         assert recs[0].details["erasure_audit"] == erase.id and email not in repr(recs)
+        assert recs[0].subject == erase.subject  # the hashed email
 
 
 async def test_an_erasure_leaves_no_clear_copy_in_the_sqlite_files(tmp_path: Path) -> None:

@@ -160,7 +160,8 @@ class Tombstones:
             return
         if why == "window":
             if self.trail is not None and await self.kv.add("identity.recreate", stone.audit, b"1"):
-                await audit.append(self.trail, action="privacy.recreate", subject="tombstone",
+                subject = audit.subject_of(email=ids.get("email"), user_id=ids.get("userId"))
+                await audit.append(self.trail, action="privacy.recreate", subject=subject,
                                    actor="identity", system="sailseg", outcome="suppressed",
                                    details={"erasure_audit": stone.audit, "erased_at": iso(stone.at),
                                             "window_s": window})
