@@ -366,7 +366,8 @@ class ConsentToSegment(_ConsentBase):
             isinstance(p.get("properties"), dict) and p["properties"].get("source") == "sailthru")
         if not from_sailthru or name not in (*cfg.optout_events, *cfg.optin_events, *cfg.bounce_events):
             return event if cfg.passthrough else None
-        props = _d if isinstance(_d := p.get("properties"), dict) else {}
+        raw_props = p.get("properties")
+        props: dict[str, Any] = raw_props if isinstance(raw_props, dict) else {}
         email = normalise("email", identifiers(p).get("email"))
         if not email:
             raise sailseg.SkipEvent("postback event without an email")
