@@ -221,3 +221,33 @@ async def test_a_bare_context_names_what_is_missing_and_over_store_works(tmp_pat
         assert await ctx.purge_person(["userId:u"]) == 1 and await store.backlog() == 0
     finally:
         await store.close()
+
+
+async def test_scrub_leaves_no_copy_of_erased_data_in_the_sqlite_files(tmp_path: Path) -> None:
+    """``ctx.scrub()`` (the erasure's last step) reaches the store's ``scrub`` both in a
+    runtime and over a bare store: the WAL is truncated and no file keeps the deleted bytes."""
+    marker = b"erase-me-7f3a9c@example.com"
+
+    def files_holding(prefix: str) -> list[str]:
+        return [p.name for p in tmp_path.glob(f"{prefix}*") if marker in p.read_bytes()]
+
+    async def erase_with(ctx: sailseg.ComponentContext, prefix: str) -> None:
+        await ctx.kv.set("person", "k", marker * 50)
+        assert files_holding(prefix)  # the write reached the files (WAL or database)
+        assert await ctx.kv.delete("person", "k")
+        await ctx.scrub()
+        assert (tmp_path / f"{prefix}-wal").stat().st_size == 0
+        assert files_holding(prefix) == []
+
+    async with Runtime(config(tmp_path), registry=REGISTRY,
+                       resources={RECORDER_KEY: Recorder()}) as rt:
+        await erase_with(rt.context_for("sink", "rec"), "s.db")
+    store = SQLiteStore(f"sqlite:///{tmp_path}/c.db")
+    await store.open()
+    try:
+        await store.check_schema(auto_migrate=True)
+        await erase_with(sailseg.ComponentContext.over_store(store, instance="cli"), "c.db")
+    finally:
+        await store.close()
+    with pytest.raises(sailseg.ConfigError, match="probe: scrub needs the runtime"):
+        await sailseg.ComponentContext(instance="probe").scrub()

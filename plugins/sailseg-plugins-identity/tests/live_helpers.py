@@ -115,7 +115,8 @@ def live_config(store_url: str, st_url: str, seg_url: str, *, extra: dict[str, A
             "st_user": {"type": "sailthru.user", **st},
             "st_event": {"type": "sailthru.event", **st},
             "st_consent": {"type": "sailthru.user", **st, "types": ["identify", "track"]},
-            "erase": {"type": "privacy.delete", **st},
+            "erase": {"type": "privacy.delete", "deleter": "st_delete"},
+            "st_delete": {"type": "sailthru.delete", **st},  # called by erase, in no pipeline
             "seg_identify": {"type": "segment.identify", **seg},
             "seg_track": {"type": "segment.track", **seg},
         },

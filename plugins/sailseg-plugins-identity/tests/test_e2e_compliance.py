@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from identity_helpers import ts, wait_for
 from live_helpers import LiveNode, live_node, wait_user
+from sailseg import KV
 from sailseg_plugins_identity.graph import IdentityGraph
 from sailseg_plugins_identity.ledger import ConsentLedger
 
@@ -70,7 +71,7 @@ async def test_a_future_dated_optin_does_not_freeze_consent(backend: str, tmp_pa
         assert ("consent.optout", "segment", "ignored-older") not in outcomes
         assert ("consent.optout", "sailthru", "ignored-older") not in outcomes
         assert ("consent.optout", "sailthru", "applied") in outcomes
-        entry = await ConsentLedger(node.rt.store).get(email, "email")
+        entry = await ConsentLedger(KV(node.rt.store)).get(email, "email")
         assert entry is not None and entry.state == "optout"
         # the recorded time is capped at when sailseg received the opt-in, not "tomorrow"
         assert entry.at < now + DAY / 2
@@ -97,7 +98,7 @@ async def test_a_future_dated_identify_does_not_pin_the_current_email(backend: s
         await node.send({"type": "identify", "userId": "u-t", "messageId": "e-now",
                          "timestamp": ts(time.time() + 1), "traits": {"email": "now@example.com"}})
         await node.settled()
-        root = await IdentityGraph(node.rt.store).find("userId", "u-t")
+        root = await IdentityGraph(KV(node.rt.store)).find("userId", "u-t")
         assert root is not None and root.current["email"].value == "now@example.com"
 
 
@@ -113,7 +114,7 @@ async def test_consent_on_a_page_call_reaches_sailthru_and_is_applied_only_after
                          "timestamp": ts(time.time()), "context": consent})
         await wait_for(lambda: _optout(node, email) == "all")
         await node.settled()
-        entry = await ConsentLedger(node.rt.store).get(email, "email")
+        entry = await ConsentLedger(KV(node.rt.store)).get(email, "email")
         assert entry is not None and entry.written["sailthru"]["status"] == "applied"
         assert await node.audit("consent.optout") == [
             ("consent.optout", "segment", "requested"), ("consent.optout", "segment", "applied")]
@@ -131,7 +132,7 @@ async def test_a_consent_write_that_dead_letters_is_recorded_failed_and_written_
                          "timestamp": ts(time.time() - 5), "context": consent})
         await node.settled()
         assert _optout(node, email) != "all"
-        entry = await ConsentLedger(node.rt.store).get(email, "email")
+        entry = await ConsentLedger(KV(node.rt.store)).get(email, "email")
         assert entry is not None and entry.written["sailthru"]["status"] == "failed"
         assert await node.audit("consent.optout") == [
             ("consent.optout", "segment", "requested"), ("consent.optout", "segment", "failed")]
@@ -142,7 +143,7 @@ async def test_a_consent_write_that_dead_letters_is_recorded_failed_and_written_
                          "timestamp": ts(time.time()), "context": consent})
         await wait_for(lambda: _optout(node, email) == "all")
         await node.settled()
-        entry = await ConsentLedger(node.rt.store).get(email, "email")
+        entry = await ConsentLedger(KV(node.rt.store)).get(email, "email")
         assert entry is not None and entry.written["sailthru"]["status"] == "applied"
         assert (await node.audit("consent.optout"))[-1] == ("consent.optout", "segment", "applied")
 
@@ -185,7 +186,7 @@ async def test_a_late_older_email_claim_creates_no_duplicate_profile(backend: st
         await wait_for(lambda: _optout(node, "g2@example.com") == "all")
         await node.settled()
         assert node.st_user("g1@example.com") is None and len(node.sailthru.state.users) == 1
-        ledger = ConsentLedger(node.rt.store)
+        ledger = ConsentLedger(KV(node.rt.store))
         assert await ledger.get("g1@example.com", "email") is None
         entry = await ledger.get("g2@example.com", "email")
         assert entry is not None and entry.state == "optout"
@@ -206,7 +207,7 @@ async def test_an_older_claim_of_another_persons_email_moves_no_keys(backend: st
         assert user is not None and user["keys"].get("extid") == "u-a"
         assert "plan" not in user["vars"]
         assert all((p.get("keys") or {}).get("extid") != "u-b" for p in node.st_posts())
-        root = await IdentityGraph(node.rt.store).find("email", "shared@example.com")
+        root = await IdentityGraph(KV(node.rt.store)).find("email", "shared@example.com")
         assert root is not None and root.current["userId"].value == "u-a"
 
 
@@ -231,7 +232,7 @@ async def test_a_postback_after_an_erasure_leaves_no_clear_personal_data(backend
         assert [d for d in await store.list_dead_letters(limit=100) if email in repr(d.event.payload)] == []
         for ns in ("identity", "consent", "consent.audited", "identity.wait"):
             assert [k for k, v in await store.kv_scan(ns) if email in k or email.encode() in v] == []
-        assert await ConsentLedger(store).get(email, "email") is None
+        assert await ConsentLedger(KV(store)).get(email, "email") is None
         assert node.segment.tracking.messages == [] or all(
             email not in repr(m) for m in node.segment.tracking.messages)
         records = (await store.audit_since(0))[audit_before:]

@@ -73,7 +73,7 @@ def test_an_optout_received_after_a_future_dated_optin_wins() -> None:
 
 @pytest.mark.anyio
 async def test_settle_records_the_vendor_answer_once(store: SQLiteStore) -> None:
-    led = ConsentLedger(store)
+    led = ConsentLedger(KV(store))
     await led.apply("b@x.io", "email", ch("optout", 10, "segment", "m1"), target="sailthru")
     key = led.key("b@x.io", "email")
     assert await led.settle(key, "sailthru", "m1", "applied") is True
