@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import sailseg
 from sailseg.testing.harness import open_runtime, wait_for
 

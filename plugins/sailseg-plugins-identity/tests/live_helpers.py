@@ -23,6 +23,7 @@ import msgspec
 import pytest
 import uvicorn
 from identity_helpers import NOT_ECHO_OR_DELETE, ST_KEY, ST_SECRET, WRITE_KEY, wait_for
+
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime
 from sailseg.server import build_app
@@ -70,6 +71,7 @@ async def pg_url_or_skip() -> AsyncIterator[str]:
     if not dsn:
         pytest.skip(f"{PG_ENV} is not set (PostgreSQL tests need a server)")
     import asyncpg
+
     from sailseg.store.postgres import PostgresStore
 
     schema = f"identity_{uuid.uuid4().hex[:12]}"

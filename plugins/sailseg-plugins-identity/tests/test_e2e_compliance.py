@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from identity_helpers import ts, wait_for
 from live_helpers import LiveNode, live_node, wait_user
+
 from sailseg import KV
 from sailseg_plugins_identity.graph import IdentityGraph
 from sailseg_plugins_identity.ledger import ConsentLedger

@@ -358,3 +358,4 @@ class Store(abc.ABC):
         """After an erasure's deletes: make the deleted data unrecoverable from the store's
         files, as far as the backend can (SQLite: ``secure_delete`` zeroes deleted content and
         this truncates the WAL). Default: nothing (PostgreSQL: see docs/store.md, VACUUM)."""
+        return None  # optional, not abstract: a backend without files to scrub keeps this
