@@ -15,24 +15,25 @@ from typing import Any
 import msgspec
 
 from .errors import InputError
+from .http import decode_json
 
 __all__ = [
-    "Identify",
-    "Track",
-    "Page",
-    "Screen",
-    "Group",
+    "MESSAGE_TYPES",
     "Alias",
     "Delete",
-    "Message",
-    "MESSAGE_TYPES",
     "Event",
+    "Group",
+    "Identify",
+    "Message",
+    "Page",
+    "Screen",
+    "Track",
     "decode_message",
     "decode_messages",
-    "validate_message",
     "identity_keys",
-    "ordering_key",
     "new_id",
+    "ordering_key",
+    "validate_message",
 ]
 
 JSON = dict[str, Any]
@@ -137,20 +138,14 @@ def validate_message(data: Any, *, where: str = "$") -> JSON:
 
 
 def decode_message(body: bytes) -> JSON:
-    """Decode and validate one message from raw JSON bytes."""
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InputError(f"Malformed JSON: {exc}") from None
-    return validate_message(data)
+    """Decode and validate one message from raw JSON bytes (depth-limited, see
+    :func:`sailseg.http.decode_json`; every failure is an :class:`InputError`)."""
+    return validate_message(decode_json(body))
 
 
 def decode_messages(body: bytes) -> list[JSON]:
     """Decode one message or a JSON array of messages (a webhook batch)."""
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InputError(f"Malformed JSON: {exc}") from None
+    data = decode_json(body)
     if isinstance(data, list):
         return [validate_message(m, where=f"$[{i}]") for i, m in enumerate(data)]
     return [validate_message(data)]
