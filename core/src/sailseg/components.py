@@ -28,6 +28,7 @@ from .drift import DriftRecorder
 from .errors import ConfigError
 from .events import Event
 from .http import Route
+from .metrics import Metrics
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -107,6 +108,8 @@ class ComponentContext:
         vendor answers that do not fit their models (a fresh, unexported one when omitted).
     :param resources: runtime-wide shared objects (see :meth:`shared`); tests may put
         injected helpers here (e.g. a recorder a test sink writes to).
+    :param metrics: the runtime's counters, rendered at ``/metrics`` (components count what an
+        operator must see, e.g. messages a trigger dropped); a private one when not given.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class ComponentContext:
         resources: dict[str, Any] | None = None,
         tracer: Tracer | None = None,
         drift: DriftRecorder | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         import os
 
@@ -143,6 +147,7 @@ class ComponentContext:
         self.tracer = tracer
         #: vendor API drift counters (docs: sailseg.drift)
         self.drift = drift if drift is not None else DriftRecorder()
+        self.metrics = metrics if metrics is not None else Metrics()
 
     @classmethod
     def over_store(cls, store: Store, *, sinks: dict[str, Sink] | None = None,
@@ -358,7 +363,7 @@ class Trigger(Component):
 
     async def run(self) -> None:
         """Long-running work (scheduled polls). Return when done; cancelled at shutdown."""
-        return None
+        return
 
     # -- sample events (``sailseg send``) -------------------------------------------------
     @classmethod

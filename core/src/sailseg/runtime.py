@@ -263,6 +263,7 @@ class Runtime:
             clock=self.clock, transport=self.transport,
             accept=self._make_accept(instance) if kind == "trigger" else None,
             env=self.env, resources=self.resources, tracer=self._tracer, drift=self.drift,
+            metrics=self.metrics,
         )
 
     async def start_component(self, comp: Component, spec: ComponentSpec) -> None:
