@@ -269,3 +269,42 @@ async def test_real_server_timeout_is_retryable_and_throughput(emulator: Segment
     print(f"\nsink -> emulator over uvicorn: {n} events in {elapsed:.2f}s = {rate:,.0f} events/s")
     assert len(emulator.tracking.query({"event": "Viewed"})) == n
     assert rate > 1_000  # loose floor for a shared 2-core box; the measured figure is printed
+
+
+@pytest.mark.anyio
+async def test_write_key_in_body_and_basic_auth_like_the_official_libraries(
+        emulator: SegmentEmulator, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 15: segment-analytics-python 2.4 / analytics-node 3.1 send the write key both as
+    Basic auth and as `writeKey` in the body; the sinks do the same (checked by the emulator,
+    which records both), the size limit counts it, and it is never in the stored message, the
+    preview or the logs."""
+    import hashlib
+
+    caplog.set_level(logging.DEBUG)
+    key = 'WK_with_"quote_SECRET'  # JSON-escaped in the body
+    emulator.tracking.write_keys = {key}
+    sink = await make_sink(SegmentTrackSink, emulator, write_key=key, max_batch_bytes=4_000,
+                           max_message_bytes=2_000)
+    events = [ev({"type": "track", "event": "Viewed", "userId": f"u{i}", "messageId": f"m{i}",
+                  "properties": {"pad": "x" * 900}}, id=f"e{i}") for i in range(7)]
+    out = await sink.send_batch(events)
+    assert all(isinstance(o, dict) for o in out), out
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    reqs = list(emulator.tracking.requests)
+    assert len(reqs) >= 2 and all(r["status"] == 200 for r in reqs)
+    for r in reqs:
+        assert r["auth"] == "basic" and r["write_key_sha256"] == digest
+        assert r["body_write_key_sha256"] == digest
+        assert r["inflated"] <= 4_000  # the body key counts against the limit
+    assert all("writeKey" not in m for m in emulator.tracking.query({}))
+    assert key not in str(await sink.preview(events[0])) and key not in caplog.text
+    await close(sink)
+
+    # an endpoint that reads only the body key (no Basic header) accepts the same body
+    from sailseg_plugins_segment.batching import render, write_key_part
+
+    body = render([msgspec.json.encode({"type": "track", "event": "E", "userId": "u"})],
+                  "2024-05-06T09:30:13.500Z", write_key_part(key))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator), base_url=API) as c:
+        r = await c.post("/v1/batch", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and emulator.tracking.requests[-1]["auth"] == "body"

@@ -5,7 +5,7 @@ implementation (:class:`_TrackingSink`); they differ only in the message they bu
 (:mod:`.mapping`). The runtime hands each sink up to ``max_batch`` events; they are encoded
 once, packed into bodies of at most ``max_batch_bytes`` (messages over 32 KB are refused with a
 :class:`~sailseg.FatalError` naming size and limit, so the runtime dead-letters them), gzip'd
-and posted with Basic auth.
+and posted with Basic auth, the write key also in the body (as the official libraries do).
 
 Per-event outcomes of one request:
 
@@ -33,7 +33,7 @@ import sailseg
 from sailseg.errors import ConfigError, DeliveryError, FatalError, RetryableError
 
 from .answers import check_batch_answer
-from .batching import pack, render
+from .batching import pack, render, write_key_part
 from .client import BatchReply, TrackingClient, shared_tracking_client
 from .mapping import build_message
 from .protocol import MESSAGE_LIMIT, iso_now
@@ -91,6 +91,7 @@ class _TrackingSink(sailseg.Sink):
     def __init__(self, config: SegmentSinkConfig, ctx: sailseg.ComponentContext) -> None:
         super().__init__(config, ctx)
         self._client: TrackingClient | None = None
+        self._key_part = b""  # ,"writeKey":"..." (set at start; never logged)
         self.base_url = (config.api_url or ctx.env.get("SEGMENT_API_URL") or DEFAULT_API_URL).rstrip("/")
         # W3 (bench/run_w3.py): with 1,000 events per call of ~500-byte messages, the bodies
         # averaged ~40% of the 500 KB limit (a full body plus a sliver per call); the runtime
@@ -122,6 +123,7 @@ class _TrackingSink(sailseg.Sink):
                               "`write_key` or the SEGMENT_WRITE_KEY environment variable")
         if self.config.max_message_bytes > self.config.max_batch_bytes:
             raise ConfigError(f"{self.name}: max_message_bytes exceeds max_batch_bytes")
+        self._key_part = write_key_part(key)
         self._client = shared_tracking_client(self.ctx, base_url=self.base_url, write_key=key,
                                               gzip=self.config.gzip, timeout=self.config.timeout)
 
@@ -174,7 +176,7 @@ class _TrackingSink(sailseg.Sink):
             parts.append(enc)
             ids.append(msg["messageId"])
         batches, oversize = pack([len(p) for p in parts], max_bytes=self.config.max_batch_bytes,
-                                 max_message=limit)
+                                 max_message=limit, key_part=self._key_part)
         for j in oversize:  # only when max_batch_bytes is tiny
             results[idx[j]] = FatalError(f"message of {len(parts[j])} bytes does not fit a "
                                          f"{self.config.max_batch_bytes}-byte batch")
@@ -187,7 +189,7 @@ class _TrackingSink(sailseg.Sink):
     async def _deliver(self, batch: list[int], parts: list[bytes], ids: list[str], idx: list[int],
                        results: list[Any], budget: list[int], retry_count: int) -> None:
         assert self._client is not None
-        body = render([parts[j] for j in batch], iso_now())
+        body = render([parts[j] for j in batch], iso_now(), self._key_part)
         with self.ctx.tracer.start_as_current_span(
             "segment.batch",
             attributes={"segment.sink": self.name, "segment.batch.messages": len(batch),

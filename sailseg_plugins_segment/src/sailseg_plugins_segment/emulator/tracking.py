@@ -136,6 +136,9 @@ class TrackingState:
         if self.write_keys is not None and key not in self.write_keys:
             raise TrackingError(401, "unauthorized", "invalid write key")
         entry["write_key_sha256"] = hashlib.sha256(key.encode()).hexdigest()[:16]
+        body_key = data.get("writeKey") if isinstance(data, dict) else None
+        entry["body_write_key_sha256"] = (hashlib.sha256(body_key.encode()).hexdigest()[:16]
+                                          if isinstance(body_key, str) and body_key else None)
         if single:
             if not isinstance(data, dict):
                 raise TrackingError(400, "invalid_request", "body must be a JSON object")
