@@ -126,14 +126,15 @@ async def test_batch_envelope_is_merged_and_import_alias(collector: Collector) -
 
 
 @pytest.mark.anyio
-async def test_size_limits_and_bad_input(collector: Collector) -> None:
+async def test_strict_mode_refuses_what_segment_drops(collector: Collector) -> None:
+    """strict = true: the pre-issue-15 answers (400s, per-item `rejected`)."""
     h = {**basic(KEY), "content-type": "application/json"}
     big_msg = {"userId": "u", "event": "Big", "properties": {"x": "a" * (33 * 1024)}}
     ok_batch = {"batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"x": "a" * 30_000}}] * 16}
     too_big_batch = {"batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"x": "a" * 30_000}}] * 18}
     mixed = {"batch": [big_msg | {"type": "track"}, {"type": "track", "userId": "u", "event": "Fine"},
                        {"type": "track", "event": "no id"}]}
-    async with client_for(make_trigger(collector)) as c:
+    async with client_for(make_trigger(collector, strict=True)) as c:
         r_single = await c.post("/v1/track", json=big_msg, headers=h)
         r_ok = await c.post("/v1/batch", json=ok_batch, headers=h)
         r_big = await c.post("/v1/batch", json=too_big_batch, headers=h)

@@ -17,6 +17,7 @@ import anyio
 from sailseg.errors import InputError
 from sailseg.events import validate_message
 
+from .drops import drop_reason
 from .engage import annotate_engage
 from .protocol import new_message_id
 
@@ -51,7 +52,8 @@ def prepare_message(
 
 
 class Prepared:
-    """Valid messages plus the ones refused (index and reason)."""
+    """Valid messages plus the ones refused: ``{"index", "reason", "error"}`` each, where
+    ``reason`` is a short code (:func:`~.drops.drop_reason`, or ``message_too_large``)."""
 
     __slots__ = ("messages", "rejected")
 
@@ -71,18 +73,19 @@ def prepare_all(
     out = Prepared()
     for i, item in enumerate(items):
         where = f"$[{i}]"
+        if size_of is not None and size_limit is not None:
+            size = size_of(item)
+            if size > size_limit:
+                out.rejected.append({"index": i, "reason": "message_too_large", "error":
+                                     f"message of {size} bytes exceeds the {size_limit}-byte "
+                                     f"limit - at `{where}`"})
+                continue
         try:
-            if size_of is not None and size_limit is not None:
-                size = size_of(item)
-                if size > size_limit:
-                    raise InputError(
-                        f"message of {size} bytes exceeds the {size_limit}-byte limit - at `{where}`"
-                    )
             out.messages.append(
                 prepare_message(item, where=where, received_at=received_at, assign_id=assign_id)
             )
         except InputError as exc:
-            out.rejected.append({"index": i, "error": str(exc)})
+            out.rejected.append({"index": i, "reason": drop_reason(item), "error": str(exc)})
     return out
 
 

@@ -13,12 +13,13 @@ into its ``APIError``.
 from __future__ import annotations
 
 import base64
-import binascii
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from sailseg.errors import InputError
+from sailseg.http import basic_credentials
 
 __all__ = [
     "BATCH_LIMIT",
@@ -28,7 +29,9 @@ __all__ = [
     "SINGLE_TYPES",
     "TrackingError",
     "basic_auth",
+    "body_write_key",
     "expand_batch",
+    "header_write_key",
     "iso_from_unix",
     "iso_now",
     "new_message_id",
@@ -62,26 +65,36 @@ def basic_auth(username: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:".encode()).decode("ascii")
 
 
-def write_key_from(headers: dict[str, str], body: Any) -> str | None:
-    """The write key from Basic auth (username; the colon is optional) or the body's
-    ``writeKey`` (also used with Bearer/OAuth). None when neither carries one.
+def header_write_key(headers: dict[str, str]) -> str | None:
+    """The write key from ``Authorization: Basic`` (the username; the colon is optional), or
+    None without a Basic header. Read before the body is touched, so a wrong key costs no
+    inflating or parsing.
 
-    :raises TrackingError: a malformed Basic header (400).
+    :raises TrackingError: a malformed Basic header, non-ASCII included (400).
     """
-    auth = headers.get("authorization", "")
-    if auth[:6].lower() == "basic ":
-        try:
-            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise TrackingError(400, "invalid_authorization", "malformed Basic Authorization header") from None
-        user = decoded.split(":", 1)[0]
-        if user:
-            return user
+    try:
+        creds = basic_credentials(headers.get("authorization", ""))
+    except InputError as exc:
+        raise TrackingError(400, "invalid_authorization", str(exc)) from None
+    return creds[0] if creds and creds[0] else None
+
+
+def body_write_key(body: Any) -> str | None:
+    """The body's ``writeKey`` (how segment-analytics-python 2.3.x and Bearer/OAuth callers
+    send it), or None."""
     if isinstance(body, dict):
         wk = body.get("writeKey")
         if isinstance(wk, str) and wk:
             return wk
     return None
+
+
+def write_key_from(headers: dict[str, str], body: Any) -> str | None:
+    """The write key from Basic auth, else the body's ``writeKey``; None when neither has one.
+
+    :raises TrackingError: a malformed Basic header (400).
+    """
+    return header_write_key(headers) or body_write_key(body)
 
 
 def iso_now() -> str:

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 
-__all__ = ["SignatureError", "sign", "signed_text", "verify"]
+__all__ = ["SignatureError", "matches", "sign", "signed_text", "verify"]
 
 _decoder = json.JSONDecoder()
 _WS = " \t\n\r"
@@ -59,6 +59,13 @@ def signed_text(body: bytes) -> bytes:
     return text[i:end].encode("utf-8")
 
 
+def matches(secret: str, text: bytes, signature: str) -> bool:
+    """True when ``signature`` is the hex HMAC of ``text`` (constant time, any hex case)."""
+    expected = sign(secret, text)
+    return hmac.compare_digest(expected.encode("ascii"),
+                               signature.strip().lower().encode("ascii", "replace"))
+
+
 def verify(secret: str, body: bytes, signature: str | None) -> bool:
     """True when ``signature`` (the X-Signature header) matches ``body`` for ``secret``.
 
@@ -71,5 +78,4 @@ def verify(secret: str, body: bytes, signature: str | None) -> bool:
         text = signed_text(body)
     except SignatureError:
         return False
-    expected = sign(secret, text)
-    return hmac.compare_digest(expected.encode("ascii"), signature.strip().lower().encode("ascii", "replace"))
+    return matches(secret, text, signature)
