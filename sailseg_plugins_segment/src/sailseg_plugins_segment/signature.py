@@ -56,6 +56,8 @@ def signed_text(body: bytes) -> bytes:
         _, end = _decoder.raw_decode(text, i)
     except json.JSONDecodeError as exc:
         raise SignatureError(f"malformed JSON in the first batch element: {exc.msg}") from None
+    except RecursionError:  # callers check the depth first (sailseg.http.check_json_depth)
+        raise SignatureError("the first batch element is nested too deeply") from None
     return text[i:end].encode("utf-8")
 
 
