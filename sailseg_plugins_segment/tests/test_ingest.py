@@ -179,3 +179,27 @@ async def test_any_key_accepted_when_none_configured_and_env_keys(collector: Col
         assert (await c.post("/v1/track", json={"userId": "u", "event": "x"}, headers=basic("k2"))).status_code == 200
         assert (await c.post("/v1/track", json={"userId": "u", "event": "x"}, headers=basic("k3"))).status_code == 401
     assert "k1" not in repr(t_env)
+
+
+@pytest.mark.anyio
+async def test_write_key_is_checked_before_the_body_is_inflated_or_parsed(collector: Collector) -> None:
+    """Issue 18 item 3: a wrong Basic key gets 401 whatever the body (a gzip bomb, JSON nested
+    20,000 deep, invalid UTF-8); a non-ASCII Basic header is 400; a body-only key still works
+    and a deep body without any key is 400, never a 5xx."""
+    deep = b"[" * 20_000 + b"]" * 20_000
+    bomb = gzip.compress(b'{"batch":[' + b" " * (20 << 20) + b"]}")
+    h = {"content-type": "application/json"}
+    async with client_for(make_trigger(collector)) as c:
+        wrong = [await c.post("/v1/batch", content=body, headers={**h, **basic("nope"), **extra})
+                 for body, extra in ((bomb, {"content-encoding": "gzip"}), (deep, {}),
+                                     (b'{"batch":[{"userId":"\xff"}]}', {}))]
+        nonascii = await c.post("/v1/track", content=b'{"userId":"u","event":"e"}',
+                                headers={**h, "authorization": b"Basic \xe9\xe9=="})
+        deep_no_key = await c.post("/v1/batch", content=deep, headers=h)
+        deep_key = await c.post("/v1/batch", content=deep, headers={**h, **basic(KEY)})
+        body_key = await c.post("/v1/track", json={"userId": "u", "event": "e", "writeKey": KEY})
+    assert [r.status_code for r in wrong] == [401, 401, 401]
+    assert nonascii.status_code == 400 and nonascii.json()["code"] == "invalid_authorization"
+    assert deep_no_key.status_code == 400 and "nested" in deep_no_key.json()["message"]
+    assert deep_key.status_code == 400 and deep_key.json()["code"] == "invalid_json"
+    assert body_key.status_code == 200 and len(collector.messages) == 1

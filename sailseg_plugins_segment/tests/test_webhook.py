@@ -237,3 +237,24 @@ def test_real_server_answers_quickly_and_logs_no_secret(collector: Collector, ca
     assert r.status_code == 200 and r.elapsed.total_seconds() < 5
     assert bad.status_code == 401
     assert SECRET not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_signature_checked_before_decoding_and_deep_json_is_400(collector: Collector) -> None:
+    """Issue 18 item 3: without X-Signature nothing is inflated or parsed (401); JSON nested
+    deeper than max_depth is 400 before the signature's first-element slicing; invalid UTF-8
+    is 400."""
+    t = make_trigger(collector, shared_secret=SECRET)
+    deep = b"[" * 20_000 + b"]" * 20_000
+    bomb = gzip.compress(b"[" + b" " * (20 << 20) + b"]")
+    bad_utf8 = b'{"type":"track","userId":"\xc3\x28","event":"e"}'
+    async with client_for(t) as c:
+        unsigned = await c.post(PATH, content=bomb, headers={"content-encoding": "gzip"})
+        deep_r = await c.post(PATH, content=deep, headers={"x-signature": "00"})
+        utf8 = await c.post(PATH, content=bad_utf8, headers={"x-signature": sign(SECRET, bad_utf8)})
+        forged_utf8 = await c.post(PATH, content=bad_utf8, headers={"x-signature": "ab\u00e9".encode()})
+    assert unsigned.status_code == 401
+    assert deep_r.status_code == 400 and "limit is 64" in deep_r.json()["error"]
+    assert utf8.status_code == 400 and "UTF-8" in utf8.json()["error"]
+    assert forged_utf8.status_code == 401
+    assert collector.messages == []

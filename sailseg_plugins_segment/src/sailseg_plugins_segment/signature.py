@@ -35,18 +35,17 @@ def signed_text(body: bytes) -> bytes:
     A single event: the whole body. A batch (JSON array): the raw text of its first element,
     byte for byte as sent.
 
-    :raises SignatureError: the body is not UTF-8 JSON or is an empty array.
+    Not-UTF-8 bytes are kept as they are (a single event's body is never decoded; a batch is
+    read with ``surrogateescape``), so a body Segment signed verifies and then gets the
+    decoder's 400, not a 401.
+
+    :raises SignatureError: the first element is not JSON, or the array is empty.
     """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SignatureError("body is not valid UTF-8") from None
-    i = 0
-    n = len(text)
-    while i < n and text[i] in _WS:
-        i += 1
-    if i >= n or text[i] != "[":
+    if body.lstrip(_WS.encode())[:1] != b"[":
         return body
+    text = body.decode("utf-8", "surrogateescape")
+    n = len(text)
+    i = text.index("[")
     i += 1
     while i < n and text[i] in _WS:
         i += 1
@@ -58,7 +57,7 @@ def signed_text(body: bytes) -> bytes:
         raise SignatureError(f"malformed JSON in the first batch element: {exc.msg}") from None
     except RecursionError:  # callers check the depth first (sailseg.http.check_json_depth)
         raise SignatureError("the first batch element is nested too deeply") from None
-    return text[i:end].encode("utf-8")
+    return text[i:end].encode("utf-8", "surrogateescape")
 
 
 def matches(secret: str, text: bytes, signature: str) -> bool:
