@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from sailseg.server import build_app
 from sailseg.testing import open_runtime
 from sailseg_plugins_segment.drops import DropLog, drop_reason
 from sailseg_plugins_segment.ingest import SegmentIngest
@@ -52,7 +53,7 @@ async def test_official_library_gets_200_and_drops_are_counted_logged_and_kept(
     async with open_runtime(_config(), plugins=[sailseg_plugins_segment], tmp_path=tmp_path) as h:
         trigger = h.runtime.instances[("trigger", "seg")]
         assert isinstance(trigger, SegmentIngest)
-        with serve(h.runtime.asgi_app()) as url:
+        with serve(build_app(h.runtime)) as url:
             status = await anyio.to_thread.run_sync(
                 _post_from_thread, url, [VALID, NO_EVENT, NO_ID, BAD_TYPE])
             assert status == 200
@@ -89,7 +90,7 @@ async def test_official_library_gets_200_and_drops_are_counted_logged_and_kept(
 @pytest.mark.anyio
 async def test_strict_mode_answers_400_the_official_library_reports(tmp_path: Path) -> None:
     async with open_runtime(_config(strict=True), plugins=[sailseg_plugins_segment], tmp_path=tmp_path) as h:
-        with serve(h.runtime.asgi_app()) as url:
+        with serve(build_app(h.runtime)) as url:
             with pytest.raises(APIError) as err:
                 await anyio.to_thread.run_sync(_post_from_thread, url, [NO_EVENT])
             ok = await anyio.to_thread.run_sync(_post_from_thread, url, [VALID, NO_ID])
