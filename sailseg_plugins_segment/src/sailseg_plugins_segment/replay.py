@@ -28,9 +28,9 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
+from sailseg import KV
 
 __all__ = ["NS", "Claim", "SignedParts"]
 
@@ -53,12 +53,12 @@ class Claim:
 
 
 class SignedParts:
-    """The record of signed parts accepted within ``window`` seconds, kept in ``store``'s kv
-    (or in memory when the component has no store, as in unit tests)."""
+    """The record of signed parts accepted within ``window`` seconds, kept in ``kv`` (the
+    component's ``ctx.kv``), or in memory when the component has no store (unit tests)."""
 
-    def __init__(self, store: Any, *, scope: str, window: float,
+    def __init__(self, kv: KV | None, *, scope: str, window: float,
                  clock: Callable[[], float]) -> None:
-        self.store = store
+        self.kv = kv
         self.scope = scope
         self.window = window
         self.clock = clock
@@ -69,29 +69,29 @@ class SignedParts:
 
     # the kv operations, in memory without a store
     async def _add(self, key: str, value: bytes) -> bool:
-        if self.store is not None:
-            return bool(await self.store.kv_add(NS, key, value))
+        if self.kv is not None:
+            return await self.kv.add(NS, key, value)
         if key in self._mem:
             return False
         self._mem[key] = value
         return True
 
     async def _get(self, key: str) -> bytes | None:
-        if self.store is not None:
-            return await self.store.kv_get(NS, key)  # type: ignore[no-any-return]
+        if self.kv is not None:
+            return await self.kv.get(NS, key)
         return self._mem.get(key)
 
     async def _cas(self, key: str, old: bytes, new: bytes) -> bool:
-        if self.store is not None:
-            return bool(await self.store.kv_cas(NS, key, old, new))
+        if self.kv is not None:
+            return await self.kv.cas(NS, key, old, new)
         if self._mem.get(key) != old:
             return False
         self._mem[key] = new
         return True
 
     async def _delete(self, key: str) -> None:
-        if self.store is not None:
-            await self.store.kv_delete(NS, key)
+        if self.kv is not None:
+            await self.kv.delete(NS, key)
         else:
             self._mem.pop(key, None)
 
@@ -134,7 +134,7 @@ class SignedParts:
     async def prune_shard(self, shard: int) -> int:
         """Delete expired records whose hash starts with ``shard`` (0-255, two hex digits), so
         one pass reads about 1/256 of the records. Returns how many were deleted."""
-        if self.store is None:
+        if self.kv is None:
             cutoff = self.clock() - self.window
             dead = [k for k, v in self._mem.items()
                     if msgspec.json.decode(v, type=_Record).at < cutoff]
@@ -143,12 +143,12 @@ class SignedParts:
             return len(dead)
         cutoff = self.clock() - self.window
         n = 0
-        for key, raw in await self.store.kv_scan(NS, f"{self.scope}:{shard:02x}"):
+        for key, raw in await self.kv.scan(NS, f"{self.scope}:{shard:02x}"):
             try:
                 at = msgspec.json.decode(raw, type=_Record).at
             except msgspec.MsgspecError:
                 at = 0.0
             if at < cutoff:
-                await self.store.kv_delete(NS, key)
+                await self.kv.delete(NS, key)
                 n += 1
         return n

@@ -102,7 +102,8 @@ class SegmentWebhook(sailseg.Trigger):
         self._secret: str | None = config.shared_secret or ctx.env.get("SEGMENT_WEBHOOK_SECRET") or None
         #: batch items answered 200 but not stored (invalid), per reason
         self.drops = DropLog(ctx.instance or self.name, ctx.metrics, logger=log, clock=ctx.clock)
-        self.signed_parts = SignedParts(ctx.store, scope=ctx.instance or self.name,
+        self.signed_parts = SignedParts(ctx.kv if ctx.has_store else None,
+                                        scope=ctx.instance or self.name,
                                         window=config.replay_window, clock=ctx.clock)
 
     async def stop(self) -> None:
@@ -111,7 +112,7 @@ class SegmentWebhook(sailseg.Trigger):
     async def run(self) -> None:
         """Prune expired signed-part records: one of 256 shards every ``replay_window / 256``
         seconds (at most every 10 s), so each record is gone within about two windows."""
-        if self._secret is None or self.ctx.store is None:
+        if self._secret is None or self.signed_parts.kv is None:
             return
         pause = min(max(self.config.replay_window / 256, 0.05), 10.0)
         shard = 0
