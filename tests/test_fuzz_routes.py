@@ -30,12 +30,12 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import sailseg_plugins_sailthru as sailthru_plugin
+import sailseg_plugins_segment as segment_plugin
 from sailseg.server import build_app
 from sailseg.testing import open_runtime
 from sailseg.testing.processes import free_port
-
-sailthru_plugin = pytest.importorskip("sailseg_plugins_sailthru")
-segment_plugin = pytest.importorskip("sailseg_plugins_segment")
 from sailseg_plugins_sailthru.signature import sign as sailthru_sign
 from sailseg_plugins_sailthru.testing import (
     SAILTHRU_TEST_KEY,

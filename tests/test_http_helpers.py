@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from sailseg.errors import InputError
 from sailseg.http import (
     MAX_JSON_DEPTH,

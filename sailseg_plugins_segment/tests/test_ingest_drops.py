@@ -14,15 +14,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sailseg.server import build_app
-from sailseg.testing import open_runtime
-from sailseg_plugins_segment.drops import DropLog, drop_reason
-from sailseg_plugins_segment.ingest import SegmentIngest
 from segment.analytics import Client
 from segment.analytics.request import APIError, post
 from segment_helpers import Collector, make_ctx, serve
 
 import sailseg_plugins_segment
+from sailseg.server import build_app
+from sailseg.testing import open_runtime
+from sailseg_plugins_segment.drops import DropLog, drop_reason
+from sailseg_plugins_segment.ingest import SegmentIngest
 
 KEY = "WK_drops_SECRET_7"
 

@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from segment_helpers import Collector, make_ctx
+
+import sailseg_plugins_segment
 from sailseg.server import RouteApp
 from sailseg.testing import open_runtime
 from sailseg_plugins_segment.replay import NS
 from sailseg_plugins_segment.signature import sign
 from sailseg_plugins_segment.webhook import SegmentWebhook
-from segment_helpers import Collector, make_ctx
-
-import sailseg_plugins_segment
 
 SECRET = "whsec_replay_SECRET_5"
 PATH = "/segment/webhook"
@@ -100,6 +100,7 @@ async def test_forgery_refused_across_two_nodes_sharing_postgres(tmp_path: Path)
         pytest.skip("SAILSEG_TEST_POSTGRES_DSN not set")
     run = uuid.uuid4().hex[:8]
     import asyncpg
+
     from sailseg.store.postgres import PostgresStore
 
     schema = f"t_{uuid.uuid4().hex[:12]}"

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
 from sailseg.errors import InputError
 from sailseg.http import basic_credentials
 

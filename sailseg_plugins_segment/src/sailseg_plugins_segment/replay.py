@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
+
 from sailseg import KV
 
 __all__ = ["NS", "Claim", "SignedParts"]
