@@ -10,6 +10,7 @@ import click
 import pytest
 
 import sailseg
+import sailseg.alerts
 from sailseg import hookspecs
 from sailseg.console.panels import ConsolePanel, Section
 from sailseg.emulators import Emulator, EmulatorSetup
@@ -27,7 +28,8 @@ def hook_names() -> list[str]:
 def test_there_are_eight_hooks() -> None:
     assert hook_names() == [
         "register_commands", "register_console_panels", "register_emulators",
-        "register_identity_resolvers", "register_sinks", "register_stores", "register_transforms", "register_triggers",
+        "register_identity_resolvers", "register_notifiers", "register_sinks", "register_stores",
+        "register_transforms", "register_triggers",
     ]
 
 
@@ -70,6 +72,10 @@ class _Panel(ConsolePanel):
 
     async def lookup(self, store: Any, query: str) -> list[Section]:
         return [Section(title=f"you asked {query}", rows=[{"email": "x@example.com"}])]
+
+
+class _Notifier(sailseg.alerts.Notifier):
+    name = "notifier.test"
 
 
 class _Store:  # only registered, never opened here
@@ -121,6 +127,10 @@ class TestPlugin:
     @sailseg.hookimpl
     def register_console_panels(self, register: Any) -> None:
         register(_Panel)
+
+    @sailseg.hookimpl
+    def register_notifiers(self, register: Any) -> None:
+        register(_Notifier)
 
     @sailseg.hookimpl
     def register_commands(self, cli: click.Group) -> None:
@@ -187,6 +197,13 @@ async def test_hook_register_console_panels(tmp_path: Path) -> None:
             res = await client.get("/console/panel", params={"name": "panel.test", "q": "bob"})
     assert res.status_code == 200 and "you asked bob" in res.text
     assert "x@example.com" not in res.text and "sha256:" in res.text
+
+
+def test_hook_register_notifiers() -> None:
+    reg = _registry()
+    assert reg.notifiers["notifier.test"] is _Notifier
+    assert {"log", "webhook", "slack"} <= set(reg.notifiers)  # built-ins use the same hook
+    assert reg.owner[("notifier", "log")] == "notifiers"
 
 
 def test_hook_register_commands() -> None:

@@ -45,7 +45,19 @@ def admin_routes(rt: Runtime) -> list[Route]:
                 for p, s in stats.items():
                     rt.metrics.set_gauge("sailseg_dead_letters", float(s.get("dead", 0)), pipeline=p)
                     rt.metrics.set_gauge("sailseg_parked", float(s.get("parked", 0)), pipeline=p)
+                rt.metrics.set_gauge("sailseg_max_backlog", float(rt.config.delivery.max_backlog))
+                from .alerts import read_states, signals
 
+                firing: dict[str, int] = dict.fromkeys(rt.config.alerts.rules, 0)
+                for st in await read_states(rt.store):
+                    firing[st.rule] = firing.get(st.rule, 0) + (st.state == "firing")
+                for rule, n in firing.items():
+                    rt.metrics.set_gauge("sailseg_alerts_firing", float(n), rule=rule)
+                snap = signals.snapshot()
+                for comp, (n, _at, _err) in snap["credential"].items():
+                    rt.metrics.counters[("sailseg_credential_failures_total", (("component", comp),))] = n
+                for comp, vals in snap["rate"].items():
+                    rt.metrics.counters[("sailseg_rate_limit_wait_seconds_total", (("component", comp),))] = vals[1]
             except Exception:  # noqa: BLE001 - metrics must still render
                 pass
         # 1 while a pipeline is paused (queuing, not delivering): one tiny table, read on

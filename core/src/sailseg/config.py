@@ -3,7 +3,7 @@
 Shape (every section optional except ``pipelines``)::
 
     [store]       url = "sqlite:///.sailseg/sailseg.db"      # or postgresql://...
-    [server]      host, port, max_body, admin_token, delivery_process
+    [server]      host, port, max_body, admin_token, delivery_process, log_format
     [delivery]    retry/backoff/dedupe/backlog knobs (see DeliveryConfig)
     [triggers.NAME]   type = "segment.webhook", ...options
     [resolvers.NAME]  type = "identity.graph", ...
@@ -13,6 +13,7 @@ Shape (every section optional except ``pipelines``)::
     transforms = [ { type = "filter", ... }, "NAME-of-a-[transforms.NAME]", ... ]
     resolver = "NAME" | { type = "...", ... }
     sinks = [ "NAME" | { type = "...", ... }, ... ]
+    [alerts]      rules and notifiers (see sailseg.alerts.config)
 
 Strings may use ``${VAR}`` or ``${VAR:-default}``; a missing variable without default is an
 error naming it. Durations accept seconds or ``"500ms" "30s" "15m" "24h" "30d"``.
@@ -30,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from .alerts.config import AlertsConfig, parse_alerts
 from .errors import ConfigError
 from .options import convert_options, suggest
 
@@ -94,6 +96,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admin_token: str | None = None
     #: deliver in a second process (``sailseg serve --delivery-process``), see split.py
     delivery_process: bool = False
+    #: ``text`` or ``json`` (one JSON object a line); ``serve --log-format`` overrides it
+    log_format: str = "text"
+    #: under a flood, lines of one kind and subject beyond ``log_flood_burst`` per
+    #: ``log_flood_window`` seconds are summarised in one line
+    log_flood_window: float = 10.0
+    log_flood_burst: int = 5
 
 
 class ConsoleToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -163,6 +171,7 @@ class SailsegConfig:
     secret_paths: set[str] = field(default_factory=set)
     #: dotted path -> variable, for ``${VAR}`` left unset (only with ``unset_env="placeholder"``)
     unset_vars: dict[str, str] = field(default_factory=dict)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def sink_spec(self, name: str) -> ComponentSpec | None:
         """The sink of the ``[sinks.NAME]`` table, also when no pipeline lists it (a sink
@@ -186,7 +195,7 @@ class SailsegConfig:
 
 _DURATION_FIELDS = {
     "max_age", "backoff_base", "backoff_max", "dedupe_window", "delivered_retention",
-    "park_ttl", "lease", "poll_interval", "shutdown_grace", "session_ttl",
+    "park_ttl", "lease", "poll_interval", "shutdown_grace", "session_ttl", "log_flood_window",
 }
 
 
@@ -290,7 +299,8 @@ def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[s
         raise ValueError(f"unset_env must be 'error' or 'placeholder', got {unset_env!r}")
     fname = path
     env = dict(os.environ) if env is None else env
-    allowed = {"store", "server", "delivery", "console", "triggers", "transforms", "resolvers", "sinks", "pipelines"}
+    allowed = {"store", "server", "delivery", "console", "triggers", "transforms", "resolvers", "sinks",
+               "pipelines", "alerts"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{fname}: unknown top-level section(s) {', '.join(unknown)}"
@@ -304,6 +314,10 @@ def parse_config(raw: dict[str, Any], *, path: str = "sailseg.toml", env: dict[s
     cfg.server = _section(data, "server", ServerConfig, fname)
     cfg.delivery = _section(data, "delivery", DeliveryConfig, fname)
     cfg.console = _section(data, "console", ConsoleConfig, fname)
+    if cfg.server.log_format not in ("text", "json"):
+        raise ConfigError(f"{fname}: server.log_format must be \"text\" or \"json\", "
+                          f"got {cfg.server.log_format!r}")
+    cfg.alerts = parse_alerts(data.get("alerts"), fname, parse_duration)
     named = {k: data.get(k, {}) for k in ("triggers", "transforms", "resolvers", "sinks")}
     for k, v in named.items():
         if not isinstance(v, dict) or any(not isinstance(t, dict) for t in v.values()):

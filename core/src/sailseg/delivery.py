@@ -33,6 +33,7 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from . import logs as oplogs
 from .components import SinkResult, Transform
 from .errors import ParkEvent, RetryableError
 from .events import Event
@@ -154,6 +155,7 @@ class Delivery:
         self._store_ok_at = clock()
         #: called with each recorded outcome (the console's sink health, ``activity.py``)
         self.on_outcome: Callable[[Outcome, float], None] | None = None
+        self._store_lost = False
 
     # -- control ---------------------------------------------------------------------
     def stalled(self, after: float = 30.0) -> bool:
@@ -211,10 +213,16 @@ class Delivery:
                 items = await self.store.claim(
                     self.owner, min(self.cfg.claim_batch, free), lease=self.cfg.lease, now=self.clock()
                 )
-            except Exception:  # noqa: BLE001 - a store hiccup must not kill the node
-                log.exception("claim failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the node
+                log.debug("claim failed; retrying", exc_info=True)
+                if not self._store_lost:
+                    self._store_lost = True
+                    oplogs.store_state("lost", self.store.redacted_url(), describe_error(exc))
                 await anyio.sleep(self.cfg.poll_interval)
                 continue
+            if self._store_lost:
+                self._store_lost = False
+                oplogs.store_state("reconnected", self.store.redacted_url())
             self._store_ok_at = self.clock()
             if not items:
                 with anyio.move_on_after(self.cfg.poll_interval):
@@ -254,6 +262,9 @@ class Delivery:
                 self._record_metrics(o, now)
                 if self.on_outcome is not None:
                     self.on_outcome(o, now)
+                if o.dead:
+                    pipeline = self.pipelines.get(o.item.pipeline)
+                    oplogs.dead_letters(o, pipeline.sink_types if pipeline else {})
             self.processed += len(batch)
             self._capacity.set()
             self._wake.set()
@@ -447,6 +458,9 @@ class Delivery:
             counts[f"{s}:retried"] = counts.get(f"{s}:retried", 0) + 1
         retry_after = getattr(exc, "retry_after", None)
         delay = backoff_delay(item.attempt, self.cfg.backoff_base, self.cfg.backoff_max, retry_after)
+        oplogs.retry(pipeline=item.pipeline, sinks=remaining, message_id=str(item.event.payload.get("messageId", "")),
+                     attempt=item.attempt, error=error, error_class=type(exc).__name__, next_at=now + delay,
+                     trace=item.event.trace, status=getattr(exc, "status", None))
         return Outcome(
             item=item, status="retry", sinks=list(remaining), attempt=item.attempt + 1,
             due_at=now + delay, error=error, delivered=delivered, dead=dead, counts=counts,

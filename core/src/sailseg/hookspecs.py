@@ -15,6 +15,7 @@ from pluggy import HookimplMarker, HookspecMarker
 if TYPE_CHECKING:
     import click
 
+    from .alerts.notifiers import Notifier
     from .components import IdentityResolver, Register, Sink, Transform, Trigger
     from .console.panels import ConsolePanel
     from .emulators import Emulator
@@ -108,6 +109,23 @@ def register_emulators(register: Register[Emulator]) -> None:
 
     Semantics: all implementations are called; a duplicate name is an error naming both
     plugins. Production code never imports an emulator: ``create_app`` imports it lazily.
+    """
+
+
+@hookspec
+def register_notifiers(register: Register[type[Notifier]]) -> None:
+    """Declare alert notifier classes (``[alerts.notifiers.NAME] type = "..."``).
+
+    When called: once, synchronously, whenever a component registry is assembled (``sailseg
+    serve`` builds the configured notifiers from it; ``sailseg alerts test`` too).
+
+    :param register: call ``register(NotifierClass)`` once per notifier; ``NotifierClass`` is
+        a :class:`sailseg.alerts.Notifier` with a unique ``name`` and a ``Config``.
+    :return: nothing (ignored).
+
+    Semantics: all implementations are called; a duplicate name is an error naming both
+    plugins. A notifier receives :class:`sailseg.alerts.Notification` objects that hold no
+    personal data (names, numbers, error classes; emails hashed) and must not add any.
     """
 
 

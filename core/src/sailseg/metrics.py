@@ -9,7 +9,29 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 
-__all__ = ["Metrics"]
+__all__ = ["HELP", "Metrics"]
+
+#: ``# HELP`` text of every metric sailseg exposes (a name missing here gets a generic one)
+HELP: dict[str, str] = {
+    "sailseg_events_in_total": "Events accepted by a trigger (durably stored), by trigger.",
+    "sailseg_events_duplicate_total": "Events dropped as duplicates of an earlier messageId, by trigger.",
+    "sailseg_events_delivered_total": "Events a sink delivered, by pipeline and sink.",
+    "sailseg_events_failed_total": "Events dead-lettered (given up), by pipeline and sink (- = before the sinks).",
+    "sailseg_events_retried_total": "Delivery attempts rescheduled for a retry, by pipeline and sink.",
+    "sailseg_events_skipped_total": "Events a sink or resolver skipped on purpose, by pipeline and sink.",
+    "sailseg_events_filtered_total": "Events a transform dropped, by pipeline.",
+    "sailseg_events_parked_total": "Events parked until an identity or consent arrives, by pipeline.",
+    "sailseg_delivery_latency_seconds": "Seconds from acceptance to delivery, by pipeline and sink.",
+    "sailseg_backlog": "Events waiting in the store's queue (all pipelines, all nodes).",
+    "sailseg_max_backlog": "The [delivery] max_backlog bound above which triggers answer 503.",
+    "sailseg_dead_letters": "Dead letters waiting for `sailseg dlq`, by pipeline.",
+    "sailseg_parked": "Parked events waiting, by pipeline.",
+    "sailseg_alerts_firing": "Alerts of a rule currently firing (from the shared store), by rule.",
+    "sailseg_credential_failures_total": "Credential failures (401/403, auth error codes) seen by this "
+                                         "process, by component.",
+    "sailseg_rate_limit_wait_seconds_total": "Seconds this process waited for a vendor rate limit, "
+                                             "by component.",
+}
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -49,18 +71,25 @@ class Metrics:
     def render(self) -> str:
         lines: list[str] = []
         seen: set[str] = set()
+        def help_line(name: str) -> str:
+            text = HELP.get(name) or f"sailseg metric {name}."
+            return f"# HELP {name} " + text.replace("\\", "\\\\").replace("\n", "\\n")
+
         for (name, labels), value in sorted(self.counters.items()):
             if name not in seen:
+                lines.append(help_line(name))
                 lines.append(f"# TYPE {name} counter")
                 seen.add(name)
             lines.append(f"{name}{_labels(dict(labels))} {value:g}")
         for (name, labels), value in sorted(self.gauges.items()):
             if name not in seen:
+                lines.append(help_line(name))
                 lines.append(f"# TYPE {name} gauge")
                 seen.add(name)
             lines.append(f"{name}{_labels(dict(labels))} {value:g}")
         for (name, labels), buckets in sorted(self.hist.items()):
             if name not in seen:
+                lines.append(help_line(name))
                 lines.append(f"# TYPE {name} histogram")
                 seen.add(name)
             cum = 0.0

@@ -40,6 +40,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sailseg.default_plugins.log",
     "sailseg.default_plugins.schedule",
     "sailseg.default_plugins.stores",
+    "sailseg.default_plugins.notifiers",
 )
 
 
@@ -135,6 +136,7 @@ class Registry:
     emulators: dict[str, Emulator] = field(default_factory=dict)
     #: console panels (``register_console_panels``)
     panels: dict[str, type[Any]] = field(default_factory=dict)
+    notifiers: dict[str, type[Any]] = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def kind_map(self, kind: str) -> dict[str, Any]:
@@ -147,6 +149,7 @@ class Registry:
             "store": self.stores,
             "emulator": self.emulators,
             "panel": self.panels,
+            "notifier": self.notifiers,
         }
         return maps[kind]
 
@@ -199,6 +202,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     _collect(pm, "register_stores", "store", reg)
     _collect(pm, "register_emulators", "emulator", reg)
     _collect(pm, "register_console_panels", "panel", reg)
+    _collect(pm, "register_notifiers", "notifier", reg)
     return reg
 
 

@@ -3,13 +3,13 @@ garbage collector and the event loop.
 
 Why a module of its own: ``sailseg serve``, the sandbox and the delivery child of
 ``serve --delivery-process`` (:mod:`sailseg.split`) all set their process up the same way;
-none of them is a CLI concern, and this leaf imports nothing else of sailseg but the errors.
+none of them is a CLI concern. Logging itself (formats, scrubbing, flood summaries) is
+:mod:`sailseg.logs`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -19,10 +19,22 @@ from .errors import ConfigError
 __all__ = ["has_module", "run_loop", "setup_logging", "setup_otel", "tune_gc"]
 
 
-def setup_logging(level: str) -> None:
-    """Root logging at ``level`` (a name such as ``warning``) with timestamps."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, fmt: str | None = None, cfg: Any = None) -> None:
+    """Operator logs at ``level`` (:mod:`sailseg.logs`): format ``fmt``, else
+    ``$SAILSEG_LOG_FORMAT`` (how the delivery child inherits ``--log-format``), else the
+    config's ``[server] log_format``, else text. With a config, its secret values are masked
+    in every line from then on."""
+    from .config import ServerConfig
+    from .logs import add_secrets, config_secrets
+    from .logs import setup_logging as install
+
+    server = cfg.server if cfg is not None else ServerConfig()
+    fmt = fmt or os.environ.get("SAILSEG_LOG_FORMAT") or server.log_format
+    install(level.lower(), fmt, flood_window=server.log_flood_window, flood_burst=server.log_flood_burst)
+    if cfg is not None:
+        from .plugins import build_registry, make_plugin_manager
+
+        add_secrets(config_secrets(cfg, build_registry(make_plugin_manager())))
 
 
 def setup_otel(mode: str) -> None:

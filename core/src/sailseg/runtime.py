@@ -26,6 +26,7 @@ import anyio
 import httpx
 import pluggy
 
+from . import logs as oplogs
 from .activity import Activity
 from .components import (
     AcceptResult,
@@ -134,6 +135,7 @@ class Runtime:
         on_enqueue: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
         resources: dict[str, Any] | None = None,
+        alerts: bool = False,
     ) -> None:
         self.config = config
         if registry is None:
@@ -153,6 +155,9 @@ class Runtime:
         self.drift = DriftRecorder(self.metrics)
         #: recent accepts and sink outcomes on this node, for the console (``activity.py``)
         self.activity = Activity()
+        #: run the ``[alerts]`` engine in this runtime (``sailseg serve`` does)
+        self.alerts = alerts
+        self.alert_service: Any = None
         self.resources: dict[str, Any] = dict(resources or {})
         self.instances: dict[tuple[str, str], Component] = {}
         self.by_trigger: dict[str, list[str]] = {}
@@ -201,6 +206,8 @@ class Runtime:
             self.store.journal = self.config.console.journal
         auto = self.store.url.startswith("sqlite")
         await self.store.check_schema(auto_migrate=auto)
+        oplogs.add_secrets(oplogs.secrets_from_env(self.env))  # masked in every log line
+        oplogs.store_state("connected", self.store.redacted_url())
         cfg = self.config
         from opentelemetry import trace
 
@@ -252,8 +259,41 @@ class Runtime:
         for (kind, _inst), comp in self.instances.items():
             if kind == "trigger" and self.run_triggers and isinstance(comp, Trigger):
                 tg.start_soon(self._run_trigger, comp)
+        if self.deliver:
+            tg.start_soon(self._publish_signals)
+        if self.alerts and cfg.alerts.enabled:
+            from .alerts import AlertService
+
+            svc = AlertService(cfg, self.registry, self.store, node_id=self.node_id, env=self.env,
+                               transport=self.transport, clock=self.clock)
+            await svc.start()
+            stack.push_async_callback(svc.stop)
+            self.alert_service = svc
+            tg.start_soon(svc.engine.run)
         self._backlog = await self.store.backlog()
         self.ready = True
+        self._log_lifecycle("started")
+
+    def _log_lifecycle(self, state: str) -> None:
+        """One line per pipeline and per trigger (with its routes) started or stopped."""
+        for p in self.config.pipelines.values():
+            oplogs.lifecycle("pipeline", p.name, state, trigger=p.trigger.instance,
+                             sinks=",".join(s.instance for s in p.sinks))
+        for (kind, inst), comp in self.instances.items():
+            if kind == "trigger":
+                routes = ",".join(f"{r.path}" for r in comp.routes()) or "-"  # type: ignore[attr-defined]
+                oplogs.lifecycle("trigger", inst, state, routes=routes)
+
+    async def _publish_signals(self) -> None:
+        """Share this node's credential-failure and rate-limit signals with the alert engines."""
+        from .alerts import signals
+
+        while True:
+            await anyio.sleep(2.0)
+            try:
+                await signals.publish(self.store, self.node_id)
+            except Exception:  # noqa: BLE001 - best effort; the next round retries
+                log.debug("publishing alert signals failed", exc_info=True)
 
     def context_for(self, kind: str, instance: str) -> ComponentContext:
         """The context of one component instance: store facades, the runtime's queue
@@ -309,6 +349,8 @@ class Runtime:
         Every step runs even if an earlier one failed (a store outage at shutdown must not
         leave components running or the store open); the first error is re-raised at the end.
         """
+        if self.ready:
+            self._log_lifecycle("stopped")
         self.ready = False
         errors: list[BaseException] = []
         if self.delivery is not None:

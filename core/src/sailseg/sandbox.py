@@ -474,7 +474,10 @@ async def run_sandbox(
         try:
             for s in servers:
                 await s.wait_started()
-            async with Runtime(cfg, registry=registry, env=env) as rt:
+            from .logs import add_secrets, config_secrets, secrets_from_env
+
+            add_secrets([*secrets_from_env(env), *config_secrets(cfg, registry)])
+            async with Runtime(cfg, registry=registry, env=env, alerts=True) as rt:
                 ep_file.touch(mode=0o600)
                 with contextlib.suppress(OSError):
                     ep_file.chmod(0o600)

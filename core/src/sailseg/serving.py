@@ -75,7 +75,9 @@ async def serve_runtime(
             while not server.started:
                 await anyio.sleep(0.01)
             if banner:
-                print(banner, file=sys.stderr, flush=True)
+                from .logs import banner_line
+
+                print(banner_line(banner), file=sys.stderr, flush=True)
             if ready_file:
                 with open(ready_file, "w") as fh:
                     fh.write(f"{host}:{port}\n")
@@ -99,7 +101,7 @@ def serve_config(
     host: str | None = None,
     port: int | None = None,
     delivery_process: bool | None = None,
-    log_level: str = "warning",
+    log_level: str = "info",
     otel: str = "none",
     ready_file: str | None = None,
 ) -> None:
@@ -117,7 +119,7 @@ def serve_config(
     p = sock.getsockname()[1]
 
     async def single() -> None:
-        async with Runtime(cfg) as rt:
+        async with Runtime(cfg, alerts=True) as rt:
             tune_gc()
             await serve_runtime(rt, h, p, banner=banner(rt, h, p), ready_file=ready_file,
                                 sock=sock)
@@ -132,7 +134,7 @@ def serve_config(
         reg = build_registry(make_plugin_manager())
         store = open_split_store(cfg.store.url, reg)
         async with Runtime(cfg, registry=reg, store=store, deliver=False,
-                           on_enqueue=child.wake) as rt:
+                           on_enqueue=child.wake, alerts=True) as rt:
             child.start()  # after our store open (schema checked/migrated), before serving
             try:
                 tune_gc()
@@ -146,4 +148,9 @@ def serve_config(
                 await child.stop(cfg.delivery.shutdown_grace + 15)
 
     use_split = cfg.server.delivery_process if delivery_process is None else delivery_process
-    run_loop(split if use_split else single)
+    from .logs import flush_summaries
+
+    try:
+        run_loop(split if use_split else single)
+    finally:
+        flush_summaries()  # the last flood window's summary

@@ -203,10 +203,10 @@ def child_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="warning")
     ap.add_argument("--otel", default="none")
     args = ap.parse_args(argv)
-    setup_logging(args.log_level)
-    setup_otel(args.otel)
     cfg = load_config(args.config)
     cfg.store.url = os.environ.get("SAILSEG_STORE") or cfg.store.url  # set by the parent
+    setup_logging(args.log_level, None, cfg)  # the format: $SAILSEG_LOG_FORMAT or the config's
+    setup_otel(args.otel)
     run_loop(_deliver_only, cfg)
     return 0
 

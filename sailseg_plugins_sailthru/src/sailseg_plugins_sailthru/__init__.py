@@ -5,7 +5,7 @@ This module only registers the components; see the submodules for the work.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sailseg
 
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
     from sailseg.emulators import Emulator
 
-__all__ = ["register_commands", "register_emulators", "register_sinks", "register_triggers"]
+__all__ = ["register_commands", "register_emulators", "register_notifiers", "register_sinks",
+           "register_triggers"]
 
 
 @sailseg.hookimpl
@@ -38,6 +39,13 @@ def register_emulators(register: sailseg.Register[Emulator]) -> None:
     from .emulation import EMULATOR
 
     register(EMULATOR)
+
+
+@sailseg.hookimpl
+def register_notifiers(register: sailseg.Register[type[Any]]) -> None:
+    from .notifier import SailthruEmailNotifier
+
+    register(SailthruEmailNotifier)
 
 
 @sailseg.hookimpl

@@ -35,10 +35,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
+from sailseg.logs import rate_limit_wait
 
 from .errors import SailthruRateLimited
 
-__all__ = ["RateBudget", "BucketState"]
+__all__ = ["BucketState", "RateBudget"]
 
 
 @dataclass
@@ -160,6 +161,8 @@ class RateBudget:
             await anyio.sleep(delay)
             waited += delay
             b.waited += delay
+        if waited > 0.05:
+            rate_limit_wait(component="sailthru", endpoint=f"{method.upper()} /{endpoint}", seconds=waited)
         b.inflight += 1
         b.sent += 1
 

@@ -2,9 +2,9 @@
 
 Layout: :mod:`.base` holds the root group and the shared helpers; one module per command
 family (:mod:`.serve`, :mod:`.pipelines`, :mod:`.dlq`, :mod:`.replay`, :mod:`.db`,
-:mod:`.status`, :mod:`.send`, :mod:`.components`, :mod:`.doctor`) defines its commands and imports only
-:mod:`.base`; this module attaches them to the group and installs the ``register_commands``
-hook call, which runs on first use of the group.
+:mod:`.status`, :mod:`.send`, :mod:`.components`, :mod:`.doctor`, :mod:`.alerts`) defines its
+commands and imports only :mod:`.base` (and :mod:`.opened`); this module attaches them to the
+group and installs the ``register_commands`` hook call, which runs on first use of the group.
 
 Every command translates :class:`~sailseg.errors.SailsegError` into one line on stderr and a
 non-zero exit code (2 for configuration errors, 1 otherwise). ``SAILSEG_RAISE_ERRORS=1`` shows
@@ -21,6 +21,7 @@ from __future__ import annotations
 import click
 
 from ..errors import SailsegError
+from .alerts import alerts_group
 from .base import (
     cli,
     config_option,
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 for _command in (serve, plugins, validate, config_group, run, dlq, replay, db, status, send,
-                 components, doctor):
+                 components, doctor, alerts_group):
     cli.add_command(_command)
 
 

@@ -109,7 +109,7 @@ def config_show(config_path: str | None, as_json: bool) -> None:
     cfg = load(config_path, read_only=True)
     reg = registry()
     secrets: dict[tuple[str, str], tuple[str, ...]] = {}
-    for kind in ("trigger", "transform", "resolver", "sink"):
+    for kind in ("trigger", "transform", "resolver", "sink", "notifier"):
         for name, cls in reg.kind_map(kind).items():
             if getattr(cls, "secret_fields", ()):
                 secrets[(kind, name)] = tuple(cls.secret_fields)

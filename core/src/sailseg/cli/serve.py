@@ -18,8 +18,11 @@ __all__ = ["serve"]
 @click.option("--port", type=int, default=None, help="Port (default from config: 8080).")
 @click.option("--otel", type=click.Choice(["none", "console", "otlp"]), default=None,
               help="Trace export (default: $SAILSEG_OTEL or none). OTEL_* variables are honoured.")
-@click.option("--log-level", default="warning", show_default=True,
-              help="Log level: debug, info, warning, error.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"],
+                                               case_sensitive=False), default="info", show_default=True,
+              help="Log level: debug, info, warning, error, critical (a bad one is a usage error).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or JSON objects (default: [server] log_format, else text).")
 @click.option("--sandbox", is_flag=True,
               help="Start the installed vendor emulators in-process and the example pipelines.")
 @click.option("--delivery-process", is_flag=True, default=False,
@@ -28,12 +31,13 @@ __all__ = ["serve"]
 @click.option("--ready-file", default=None, hidden=True)
 @handle_errors
 def serve(config_path: str | None, store_url: str | None, host: str | None, port: int | None,
-          otel: str | None, log_level: str, sandbox: bool, delivery_process: bool,
-          ready_file: str | None) -> None:
+          otel: str | None, log_level: str, log_format: str | None, sandbox: bool,
+          delivery_process: bool, ready_file: str | None) -> None:
     """Run the pipelines: serve trigger routes and deliver events."""
     from ..process import run_loop, setup_logging, setup_otel
 
-    setup_logging(log_level)
+    log_level = log_level.lower()
+    setup_logging(log_level, log_format)
     otel_mode = otel or os.environ.get("SAILSEG_OTEL", "none")
     setup_otel(otel_mode)
     if sandbox:
@@ -43,6 +47,10 @@ def serve(config_path: str | None, store_url: str | None, host: str | None, port
         return
     from ..serving import serve_config
 
-    serve_config(load(config_path, store_url), host=host, port=port,
+    cfg = load(config_path, store_url)
+    setup_logging(log_level, log_format, cfg)  # the config's log_format and secrets
+    if log_format:
+        os.environ["SAILSEG_LOG_FORMAT"] = log_format  # the delivery child logs the same way
+    serve_config(cfg, host=host, port=port,
                  delivery_process=delivery_process or None, log_level=log_level, otel=otel_mode,
                  ready_file=ready_file)

@@ -1,0 +1,108 @@
+"""Process-local alert signals that the store's counters do not hold.
+
+When: :mod:`sailseg.logs` records a credential failure or a rate-limit wait here at the
+moment it happens; every delivering runtime publishes its totals to the store's kv
+(namespace ``sailseg.alerts.signals``, one key per node) from :func:`publish`, so the alert
+engine of any node sharing the store sees them all (the delivery child of
+``serve --delivery-process`` included).
+
+Why cumulative totals per node: nodes write only their own key (no write contention), and
+the engine derives "how many in the last window" from its samples, like for the counters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "NS",
+    "combined",
+    "publish",
+    "record_credential_failure",
+    "record_rate_limited",
+    "record_rate_wait",
+    "snapshot",
+]
+
+NS = "sailseg.alerts.signals"
+
+_lock = threading.Lock()
+_credential: dict[str, list[Any]] = {}  # component -> [count, last_at, last_error]
+_rate: dict[str, list[float]] = {}  # component -> [waits_over_1s, seconds_waited, limited, last_at]
+_version = 0
+
+
+def record_credential_failure(component: str, error: str) -> None:
+    global _version
+    with _lock:
+        c = _credential.setdefault(component, [0, 0.0, ""])
+        c[0] += 1
+        c[1] = time.time()
+        c[2] = error[:300]
+        _version += 1
+
+
+def record_rate_wait(component: str, seconds: float) -> None:
+    global _version
+    with _lock:
+        r = _rate.setdefault(component, [0.0, 0.0, 0.0, 0.0])
+        if seconds > 1.0:
+            r[0] += 1
+        r[1] += seconds
+        r[3] = time.time()
+        _version += 1
+
+
+def record_rate_limited(component: str) -> None:
+    """A delivery retried because the vendor (or the local budget) refused for the rate."""
+    global _version
+    with _lock:
+        r = _rate.setdefault(component, [0.0, 0.0, 0.0, 0.0])
+        r[2] += 1
+        r[3] = time.time()
+        _version += 1
+
+
+def snapshot() -> dict[str, Any]:
+    with _lock:
+        return {"credential": {k: list(v) for k, v in _credential.items()},
+                "rate": {k: list(v) for k, v in _rate.items()}, "at": time.time()}
+
+
+_published: dict[int, int] = {}
+
+
+async def publish(store: Any, node_id: str) -> None:
+    """Write this process's totals under ``node_id`` when they changed since the last call."""
+    key = id(store)
+    if _published.get(key) == _version:
+        return
+    v = _version
+    await store.kv_set(NS, node_id, msgspec.json.encode(snapshot()))
+    _published[key] = v
+
+
+async def combined(store: Any) -> dict[str, Any]:
+    """Every node's totals added up: ``{"credential": {component: [n, last_at, error]},
+    "rate": {component: [waits_over_1s, seconds, limited, last_at]}}``."""
+    out: dict[str, Any] = {"credential": {}, "rate": {}}
+    for _node, raw in await store.kv_scan(NS):
+        try:
+            data = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            continue
+        for comp, (n, at, err) in (data.get("credential") or {}).items():
+            cur = out["credential"].setdefault(comp, [0, 0.0, ""])
+            cur[0] += n
+            if at >= cur[1]:
+                cur[1], cur[2] = at, err
+        for comp, vals in (data.get("rate") or {}).items():
+            cur = out["rate"].setdefault(comp, [0.0, 0.0, 0.0, 0.0])
+            for i in range(3):
+                cur[i] += vals[i]
+            cur[3] = max(cur[3], vals[3])
+    return out
