@@ -275,12 +275,13 @@ class Runtime:
         self._log_lifecycle("started")
 
     def _log_lifecycle(self, state: str) -> None:
-        """One line per pipeline and per trigger (with its routes) started or stopped."""
-        for p in self.config.pipelines.values():
+        """One line per pipeline (where it is delivered) and per trigger (with its routes, where
+        they are served) started or stopped: with ``--delivery-process`` each line once."""
+        for p in self.config.pipelines.values() if self.deliver else ():
             oplogs.lifecycle("pipeline", p.name, state, trigger=p.trigger.instance,
                              sinks=",".join(s.instance for s in p.sinks))
         for (kind, inst), comp in self.instances.items():
-            if kind == "trigger":
+            if kind == "trigger" and self.run_triggers:
                 routes = ",".join(f"{r.path}" for r in comp.routes()) or "-"  # type: ignore[attr-defined]
                 oplogs.lifecycle("trigger", inst, state, routes=routes)
 

@@ -154,9 +154,10 @@ def evaluate(cfg: AlertsConfig, topo: Topology, samples: list[dict[str, Any]], n
                                {"component": comp}))
     if rule := on("compliance"):
         base = window_base(samples, now, rule.window)
+        patterns = list(rule.sink_types)
 
         def matches(t: str) -> bool:
-            return any(fnmatch.fnmatch(t, pat) for pat in rule.sink_types)
+            return any(fnmatch.fnmatch(t, pat) for pat in patterns)
 
         for (p, sink), typ in sorted(topo.sink_types.items()):
             if not matches(typ):
