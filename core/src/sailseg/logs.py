@@ -244,7 +244,7 @@ class FloodSummariser(logging.Filter):
             return
         n = b.passed + b.suppressed
         noun = _NOUNS.get(b.kind, b.kind.replace("_", " ") + " lines")
-        secs = max(1, round(self.clock() - b.start)) if self.clock() - b.start < self.window else round(self.window)
+        secs = max(1, round(min(self.clock() - b.start, self.window)))
         msg = (f"{n} {noun} of {b.subject} in the last {secs} s ({b.suppressed} not logged one by "
                f"one), last error: {b.last}")
         ops_log.log(b.level, msg, extra={"ops": {"kind": b.kind, "summary": True, "subject": b.subject,
