@@ -31,6 +31,8 @@ HELP: dict[str, str] = {
                                          "process, by component.",
     "sailseg_rate_limit_wait_seconds_total": "Seconds this process waited for a vendor rate limit, "
                                              "by component.",
+    "sailseg_vendor_drift_total": "Vendor answers that did not match the expected shape, by vendor, "
+                                  "endpoint and kind (see docs/drift.md).",
 }
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
