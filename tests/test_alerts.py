@@ -68,6 +68,8 @@ def test_stalled_needs_backlog_and_no_progress_for_the_whole_window() -> None:
     assert "stalled:p" in firing(evaluate(cfg, TOPO, stuck, now=70))
     moving = [sample(0, {"p": {"backlog": 5, "s:delivered": 3}}), sample(70, {"p": {"backlog": 7, "s:delivered": 4}})]
     assert "stalled:p" not in firing(evaluate(cfg, TOPO, moving, now=70))
+    paused = [stuck[0], {**stuck[1], "paused": ["p"]}]
+    assert "stalled:p" not in firing(evaluate(cfg, TOPO, paused, now=70))  # paused in the console
     young = [sample(30, {"p": {"backlog": 5}}), sample(70, {"p": {"backlog": 7}})]
     assert "stalled:p" not in firing(evaluate(cfg, TOPO, young, now=70))  # not watched for 60 s yet
 

@@ -26,6 +26,7 @@ HELP: dict[str, str] = {
     "sailseg_max_backlog": "The [delivery] max_backlog bound above which triggers answer 503.",
     "sailseg_dead_letters": "Dead letters waiting for `sailseg dlq`, by pipeline.",
     "sailseg_parked": "Parked events waiting, by pipeline.",
+    "sailseg_pipeline_paused": "1 while a pipeline is paused (events queue, nothing is delivered).",
     "sailseg_alerts_firing": "Alerts of a rule currently firing (from the shared store), by rule.",
     "sailseg_credential_failures_total": "Credential failures (401/403, auth error codes) seen by this "
                                          "process, by component.",

@@ -108,7 +108,10 @@ class AlertEngine:
         bucket = int(now // self.cfg.interval)
         key = f"{bucket:015d}"
         if await self.store.kv_get(SAMPLE_NS, key) is None:
-            sample = {"t": now, "c": await self.store.stats(), "s": await combined_signals(self.store)}
+            paused_of = getattr(self.store, "paused_pipelines", None)
+            paused = sorted(await paused_of()) if paused_of is not None else []
+            sample = {"t": now, "c": await self.store.stats(), "s": await combined_signals(self.store),
+                      "paused": paused}
             await self.store.kv_add(SAMPLE_NS, key, msgspec.json.encode(sample))
         samples = []
         for k, raw in await self.store.kv_scan(SAMPLE_NS):

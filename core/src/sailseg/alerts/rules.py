@@ -111,7 +111,8 @@ def evaluate(cfg: AlertsConfig, topo: Topology, samples: list[dict[str, Any]], n
         for p in pipelines:
             backlog = _c(last, p, "backlog")
             moved = _sum(last, p, done) - _sum(base, p, done)
-            firing = bool(full and backlog > 0 and _c(base, p, "backlog") > 0 and moved == 0)
+            paused = p in (last.get("paused") or ())  # paused on purpose (console): not stalled
+            firing = bool(full and backlog > 0 and _c(base, p, "backlog") > 0 and moved == 0 and not paused)
             out.append(Verdict("stalled", p, firing,
                                f"pipeline {p} has {backlog:g} event(s) waiting and completed none in the "
                                f"last {_dur(rule.window)}", backlog, 0, rule.severity, {"pipeline": p}))
