@@ -198,7 +198,11 @@ def test_alerts_fire_once_to_the_webhook_and_slack(run: dict[str, Any]) -> None:
     keys = [b["alert"] for b in firing]
     assert "dead_letters:privacy" in keys or "dead_letters:tracking" in keys, keys
     assert "credentials:st_delete" in keys and "compliance:privacy/st_delete" in keys
-    assert len(keys) == len(set(keys)), f"an alert was notified twice: {keys}"
+    # an alert may fire again after it resolved (a rate that flaps), never twice in a row
+    last: dict[str, str] = {}
+    for b in (b for b in hook if not b["test"]):
+        assert not (b["state"] == last.get(b["alert"]) and not b["repeat"]), f"{b['alert']} notified twice"
+        last[b["alert"]] = b["state"]
     slack = run["recv"].at("/slack/")
     assert any("[FIRING]" in b["text"] and "credentials st_delete" in b["text"] for b in slack), slack
 
