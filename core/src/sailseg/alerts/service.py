@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from ..components import ComponentContext
+from ..store.facades import KV, Audit
 from .engine import AlertEngine, topology_of
 from .notifiers import Notification, Notifier, build_notifiers
 
@@ -32,8 +33,10 @@ class AlertService:
         self.resources: dict[str, Any] = {} if resources is None else resources
 
         def make_ctx(name: str) -> ComponentContext:
-            return ComponentContext(instance=f"alerts.notifiers.{name}", store=store, clock=clock,
-                                    transport=transport, env=env, resources=self.resources)
+            # notifiers get the kv/audit facades like components, never the queue store
+            return ComponentContext(instance=f"alerts.notifiers.{name}", kv=KV(store),
+                                    audit=Audit(store), clock=clock, transport=transport, env=env,
+                                    resources=self.resources)
 
         self.notifiers: dict[str, Notifier] = build_notifiers(cfg.alerts.notifiers, registry, make_ctx,
                                                               fname=cfg.path)
