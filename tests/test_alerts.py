@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from sailseg.alerts import DEFAULT_RULES, AlertsConfig, parse_alerts
 from sailseg.alerts.rules import Topology, evaluate
 from sailseg.config import parse_config, parse_duration

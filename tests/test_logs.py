@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from sailseg import logs
 from sailseg.config import parse_config
 from sailseg.errors import ConfigError
@@ -116,6 +117,7 @@ async def test_store_lost_and_reconnected_lines_on_postgresql(caplog: pytest.Log
 
     import anyio
     import asyncpg
+
     from sailseg.runtime import Runtime
     from sailseg.store.postgres import PostgresStore
 

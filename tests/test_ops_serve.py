@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from sailseg.testing.processes import free_port, spawn_sailseg, wait_http
 from sailseg.testing.webhooks import Receiver
 

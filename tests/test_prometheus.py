@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from sailseg.metrics import HELP
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
 import sailseg
 from sailseg.alerts import Notification, Notifier
 

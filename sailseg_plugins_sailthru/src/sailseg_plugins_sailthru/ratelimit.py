@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
+
 from sailseg.logs import rate_limit_wait
 
 from .errors import SailthruRateLimited

@@ -111,7 +111,7 @@ class WebhookNotifier(Notifier):
         await self._http.aclose()
 
     def body(self, n: Notification) -> dict[str, Any]:
-        return msgspec.to_builtins(n)  # type: ignore[no-any-return]
+        return msgspec.to_builtins(n)
 
     async def notify(self, notification: Notification) -> None:
         resp = await self._http.post(self.config.url, json=self.body(notification),
