@@ -222,7 +222,7 @@ def test_config_show_redacts_notifier_urls(tmp_path: Path) -> None:
     (tmp_path / "sailseg.toml").write_text(
         CONFIG.format(url=f"sqlite:///{tmp_path}/s.db", port=9, window="1m", repeat="1h")
         + '[alerts.notifiers.chat]\ntype = "slack"\nurl = "https://hooks.slack.example/T0/B0/secretpart"\n')
-    out = subprocess.run([sys.executable, "-m", "sailseg", "config", "show"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "sailseg", "config", "show", "--json"], capture_output=True, text=True,
                          cwd=tmp_path, check=False, timeout=60)
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)["alerts"]["notifiers"]

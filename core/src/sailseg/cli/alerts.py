@@ -44,7 +44,7 @@ def alerts_group() -> None:
 @alerts_group.command("list")
 @config_option
 @store_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON document).")
 @click.option("--all", "show_all", is_flag=True, help="Also resolved alerts.")
 @handle_errors
 def alerts_list(config_path: str | None, store_url: str | None, as_json: bool, show_all: bool) -> None:
