@@ -30,6 +30,7 @@ Conflict policy (documented in the README, visible with ``sailseg identity show`
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -275,8 +276,8 @@ class IdentityGraph:
             doc = Cluster(id=cid, ids={kind: [value]}, current={kind: Current(value, at)},
                           created_at=self.clock())
             await self.kv.add(self.ns, _ckey(cid), _enc.encode(doc))
-            link = _enc.encode(Link(c=cid, at=at, msg=msg))
-            if await self.kv.add(self.ns, _key(kind, value), link):
+            raw_link = _enc.encode(Link(c=cid, at=at, msg=msg))
+            if await self.kv.add(self.ns, _key(kind, value), raw_link):
                 return cid
             await self.kv.delete(self.ns, _ckey(cid))
         raise RuntimeError(f"could not create a cluster for {kind}")
@@ -396,8 +397,8 @@ class IdentityGraph:
             if link is None:
                 root = await self.root(anchor)
                 assert root is not None
-                link = _enc.encode(Link(c=root.id, at=at, msg=msg))
-                if await self.kv.add(self.ns, _key(kind, value), link):
+                raw_link = _enc.encode(Link(c=root.id, at=at, msg=msg))
+                if await self.kv.add(self.ns, _key(kind, value), raw_link):
                     await self._add_member(root.id, kind, value)
                     return root.id
                 continue
@@ -422,7 +423,7 @@ class IdentityGraph:
                     kept.append(kind)
                 ignored = {"at": at, "what": "conflict ignored (older)", "kind": kind,
                            "value": value, "kept_in": other.id, "msg": msg}
-                await self._apply_root(mine.id, lambda c, e=ignored: _note(c, e))
+                await self._apply_root(mine.id, functools.partial(_note, entry=ignored))
                 return mine.id
             if not await self.kv.cas(self.ns, _key(kind, value), lraw,
                                            _enc.encode(Link(c=mine.id, at=at, msg=msg))):
@@ -430,7 +431,7 @@ class IdentityGraph:
             notes.append(f"{kind} moved from cluster {other.id}")
             await self._add_member(mine.id, kind, value)
             moved_in = {"at": at, "what": f"{kind} moved in", "value": value, "from": other.id, "msg": msg}
-            await self._apply_root(mine.id, lambda c, e=moved_in: _note(c, e))
+            await self._apply_root(mine.id, functools.partial(_note, entry=moved_in))
             moved_out = {"at": at, "what": f"{kind} moved out", "value": value, "to": mine.id, "msg": msg}
 
             def drop(c: Cluster, moved_out: dict[str, Any] = moved_out) -> Cluster:

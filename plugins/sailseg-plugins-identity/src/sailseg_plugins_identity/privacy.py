@@ -52,7 +52,7 @@ __all__ = ["Eraser", "ErasureResult", "PrivacyDeleteSink"]
 log = logging.getLogger("sailseg.identity.privacy")
 
 
-class ErasureResult(dict):  # type: ignore[type-arg]
+class ErasureResult(dict):
     """JSON-able summary (no emails): ``sailthru``, the deleter's outcome per identifier
     (``"email:deleted"``, ``"extid:not_found"``...; the key is named after the vendor the
     deleter served first), rows purged, counts."""
@@ -96,7 +96,7 @@ class Eraser:
         emails = ids.get("email", [])
         result = ErasureResult(sailthru=[], purged_rows=0, identifiers=sum(len(v) for v in ids.values()))
         subject = audit.subject_of(email=emails[0] if emails else None,
-                                   user_id=(ids.get("userId") or [None])[0])
+                                   user_id=next(iter(ids.get("userId") or []), None))
         # tombstones first: an event for the person in flight from now on is dropped
         audit_id = new_id()
         deleted_at = self.clock()
