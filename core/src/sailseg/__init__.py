@@ -30,6 +30,7 @@ from .errors import (
     SailsegError,
     SkipEvent,
     StoreError,
+    StoreUnavailable,
 )
 from .events import Event
 from .hookspecs import hookimpl
@@ -65,6 +66,7 @@ __all__ = [
     "StoreError",
     "InputError",
     "Backpressure",
+    "StoreUnavailable",
     "DeliveryError",
     "RetryableError",
     "FatalError",

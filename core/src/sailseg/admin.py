@@ -28,6 +28,8 @@ def admin_routes(rt: Runtime) -> list[Route]:
     async def readyz(_: Request) -> Response:
         if not rt.ready:
             return error_response(503, "not ready")
+        if rt.store_health.failing:
+            return error_response(503, rt.store_health.reason(), headers={"retry-after": "5"})
         if rt.delivery is not None and rt.delivery.stalled():
             return error_response(503, "delivery is not making progress with the store")
         return json_response({"ok": True, "backlog": rt.cached_backlog, "node": rt.node_id})

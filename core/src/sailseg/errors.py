@@ -9,6 +9,7 @@
     ├── StoreError                  the store cannot be used (unreachable, unwritable, schema)
     ├── InputError                  untrusted input is malformed (HTTP 400 naming the field)
     ├── Backpressure                the backlog bound is reached (HTTP 503 + Retry-After)
+    │   └── StoreUnavailable        the store did not commit (disk full, database gone)
     └── DeliveryError               raised by transforms, resolvers and sinks for one event
         ├── RetryableError          transient: network, timeout, 429, 5xx; retried with backoff
         ├── FatalError              permanent: bad request, mapping failure; dead-lettered at once
@@ -33,6 +34,7 @@ __all__ = [
     "StoreError",
     "InputError",
     "Backpressure",
+    "StoreUnavailable",
     "DeliveryError",
     "RetryableError",
     "FatalError",
@@ -79,6 +81,16 @@ class Backpressure(SailsegError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(Backpressure):
+    """The store could not commit an accept (disk full, database dropped or unreachable,
+    privileges revoked): nothing was stored, so the caller must send again later.
+
+    Why a :class:`Backpressure`: every trigger already answers that with 503 and
+    ``Retry-After``, which is what a sender must see here too (Segment retries 503, and a
+    500 would read as a bug on our side). ``__cause__`` is the store's own exception.
+    """
 
 
 class DeliveryError(SailsegError):

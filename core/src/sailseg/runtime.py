@@ -40,7 +40,7 @@ from .components import (
 from .config import ComponentSpec, SailsegConfig
 from .delivery import Delivery, PipelineRuntime, SinkRunner
 from .drift import DriftRecorder
-from .errors import Backpressure, ConfigError, SailsegError
+from .errors import Backpressure, ConfigError, SailsegError, StoreUnavailable
 from .events import Event, new_id, ordering_key
 from .http import current_request
 from .metrics import Metrics
@@ -49,6 +49,7 @@ from .plugins import Registry, build_registry, make_plugin_manager
 from .runtime_queue import RuntimeQueue
 from .store.base import QueueItem, Store
 from .store.facades import KV, Audit
+from .storehealth import StoreHealth, is_store_failure
 from .tracing import enabled as tracing_enabled
 from .tracing import extract, inject
 
@@ -164,6 +165,8 @@ class Runtime:
         self.pipelines: dict[str, PipelineRuntime] = {}
         self.delivery: Delivery | None = None
         self.ready = False
+        #: whether the store commits (``/readyz``); fed by every accept and by a probe
+        self.store_health = StoreHealth(hold=2 * config.server.store_probe_interval)
         self._backlog = 0
         self._backlog_at = 0.0
         self._stack: contextlib.AsyncExitStack | None = None
@@ -271,6 +274,8 @@ class Runtime:
             self.alert_service = svc
             tg.start_soon(svc.engine.run)
         self._backlog = await self.store.backlog()
+        tg.start_soon(self.store_health.run, self.store, self.node_id,
+                      cfg.server.store_probe_interval)
         self.ready = True
         self._log_lifecycle("started")
 
@@ -408,19 +413,34 @@ class Runtime:
         now = self.clock()
         if now - self._backlog_at > 1.0:
             self._backlog_at = now  # single flight: concurrent requests use the cached value
-            self._backlog = await self.store.backlog()
+            try:
+                self._backlog = await self.store.backlog()
+            except Exception as exc:
+                if not is_store_failure(exc):
+                    raise
+                self.store_health.failed(exc)
+                raise self._unavailable(exc) from exc
         if self._backlog + incoming > self.config.delivery.max_backlog:
             raise Backpressure(
                 f"backlog of {self._backlog} events reached the bound of "
                 f"{self.config.delivery.max_backlog}; retry later", retry_after=5.0,
             )
 
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the store could not commit ({type(exc).__name__}); the events were not "
+            "acknowledged, send them again later",
+            retry_after=max(1.0, self.config.server.store_probe_interval),
+        )
+
     async def accept(
         self, trigger_instance: str, messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None
     ) -> AcceptResult:
         """Durably enqueue messages into every pipeline fed by ``trigger_instance``.
 
-        Returns only after the store committed them. Messages without a ``messageId`` get one
+        Returns only after the store committed them; raises
+        :class:`~sailseg.errors.StoreUnavailable` (503 + Retry-After) when it could not.
+        Messages without a ``messageId`` get one
         (as Segment's API does) so that downstream deduplication stays deterministic.
         """
         pipelines = self.by_trigger.get(trigger_instance, [])
@@ -485,11 +505,20 @@ class Runtime:
     ) -> list[bool]:
         """The one enqueue path (accepts and components' follow-ups): holds the backlog bound
         (:class:`~sailseg.errors.Backpressure`; ``checked`` when the caller already checked),
-        commits, counts the backlog and wakes delivery. Returns one stored flag per item."""
+        commits, counts the backlog and wakes delivery. Returns one stored flag per item.
+
+        :raises StoreUnavailable: the store could not commit (reported to ``store_health``)."""
         if not checked:
             await self._check_backlog(len(items))
         now = self.clock() if now is None else now
-        flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now)
+        try:
+            flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now)
+        except Exception as exc:
+            if not is_store_failure(exc):
+                raise
+            self.store_health.failed(exc)
+            raise self._unavailable(exc) from exc
+        self.store_health.ok()
         self.work_added(sum(flags))
         return flags
 

@@ -319,6 +319,17 @@ class Store(abc.ABC):
     async def stats(self) -> dict[str, dict[str, int]]:
         """``{pipeline: {"backlog": n, "parked": n, "dead": n, "<sink>:delivered": n, ...}}``."""
 
+    async def probe(self, node: str) -> None:
+        """One small real commit (a 4 KB row in the kv table, namespace ``sailseg.health``),
+        raising whatever the store raises when it cannot commit.
+
+        Why a write and not ``SELECT 1``: a full disk, a read-only file, a revoked ``UPDATE``
+        privilege all still answer reads. :class:`sailseg.storehealth.StoreHealth` calls it
+        only when the node has not committed for a while, so its cost does not grow with
+        traffic; one row is shared by every node, so it never piles up.
+        """
+        await self.kv_set("sailseg.health", "probe", node.encode() + b" " * 4096)
+
     # -- kv for plugins --------------------------------------------------------------
     @abc.abstractmethod
     async def kv_get(self, ns: str, key: str) -> bytes | None: ...
