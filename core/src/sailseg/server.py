@@ -12,18 +12,22 @@ import hmac
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .errors import ConfigError
 from .http import Request, Response, Route, error_response, serving
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["RouteApp", "DEFAULT_MAX_BODY", "build_app", "OPERATIONAL_PREFIXES"]
+__all__ = ["RouteApp", "DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY", "build_app",
+           "OPERATIONAL_PREFIXES"]
 
 #: path prefixes of the routes :func:`build_app` adds besides the triggers'
 OPERATIONAL_PREFIXES = ("/admin", "/healthz", "/readyz", "/metrics", "/console")
 
 DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 30.0
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -32,6 +36,10 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 class _TooLarge(Exception):
     pass
+
+
+class _SlowBody(Exception):
+    """The body did not arrive within the body timeout."""
 
 
 class _Disconnected(Exception):
@@ -45,6 +53,11 @@ class RouteApp:
     :param max_body: default body limit (bytes) for routes that set none (413 above it).
     :param admin_token: bearer token required by routes with ``admin=True``; when None those
         routes answer 403 (admin disabled).
+    :param body_timeout: seconds a client has to send the whole body once its headers are in;
+        past it the request gets 408 and the connection is closed. Why a deadline for the
+        whole body rather than per read: a client sending one byte every few seconds never
+        trips a per-read timeout, and would hold its connection (and its slot of
+        ``[server] max_connections``) for as long as it likes.
     """
 
     def __init__(
@@ -53,8 +66,10 @@ class RouteApp:
         *,
         max_body: int = DEFAULT_MAX_BODY,
         admin_token: str | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         self.max_body = max_body
+        self.body_timeout = body_timeout
         # a blank token (e.g. "${SAILSEG_ADMIN_TOKEN:-}") means admin is off, never "open"
         self.admin_token = admin_token if admin_token and admin_token.strip() else None
         self.routes: dict[str, Route] = {}
@@ -104,7 +119,12 @@ class RouteApp:
             await self._send(send, error_response(413, f"body of {clen} bytes exceeds the {limit}-byte limit"))
             return
         try:
-            body = await self._read_body(receive, limit)
+            body = await self._read_body(receive, limit, self.body_timeout)
+        except _SlowBody:
+            await self._send(send, error_response(
+                408, f"request body not received within {self.body_timeout:g} s",
+                headers={"connection": "close"}))
+            return
         except _TooLarge:
             await self._send(send, error_response(413, f"body exceeds the {limit}-byte limit"))
             return
@@ -146,11 +166,15 @@ class RouteApp:
         return hmac.compare_digest(presented.encode("utf-8", "replace"), self.admin_token.encode())
 
     @staticmethod
-    async def _read_body(receive: Receive, limit: int) -> bytes:
+    async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
         chunks: list[bytes] = []
         size = 0
+        deadline = anyio.current_time() + timeout
         while True:
-            msg = await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()) as scope:
+                msg = await receive()
+            if scope.cancelled_caught:
+                raise _SlowBody
             if msg["type"] == "http.disconnect":
                 raise _Disconnected
             chunk = msg.get("body", b"")
@@ -194,7 +218,8 @@ def build_app(runtime: Runtime) -> RouteApp:
     from .admin import admin_routes
 
     server = runtime.config.server
-    app = RouteApp(max_body=server.max_body, admin_token=server.admin_token)
+    app = RouteApp(max_body=server.max_body, admin_token=server.admin_token,
+                   body_timeout=server.body_timeout)
     for inst, trigger in runtime.triggers():
         for route in trigger.routes():
             try:

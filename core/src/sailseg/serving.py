@@ -16,7 +16,7 @@ import contextlib
 import socket
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .process import has_module, run_loop, tune_gc
 from .server import OPERATIONAL_PREFIXES, build_app
@@ -52,10 +52,17 @@ async def serve_runtime(
         def capture_signals(self) -> Iterator[None]:  # we handle signals ourselves
             yield
 
+    server_cfg = rt.config.server
+    http: Any = "h11"
+    if has_module("httptools"):
+        from .deadlines import deadline_protocol
+
+        http = deadline_protocol(server_cfg.header_timeout)
     config = uvicorn.Config(
         build_app(rt), host=host, port=port, log_level="warning", access_log=False,
-        lifespan="off", timeout_graceful_shutdown=5, backlog=2048,
-        http="httptools" if has_module("httptools") else "h11",
+        lifespan="off", timeout_graceful_shutdown=5, backlog=2048, http=http,
+        # a slow client holds one of these until the header or body deadline ends it
+        limit_concurrency=server_cfg.max_connections,
     )
     server = _Server(config)
     if sock is None:
