@@ -3,12 +3,8 @@
 Shape (every section optional except ``pipelines``)::
 
     [store]       url = "sqlite:///.sailseg/sailseg.db"      # or postgresql://...
-<<<<<<< HEAD
-    [server]      host, port, max_body, admin_token, delivery_process, log_format
-=======
-    [server]      host, port, max_body, admin_token, delivery_process, header_timeout,
+    [server]      host, port, max_body, admin_token, delivery_process, log_format, header_timeout,
                   body_timeout, max_connections, store_probe_interval
->>>>>>> b98fd46 (Health tells the truth when storage fails: /readyz 503 and ingest 503 + Retry-After while the store cannot commit, recovery without restart)
     [delivery]    retry/backoff/dedupe/backlog knobs (see DeliveryConfig)
     [triggers.NAME]   type = "segment.webhook", ...options
     [resolvers.NAME]  type = "identity.graph", ...
@@ -101,14 +97,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admin_token: str | None = None
     #: deliver in a second process (``sailseg serve --delivery-process``), see split.py
     delivery_process: bool = False
-<<<<<<< HEAD
     #: ``text`` or ``json`` (one JSON object a line); ``serve --log-format`` overrides it
     log_format: str = "text"
     #: under a flood, lines of one kind and subject beyond ``log_flood_burst`` per
     #: ``log_flood_window`` seconds are summarised in one line
     log_flood_window: float = 10.0
     log_flood_burst: int = 5
-=======
     #: a client must send its request line and headers within this many seconds (slowloris)
     header_timeout: float = 10.0
     #: ... and its whole body within this many seconds of the headers (408 otherwise)
@@ -118,7 +112,6 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_connections: int = 4096
     #: seconds without a commit after which the store health probe writes one row
     store_probe_interval: float = 2.0
->>>>>>> b98fd46 (Health tells the truth when storage fails: /readyz 503 and ingest 503 + Retry-After while the store cannot commit, recovery without restart)
 
 
 class ConsoleToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -212,12 +205,8 @@ class SailsegConfig:
 
 _DURATION_FIELDS = {
     "max_age", "backoff_base", "backoff_max", "dedupe_window", "delivered_retention",
-<<<<<<< HEAD
     "park_ttl", "lease", "poll_interval", "shutdown_grace", "session_ttl", "log_flood_window",
-=======
-    "park_ttl", "lease", "poll_interval", "shutdown_grace", "session_ttl",
     "header_timeout", "body_timeout", "store_probe_interval",
->>>>>>> b98fd46 (Health tells the truth when storage fails: /readyz 503 and ingest 503 + Retry-After while the store cannot commit, recovery without restart)
 }
 
 
