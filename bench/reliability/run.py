@@ -215,7 +215,8 @@ def _storage_loss(emu: Emulator, nodes: list[Node], load: Load, notes: dict[str,
 def _slowloris(emu: Emulator, nodes: list[Node], load: Load, notes: dict[str, Any],
                env: dict[str, Any]) -> Fault:
     def fault() -> None:
-        notes.update(asyncio.run(_trickle(nodes[0].port, 300, env["a"].duration / 3)))
+        # longer than [server] body_timeout (30 s), so the server's deadline is what ends them
+        notes.update(asyncio.run(_trickle(nodes[0].port, 300, 45.0)))
     return fault
 
 
