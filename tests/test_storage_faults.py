@@ -138,13 +138,14 @@ class FullDisk:
             resource.prlimit(self.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
             return
         chunk = b"\0" * 65536
-        with open(self.mnt / "filler", "wb") as fh:
-            try:
+        sizes = {p.name: p.stat().st_size for p in self.mnt.iterdir()}
+        try:
+            with open(self.mnt / "filler", "wb") as fh:
                 while True:
                     fh.write(chunk)
                     fh.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, (exc, sizes)
         with contextlib.suppress(OSError), open(self.mnt / "filler2", "wb") as fh:
             while True:  # the last few bytes too
                 fh.write(b"\0" * 512)
