@@ -80,7 +80,7 @@ def _migrate(url: str) -> None:
 
 def scenario(name: str, a: argparse.Namespace) -> dict[str, Any]:
     work = workdir(name)
-    emu = Emulator(work)
+    emu = Emulator(work, a.vendor_limit)
     nodes: list[Node] = []
     cleanup: list[Callable[[], None]] = []
     store_url = f"sqlite:///{work}/s.db"
@@ -394,6 +394,9 @@ def fuzz(a: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("scenario", choices=[*FAULTS, "fuzz", "all"])
+    p.add_argument("--vendor-limit", type=int, default=None,
+                   help="per-minute limit of the emulator's POST /user and /event (default: "
+                        "Sailthru's documented ones; /event allows 2,400 a minute)")
     p.add_argument("--requests", type=int, default=3000, help="fuzz: requests (default 3000)")
     p.add_argument("--rate", type=float, default=300.0, help="events/s (default 300)")
     p.add_argument("--duration", type=float, default=None,
