@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from sailseg.testing.processes import free_port, spawn_sailseg, wait_http
 
 CONFIG = """

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from sailseg.testing.processes import echo_payloads, free_port, spawn_sailseg, wait_http
 
 CONFIG = """
@@ -241,6 +242,7 @@ def pg(dsn: str, *statements: str) -> None:
 
 def migrate(url: str) -> None:
     import anyio
+
     from sailseg.store.postgres import PostgresStore
 
     async def run() -> None:

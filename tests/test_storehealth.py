@@ -6,6 +6,7 @@ import sqlite3
 
 import anyio
 import pytest
+
 from sailseg.errors import StoreError
 from sailseg.storehealth import StoreHealth, is_store_failure
 

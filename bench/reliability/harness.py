@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 import httpx
+
 from sailseg.testing.processes import free_port, spawn_sailseg, wait_http
 
 __all__ = ["Emulator", "Load", "Node", "Sampler", "node_config", "verdict"]

@@ -65,6 +65,7 @@ def _db_url(dsn: str, db: str) -> str:
 
 def _migrate(url: str) -> None:
     import anyio
+
     from sailseg.store.postgres import PostgresStore
 
     async def run() -> None:
