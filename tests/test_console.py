@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from sailseg.cli import cli
+from sailseg.tracing import hash_email
 
 from .test_sandbox import EVENTS, child_env, eventually, free_port
 
@@ -355,3 +356,26 @@ def test_sessions_expire_end_when_the_token_changes_and_config_show_hides_tokens
                                             "sinks": [{"type": "log"}]}}}, env={})
     shown = json.dumps(redacted(cfg))
     assert not {"S1", "S2", "S3"} & set(re.findall(r"S\d", shown))
+
+
+def test_live_view_hashes_an_email_used_as_user_id_and_audit_days_never_500(
+    sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Segment setups often use the email as userId: the live view's "user" column must show
+    it hashed like the payload; a malformed ``?days=`` on the audit page falls back to 7."""
+    sample = json.loads((EVENTS / "01a-identify.json").read_text())
+    sample.update(messageId="live-email-user", userId="live.user@example.com")
+    path = tmp_path / "email-user.json"
+    path.write_text(json.dumps(sample))
+    send(sandbox, path, monkeypatch)
+    reader = login(sandbox["sailseg_url"], READ)
+
+    def shown() -> None:
+        res = reader.get("/console/live")
+        assert res.status_code == 200 and "live-email-user" in res.text, res.text[:300]
+        assert "live.user@example.com" not in res.text
+        assert hash_email("live.user@example.com") in res.text
+    eventually(shown)
+    for days in ("²", "nan", "-3", "inf", "1e400", "x"):
+        res = reader.get("/console/audit", params={"days": days})
+        assert res.status_code == 200, (days, res.status_code)

@@ -81,3 +81,31 @@ async def test_the_deleter_is_a_configured_sink_and_required(tmp_path: Path) -> 
         res = await sink.send(sailseg.Event(id="e1", source="web", payload={
             "type": "delete", "userId": "u-1", "messageId": "d1"}))
         assert res["sailthru"] == ["skipped"] and res["purged_rows"] == 0
+
+
+async def test_a_deleter_that_skips_fails_the_erasure_before_anything_is_purged(
+        tmp_path: Path) -> None:
+    """A deleter that cannot address the person (here: known by userId only, and the
+    ``sailthru.delete`` sink may not fall back to extid) must not let the store forget the
+    person while the vendor profile stays: the erasure fails (dead letter) and purges nothing."""
+    from identity_helpers import ST
+
+    import sailseg
+    from sailseg.config import parse_config
+    from sailseg.runtime import Runtime
+
+    cfg = parse_config({
+        "store": {"url": f"sqlite:///{tmp_path}/d.db"},
+        "triggers": {"web": {"type": "echo"}},
+        "sinks": {"st_delete": {"type": "sailthru.delete", "fallback_to_extid": False, **ST}},
+        "pipelines": {"deletion": {"trigger": "web", "sinks": [
+            {"type": "privacy.delete", "deleter": "st_delete"}]}},
+    }, env={})
+    async with Runtime(cfg) as rt:
+        sink = rt.instances[("sink", "deletion.sinks[0]")]
+        with pytest.raises(sailseg.FatalError, match="skipped the erasure"):
+            await sink.send(sailseg.Event(id="e9", source="web", payload={
+                "type": "delete", "userId": "u-9", "messageId": "d9"}))
+        done = [r for r in await rt.store.audit_since(0)
+                if r.action == "privacy.delete" and r.outcome == "done"]
+        assert done == []  # not recorded as erased

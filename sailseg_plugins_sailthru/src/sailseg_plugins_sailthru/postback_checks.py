@@ -210,7 +210,9 @@ class SendLookup:
             send_email = await self.send_email(form["send_id"])
             if send_email is None:
                 raise Refused(f"{action} postback names a send Sailthru does not know")
-            if send_email != email:
+            same = (send_email == email if action == "verify"
+                    else send_email.strip().casefold() == email.strip().casefold())
+            if not same:
                 raise Refused(f"{action} postback email differs from the send's recipient")
         if (action == "hardbounce" and form.get("blast_id")
                 and not await self.blast_exists(form["blast_id"])):

@@ -173,8 +173,8 @@ def live(rt: Runtime, trigger: str | None, limit: int = 50) -> dict[str, Any]:
         for at, msg, dup in act.recent:
             keys = identity_keys(msg)
             rows.append({"trigger": name, "at": at, "duplicate": dup, "type": msg.get("type"),
-                         "event": msg.get("event"), "message_id": msg.get("messageId"),
-                         "user": keys.get("userId") or keys.get("anonymousId"),
+                         "event": safe(msg.get("event")), "message_id": msg.get("messageId"),
+                         "user": safe(keys.get("userId") or keys.get("anonymousId")),
                          "payload": safe(msg)})
     rows.sort(key=lambda r: -r["at"])
     triggers = sorted(n for (k, n) in rt.instances if k == "trigger")

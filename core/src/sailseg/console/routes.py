@@ -10,7 +10,9 @@ the audit trail with the token's name (``actor = "console:<name>"``).
 from __future__ import annotations
 
 import csv
+import hmac
 import io
+import math
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -150,7 +152,7 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
             if who is None:
                 return page("error.html", 401, message="Log in first: no valid session.")
             form = _form(req)
-            if (form.get("csrf") or [""])[0] != who.csrf:
+            if not _same((form.get("csrf") or [""])[0], who.csrf):
                 await audit(who.name, name, "-", "refused: missing or wrong CSRF token")
                 return page("error.html", 403, who,
                             message="Refused: the form's CSRF token is missing or wrong. "
@@ -173,7 +175,7 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
                                             secure=tokens.secure)})
         form = _form(req)
         nonce = cookies.get(LOGIN_COOKIE, "")
-        if not nonce or (form.get("csrf") or [""])[0] != nonce:
+        if not nonce or not _same((form.get("csrf") or [""])[0], nonce):
             return page("login.html", 403, csrf=nonce or new_id(),
                         error="The login form expired (CSRF check failed); try again.")
         found = tokens.login((form.get("token") or [""])[0])
@@ -191,7 +193,7 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
     async def logout_any(req: Request) -> Response:
         # logging out needs the CSRF token but not the admin role
         who = tokens.check(_cookies(req).get(COOKIE))
-        if who is None or (_form(req).get("csrf") or [""])[0] != who.csrf:
+        if who is None or not _same((_form(req).get("csrf") or [""])[0], who.csrf):
             return page("error.html", 403, who, message="Refused: missing or wrong CSRF token.")
         return await logout(req, who, {})
 
@@ -229,7 +231,8 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
         error = None
         if q:
             try:
-                sections = [{"title": s.title, "note": s.note, "rows": queries.safe(s.rows),
+                sections = [{"title": queries.safe(s.title), "note": queries.safe(s.note),
+                             "rows": queries.safe(s.rows),
                              "data": queries.safe(s.data)} for s in await panel.lookup(KV(rt.store), q)]
             except Exception as exc:  # noqa: BLE001 - a plugin's bug must not break the console
                 error = f"{type(exc).__name__}: {queries.safe(str(exc))}"
@@ -237,8 +240,8 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
                     error=error)
 
     async def audit_page(req: Request, who: Identity) -> Response:
-        days = req.query.get("days", "7")
-        since = rt.clock() - (float(days) if days.replace(".", "", 1).isdigit() else 7.0) * 86400
+        days = _days(req.query.get("days", "7"))
+        since = rt.clock() - days * 86400
         subject = req.query.get("subject", "").strip()
         records = await rt.store.audit_since(since)
         if subject:
@@ -247,7 +250,7 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
         if req.path.endswith("/export"):
             return _export(records, req.query.get("format", "jsonl"))
         return page("audit.html", who=who, records=records[-500:][::-1], total=len(records),
-                    days=days, subject=subject)
+                    days=f"{days:g}", subject=subject)
 
     def _export(records: list[AuditRecord], fmt: str) -> Response:
         if fmt == "csv":
@@ -332,3 +335,17 @@ def console_routes(rt: Runtime, tokens: Tokens) -> list[Route]:
         Route("/console/audit/export", view(audit_page), methods=get),
         *(Route(f"/console/static/{n}", static(n), methods=get) for n in _STATIC),
     ]
+
+
+def _same(given: str, expected: str) -> bool:
+    """CSRF tokens compared in constant time."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _days(text: str) -> float:
+    """``?days=`` of the audit pages: a finite non-negative number, else the default 7."""
+    try:
+        days = float(text)
+    except ValueError:
+        return 7.0
+    return days if math.isfinite(days) and days >= 0 else 7.0

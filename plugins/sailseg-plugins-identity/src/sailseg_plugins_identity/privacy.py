@@ -153,9 +153,12 @@ class Eraser:
                           received_at=self.clock(), identity={key: ident})
             try:
                 res = await self.deleter.send(event)
-            except sailseg.SkipEvent:
-                out.append(f"{key}:skipped")
-                continue
+            except sailseg.SkipEvent as exc:
+                # the profile would stay at the vendor while every identifier that allows a
+                # retry is purged here: fail (dead letter) before anything is purged instead
+                raise sailseg.FatalError(
+                    f"deleter {self.deleter.name!r} skipped the erasure ({exc}); nothing was "
+                    "purged, fix the deleter (e.g. fallback_to_extid) and replay") from exc
             res = res if isinstance(res, dict) else {}
             used = str(res.get("key") or key)
             out.append(f"{used}:deleted" if res.get("deleted", True) else f"{used}:not_found")
