@@ -101,6 +101,51 @@ def test_rate_limit_waits_sustained() -> None:
     assert v.firing and v.value == 4 and "7 s waited" in v.summary
 
 
+def test_vendor_drift_fires_per_endpoint_when_a_kind_grew_and_resolves_when_quiet() -> None:
+    cfg = AlertsConfig()
+    assert cfg.rules["vendor_drift"].enabled and cfg.rules["vendor_drift"].severity == "warning"
+    d0 = {"sailthru": {"POST /user": {"unknown_field": [3, 5.0, "fooBar"]}}}
+    d1 = {"sailthru": {"POST /user": {"unknown_field": [3, 5.0, "fooBar"],
+                                      "missing_field": [2, 70.0, "send_id"]},
+                       "POST /send": {"unknown_field": [1, 5.0, "x"]}}}
+    s0 = sample(0, {}, {"credential": {}, "rate": {}, "drift": d0})
+    s1 = sample(3600, {}, {"credential": {}, "rate": {}, "drift": d0})
+    s2 = sample(3660, {}, {"credential": {}, "rate": {}, "drift": d1})
+    verdicts = {v.key: v for v in evaluate(cfg, TOPO, [s0, s1, s2], now=3660) if v.rule == "vendor_drift"}
+    v = verdicts["vendor_drift:sailthru/POST /user"]
+    assert v.firing and v.value == 2 and v.labels["kinds"] == "missing_field"
+    assert "missing_field x2 (last: send_id)" in v.summary and "fooBar" not in v.summary
+    assert verdicts["vendor_drift:sailthru/POST /send"].firing  # new in the window
+    # an hour without growth: quiet, not firing (the engine resolves it)
+    s3 = sample(7300, {}, {"credential": {}, "rate": {}, "drift": d1})
+    later = [v for v in evaluate(cfg, TOPO, [s2, s3], now=7300) if v.rule == "vendor_drift"]
+    assert later and not any(v.firing for v in later)
+    # samples from before drift signals existed are fine
+    assert not [v for v in evaluate(cfg, TOPO, [sample(0, {})], now=0) if v.rule == "vendor_drift"]
+
+
+async def test_drift_totals_of_every_node_add_up(tmp_path: Path) -> None:
+    from sailseg.alerts import signals
+    from sailseg.drift import DriftRecorder
+    from sailseg.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.check_schema(auto_migrate=True)
+        a, b = DriftRecorder(), DriftRecorder()
+        a.record("sailthru", "POST /user", "unknown_field", "fooBar")
+        b.record("sailthru", "POST /user", "unknown_field", "sessionHint")
+        b.record("sailthru", "POST /user", "unknown_field", "sessionHint")
+        await signals.publish(store, "node-a", a)
+        await signals.publish(store, "node-b", b)
+        drift = (await signals.combined(store))["drift"]
+        n, at, detail = drift["sailthru"]["POST /user"]["unknown_field"]
+        assert n == 3 and detail == "sessionHint" and at > 0
+    finally:
+        await store.close()
+
+
 CONFIG = """
 [store]
 url = "{url}"

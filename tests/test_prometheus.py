@@ -28,7 +28,7 @@ def test_promtool_checks_and_tests_the_rules() -> None:
     if out.returncode == 3 and shutil.which("promtool") is None:
         pytest.skip(f"promtool unavailable: {out.stderr.strip()}")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 8 rules found" in out.stdout and out.stdout.count("SUCCESS") == 2
+    assert "SUCCESS: 9 rules found" in out.stdout and out.stdout.count("SUCCESS") == 2
 
 
 def test_rules_and_dashboard_use_only_exposed_metrics() -> None:
@@ -39,6 +39,7 @@ def test_rules_and_dashboard_use_only_exposed_metrics() -> None:
     exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
     used = set().union(*(metric_names(e) for e in exprs))
     assert used and used <= set(HELP), used - set(HELP)
-    assert {"sailseg_backlog", "sailseg_events_failed_total", "sailseg_alerts_firing"} <= used
+    assert {"sailseg_backlog", "sailseg_events_failed_total", "sailseg_alerts_firing",
+            "sailseg_vendor_drift_total"} <= used
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)) and dash["uid"] == "sailseg-overview"

@@ -5,8 +5,9 @@ answer a component decodes is checked against a typed model; what does not fit i
 here per vendor, endpoint and kind, so a change shows up in ``/metrics``
 (``sailseg_vendor_drift_total{vendor,endpoint,kind}``), in one log line the first time each
 (vendor, endpoint, kind, detail) is seen, and to listeners (the alerting of the operations
-work subscribes with :meth:`DriftRecorder.add_listener`). Components reach it as
-``ctx.drift``.
+work subscribes with :meth:`DriftRecorder.add_listener`; the runtime publishes
+:meth:`DriftRecorder.totals` with the alert signals, which the ``vendor_drift`` rule reads).
+Components reach it as ``ctx.drift``.
 
 Kinds:
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -71,6 +73,10 @@ class DriftRecorder:
         self.counts: dict[tuple[str, str, str], int] = {}
         self._seen: dict[tuple[str, str, str, str], int] = {}
         self._listeners: list[Callable[[DriftEvent], None]] = []
+        #: (vendor, endpoint, kind) -> [count, last seen (epoch s), last detail]
+        self._latest: dict[tuple[str, str, str], list[Any]] = {}
+        #: bumped at every observation (publishers skip unchanged totals)
+        self.version = 0
 
     def add_listener(self, listener: Callable[[DriftEvent], None]) -> None:
         """Call ``listener`` for every observation (``event.new`` marks the first of its
@@ -84,6 +90,8 @@ class DriftRecorder:
         detail = _SAFE_DETAIL.sub("?", str(detail))[:80]
         key = (vendor, endpoint, kind)
         self.counts[key] = self.counts.get(key, 0) + 1
+        self._latest[key] = [self.counts[key], time.time(), detail]
+        self.version += 1
         if self.metrics is not None:
             self.metrics.inc(METRIC, vendor=vendor, endpoint=endpoint, kind=kind)
         dkey = (vendor, endpoint, kind, detail)
@@ -105,6 +113,15 @@ class DriftRecorder:
         """Every (vendor, endpoint, kind, detail) seen, with its count (status pages, tests)."""
         return [{"vendor": v, "endpoint": e, "kind": k, "detail": d, "count": n}
                 for (v, e, k, d), n in sorted(self._seen.items())]
+
+    def totals(self) -> dict[str, dict[str, dict[str, list[Any]]]]:
+        """``{vendor: {endpoint: {kind: [count, last seen, last detail]}}}``: what the runtime
+        publishes for the alert engines (:mod:`sailseg.alerts.signals`). Details are the
+        sanitized field names, codes and media types of :meth:`record` (no values)."""
+        out: dict[str, dict[str, dict[str, list[Any]]]] = {}
+        for (v, e, k), row in sorted(self._latest.items()):
+            out.setdefault(v, {}).setdefault(e, {})[k] = list(row)
+        return out
 
     def total(self, vendor: str | None = None, kind: str | None = None) -> int:
         """Observations so far, optionally of one vendor and/or kind."""

@@ -291,13 +291,14 @@ class Runtime:
                 oplogs.lifecycle("trigger", inst, state, routes=routes)
 
     async def _publish_signals(self) -> None:
-        """Share this node's credential-failure and rate-limit signals with the alert engines."""
+        """Share this node's credential-failure, rate-limit and vendor drift signals with the
+        alert engines."""
         from .alerts import signals
 
         while True:
             await anyio.sleep(2.0)
             try:
-                await signals.publish(self.store, self.node_id)
+                await signals.publish(self.store, self.node_id, self.drift)
             except Exception:  # noqa: BLE001 - best effort; the next round retries
                 log.debug("publishing alert signals failed", exc_info=True)
 

@@ -8,6 +8,7 @@ Shape (every key optional)::
     repeat_interval = "4h"    # re-notify a still-firing alert this often
     [alerts.rules.dead_letters]   enabled, threshold, window, severity
     [alerts.rules.compliance]     ... sink_types = ["*delete*", "*consent*", ...]
+    [alerts.rules.vendor_drift]   enabled, threshold, window (also the quiet period), severity
     [alerts.notifiers.NAME]       type = "webhook" | "slack" | "log" | "sailthru.email", ...
 
 Without ``[alerts.notifiers.*]`` alerts go to the log notifier only.
@@ -31,7 +32,9 @@ SEVERITIES = ("info", "warning", "critical")
 class RuleSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One rule's knobs. ``threshold`` means: dead letters in the window (dead_letters),
     a fraction of failed or retried attempts (sink_error_rate, backlog: of max_backlog),
-    a count in the window (credentials, rate_limit, compliance); unused by stalled."""
+    a count in the window (credentials, rate_limit, compliance; vendor_drift: of one drift
+    kind of one vendor endpoint, the window being also the quiet period before it resolves);
+    unused by stalled."""
 
     enabled: bool = True
     threshold: float = 1.0
@@ -63,6 +66,10 @@ DEFAULT_RULES: dict[str, RuleSettings] = {
                                            "*unsubscribe*", "*privacy*", "*erase*", "*suppress*"],
                                description="a consent or deletion sync failed (dead letter); fires "
                                            "at once"),
+    "vendor_drift": RuleSettings(threshold=1, window=3600, severity="warning",
+                                 description="a vendor answered in a shape our models do not expect "
+                                             "(sailseg_vendor_drift_total grew); fires at once, "
+                                             "resolves after a quiet window"),
     "backlog": RuleSettings(threshold=0.8, window=0, severity="warning",
                             description="backlog reached the threshold share of [delivery] max_backlog"),
 }

@@ -83,6 +83,37 @@ def _dur(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _vendor_drift(rule: RuleSettings, samples: list[dict[str, Any]], now: float) -> list[Verdict]:
+    """One verdict per vendor endpoint that drifted: firing while a drift kind's count grew by
+    ``threshold`` in the window (at once with the default 1), resolved after a quiet window."""
+    last = samples[-1]
+    base = window_base(samples, now, rule.window)
+    cur = (last.get("s") or {}).get("drift", {})
+    old = ((base or {}).get("s") or {}).get("drift", {}) if base is not last else {}
+    out: list[Verdict] = []
+    for vendor in sorted(cur):
+        for endpoint in sorted(cur[vendor]):
+            grew: list[tuple[str, float, str]] = []
+            for kind, (n, at, detail) in sorted(cur[vendor][endpoint].items()):
+                if base is last:  # one sample: what was seen inside the window counts
+                    d = float(n) if now - at <= rule.window else 0.0
+                else:
+                    d = float(n - old.get(vendor, {}).get(endpoint, {}).get(kind, [0])[0])
+                if d >= rule.threshold:
+                    grew.append((kind, d, detail))
+            total = sum(d for _, d, _ in grew)
+            kinds = ", ".join(f"{k} x{d:g} (last: {det or '-'})" for k, d, det in grew)
+            summary = (f"{vendor} {endpoint}: the API answered in a shape our models do not expect "
+                       f"in the last {_dur(rule.window)}: {kinds}; see sailseg_vendor_drift_total"
+                       if grew else f"{vendor} {endpoint}: no API drift in the last {_dur(rule.window)}")
+            labels = {"vendor": vendor, "endpoint": endpoint}
+            if grew:
+                labels["kinds"] = ",".join(k for k, _, _ in grew)
+            out.append(Verdict("vendor_drift", f"{vendor}/{endpoint}", bool(grew), summary, total,
+                               rule.threshold, rule.severity, labels))
+    return out
+
+
 def evaluate(cfg: AlertsConfig, topo: Topology, samples: list[dict[str, Any]], now: float) -> list[Verdict]:
     """Every enabled rule's verdict for every subject it watches (firing or not)."""
     if not samples:
@@ -175,6 +206,8 @@ def evaluate(cfg: AlertsConfig, topo: Topology, samples: list[dict[str, Any]], n
                                    f"{n:g} consent/deletion sync failure(s) before the sinks of pipeline "
                                    f"{p} in the last {_dur(rule.window)}", n, rule.threshold,
                                    rule.severity, {"pipeline": p}))
+    if rule := on("vendor_drift"):
+        out.extend(_vendor_drift(rule, samples, now))
     if rule := on("backlog"):
         total = sum(_c(last, p, "backlog") for p in pipelines)
         limit = rule.threshold * topo.max_backlog

@@ -6,6 +6,11 @@ moment it happens; every delivering runtime publishes its totals to the store's 
 engine of any node sharing the store sees them all (the delivery child of
 ``serve --delivery-process`` included).
 
+Vendor API drift (:mod:`sailseg.drift`) is counted per runtime, not per process: a
+runtime passes its :class:`~sailseg.drift.DriftRecorder` to :func:`publish`, which writes
+its totals under a key of their own (``drift:<node_id>``), and :func:`combined` adds them up
+under ``"drift"``.
+
 Why cumulative totals per node: nodes write only their own key (no write contention), and
 the engine derives "how many in the last window" from its samples, like for the counters.
 """
@@ -20,6 +25,7 @@ import msgspec
 
 __all__ = [
     "NS",
+    "add_drift",
     "combined",
     "publish",
     "record_credential_failure",
@@ -76,25 +82,51 @@ def snapshot() -> dict[str, Any]:
 _published: dict[int, int] = {}
 
 
-async def publish(store: Any, node_id: str) -> None:
-    """Write this process's totals under ``node_id`` when they changed since the last call."""
+_published_drift: dict[tuple[int, str], int] = {}
+
+
+async def publish(store: Any, node_id: str, drift: Any = None) -> None:
+    """Write this process's totals under ``node_id`` when they changed since the last call,
+    and the drift totals of ``drift`` (a :class:`~sailseg.drift.DriftRecorder`, the
+    runtime's) under ``drift:<node_id>`` when they changed."""
     key = id(store)
-    if _published.get(key) == _version:
-        return
-    v = _version
-    await store.kv_set(NS, node_id, msgspec.json.encode(snapshot()))
-    _published[key] = v
+    if _published.get(key) != _version:
+        v = _version
+        await store.kv_set(NS, node_id, msgspec.json.encode(snapshot()))
+        _published[key] = v
+    if drift is not None:
+        dkey = (id(store), node_id)
+        dv = drift.version
+        if dv and _published_drift.get(dkey) != dv:
+            await store.kv_set(NS, f"drift:{node_id}",
+                               msgspec.json.encode({"drift": drift.totals(), "at": time.time()}))
+            _published_drift[dkey] = dv
+
+
+def add_drift(out: dict[str, Any], totals: dict[str, Any]) -> None:
+    """Add one node's drift totals (``{vendor: {endpoint: {kind: [n, last_at, detail]}}}``)
+    into ``out``: counts add up, the last seen time and its detail are the newest node's."""
+    for vendor, endpoints in (totals or {}).items():
+        for endpoint, kinds in (endpoints or {}).items():
+            for kind, (n, at, detail) in (kinds or {}).items():
+                cur = out.setdefault(vendor, {}).setdefault(endpoint, {}).setdefault(
+                    kind, [0, 0.0, ""])
+                cur[0] += n
+                if at >= cur[1]:
+                    cur[1], cur[2] = at, detail
 
 
 async def combined(store: Any) -> dict[str, Any]:
     """Every node's totals added up: ``{"credential": {component: [n, last_at, error]},
-    "rate": {component: [waits_over_1s, seconds, limited, last_at]}}``."""
-    out: dict[str, Any] = {"credential": {}, "rate": {}}
+    "rate": {component: [waits_over_1s, seconds, limited, last_at]},
+    "drift": {vendor: {endpoint: {kind: [n, last_at, detail]}}}}``."""
+    out: dict[str, Any] = {"credential": {}, "rate": {}, "drift": {}}
     for _node, raw in await store.kv_scan(NS):
         try:
             data = msgspec.json.decode(raw)
         except msgspec.DecodeError:
             continue
+        add_drift(out["drift"], data.get("drift") or {})
         for comp, (n, at, err) in (data.get("credential") or {}).items():
             cur = out["credential"].setdefault(comp, [0, 0.0, ""])
             cur[0] += n
