@@ -214,7 +214,7 @@ def test_alerts_list_and_test_commands(run: dict[str, Any]) -> None:
     rows = {r["rule"]: r for r in json.loads(out.stdout)["rules"]}
     assert rows["credentials"]["firing"] >= 1 and rows["compliance"]["firing"] >= 1
     assert set(rows) == {"dead_letters", "stalled", "sink_error_rate", "credentials", "rate_limit",
-                         "compliance", "backlog"}
+                         "compliance", "vendor_drift", "backlog"}
     t = run["alerts_test"]
     assert t.returncode == 0 and "hook" in t.stdout and "chat" in t.stdout, t.stdout + t.stderr
     assert any(b.get("test") for b in run["recv"].at("/hook"))
