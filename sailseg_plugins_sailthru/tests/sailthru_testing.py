@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import msgspec
 import pytest
-import uvicorn
 
 import sailseg
 from sailseg.events import new_id
 from sailseg.store.base import Store
+from sailseg.testing.processes import LiveServer as Server
 from sailseg_plugins_sailthru.emulator import EmulatorSettings, SailthruEmulator
 
 KEY, SECRET, URL = "emulator-key", "emulator-secret", "http://sailthru.test"
@@ -119,36 +116,6 @@ async def make(cls: type[Any], ctx: sailseg.ComponentContext, **options: Any) ->
 
 def event(payload: dict[str, Any], **kw: Any) -> sailseg.Event:
     return sailseg.Event(id=new_id(), source="test", payload=payload, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="error", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

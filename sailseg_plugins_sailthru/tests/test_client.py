@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sailthru_testing import ENV, KEY, SECRET, Server, free_port, make
+from sailthru_testing import ENV, KEY, SECRET, Server, make
 
 import sailseg
+from sailseg.testing.processes import free_port
 from sailseg_plugins_sailthru.client import SailthruClient, client_for
 from sailseg_plugins_sailthru.config import Account, AccountConfig
 from sailseg_plugins_sailthru.emulator import SailthruEmulator

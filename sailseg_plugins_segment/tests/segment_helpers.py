@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from sailseg import AcceptResult, Backpressure, ComponentContext
+from sailseg.testing.processes import LiveServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WRITE_KEY = "WK_live_abc123_SECRET"
@@ -64,28 +62,8 @@ def make_ctx(*, transport: httpx.AsyncBaseTransport | None = None, accept: Any =
                             env={} if env is None else env, clock=clock)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Run ``app`` under a real uvicorn server on a free loopback port; yield its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-                            access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with LiveServer(app, lifespan="off") as srv:
+        yield srv.url

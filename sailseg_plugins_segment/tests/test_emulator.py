@@ -15,8 +15,9 @@ import click
 import httpx
 import pytest
 from click.testing import CliRunner
-from segment_helpers import SPACE, TOKEN, WRITE_KEY, fixture, free_port
+from segment_helpers import SPACE, TOKEN, WRITE_KEY, fixture
 
+from sailseg.testing.processes import free_port
 from sailseg_plugins_segment import register_commands
 from sailseg_plugins_segment.emulator import SegmentEmulator
 

@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from segment_helpers import WRITE_KEY, fixture, free_port, make_ctx, serve
+from segment_helpers import WRITE_KEY, fixture, make_ctx, serve
 
 from sailseg import ConfigError, Event, FatalError, RetryableError, SkipEvent
+from sailseg.testing.processes import free_port
 from sailseg_plugins_segment.emulator import SegmentEmulator
 from sailseg_plugins_segment.mapping import derive_message_id
 from sailseg_plugins_segment.sinks import (

@@ -4,47 +4,19 @@ and a runtime ``segment.webhook -> sailthru.user`` pointed at it over real HTTP.
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Self
-
-import uvicorn
+from typing import Any
 
 import sailseg_plugins_sailthru
 import sailseg_plugins_segment
 from sailseg.testing import open_runtime
 from sailseg.testing.harness import HarnessRuntime
-from sailseg.testing.processes import free_port
+from sailseg.testing.processes import LiveServer
 
 __all__ = ["KEY", "SECRET", "LiveServer", "identify", "profile_runtime"]
 
 KEY, SECRET = "emulator-key", "emulator-secret"
-
-
-class LiveServer:
-    """uvicorn in a thread on a free loopback port (a real socket, real timeouts)."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="error", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
 
 
 @contextlib.contextmanager

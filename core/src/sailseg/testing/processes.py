@@ -11,15 +11,16 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 
 import anyio
 import httpx
 
-__all__ = ["free_port", "wait_http", "spawn_sailseg", "echo_payloads", "post_until_killed"]
+__all__ = ["free_port", "LiveServer", "wait_http", "spawn_sailseg", "echo_payloads", "post_until_killed"]
 
 
 def free_port() -> int:
@@ -28,6 +29,38 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
+
+
+class LiveServer:
+    """An ASGI app under uvicorn in a thread, on a free loopback port: a real socket with real
+    timeouts, for tests that need more than an in-process transport (official vendor clients,
+    slow or stalled answers). ``with LiveServer(app) as srv:`` then ``srv.url``.
+
+    :param lifespan: uvicorn's lifespan mode (``"on"`` runs the app's startup/shutdown).
+    """
+
+    def __init__(self, app: Any, *, lifespan: Literal["auto", "on", "off"] = "on") -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="error", lifespan=lifespan,
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0, *, ok_below: int = 500) -> None:
     """Poll ``url`` until it answers with a status below ``ok_below``.
