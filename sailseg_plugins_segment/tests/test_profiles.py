@@ -131,13 +131,20 @@ async def test_rate_limit_keeps_under_100_per_second_over_real_http() -> None:
     with serve(emu) as url:
         # a raw burst proves the emulator enforces the documented limit
         async with httpx.AsyncClient(base_url=url, auth=(TOKEN, "")) as c:
-            codes = []
-            async with anyio.create_task_group() as tg:
-                async def one(i: int) -> None:
-                    resp = await c.get(f"/v1/spaces/{SPACE}/collections/users/profiles/user_id:u{i % 60}/external_ids")
-                    codes.append(resp.status_code)
-                for i in range(130):
-                    tg.start_soon(one, i)
+            codes: list[int] = []
+
+            async def one(i: int) -> None:
+                resp = await c.get(f"/v1/spaces/{SPACE}/collections/users/profiles/user_id:u{i % 60}/external_ids")
+                codes.append(resp.status_code)
+
+            # a loaded machine may spread one burst over more than a second: burst again
+            # (at most 5 times) until the emulator has refused one
+            for _ in range(5):
+                async with anyio.create_task_group() as tg:
+                    for i in range(130):
+                        tg.start_soon(one, i)
+                if 429 in codes:
+                    break
         assert 429 in codes
         await anyio.sleep(1.05)
         r = await make_resolver(None, api_url=url, rate_limit=100)
