@@ -65,7 +65,7 @@ def clear_recorded() -> None:
     RECORDER.clear()
 
 
-async def wait_for(cond: Any, timeout: float = 10.0) -> None:
+async def wait_for(cond: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
