@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import re
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -336,8 +337,48 @@ class SailthruClient:
             raise SailthruBadRequest(f"Sailthru export larger than {max_bytes} bytes")
         return resp.content
 
+    @contextlib.asynccontextmanager
+    async def open_export(self, url: str, *, max_bytes: int = 256 * 1024 * 1024
+                          ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream an export file: ``async with client.open_export(url) as chunks`` then
+        ``async for data in chunks``. Not signed, not budgeted (like :meth:`download`), but
+        never held whole in memory: the poller parses it as it arrives (:mod:`.exports`).
+
+        :raises SailthruRetryableError: timeout, connection error, 5xx (also mid-body).
+        :raises SailthruBadRequest: another non-200 status, or more than ``max_bytes``.
+        """
+        try:
+            async with self.http.stream("GET", url) as resp:
+                if resp.status_code >= 500:
+                    raise SailthruServerError(f"Sailthru export download: HTTP {resp.status_code}",
+                                              status=resp.status_code)
+                if resp.status_code != 200:
+                    raise SailthruBadRequest(f"Sailthru export download: HTTP {resp.status_code}",
+                                             status=resp.status_code)
+                yield _export_chunks(resp, max_bytes)
+        except httpx.TimeoutException:
+            raise SailthruTimeout("Sailthru export download timed out") from None
+        except httpx.TransportError as exc:
+            raise SailthruNetworkError(f"Sailthru export download: {type(exc).__name__}") from None
+
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+async def _export_chunks(resp: httpx.Response, max_bytes: int) -> AsyncIterator[bytes]:
+    """The body of an export response in network chunks, bounded by ``max_bytes``; transport
+    errors mid-body become the client's retryable errors."""
+    seen = 0
+    try:
+        async for data in resp.aiter_bytes():
+            seen += len(data)
+            if seen > max_bytes:
+                raise SailthruBadRequest(f"Sailthru export larger than {max_bytes} bytes")
+            yield data
+    except httpx.TimeoutException:
+        raise SailthruTimeout("Sailthru export download timed out") from None
+    except httpx.TransportError as exc:
+        raise SailthruNetworkError(f"Sailthru export download: {type(exc).__name__}") from None
 
 
 def _records(tracer: Any) -> bool:

@@ -11,14 +11,19 @@ Engagement: per sent blast (``blast_ids``, or ``GET /blast status=sent``), a ``b
 export job; each row with an ``open_time`` after the blast's cursor becomes ``Email Opened``,
 each click (``first_ten_clicks`` + times, else ``click_time``) ``Email Link Clicked``.
 Cursors live in ``ctx.kv`` (namespace ``sailthru.poll``).
+
+Exports are read as they download and accepted in chunks of ``accept_chunk`` rows (one
+``ctx.accept``, one store transaction each; :mod:`.exports`), so memory does not grow with
+the export and delivery starts while the rest is still being read. A malformed file raises
+:class:`~.exports.SailthruBadExport` naming the job and line; the cursor stays where it was.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -29,6 +34,7 @@ import sailseg
 
 from .client import SailthruClient, client_for
 from .config import SECRET_FIELDS, AccountConfig
+from .exports import export_rows
 from .segment_out import ANONYMOUS_ID_MODES, iso, message_id, segment_message
 from .sinks.lists import wait_for_job
 from .sinks.purchase import LEDGER_NS
@@ -164,6 +170,7 @@ class PollTrigger(sailseg.Trigger):
         job_timeout: float = 1800.0
         skip_own_purchases: bool = True
         anonymous_id: str = "email_sha256"
+        accept_chunk: int = 1000
 
     config: Config
 
@@ -174,6 +181,8 @@ class PollTrigger(sailseg.Trigger):
             raise sailseg.ConfigError(f"{self.name}: unknown streams {sorted(bad)}; use purchases, engagement")
         if config.anonymous_id not in ANONYMOUS_ID_MODES:
             raise sailseg.ConfigError(f"{self.name}: `anonymous_id` must be one of {ANONYMOUS_ID_MODES}")
+        if config.accept_chunk < 1:
+            raise sailseg.ConfigError(f"{self.name}: `accept_chunk` must be >= 1")
         self._client: SailthruClient | None = None
 
     def emitted_identifiers(self) -> frozenset[str]:
@@ -230,14 +239,22 @@ class PollTrigger(sailseg.Trigger):
     def _today(self) -> date:
         return datetime.fromtimestamp(self.ctx.clock(), UTC).date()
 
-    async def _export(self, params: dict[str, Any]) -> list[dict[str, str]]:
+    async def _export(self, params: dict[str, Any]) -> AsyncGenerator[list[dict[str, str]]]:
+        """Run an export job and yield its rows in lists of at most ``accept_chunk`` as the file
+        downloads (never the whole file in memory; see :mod:`.exports`).
+
+        :raises SailthruBadExport: the file is malformed (names the job and the line).
+        """
         body = await self.client.post("job", params)
-        status = await wait_for_job(self.client, str(body["job_id"]),
+        job_id = str(body["job_id"])
+        status = await wait_for_job(self.client, job_id,
                                     interval=self.config.job_poll_interval, timeout=self.config.job_timeout)
         if status.get("expired") or not status.get("export_url"):
-            raise sailseg.RetryableError(f"Sailthru export {body['job_id']} has no export_url")
-        data = await self.client.download(str(status["export_url"]))
-        return list(csv.DictReader(io.StringIO(data.decode("utf-8", "replace"))))
+            raise sailseg.RetryableError(f"Sailthru export {job_id} has no export_url")
+        what = f"Sailthru {params['job']} export {job_id}"
+        async with self.client.open_export(str(status["export_url"])) as chunks:
+            async for rows in export_rows(chunks, chunk_rows=self.config.accept_chunk, what=what):
+                yield rows
 
     # -- purchases -----------------------------------------------------------------------
     async def poll_purchases(self) -> int:
@@ -255,18 +272,20 @@ class PollTrigger(sailseg.Trigger):
             ledger_prefix = self.client.account_id
         while day <= today:
             ymd = day.strftime("%Y%m%d")
-            rows = await self._export({"job": "export_purchase_log", "start_date": ymd, "end_date": ymd})
-            messages = []
-            for row in rows:
-                if ledger_prefix and row.get("extid") and (
-                    await self.ctx.kv.get(LEDGER_NS, f"{ledger_prefix}:{row['extid']}")
-                ):
-                    continue
-                msg = purchase_row_event(row, anonymous_id=self.config.anonymous_id)
-                if msg is not None:
-                    messages.append(msg)
-            if messages:
-                accepted += (await self.ctx.accept(messages)).accepted
+            export = self._export({"job": "export_purchase_log", "start_date": ymd, "end_date": ymd})
+            async with aclosing(export):  # the download closes when accept raises
+                async for rows in export:
+                    messages = []
+                    for row in rows:
+                        if ledger_prefix and row.get("extid") and (
+                            await self.ctx.kv.get(LEDGER_NS, f"{ledger_prefix}:{row['extid']}")
+                        ):
+                            continue
+                        msg = purchase_row_event(row, anonymous_id=self.config.anonymous_id)
+                        if msg is not None:
+                            messages.append(msg)
+                    if messages:
+                        accepted += (await self.ctx.accept(messages)).accepted
             if day < today:
                 await self.set_cursor("purchases", {"day": (day + timedelta(days=1)).strftime("%Y%m%d")})
             day += timedelta(days=1)
@@ -291,15 +310,19 @@ class PollTrigger(sailseg.Trigger):
             if not bid:
                 continue
             after = str(cursor.get(bid, ""))
-            rows = await self._export({"job": "blast_query", "blast_id": bid})
-            messages: list[dict[str, Any]] = []
             hwm = after
-            for row in rows:
-                messages.extend(engagement_row_events(row, blast, after=after,
-                                                      anonymous_id=self.config.anonymous_id))
-                hwm = max(hwm, _latest(row))
-            if messages:
-                accepted += (await self.ctx.accept(messages)).accepted
+            # one ctx.accept (one store transaction) per chunk of rows as the export downloads;
+            # the cursor moves only after the whole export was accepted
+            export = self._export({"job": "blast_query", "blast_id": bid})
+            async with aclosing(export):
+                async for rows in export:
+                    messages: list[dict[str, Any]] = []
+                    for row in rows:
+                        messages.extend(engagement_row_events(row, blast, after=after,
+                                                              anonymous_id=self.config.anonymous_id))
+                        hwm = max(hwm, _latest(row))
+                    if messages:
+                        accepted += (await self.ctx.accept(messages)).accepted
             if hwm != after:
                 cursor[bid] = hwm
                 await self.set_cursor("engagement", cursor)
