@@ -70,6 +70,23 @@ async def test_track_delivered_with_original_time_gzip_auth_and_stable_id(emulat
     await close(sink)
 
 
+def test_message_ids_are_the_uuid5_ids_of_earlier_releases() -> None:
+    """derive_message_id computes uuid5 by hand: ids must not change across the upgrade, or
+    Segment's dedupe would miss re-sends of events delivered before it."""
+    import uuid
+
+    from sailseg_plugins_segment.mapping import MESSAGE_ID_NAMESPACE
+
+    for i in range(2000):
+        e = ev({}, id=f"e{i}")
+        if i % 2:
+            e.payload["messageId"] = f"sailthru-open-{i:032x}é"
+        source = e.message_id or e.id
+        seed = f"{e.pipeline}\x1f{source}\x1f{'seg' + str(i % 3)}\x1f{'track'}"
+        assert derive_message_id(e, f"seg{i % 3}", "track") == (
+            "sailseg-" + uuid.uuid5(MESSAGE_ID_NAMESPACE, seed).hex)
+
+
 @pytest.mark.anyio
 async def test_identify_alias_group_mapping_and_overrides(emulator: SegmentEmulator) -> None:
     ident = await make_sink(SegmentIdentifySink, emulator)

@@ -26,6 +26,7 @@ replay is deduplicated by Segment (24 h window); two sinks never collide.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -39,15 +40,23 @@ __all__ = ["KINDS", "MESSAGE_ID_NAMESPACE", "apply_overrides", "build_message", 
 
 KINDS = ("track", "identify", "group", "alias")
 MESSAGE_ID_NAMESPACE = uuid.UUID("6f0f4a56-2b0c-5c3e-9a57-5a11e5e90001")
+_NAMESPACE_BYTES = MESSAGE_ID_NAMESPACE.bytes
 _MERGE_FIELDS = frozenset({"properties", "traits", "context", "integrations"})
 _LIBRARY = {"name": "sailseg", "version": sailseg_version}
 
 
 def derive_message_id(event: Event, sink: str, kind: str) -> str:
-    """Deterministic messageId for ``event`` sent by sink instance ``sink`` as ``kind``."""
+    """Deterministic messageId for ``event`` sent by sink instance ``sink`` as ``kind``.
+
+    ``uuid.uuid5(MESSAGE_ID_NAMESPACE, seed).hex`` computed without the UUID object (sha1,
+    then the version and variant bits set as RFC 4122 does): the same ids as before, at about
+    a third of the cost, once per event on the bulk path (W3)."""
     source = event.message_id or event.id
     seed = f"{event.pipeline}\x1f{source}\x1f{sink}\x1f{kind}"
-    return "sailseg-" + uuid.uuid5(MESSAGE_ID_NAMESPACE, seed).hex
+    d = bytearray(hashlib.sha1(_NAMESPACE_BYTES + seed.encode("utf-8")).digest()[:16])
+    d[6] = (d[6] & 0x0F) | 0x50  # version 5
+    d[8] = (d[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return "sailseg-" + d.hex()
 
 
 def apply_overrides(message: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
