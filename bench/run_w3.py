@@ -13,9 +13,12 @@ Figures: delivered events/s at the Segment emulator (messages / (last - first ba
 receipt)), and end to end (messages / time from sailseg's start to the last one, which
 includes start-up, the export job and the ingest of the whole export), batches sent, mean
 and largest batch bytes (inflated JSON; Segment's limit is 500 KB) and as sent (gzip), peak
-RSS. Target (issue): >= 10,000 events/s delivered, batches near the 500 KB limit.
-Output: a Markdown table and results/w3-<time>.json. Ports: 9403 (sailseg), 9400 (Sailthru
-emulator), 9402 (Segment emulator).
+RSS, and sailseg's CPU microseconds per event (all its threads, start-up included). Target
+(issue): >= 10,000 events/s delivered, batches near the 500 KB limit.
+Output: a Markdown table and results/w3-<time>.json. Ports: 9403 (sailseg, `W3_PORT`), 9400
+(Sailthru emulator, `EMU_PORT`), 9402 (Segment emulator, `SEG_PORT`). `SAILSEG_BIN` runs another
+checkout's sailseg (for example main's, to compare before/after in one run); the emulators
+always run from this checkout.
 """
 from __future__ import annotations
 
@@ -38,7 +41,11 @@ import load  # noqa: E402
 EVENTS = int(os.environ.get("EVENTS", "100000"))
 ROUNDS = int(os.environ.get("ROUNDS", "1"))
 TIMEOUT = float(os.environ.get("TIMEOUT", "600"))
-SUT_PORT, ST_PORT, SEG_PORT = 9403, 9400, 9402
+CONFIG = os.environ.get("W3_CONFIG") or os.path.join(HERE, "w3", "sailseg.toml")
+KEEP = os.environ.get("KEEP") == "1"  # keep each round's data dir (sailseg's db and logs)
+SUT_PORT = int(os.environ.get("W3_PORT", "9403"))
+ST_PORT = int(os.environ.get("EMU_PORT", "9400"))
+SEG_PORT = int(os.environ.get("SEG_PORT", "9402"))
 KEY, SECRET, WRITE_KEY = "w3-bench-key", "w3-bench-secret", "w3-bench-write-key"
 WS_PY = os.path.join(ROOT, ".venv", "bin", "python")
 
@@ -77,6 +84,18 @@ def _stop(*procs: subprocess.Popen) -> None:
             p.kill()
 
 
+def _show_log(path: str, lines: int = 30) -> None:
+    """The tail of sailseg's log on stderr (a round that did not deliver everything)."""
+    try:
+        with open(path, errors="replace") as fh:
+            tail = fh.readlines()[-lines:]
+    except OSError:
+        return
+    print(f"  last lines of {path}:", file=sys.stderr)
+    for line in tail:
+        print(f"    {line.rstrip()}", file=sys.stderr)
+
+
 def run_round(rnd: int) -> dict:
     data = tempfile.mkdtemp(prefix="sailseg-w3-")
     st = subprocess.Popen([WS_PY, os.path.join(HERE, "w2", "emulator_server.py"), "--port", str(ST_PORT),
@@ -99,7 +118,7 @@ def run_round(rnd: int) -> dict:
                        "recipients": recipients})
         del recipients
         env = dict(os.environ, SUT_PORT=str(SUT_PORT), W1_DATA_DIR=data,
-                   SAILSEG_BENCH_CONFIG=os.path.join(HERE, "w3", "sailseg.toml"),
+                   SAILSEG_BENCH_CONFIG=CONFIG,
                    SAILTHRU_API_URL=f"http://127.0.0.1:{ST_PORT}", SAILTHRU_API_KEY=KEY,
                    SAILTHRU_API_SECRET=SECRET, SEGMENT_API_URL=f"http://127.0.0.1:{SEG_PORT}",
                    SEGMENT_WRITE_KEY=WRITE_KEY, W3_BLAST_ID=str(blast["blast_id"]))
@@ -119,6 +138,7 @@ def run_round(rnd: int) -> dict:
             if stats["messages"] >= EVENTS:
                 break
         res["sut_cpu_cores"] = cpu.stop()
+        window = time.time() - t_start
         n, reqs = stats.get("messages", 0), stats.get("ok_requests", 0)
         first, last = stats.get("first_at"), stats.get("last_at")
         res.update({
@@ -130,6 +150,10 @@ def run_round(rnd: int) -> dict:
             "max_batch_bytes": stats.get("max_inflated_bytes"),
             "mean_batch_bytes_sent_gzip": round(stats["sent_bytes"] / reqs) if reqs else None,
             "mean_events_per_batch": round(n / reqs, 1) if reqs else None,
+            # sailseg's CPU (all threads, start-up included) per delivered event: steadier than
+            # events/s on a shared machine, where the process gets a varying share of the cores
+            "cpu_us_per_event": (round(res["sut_cpu_cores"] * window / n * 1e6)
+                                 if n and res["sut_cpu_cores"] is not None else None),
             "segment_statuses": stats.get("statuses"),
         })
         _stop(sut)
@@ -143,7 +167,12 @@ def run_round(rnd: int) -> dict:
             res["peak_rss_mb"] = None
     finally:
         _stop(*procs)
-        shutil.rmtree(data, ignore_errors=True)
+        if res.get("timed_out", True):
+            _show_log(os.path.join(data, "serve.log"))
+        if KEEP:
+            print(f"  data dir kept: {data}", file=sys.stderr)
+        else:
+            shutil.rmtree(data, ignore_errors=True)
     return res
 
 
@@ -160,11 +189,11 @@ def main() -> None:
           f"median of {ROUNDS} round(s):\n")
     print("| delivered events/s (first->last batch) | end to end events/s (incl. start-up and export) "
           "| batches | mean batch bytes (inflated) | largest batch bytes | mean bytes sent (gzip) "
-          "| events per batch | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| events per batch | CPU us per event | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {med('delivered_per_s')} | {med('end_to_end_per_s')} | {med('batches')} | {med('mean_batch_bytes')} "
           f"| {med('max_batch_bytes')} | {med('mean_batch_bytes_sent_gzip')} | {med('mean_events_per_batch')} "
-          f"| {med('peak_rss_mb')} |")
+          f"| {med('cpu_us_per_event')} | {med('peak_rss_mb')} |")
     ok = all(not r["timed_out"] for r in rows)
     rate = med("delivered_per_s") or 0
     print(f"\nall {EVENTS:,} delivered: {'yes' if ok else 'NO'}; target >= 10,000 events/s: "
