@@ -57,7 +57,9 @@ class RouteApp:
         past it the request gets 408 and the connection is closed. Why a deadline for the
         whole body rather than per read: a client sending one byte every few seconds never
         trips a per-read timeout, and would hold its connection (and its slot of
-        ``[server] max_connections``) for as long as it likes.
+        ``[server] max_connections``) for as long as it likes. None: the server bounds the
+        body read instead (``sailseg serve``'s protocol, :mod:`sailseg.deadlines`), so the
+        app reads it without a cancel scope per request.
     """
 
     def __init__(
@@ -66,7 +68,7 @@ class RouteApp:
         *,
         max_body: int = DEFAULT_MAX_BODY,
         admin_token: str | None = None,
-        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         self.max_body = max_body
         self.body_timeout = body_timeout
@@ -102,9 +104,8 @@ class RouteApp:
                                headers={"allow": ", ".join(route.methods)}),
             )
             return
-        headers: dict[str, str] = {}
-        for k, v in scope.get("headers") or ():
-            headers[k.decode("latin-1").lower()] = v.decode("latin-1")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers") or ()}
         if route.admin and not self._admin_ok(headers):
             status = 403 if self.admin_token is None else 401
             await self._send(send, error_response(status, "admin bearer token required"))
@@ -122,7 +123,7 @@ class RouteApp:
             body = await self._read_body(receive, limit, self.body_timeout)
         except _SlowBody:
             await self._send(send, error_response(
-                408, f"request body not received within {self.body_timeout:g} s",
+                408, f"request body not received within {self.body_timeout or 0:g} s",
                 headers={"connection": "close"}))
             return
         except _TooLarge:
@@ -166,15 +167,18 @@ class RouteApp:
         return hmac.compare_digest(presented.encode("utf-8", "replace"), self.admin_token.encode())
 
     @staticmethod
-    async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
+    async def _read_body(receive: Receive, limit: int, timeout: float | None) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        deadline = anyio.current_time() + timeout
+        deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
-            with anyio.move_on_after(deadline - anyio.current_time()) as scope:
+            if deadline is None:
                 msg = await receive()
-            if scope.cancelled_caught:
-                raise _SlowBody
+            else:
+                with anyio.move_on_after(deadline - anyio.current_time()) as scope:
+                    msg = await receive()
+                if scope.cancelled_caught:
+                    raise _SlowBody
             if msg["type"] == "http.disconnect":
                 raise _Disconnected
             chunk = msg.get("body", b"")

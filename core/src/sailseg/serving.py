@@ -53,14 +53,20 @@ async def serve_runtime(
             yield
 
     server_cfg = rt.config.server
+    app = build_app(rt)
     http: Any = "h11"
     if has_module("httptools"):
         from .deadlines import deadline_protocol
 
-        http = deadline_protocol(server_cfg.header_timeout)
+        # header and body deadlines in the protocol (no cancel scope per request in the app)
+        http = deadline_protocol(server_cfg.header_timeout, server_cfg.body_timeout)
+        app.body_timeout = None
     config = uvicorn.Config(
-        build_app(rt), host=host, port=port, log_level="warning", access_log=False,
+        app, host=host, port=port, log_level="warning", access_log=False,
         lifespan="off", timeout_graceful_shutdown=5, backlog=2048, http=http,
+        # no X-Forwarded-* rewriting: routes read neither the scheme nor the client address,
+        # and the middleware is one more coroutine layer on every request
+        proxy_headers=False,
         # a slow client holds one of these until the header or body deadline ends it
         limit_concurrency=server_cfg.max_connections,
     )
