@@ -15,6 +15,10 @@ signed Sailthru /user form POST; the stub checks the signature).
 
 Prints a Markdown table (median [min-max] over rounds) and writes results/ingest-<time>.json.
 Ports: INGEST_PORT (9300) for sailseg, STUB_PORT (9309) for the stub.
+
+Before/after in one run: REF_SAILSEG_BIN=/path/to/other/.venv/bin/sailseg adds a third system,
+`sailseg-ref` (that install's sailseg, same config and checks), to every round, in rotating
+order with the other two, and its own ratio to the stub of the same round.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ DURATION = int(os.environ.get("DURATION", "15"))
 WARMUP = int(os.environ.get("WARMUP", "3"))
 INGEST_PORT = int(os.environ.get("INGEST_PORT", "9300"))
 STUB_PORT = int(os.environ.get("STUB_PORT", "9309"))
+REF_SAILSEG_BIN = os.environ.get("REF_SAILSEG_BIN", "")
 
 
 def _port_free(port: int) -> bool:
@@ -108,12 +113,14 @@ def run_stub() -> dict:
         _stop(p)
 
 
-def run_sailseg(rnd: int) -> dict:
+def run_sailseg(rnd: int, system: str = "sailseg-ingest", binary: str = "") -> dict:
     data = tempfile.mkdtemp(prefix="sailseg-ingest-")
     env = dict(os.environ, SUT_PORT=str(INGEST_PORT), W1_DATA_DIR=data,
                SAILSEG_BENCH_CONFIG=os.path.join(HERE, "ingest", "sailseg.toml"),
                SAILTHRU_API_URL="http://127.0.0.1:9", SAILTHRU_API_KEY=common.API_KEY,
                SAILTHRU_API_SECRET=common.SECRET)
+    if binary:
+        env["SAILSEG_BIN"] = binary
     url = f"http://127.0.0.1:{INGEST_PORT}/v1/identify"
     p = subprocess.Popen([os.path.join(HERE, "w1", "serve.sh")], env=env,
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "serve.log"), "w"))
@@ -134,7 +141,7 @@ def run_sailseg(rnd: int) -> dict:
     for f in glob.glob(os.path.join(data, "*")):
         os.remove(f)
     os.rmdir(data)
-    return {"system": "sailseg-ingest", "rps": r["wrk_rps"], "requests": r["wrk_requests"],
+    return {"system": system, "rps": r["wrk_rps"], "requests": r["wrk_requests"],
             "non2xx": r["wrk_non2xx"], "sock_errors": r["wrk_sock_errors"], "p99": r["wrk_p99"],
             "cpu_cores": cores, "machine_busy_cores": busy, "stored": stored, "acked": acked,
             # wrk stops mid-request: a request it gave up on may still have been stored, so
@@ -149,8 +156,11 @@ def main() -> None:
     load.write_lua_inputs()
     rows: list[dict] = []
     for rnd in range(1, ROUNDS + 1):
-        order = ([run_stub, lambda rnd=rnd: run_sailseg(rnd)] if rnd % 2
-                 else [lambda rnd=rnd: run_sailseg(rnd), run_stub])
+        order = [run_stub, lambda rnd=rnd: run_sailseg(rnd)]
+        if REF_SAILSEG_BIN:
+            order.append(lambda rnd=rnd: run_sailseg(rnd, "sailseg-ref", REF_SAILSEG_BIN))
+        shift = (rnd - 1) % len(order)
+        order = order[shift:] + order[:shift]
         pair = {}
         for fn in order:
             res = fn()
@@ -160,27 +170,39 @@ def main() -> None:
             print(f"  round {rnd} {res['system']:<15} {res['rps']:>8.0f}/s cpu {res['cpu_cores']} cores, "
                   f"machine busy {res['machine_busy_cores']}, non2xx {res['non2xx']}"
                   + (f", stored {res['stored']} acked {res['acked']}" if "stored" in res else ""), file=sys.stderr)
-        pair["sailseg-ingest"]["ratio_to_stub_uvicorn"] = round(pair["sailseg-ingest"]["rps"] / pair["stub-uvicorn"]["rps"], 3)
+        for name in ("sailseg-ingest", "sailseg-ref"):
+            if name in pair:
+                pair[name]["ratio_to_stub_uvicorn"] = round(pair[name]["rps"] / pair["stub-uvicorn"]["rps"], 3)
+        for res in pair.values():
+            res["cpu_us_per_req"] = round(res["cpu_cores"] * 1e6 / res["rps"], 1) if res["rps"] else None
 
     def mmm(xs: list[float], nd: int = 0) -> str:
         return f"{statistics.median(xs):.{nd}f} [{min(xs):.{nd}f}-{max(xs):.{nd}f}]"
 
     stub = [r for r in rows if r["system"] == "stub-uvicorn"]
     ing = [r for r in rows if r["system"] == "sailseg-ingest"]
+    ref = [r for r in rows if r["system"] == "sailseg-ref"]
     ratios = [r["ratio_to_stub_uvicorn"] for r in ing]
     summary = {
         "stub_uvicorn_rps_median": statistics.median(r["rps"] for r in stub),
         "sailseg_ingest_acked_per_s_median": statistics.median(r["rps"] for r in ing),
         "ratio_median": statistics.median(ratios), "target_ratio": 0.6,
-        "acked_not_stored": sum(r["acked_not_stored"] for r in ing),
-        "non2xx": sum(r["non2xx"] for r in ing), "bad_sigs": sum(r["bad_sigs"] for r in stub),
+        "acked_not_stored": sum(r["acked_not_stored"] for r in ing + ref),
+        "non2xx": sum(r["non2xx"] for r in ing + ref), "bad_sigs": sum(r["bad_sigs"] for r in stub),
     }
+    if ref:
+        summary["ref_sailseg_bin"] = REF_SAILSEG_BIN
+        summary["ref_ratio_median"] = statistics.median(r["ratio_to_stub_uvicorn"] for r in ref)
     print(f"Ingest only, {ROUNDS} rounds, {CONNS} connections, {DURATION} s each (median [min-max]):\n")
-    print("| system | acked req/s | CPU cores | machine busy cores | ratio to stub-on-uvicorn |")
-    print("|---|---|---|---|---|")
-    for name, rs in (("stub on uvicorn (ASGI ceiling)", stub), ("sailseg ingest, durable (SQLite FULL)", ing)):
-        ratio = mmm(ratios, 2) if rs is ing else "1"
+    print("| system | acked req/s | CPU cores | CPU us per request | machine busy cores | ratio to stub-on-uvicorn |")
+    print("|---|---|---|---|---|---|")
+    systems = [("stub on uvicorn (ASGI ceiling)", stub), ("sailseg ingest, durable (SQLite FULL)", ing)]
+    if ref:
+        systems.append((f"sailseg-ref ({REF_SAILSEG_BIN})", ref))
+    for name, rs in systems:
+        ratio = mmm([r["ratio_to_stub_uvicorn"] for r in rs], 2) if rs is not stub else "1"
         print(f"| {name} | {mmm([r['rps'] for r in rs])} | {mmm([r['cpu_cores'] for r in rs], 2)} | "
+              f"{mmm([r['cpu_us_per_req'] for r in rs])} | "
               f"{mmm([r['machine_busy_cores'] for r in rs], 2)} | {ratio} |")
     print(f"\nacked but not stored: {summary['acked_not_stored']} (must be 0); sailseg non-2xx: "
           f"{summary['non2xx']}; stub bad signatures: {summary['bad_sigs']}; "
