@@ -33,6 +33,7 @@ __all__ = [
     "identity_keys",
     "new_id",
     "ordering_key",
+    "spec_valid",
     "validate_message",
 ]
 
@@ -115,8 +116,13 @@ def new_id() -> str:
     return f"{us:014x}{_seq:08x}{_node}"
 
 
-def validate_message(data: Any, *, where: str = "$") -> JSON:
+def validate_message(data: Any, *, where: str = "$", schema_checked: bool = False) -> JSON:
     """Check one decoded message against the spec; return it unchanged (a dict).
+
+    :param schema_checked: the caller decoded the message's raw JSON as :data:`Message`
+        already (:func:`spec_valid`), so only the rules the schema cannot say are checked
+        here. Why: converting a decoded dict to ``Message`` costs ~4x a typed decode of the
+        same bytes (15.6 vs 4.3 us for the 900-byte W1 identify), on every ingested event.
 
     Raises :class:`InputError` naming the offending field, e.g.
     ``Expected `str`, got `int` - at `$.event```.
@@ -126,7 +132,8 @@ def validate_message(data: Any, *, where: str = "$") -> JSON:
     if "type" not in data:
         raise InputError(f"Object missing required field `type` - at `{where}`")
     try:
-        msgspec.convert(data, Message)
+        if not schema_checked:
+            msgspec.convert(data, Message)
     except msgspec.ValidationError as exc:
         msg = str(exc)
         if where != "$":
@@ -135,6 +142,22 @@ def validate_message(data: Any, *, where: str = "$") -> JSON:
     if data.get("userId") in (None, "") and data.get("anonymousId") in (None, "") and data["type"] != "delete":
         raise InputError(f"Either `userId` or `anonymousId` is required - at `{where}`")
     return data
+
+
+_ONE = msgspec.json.Decoder(Message)
+_MANY = msgspec.json.Decoder(list[Message])
+
+
+def spec_valid(body: bytes, *, batch: bool) -> bool:
+    """True when the JSON ``body`` (one message, or with ``batch`` an array of them) matches
+    the spec schema as a whole: one typed decode of the bytes. False says nothing about
+    which item failed or why: check each with :func:`validate_message` then, which names
+    the field. Call after the depth check (:func:`sailseg.http.check_json_depth`)."""
+    try:
+        (_MANY if batch else _ONE).decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return False
+    return True
 
 
 def decode_message(body: bytes) -> JSON:

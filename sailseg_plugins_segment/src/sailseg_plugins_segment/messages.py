@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from sailseg.errors import InputError
-from sailseg.events import validate_message
+from sailseg.events import spec_valid, validate_message
 
 from .drops import drop_reason
 from .engage import annotate_engage
@@ -26,10 +26,13 @@ __all__ = ["Prepared", "accept_messages", "prepare_all", "prepare_message", "tra
 
 
 def prepare_message(
-    item: Any, *, where: str, received_at: str | None = None, assign_id: bool = True
+    item: Any, *, where: str, received_at: str | None = None, assign_id: bool = True,
+    schema_checked: bool = False,
 ) -> dict[str, Any]:
     """Validate and annotate one message (in place); return it.
 
+    :param schema_checked: the raw JSON was decoded against the spec schema already
+        (:func:`sailseg.events.spec_valid`); see :func:`sailseg.events.validate_message`.
     :raises InputError: naming the field and its position (``$[3].event``).
     """
     if isinstance(item, dict):
@@ -38,7 +41,7 @@ def prepare_message(
                 item[key] = {}
         item.pop("writeKey", None)
     try:
-        msg = validate_message(item, where=where)
+        msg = validate_message(item, where=where, schema_checked=schema_checked)
     except InputError as exc:
         text = str(exc)
         if f"`{where}" not in text:  # msgspec names no path for top-level fields
@@ -65,12 +68,19 @@ class Prepared:
 
 def prepare_all(
     items: Sequence[Any], *, received_at: str | None = None, assign_id: bool = True,
-    size_of: Any = None, size_limit: int | None = None,
+    size_of: Any = None, size_limit: int | None = None, body: bytes | None = None,
+    batch: bool = True,
 ) -> Prepared:
     """Prepare every item of a batch; invalid ones are collected, not raised.
 
     :param size_of: optional ``item -> bytes`` measure; items above ``size_limit`` are refused.
+    :param body: the raw JSON the items were decoded from: one object (``batch`` False) or
+        an array of exactly ``items``. When it matches the spec schema as a whole, in one
+        typed decode, the items are not converted one by one (the common case, ~4x cheaper;
+        msgspec checks every occurrence of a repeated key, so the decoded dicts, where the
+        last occurrence wins, hold only checked values).
     """
+    checked = body is not None and spec_valid(body, batch=batch)
     out = Prepared()
     for i, item in enumerate(items):
         where = f"$[{i}]"
@@ -83,7 +93,8 @@ def prepare_all(
                 continue
         try:
             out.messages.append(
-                prepare_message(item, where=where, received_at=received_at, assign_id=assign_id)
+                prepare_message(item, where=where, received_at=received_at, assign_id=assign_id,
+                                schema_checked=checked)
             )
         except InputError as exc:
             out.rejected.append({"index": i, "reason": drop_reason(item), "error": str(exc)})

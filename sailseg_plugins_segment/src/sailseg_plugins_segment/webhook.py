@@ -185,7 +185,7 @@ class SegmentWebhook(sailseg.Trigger):
             items = data
         else:
             return error_response(400, f"Expected a JSON object or array, got {type(data).__name__}")
-        prepared = prepare_all(items, received_at=None)
+        prepared = prepare_all(items, received_at=None, body=body, batch=isinstance(data, list))
         if not prepared.messages:
             first = prepared.rejected[0]["error"]
             if isinstance(data, dict):
