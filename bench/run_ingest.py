@@ -186,7 +186,7 @@ def main() -> None:
     summary = {
         "stub_uvicorn_rps_median": statistics.median(r["rps"] for r in stub),
         "sailseg_ingest_acked_per_s_median": statistics.median(r["rps"] for r in ing),
-        "ratio_median": statistics.median(ratios), "target_ratio": 0.6,
+        "ratio_median": statistics.median(ratios), "target_ratio": 0.4,
         "acked_not_stored": sum(r["acked_not_stored"] for r in ing + ref),
         "non2xx": sum(r["non2xx"] for r in ing + ref), "bad_sigs": sum(r["bad_sigs"] for r in stub),
     }
@@ -206,7 +206,7 @@ def main() -> None:
               f"{mmm([r['machine_busy_cores'] for r in rs], 2)} | {ratio} |")
     print(f"\nacked but not stored: {summary['acked_not_stored']} (must be 0); sailseg non-2xx: "
           f"{summary['non2xx']}; stub bad signatures: {summary['bad_sigs']}; "
-          f"target ratio >= 0.6: {'met' if summary['ratio_median'] >= 0.6 else 'NOT met'}")
+          f"target ratio >= 0.4 (issue 17): {'met' if summary['ratio_median'] >= 0.4 else 'NOT met'}")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", f"ingest-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
     with open(path, "w") as fh:
