@@ -251,7 +251,14 @@ class ComponentContext:
         under the 64 concurrent sends a sink runs; against the W1 stub at 64 in flight it gave
         about a sixth of the aiohttp-backed transport's requests/s with p99 in the hundreds of
         ms (``bench/client_options.py``). Pass ``transport=`` or ``limits=`` to override.
+
+        The client is a :class:`sailseg.http_client.Client`: the httpx API, with a direct
+        ``send`` for plain requests (no auth, redirects, hooks or streaming), about half of
+        httpx's own per-request cost. Tests mock it with ``respx.mock(using="httpx")`` (the
+        default ``using="httpcore"`` only patches httpx's own pool, which the aiohttp
+        transport does not use) or by injecting ``ctx.transport``.
         """
+        from .http_client import Client
         from .http_tracing import TracedTransport
 
         if self.transport is not None:
@@ -267,7 +274,7 @@ class ComponentContext:
         # one CLIENT span per request (HTTP semantic conventions), see sailseg.http_tracing
         kwargs["transport"] = TracedTransport(kwargs["transport"], self.tracer)
         kwargs.setdefault("timeout", httpx.Timeout(10.0, connect=5.0))
-        return httpx.AsyncClient(**kwargs)
+        return Client(**kwargs)
 
     @contextlib.contextmanager
     def poll_span(self, what: str = "") -> Iterator[Any]:

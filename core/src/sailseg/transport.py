@@ -95,8 +95,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = request.headers.multi_items()
         try:
             body: Any = request.content
-        except httpx.RequestNotRead:  # a streaming upload: pass it through without buffering
-            body = _aiter(request.stream)
+        except httpx.RequestNotRead:
+            if isinstance(request.stream, httpx.ByteStream):  # e.g. a redirect's re-sent body
+                body = b"".join(request.stream)
+            else:  # a streaming upload: pass it through without buffering
+                body = _aiter(request.stream)
             headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]  # aiohttp chunks
         timeouts = request.extensions.get("timeout") or {}
         try:
