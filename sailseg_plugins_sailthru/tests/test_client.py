@@ -155,3 +155,21 @@ def test_form_quote_matches_quote_plus() -> None:
     samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))) for _ in range(300)]
     for text in samples:
         assert form_quote(text) == quote_plus(text), text
+
+
+def test_rate_headers_read_like_httpx_lookups() -> None:
+    """The one-pass reader of the x-rate-limit-* headers gives what ``headers[k]`` gives."""
+    import httpx
+
+    from sailseg_plugins_sailthru.client import _rate_headers
+
+    names = ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset")
+    for raw in (
+        [(b"X-Rate-Limit-Limit", b"40"), (b"content-type", b"application/json"),
+         (b"x-rate-limit-remaining", b"39"), (b"X-RATE-LIMIT-RESET", b"1700000000")],
+        [(b"x-rate-limit-remaining", b"3"), (b"x-rate-limit-remaining", b"2")],
+        [(b"x-other", b"\xc3\xa9"), (b"x-rate-limit-reset", b"5")],
+        [],
+    ):
+        headers = httpx.Headers(raw)
+        assert _rate_headers(headers) == {k: headers[k] for k in names if k in headers}

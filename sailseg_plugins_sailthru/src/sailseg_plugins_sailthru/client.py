@@ -179,11 +179,7 @@ class SailthruClient:
                     _mark(span, exc)
                     raise
                 status = resp.status_code
-                headers_seen = {
-                    k: resp.headers[k]
-                    for k in ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset")
-                    if k in resp.headers
-                }
+                headers_seen = _rate_headers(resp.headers)
                 if span is not None:
                     span.set_attribute("http.response.status_code", status)
                     if "x-rate-limit-remaining" in headers_seen:
@@ -379,6 +375,23 @@ async def _export_chunks(resp: httpx.Response, max_bytes: int) -> AsyncIterator[
         raise SailthruTimeout("Sailthru export download timed out") from None
     except httpx.TransportError as exc:
         raise SailthruNetworkError(f"Sailthru export download: {type(exc).__name__}") from None
+
+
+_RATE_HEADERS = frozenset((b"x-rate-limit-limit", b"x-rate-limit-remaining", b"x-rate-limit-reset"))
+
+
+def _rate_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The ``x-rate-limit-*`` headers of an answer, as ``headers[name]`` gives them (repeats
+    joined with ", "), in one pass: six ``in``/``[]`` lookups on ``httpx.Headers`` rescan
+    and re-decode every header each time."""
+    out: dict[str, str] = {}
+    for name, value in headers.raw:
+        key = name.lower()
+        if key in _RATE_HEADERS:
+            k = key.decode("ascii")
+            v = value.decode(headers.encoding)
+            out[k] = f"{out[k]}, {v}" if k in out else v
+    return out
 
 
 def _records(tracer: Any) -> bool:
