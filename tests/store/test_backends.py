@@ -224,7 +224,7 @@ async def test_postgres_undecodable_rows_stay_leased_if_burying_them_fails(
     try:
         await store.migrate()
         await store.enqueue([qi("bad", "a"), qi("good", "b")], dedupe_window=0, now=NOW)
-        await store._execute("UPDATE sailseg_queue SET event = ? WHERE id = 'bad'", b"junk")
+        await store._execute("UPDATE sailseg_events SET event = ? WHERE id = 'bad'", b"junk")
 
         def broken(*_: object) -> None:
             raise RuntimeError("disk on fire")

@@ -499,7 +499,8 @@ async def test_an_undecodable_row_becomes_a_dead_letter_instead_of_poisoning_cla
 ) -> None:
     await store.enqueue([item("a1", "A"), item("b1", "B"), item("a2", "A"),
                          item("c1", "C", sinks=["s"])], dedupe_window=0, now=NOW)
-    await store._execute("UPDATE sailseg_queue SET event = ? WHERE id = ?", b"{not json", "a1")
+    await store._execute("UPDATE sailseg_events SET event = ? WHERE id = "
+                         "(SELECT body FROM sailseg_queue WHERE id = ?)", b"{not json", "a1")
     await store._execute("UPDATE sailseg_queue SET sinks = ? WHERE id = ?", "[1,", "c1")
     assert ids(await store.claim("n", 10, lease=30, now=NOW)) == ["b1"]
     assert ids(await store.claim("n", 10, lease=30, now=NOW)) == ["a2"]  # a1 no longer blocks A
@@ -509,7 +510,8 @@ async def test_an_undecodable_row_becomes_a_dead_letter_instead_of_poisoning_cla
         ("a1", "p", "-", "Undecodable"), ("c1", "p", "-", "Undecodable")]
     assert all("cannot be decoded" in d.error for d in dead)
     raw = {r[0]: bytes(r[1]) for r in await store._fetch(
-        "SELECT item_id, event FROM sailseg_dead_letters")}
+        "SELECT d.item_id, e.event FROM sailseg_dead_letters d "
+        "JOIN sailseg_events e ON e.id = d.body")}
     assert raw["a1"] == b"{not json"  # the stored bytes are kept for inspection
     assert await store.get_dead_letter(dead[0].id) == dead[0]
     assert dead[1].event.id == "e-c1"  # its event was fine: only the sinks were not

@@ -244,8 +244,9 @@ async def test_dead_letters_that_cannot_be_decoded_are_listed_not_fatal(
 ) -> None:
     await run_one(store, item("a", "A"), dead=[failure("s1")])
     await run_one(store, item("b", "B"), now=NOW + 1, dead=[failure("s2")])
-    await store._execute("UPDATE sailseg_dead_letters SET event = ?, response = ? WHERE item_id = ?",
-                         b"\xff garbage", b"{bad", "a")
+    await store._execute("UPDATE sailseg_dead_letters SET response = ? WHERE item_id = ?",
+                         b"{bad", "a")
+    await store._execute("UPDATE sailseg_events SET event = ? WHERE id = 'a'", b"\xff garbage")
     bad, good = await store.list_dead_letters()
     assert (bad.item_id, bad.sink, bad.error) == ("a", "s1", "s1 said no")
     assert bad.event.payload == {} and bad.response == "{bad"

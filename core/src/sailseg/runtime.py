@@ -472,13 +472,14 @@ class Runtime:
             else:
                 carrier = dict(trace or {})
             okey = ordering_key(msg)
+            # one stored copy of the event (body ``eid``) serves every pipeline
             for p in pipelines:
                 items.append(QueueItem(
                     id=new_id(),
                     event=Event(id=eid, source=trigger_instance, pipeline=p, payload=msg,
                                 received_at=now, trace=carrier),
                     pipeline=p, okey=okey, dedupe_key=f"{p}:{msg['messageId']}",
-                    first_seen=now, due_at=now,
+                    first_seen=now, due_at=now, body=eid,
                 ))
         try:
             flags = await self.enqueue_items(

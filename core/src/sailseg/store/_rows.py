@@ -1,12 +1,15 @@
 """How store structs become table rows and back, the same for every SQL backend.
 
-Events are stored as msgspec JSON bytes; small lists and free-form values (sinks, responses,
-audit details) as JSON too. Rows are plain tuples in the column order named by the ``*_COLS``
-strings, so the SQLite (tuple) and asyncpg (Record) rows decode through the same functions.
+Events are stored as msgspec JSON bytes, once per accepted message, in ``sailseg_events``
+(schema 4); the rows that carry an event name it in their ``body`` column and are read joined
+with it (``*_READ``). Small lists and free-form values (sinks, responses, audit details) are
+JSON too. Rows are plain tuples in the column order named by the ``*_COLS`` strings, so the
+SQLite (tuple) and asyncpg (Record) rows decode through the same functions.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -18,8 +21,18 @@ from .base import AuditRecord, DeadLetter, Outcome, QueueItem
 
 __all__ = [
     "AUDIT_COLS",
+    "BODY_INSERT",
     "DEAD_COLS",
+    "DEAD_READ",
     "ITEM_COLS",
+    "ITEM_READ",
+    "EVENT_OF_Q",
+    "REFS_DELETE",
+    "REFS_UPDATE",
+    "body_inserts",
+    "encode_bodies",
+    "outcome_refs",
+    "released_refs",
     "HeadKey",
     "PreparedOutcome",
     "audit_from_row",
@@ -43,9 +56,23 @@ __all__ = [
     "undecodable_dead_row",
 ]
 
-#: queue and parked rows share these columns
-ITEM_COLS = "id, pipeline, okey, dedupe_key, sinks, attempt, first_seen, due_at, last_error, event"
-DEAD_COLS = "id, item_id, pipeline, sink, okey, error, error_type, response, attempts, created_at, event"
+#: queue and parked rows share these columns (``body``: the id of their stored event)
+ITEM_COLS = "id, pipeline, okey, dedupe_key, sinks, attempt, first_seen, due_at, last_error, body"
+#: ``ITEM_COLS`` of a queue or parked row ``q`` and its event: ``FROM <table> q`` + ``EVENT_OF_Q``
+ITEM_READ = ", ".join(f"q.{c.strip()}" for c in ITEM_COLS.split(",")) + ", e.event"
+EVENT_OF_Q = "LEFT JOIN sailseg_events e ON e.id = q.body"
+DEAD_COLS = "id, item_id, pipeline, sink, okey, error, error_type, response, attempts, created_at, body"
+#: every dead letter column and its event
+DEAD_READ = ("SELECT " + ", ".join(f"d.{c.strip()}" for c in DEAD_COLS.split(","))
+             + ", e.event FROM sailseg_dead_letters d LEFT JOIN sailseg_events e ON e.id = d.body")
+BODY_INSERT = (
+    "INSERT INTO sailseg_events (id, okey, refs, event) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET refs = sailseg_events.refs + excluded.refs"
+)
+#: (increment, id) rows, in id order so that concurrent writers lock events in one order
+REFS_UPDATE = "UPDATE sailseg_events SET refs = refs + ? WHERE id = ?"
+#: (id,) rows: events no row names any more
+REFS_DELETE = "DELETE FROM sailseg_events WHERE id = ? AND refs <= 0"
 AUDIT_COLS = "id, at, action, subject, actor, system, outcome, details"
 
 _event_encoder = msgspec.json.Encoder()
@@ -72,16 +99,57 @@ def _clean_opt(text: str | None) -> str | None:
     return None if text is None else clean(text)
 
 
-def decode_event(data: bytes) -> Event:
-    return _event_decoder.decode(data)
+def decode_event(data: bytes | None, pipeline: str) -> Event:
+    """A stored event as the row of ``pipeline`` carries it (one copy serves every pipeline
+    its message went to). Raises on a missing (None) or damaged event."""
+    if data is None:
+        raise ValueError("its stored event is missing")
+    event = _event_decoder.decode(data)
+    event.pipeline = pipeline
+    return event
 
 
 def encode_sinks(sinks: Sequence[str] | None) -> str | None:
     return None if sinks is None else _event_encoder.encode(list(sinks)).decode()
 
 
+def encode_bodies(items: Iterable[QueueItem]) -> dict[str, tuple[str, bytes]]:
+    """``{body id: (okey, encoded event)}`` of items about to be enqueued: each body encoded
+    once, from the first item naming it.
+
+    :raises ValueError: two items share a body but not an ordering key (an erasure deletes
+        events by ordering key, so one event must not serve two people).
+    """
+    out: dict[str, tuple[str, bytes]] = {}
+    for item in items:
+        body = item.body or item.id
+        okey = clean(item.okey)
+        known = out.get(body)
+        if known is None:
+            out[body] = (okey, _event_encoder.encode(item.event))
+        elif known[0] != okey:
+            raise ValueError(f"items sharing body {body!r} have different ordering keys")
+    return out
+
+
+def body_inserts(
+    accepted: Iterable[Row], bodies: dict[str, tuple[str, bytes]]
+) -> list[tuple[str, str, int, bytes]]:
+    """The ``BODY_INSERT`` rows for the accepted queue rows (``ITEM_COLS``): each body once,
+    with as many refs as rows name it."""
+    refs = Counter(r[9] for r in accepted)
+    return [(body, bodies[body][0], n, bodies[body][1]) for body, n in refs.items()]
+
+
+def released_refs(bodies: Iterable[str | None]) -> list[tuple[int, str]]:
+    """``REFS_UPDATE`` rows for rows naming these bodies that were deleted."""
+    refs = Counter(b for b in bodies if b is not None)
+    return [(-n, body) for body, n in sorted(refs.items())]
+
+
 def item_row(item: QueueItem, *, due_at: float | None = None) -> tuple[Any, ...]:
-    """The ``ITEM_COLS`` values of ``item`` (``due_at`` overrides the item's)."""
+    """The ``ITEM_COLS`` values of ``item`` (``due_at`` overrides the item's); ``body`` is the
+    item's own id unless it shares one."""
     return (
         item.id,
         item.pipeline,
@@ -92,11 +160,12 @@ def item_row(item: QueueItem, *, due_at: float | None = None) -> tuple[Any, ...]
         item.first_seen,
         item.due_at if due_at is None else due_at,
         _clean_opt(item.last_error),
-        _event_encoder.encode(item.event),
+        item.body or item.id,
     )
 
 
 def item_from_row(row: Row) -> QueueItem:
+    """A queue or parked item from its ``ITEM_READ`` row."""
     return QueueItem(
         id=row[0],
         pipeline=row[1],
@@ -107,7 +176,8 @@ def item_from_row(row: Row) -> QueueItem:
         first_seen=row[6],
         due_at=row[7],
         last_error=row[8],
-        event=_event_decoder.decode(row[9]),
+        body=None if row[9] == row[0] else row[9],
+        event=decode_event(row[10], row[1]),
     )
 
 
@@ -122,9 +192,9 @@ def dead_row(
     response: Any,
     attempts: int,
     created_at: float,
-    event: bytes,
+    body: str | None,
 ) -> tuple[Any, ...]:
-    """The ``DEAD_COLS`` values of a new dead letter (``event`` already encoded)."""
+    """The ``DEAD_COLS`` values of a new dead letter naming the stored event ``body``."""
     return (
         new_id(),
         item_id,
@@ -136,42 +206,42 @@ def dead_row(
         None if response is None else _loose_encoder.encode(response),
         attempts,
         created_at,
-        event,
+        body,
     )
 
 
 def expired_dead_row(row: Row, now: float) -> tuple[Any, ...]:
-    """The dead letter for an expired parked row (id, pipeline, okey, attempt, reason, event)."""
+    """The dead letter for an expired parked row (id, pipeline, okey, attempt, reason, body)."""
     reason = row[4] or "identity not resolved"
     return dead_row(
         item_id=row[0], pipeline=row[1], sink="-", okey=row[2],
         error=f"parked until it expired without an identity match: {reason}",
-        error_type="Unmatched", response=None, attempts=row[3], created_at=now, event=row[5],
+        error_type="Unmatched", response=None, attempts=row[3], created_at=now, body=row[5],
     )
 
 
 def released_row(row: Row, now: float) -> tuple[Any, ...]:
     """A parked row (``ITEM_COLS``) going back to the queue: the same item, due ``now``."""
-    return (*row[:7], now, row[8], bytes(row[9]))
+    return (*row[:7], now, row[8], row[9])
 
 
 def replay_row(row: Row, now: float) -> tuple[Any, ...]:
-    """A fresh queue row (``ITEM_COLS``) replaying dead letter (id, pipeline, okey, sink, event):
+    """A fresh queue row (``ITEM_COLS``) replaying dead letter (id, pipeline, okey, sink, body):
     attempt 1, due now, for that sink only (every sink when the failure was "-")."""
     sink = row[3]
     return (new_id(), row[1], row[2], None, encode_sinks(None if sink == "-" else [sink]),
-            1, now, now, None, bytes(row[4]))
+            1, now, now, None, row[4])
 
 
 def undecodable_dead_row(row: Row, exc: Exception, now: float) -> tuple[Any, ...]:
-    """The dead letter for a queue row (``ITEM_COLS``) that cannot be decoded: the stored
-    event bytes are kept as they are, for inspection (and replay once fixed)."""
+    """The dead letter for a queue row (``ITEM_READ``) that cannot be decoded: it names the
+    stored event as it is, for inspection (and replay once fixed)."""
     attempt = row[5] if isinstance(row[5], int) else 1
     return dead_row(
         item_id=row[0], pipeline=row[1], sink="-", okey=row[2],
         error=f"stored item cannot be decoded: {type(exc).__name__}: {exc}",
         error_type="Undecodable", response=None, attempts=attempt, created_at=now,
-        event=bytes(row[9] or b""),
+        body=row[9],
     )
 
 
@@ -205,11 +275,11 @@ def _loose_response(data: Any) -> Any:
 
 
 def dead_from_row(row: Row) -> DeadLetter:
-    """A dead letter from its ``DEAD_COLS`` row. Never fails on a damaged event or response:
+    """A dead letter from its ``DEAD_READ`` row. Never fails on a damaged event or response:
     the event becomes an empty stand-in (its ``meta["undecodable"]`` says why), the
     response text, so ``sailseg dlq list`` still shows the entry."""
     try:
-        event = _event_decoder.decode(row[10])
+        event = decode_event(row[11], row[2])
     except Exception as exc:  # noqa: BLE001 - see the docstring
         event = _stand_in_event(row, exc)
     return DeadLetter(
@@ -256,7 +326,8 @@ class PreparedOutcome(NamedTuple):
     """One :class:`Outcome` turned into the rows :meth:`Store.finish` writes.
 
     Encoding happens here, before any transaction, so a value that cannot be stored fails
-    the caller's own call and nothing else.
+    the caller's own call and nothing else. The rows that name the item's stored event get
+    its id from the queue row itself, in the transaction (:meth:`rows`).
     """
 
     id: str
@@ -266,18 +337,34 @@ class PreparedOutcome(NamedTuple):
     status: str
     #: (sinks, attempt, due_at, last_error) for a retry
     retry: tuple[Any, ...] | None
-    #: (id, pipeline, okey, delivered_at, sinks, event) when something was delivered
+    #: (id, pipeline, okey, delivered_at, sinks) when something was delivered
     delivered: tuple[Any, ...] | None
-    #: ``ITEM_COLS`` + (parked_at, expires_at, reason) for a parked item
+    #: ``ITEM_COLS`` but ``body`` + (parked_at, expires_at, reason) for a parked item
     parked: tuple[Any, ...] | None
     #: (kind, value, item_id) rows for a parked item
     park_keys: list[tuple[str, str, str]]
-    #: ``DEAD_COLS`` rows
+    #: ``DEAD_COLS`` rows but ``body``
     dead: list[tuple[Any, ...]]
     #: (pipeline, name, increment)
     counts: list[tuple[str, str, int]]
     #: ``JOURNAL_COLS`` rows (see ``_journal``)
     journal: list[tuple[Any, ...]] = []
+
+    def refs(self) -> int:
+        """How the count of rows naming the item's event changes when this is applied."""
+        return (-(self.retry is None) + (self.delivered is not None)
+                + (self.parked is not None) + len(self.dead))
+
+
+def outcome_refs(applied: Iterable[PreparedOutcome], bodies: dict[str, str | None]) -> list[tuple[int, str]]:
+    """``REFS_UPDATE`` rows (nonzero changes only) for applied outcomes whose queue rows named
+    ``bodies[id]``; the usual outcome (delivered, the row moves to the delivered log) needs none."""
+    refs: Counter[str] = Counter()
+    for p in applied:
+        body = bodies.get(p.id)
+        if body is not None:
+            refs[body] += p.refs()
+    return [(n, body) for body, n in sorted(refs.items()) if n]
 
 
 def prepare_outcomes(
@@ -293,24 +380,23 @@ def prepare_outcomes(
             continue
         seen.add(item.id)
         okey = clean(item.okey)
-        event = _event_encoder.encode(item.event) if (o.delivered or o.dead) else b""
         retry = parked = delivered = None
         keys: list[tuple[str, str, str]] = []
         if o.status == "retry":
             retry = (encode_sinks(o.sinks), o.attempt, o.due_at, _clean_opt(o.error))
         elif o.status == "parked":
-            parked = (*item_row(item), now, o.park_expires_at, clean(o.error or ""))
+            parked = (*item_row(item)[:9], now, o.park_expires_at, clean(o.error or ""))
             keys = [(clean(k), clean(v), item.id) for k, v in o.park_keys.items()]
         elif o.status != "done":
             raise ValueError(f"unknown outcome status {o.status!r} for item {item.id}")
         if o.delivered:
-            delivered = (item.id, item.pipeline, okey, now, encode_sinks(o.delivered), event)
+            delivered = (item.id, item.pipeline, okey, now, encode_sinks(o.delivered))
         dead = [
             dead_row(
                 item_id=item.id, pipeline=item.pipeline, sink=d.sink, okey=okey, error=d.error,
                 error_type=d.error_type, response=d.response, attempts=item.attempt,
-                created_at=now, event=event,
-            )
+                created_at=now, body=None,
+            )[:10]
             for d in o.dead
         ]
         counts = [(item.pipeline, clean(k), n) for k, n in o.counts.items() if n]

@@ -9,6 +9,13 @@ of that key in that pipeline :meth:`~sailseg.store.base.Store.claim` may hand ou
 as a column (maintained by every write that adds or removes queue rows) and indexing the heads
 by due time (``sailseg_queue_due``, version 2) makes a claim a range scan over due heads,
 instead of a scan over every queued row of a busy key or every head waiting on backoff.
+
+Since version 4 an accepted event is stored once, in ``sailseg_events``, however many
+pipelines its trigger feeds: the queue, parked, dead-letter and delivered rows name it in
+their ``body`` column and their own ``event`` column stays empty (kept because SQLite cannot
+drop a ``NOT NULL`` column in place). ``refs`` counts the rows naming an event; the write that
+takes its count to 0 deletes it. ``okey`` is the ordering key of every row naming it, so a
+person's erasure deletes their events by ordering key, whatever the counts say.
 """
 
 from __future__ import annotations
@@ -23,10 +30,10 @@ Dialect = Literal["sqlite", "postgresql"]
 
 _TYPES: dict[Dialect, dict[str, str]] = {
     "sqlite": {"text": "TEXT", "real": "REAL", "int": "INTEGER", "bigint": "INTEGER", "blob": "BLOB",
-               "queue_options": ""},
+               "queue_options": "", "empty": "x''"},
     # "C" collation: text orders by code point, as SQLite's BINARY does (ids, kv_scan)
     "postgresql": {"text": 'text COLLATE "C"', "real": "double precision", "int": "integer",
-                   "bigint": "bigint", "blob": "bytea",
+                   "bigint": "bigint", "blob": "bytea", "empty": "''::bytea",
                    # rows are updated (leases, retries) and deleted all day: leave room for
                    # HOT updates and vacuum early
                    "queue_options": " WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02)"},
@@ -190,6 +197,31 @@ CREATE INDEX sailseg_queue_pipeline ON sailseg_queue (pipeline, id);
 CREATE INDEX sailseg_dead_letters_group ON sailseg_dead_letters (pipeline, sink, error_type, created_at, id);
 """
 
+# Version 4: each accepted event stored once (see the module docstring). Existing rows move
+# their event into sailseg_events under an id of their own (a letter per table, then the row
+# id: new bodies are 32 hex characters, so these never collide with them), one ref each.
+_V4 = """
+CREATE TABLE sailseg_events (
+    id {text} PRIMARY KEY,
+    okey {text} NOT NULL,
+    refs {int} NOT NULL,
+    event {blob} NOT NULL
+);
+CREATE INDEX sailseg_events_okey ON sailseg_events (okey);
+ALTER TABLE sailseg_queue ADD COLUMN body {text};
+ALTER TABLE sailseg_parked ADD COLUMN body {text};
+ALTER TABLE sailseg_dead_letters ADD COLUMN body {text};
+ALTER TABLE sailseg_delivered ADD COLUMN body {text};
+INSERT INTO sailseg_events (id, okey, refs, event) SELECT 'q' || id, okey, 1, event FROM sailseg_queue;
+UPDATE sailseg_queue SET body = 'q' || id, event = {empty};
+INSERT INTO sailseg_events (id, okey, refs, event) SELECT 'p' || id, okey, 1, event FROM sailseg_parked;
+UPDATE sailseg_parked SET body = 'p' || id, event = {empty};
+INSERT INTO sailseg_events (id, okey, refs, event) SELECT 'd' || id, okey, 1, event FROM sailseg_dead_letters;
+UPDATE sailseg_dead_letters SET body = 'd' || id, event = {empty};
+INSERT INTO sailseg_events (id, okey, refs, event) SELECT 'l' || id, okey, 1, event FROM sailseg_delivered;
+UPDATE sailseg_delivered SET body = 'l' || id, event = {empty};
+"""
+
 # Statements only one dialect runs, after the shared ones of the same version. SQLite: the
 # queue's size, which every write call that adds or removes queue rows adjusts by its total in
 # its own transaction (one writer, so the single row costs nothing in contention; per-row
@@ -203,7 +235,7 @@ INSERT INTO sailseg_queue_size (n) SELECT count(*) FROM sailseg_queue;
 }
 
 #: version -> the statements that upgrade the version before it
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "a migration is missing for SCHEMA_VERSION"
 
 

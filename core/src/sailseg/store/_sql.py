@@ -20,7 +20,12 @@ from ._journal import JOURNAL_INSERT, MINUTES_UPSERT, accepted_row, minute_rows
 from ._rows import (
     AUDIT_COLS,
     DEAD_COLS,
+    DEAD_READ,
+    EVENT_OF_Q,
     ITEM_COLS,
+    ITEM_READ,
+    REFS_DELETE,
+    REFS_UPDATE,
     PreparedOutcome,
     audit_from_row,
     audit_row,
@@ -28,7 +33,9 @@ from ._rows import (
     dead_from_row,
     decode_event,
     item_from_row,
+    outcome_refs,
     prefix_bound,
+    released_refs,
 )
 from ._views import ViewQueries
 from .base import AuditRecord, DeadLetter, ParkedItem, QueueItem, Store
@@ -44,8 +51,10 @@ __all__ = [
     "log",
     "log_skipped",
     "log_undecodable",
+    "purge_events_sql",
     "purge_journal_sql",
     "purge_sql",
+    "release_sql",
 ]
 
 log = logging.getLogger("sailseg.store")
@@ -60,16 +69,24 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
+#: an empty blob in SQL both dialects read (SQLite keeps it as text, which no one reads)
+_EMPTY_SQL = "''"
+
+
+# the rows name their event (``body``); their own ``event`` column is left empty (schema 4)
 #: ``ITEM_COLS`` and the ``head`` mark (0 or 1)
-QUEUE_INSERT_HEAD = f"INSERT INTO sailseg_queue ({ITEM_COLS}, head) VALUES ({_marks(11)})"
-DEAD_INSERT = f"INSERT INTO sailseg_dead_letters ({DEAD_COLS}) VALUES ({_marks(11)})"
+QUEUE_INSERT_HEAD = (f"INSERT INTO sailseg_queue ({ITEM_COLS}, head, event) "
+                     f"VALUES ({_marks(11)}, {_EMPTY_SQL})")
+#: ``DEAD_COLS`` values
+DEAD_INSERT = (f"INSERT INTO sailseg_dead_letters ({DEAD_COLS}, event) "
+               f"VALUES ({_marks(11)}, {_EMPTY_SQL})")
 _DELIVERED_INSERT = (
-    "INSERT INTO sailseg_delivered (id, pipeline, okey, delivered_at, sinks, event) "
-    f"VALUES ({_marks(6)}) ON CONFLICT (id) DO NOTHING"
+    "INSERT INTO sailseg_delivered (id, pipeline, okey, delivered_at, sinks, body, event) "
+    f"VALUES ({_marks(6)}, {_EMPTY_SQL}) ON CONFLICT (id) DO NOTHING"
 )
 _PARKED_INSERT = (
-    f"INSERT INTO sailseg_parked ({ITEM_COLS}, parked_at, expires_at, reason) "
-    f"VALUES ({_marks(13)}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO sailseg_parked ({ITEM_COLS}, parked_at, expires_at, reason, event) "
+    f"VALUES ({_marks(13)}, {_EMPTY_SQL}) ON CONFLICT (id) DO NOTHING"
 )
 _PARKED_KEYS_INSERT = (
     "INSERT INTO sailseg_parked_keys (kind, value, item_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
@@ -80,18 +97,28 @@ _COUNTS_UPSERT = (
 )
 
 
-def finish_writes(applied: Sequence[PreparedOutcome], now: float) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The inserts that record applied outcomes, as (statement, rows) for ``executemany``,
-    after the queue rows themselves were deleted or rescheduled."""
+def finish_writes(
+    applied: Sequence[PreparedOutcome], now: float, bodies: dict[str, str | None]
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The writes that record applied outcomes, as (statement, rows) for ``executemany``,
+    after the queue rows themselves were deleted or rescheduled; ``bodies`` maps each
+    applied item's id to the event its queue row named. Delivered, parked and dead-letter
+    rows name the same event; its count of rows changes only when an outcome adds or
+    removes more rows than the queue row it replaces."""
     counts: dict[tuple[str, str], int] = {}
     for p in applied:
         for pipeline, name, n in p.counts:
             counts[(pipeline, name)] = counts.get((pipeline, name), 0) + n
+    refs = outcome_refs(applied, bodies)
     return [
-        (_DELIVERED_INSERT, [p.delivered for p in applied if p.delivered is not None]),
-        (_PARKED_INSERT, [p.parked for p in applied if p.parked is not None]),
+        (_DELIVERED_INSERT, [(*p.delivered, bodies.get(p.id)) for p in applied
+                             if p.delivered is not None]),
+        (_PARKED_INSERT, [(*p.parked[:9], bodies.get(p.id), *p.parked[9:]) for p in applied
+                          if p.parked is not None]),
         (_PARKED_KEYS_INSERT, [k for p in applied for k in p.park_keys]),
-        (DEAD_INSERT, [d for p in applied for d in p.dead]),
+        (DEAD_INSERT, [(*d, bodies.get(p.id)) for p in applied for d in p.dead]),
+        (REFS_UPDATE, refs),
+        (REFS_DELETE, [(body,) for n, body in refs if n < 0]),
         # sorted, so that concurrent finishes on several nodes lock counter rows in one order
         (_COUNTS_UPSERT, [(pl, name, n) for (pl, name), n in sorted(counts.items())]),
         (JOURNAL_INSERT, [j for p in applied for j in p.journal]),
@@ -111,6 +138,13 @@ def accept_writes(
         (JOURNAL_INSERT, [accepted_row(i, now) for i in items] if journal else []),
         (MINUTES_UPSERT, minute_rows(((p, "in", n) for p, n in counts.items()), now)),
     ]
+
+
+def release_sql(rows: Sequence[Row]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The writes that release the stored events named by deleted rows (``(body,)`` rows
+    returned by a ``DELETE ... RETURNING body``), as (statement, rows) for ``executemany``."""
+    refs = released_refs(r[0] for r in rows)
+    return [(REFS_UPDATE, refs), (REFS_DELETE, [(body,) for _, body in refs])]
 
 
 def log_skipped(prepared: Sequence[PreparedOutcome], applied: Sequence[PreparedOutcome],
@@ -138,6 +172,12 @@ def purge_sql(in_list: str) -> list[str]:
         f"DELETE FROM sailseg_{table} WHERE okey {in_list}"
         for table in ("queue", "delivered", "dead_letters")
     ]
+
+
+def purge_events_sql(in_list: str) -> str:
+    """``purge_okeys``'s delete of the stored events (not counted: the rows naming them
+    are): by ordering key, so an erasure removes them whatever their counts of rows say."""
+    return f"DELETE FROM sailseg_events WHERE okey {in_list}"
 
 
 def purge_journal_sql(in_list: str) -> str:
@@ -244,6 +284,12 @@ class SQLStore(ViewQueries, Store):
     def _list(self, values: Sequence[str]) -> Any:
         """The parameter value for ``column {IN}``."""
 
+    @abc.abstractmethod
+    async def _delete_releasing(self, sql: str, *args: Any) -> int:
+        """Run ``sql``, a ``DELETE ... RETURNING body``, and release the stored events its
+        rows named (deleting those no row names any more), in one transaction; return the
+        rows deleted."""
+
     # -- queue -----------------------------------------------------------------------
     async def backlog(self) -> int:
         rows = await self._fetch("SELECT count(*) FROM sailseg_queue")
@@ -272,15 +318,14 @@ class SQLStore(ViewQueries, Store):
     async def list_parked(
         self, *, expired_before: float | None = None, limit: int = 100
     ) -> list[ParkedItem]:
-        cols = f"{ITEM_COLS}, parked_at, expires_at, reason"
+        cols = f"{ITEM_READ}, q.parked_at, q.expires_at, q.reason FROM sailseg_parked q {EVENT_OF_Q}"
         if expired_before is None:
             rows = await self._fetch(
-                f"SELECT {cols} FROM sailseg_parked ORDER BY parked_at, id LIMIT ?", limit
+                f"SELECT {cols} ORDER BY q.parked_at, q.id LIMIT ?", limit
             )
         else:
             rows = await self._fetch(
-                f"SELECT {cols} FROM sailseg_parked WHERE expires_at < ? "
-                "ORDER BY parked_at, id LIMIT ?",
+                f"SELECT {cols} WHERE q.expires_at < ? ORDER BY q.parked_at, q.id LIMIT ?",
                 expired_before, limit,
             )
         keys: dict[str, dict[str, str]] = {}
@@ -298,8 +343,8 @@ class SQLStore(ViewQueries, Store):
                 log.warning("parked item %s cannot be decoded (%s: %s); not listed",
                             r[0], type(exc).__name__, exc)
                 continue
-            out.append(ParkedItem(item=item, keys=keys.get(r[0], {}), parked_at=r[10],
-                                  expires_at=r[11], reason=r[12]))
+            out.append(ParkedItem(item=item, keys=keys.get(r[0], {}), parked_at=r[11],
+                                  expires_at=r[12], reason=r[13]))
         return out
 
     # -- dead letters ----------------------------------------------------------------
@@ -309,47 +354,44 @@ class SQLStore(ViewQueries, Store):
         """Dead letters, oldest first."""
         if pipeline is None:
             rows = await self._fetch(
-                f"SELECT {DEAD_COLS} FROM sailseg_dead_letters ORDER BY created_at, id "
-                "LIMIT ? OFFSET ?",
-                limit, offset,
+                f"{DEAD_READ} ORDER BY d.created_at, d.id LIMIT ? OFFSET ?", limit, offset,
             )
         else:
             rows = await self._fetch(
-                f"SELECT {DEAD_COLS} FROM sailseg_dead_letters WHERE pipeline = ? "
-                "ORDER BY created_at, id LIMIT ? OFFSET ?",
+                f"{DEAD_READ} WHERE d.pipeline = ? ORDER BY d.created_at, d.id LIMIT ? OFFSET ?",
                 pipeline, limit, offset,
             )
         return [dead_from_row(r) for r in rows]
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
-        rows = await self._fetch(f"SELECT {DEAD_COLS} FROM sailseg_dead_letters WHERE id = ?", id)
+        rows = await self._fetch(f"{DEAD_READ} WHERE d.id = ?", id)
         return dead_from_row(rows[0]) if rows else None
 
     async def purge_dead_letters(self, ids: Sequence[str] | None) -> int:
         if ids is None:
-            return await self._execute("DELETE FROM sailseg_dead_letters")
+            return await self._delete_releasing("DELETE FROM sailseg_dead_letters RETURNING body")
         if not ids:
             return 0
-        return await self._execute(
-            f"DELETE FROM sailseg_dead_letters WHERE id {self.IN}", self._list(ids)
+        return await self._delete_releasing(
+            f"DELETE FROM sailseg_dead_letters WHERE id {self.IN} RETURNING body", self._list(ids)
         )
 
     # -- delivered (replay) ----------------------------------------------------------
     async def delivered_since(self, pipeline: str, since: float) -> AsyncIterator[Event]:
+        cols = ("SELECT d.delivered_at, d.id, e.event FROM sailseg_delivered d "
+                "JOIN sailseg_events e ON e.id = d.body WHERE d.pipeline = ? ")
         rows = await self._fetch(
-            "SELECT delivered_at, id, event FROM sailseg_delivered WHERE pipeline = ? "
-            "AND delivered_at >= ? ORDER BY delivered_at, id LIMIT ?",
+            f"{cols}AND d.delivered_at >= ? ORDER BY d.delivered_at, d.id LIMIT ?",
             pipeline, since, _PAGE,
         )
         while rows:
             for row in rows:
-                yield decode_event(row[2])
+                yield decode_event(row[2], pipeline)
             if len(rows) < _PAGE:
                 return
             last_at, last_id = rows[-1][0], rows[-1][1]
             rows = await self._fetch(
-                "SELECT delivered_at, id, event FROM sailseg_delivered WHERE pipeline = ? "
-                "AND (delivered_at, id) > (?, ?) ORDER BY delivered_at, id LIMIT ?",
+                f"{cols}AND (d.delivered_at, d.id) > (?, ?) ORDER BY d.delivered_at, d.id LIMIT ?",
                 pipeline, last_at, last_id, _PAGE,
             )
 
@@ -358,7 +400,7 @@ class SQLStore(ViewQueries, Store):
         short by skipped rows ends this round; the next prune takes the rest)."""
         old_deliveries = (
             "DELETE FROM sailseg_delivered WHERE id IN (SELECT id FROM sailseg_delivered "
-            f"WHERE delivered_at < ? LIMIT ?{self.SKIP_LOCKED})"
+            f"WHERE delivered_at < ? LIMIT ?{self.SKIP_LOCKED}) RETURNING body"
         )
         # a key is a duplicate while first_seen > now - window (see enqueue); one that an
         # enqueue is renewing right now is skipped
@@ -366,10 +408,10 @@ class SQLStore(ViewQueries, Store):
             "DELETE FROM sailseg_dedupe WHERE key IN (SELECT key FROM sailseg_dedupe "
             f"WHERE first_seen <= ? LIMIT ?{self.SKIP_LOCKED})"
         )
-        for sql, cutoff in ((old_deliveries, now - delivered_retention),
-                            (old_keys, now - dedupe_window)):
-            while await self._execute(sql, cutoff, _PAGE) >= _PAGE:
-                pass
+        while await self._delete_releasing(old_deliveries, now - delivered_retention, _PAGE) >= _PAGE:
+            pass
+        while await self._execute(old_keys, now - dedupe_window, _PAGE) >= _PAGE:
+            pass
         await self.prune_journal(before=now - delivered_retention, minutes_before=now - 2 * 86400)
 
     # -- stats -----------------------------------------------------------------------

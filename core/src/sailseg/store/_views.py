@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from ._journal import JOURNAL_COLS
-from ._rows import DEAD_COLS, clean, dead_from_row
+from ._rows import DEAD_READ, clean, dead_from_row
 from .base import DeadLetter
 
 __all__ = ["DeadGroup", "JournalEntry", "ViewQueries", "id_at"]
@@ -138,8 +138,8 @@ class ViewQueries(abc.ABC):
     ) -> list[DeadLetter]:
         """The group's latest dead letters, newest first."""
         rows = await self._fetch(
-            f"SELECT {DEAD_COLS} FROM sailseg_dead_letters WHERE pipeline = ? AND sink = ? "
-            "AND error_type = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+            f"{DEAD_READ} WHERE d.pipeline = ? AND d.sink = ? "
+            "AND d.error_type = ? ORDER BY d.created_at DESC, d.id DESC LIMIT ?",
             pipeline, sink, error_type, limit,
         )
         return [dead_from_row(r) for r in rows]

@@ -9,6 +9,10 @@ tests can control the clock.
 
 Tables, conceptually:
 
+- **events** (schema 4): each accepted event once, however many pipelines it goes through;
+  queue, parked, dead-letter and delivered rows refer to it (``QueueItem.body``) and the
+  last of them to go deletes it. Events are always returned with ``pipeline`` set to their
+  row's pipeline.
 - **queue**: one row per (accepted event, pipeline) still to deliver. ``okey`` is the ordering
   key: rows of one pipeline sharing it are claimed strictly one at a time, oldest first
   (per-identity order within a pipeline; pipelines do not wait for each other).
@@ -50,7 +54,7 @@ __all__ = [
 STORE_FIX = "change [store] url, --store URL or SAILSEG_STORE"
 
 #: The schema version this code understands. A store at another version refuses to start.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class QueueItem(msgspec.Struct, kw_only=True):
@@ -67,6 +71,10 @@ class QueueItem(msgspec.Struct, kw_only=True):
     :param first_seen: when it was accepted (for the max-age retry limit).
     :param due_at: not claimable before this time (backoff).
     :param last_error: text of the last retryable error, if any.
+    :param body: the id under which the store keeps the event. Items enqueued together with
+        the same ``body`` (one accepted message fanned out to several pipelines) share one
+        stored copy of the event, which must then be the same apart from ``pipeline``, as
+        must ``okey``. None: the item's own ``id`` (also how a claim returns that case).
     """
 
     id: str
@@ -79,6 +87,7 @@ class QueueItem(msgspec.Struct, kw_only=True):
     first_seen: float = 0.0
     due_at: float = 0.0
     last_error: str | None = None
+    body: str | None = None
 
 
 class DeadLetterRecord(msgspec.Struct, kw_only=True):
@@ -214,7 +223,8 @@ class Store(abc.ABC):
 
         An item whose ``dedupe_key`` was seen within ``dedupe_window`` seconds is not inserted
         (``False`` in the result at its index). Implementations group concurrent calls into
-        one transaction (group commit).
+        one transaction (group commit). Items sharing a ``body`` are stored with one copy
+        of the event (the first such item's, encoded once).
         """
 
     @abc.abstractmethod

@@ -34,9 +34,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import StoreError
 from ._rows import (
+    BODY_INSERT,
     ITEM_COLS,
     HeadKey,
+    body_inserts,
     decode_items,
+    encode_bodies,
     expired_dead_row,
     head_key,
     item_row,
@@ -59,8 +62,10 @@ from ._sql import (
     log,
     log_skipped,
     log_undecodable,
+    purge_events_sql,
     purge_journal_sql,
     purge_sql,
+    release_sql,
 )
 from .base import STORE_FIX, Outcome, QueueItem
 
@@ -70,8 +75,9 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 Row = Sequence[Any]
-# rows, dedupe window, now, the items (for their journal rows)
-EnqueueCall = tuple[list[tuple[Any, ...]], float, float, Sequence[QueueItem]]
+# rows, dedupe window, now, the items (for their journal rows), their encoded events
+EnqueueCall = tuple[list[tuple[Any, ...]], float, float, Sequence[QueueItem],
+                    dict[str, tuple[str, bytes]]]
 
 _IN = "= ANY(?::text[])"
 #: due heads, found through the partial index on (due_at, id), oldest due first
@@ -164,6 +170,12 @@ class PostgresStore(SQLStore):
     def _list(self, values: Sequence[str]) -> Any:
         return list(values)
 
+    async def _delete_releasing(self, sql: str, *args: Any) -> int:
+        async with self._db().acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_numbered(sql), *args)
+            await _release(conn, rows)
+        return len(rows)
+
     # -- schema ----------------------------------------------------------------------
     async def schema_version(self) -> int:
         async with self._db().acquire() as conn:
@@ -189,7 +201,7 @@ class PostgresStore(SQLStore):
         if not items:
             return []
         rows = [item_row(i) for i in items]
-        return await self._enqueuer.submit((rows, dedupe_window, now, items))
+        return await self._enqueuer.submit((rows, dedupe_window, now, items, encode_bodies(items)))
 
     async def _flush_enqueue(self, batch: list[Pending[EnqueueCall]]) -> None:
         """Write every waiting ``enqueue`` call in one transaction. If that fails, write
@@ -210,7 +222,7 @@ class PostgresStore(SQLStore):
         seen: set[str] = set()
         probes: dict[float, list[tuple[str, float]]] = {}  # window -> [(key, now)]
         for entry in batch:
-            rows, window, now, _ = entry.payload
+            rows, window, now, _, _ = entry.payload
             for row in rows:
                 key = row[3]
                 if key is not None and key not in seen:
@@ -232,8 +244,10 @@ class PostgresStore(SQLStore):
             journal: list[QueueItem] = []
             results: list[list[bool]] = []
             decided: set[str] = set()
+            bodies: dict[str, tuple[str, bytes]] = {}
             for entry in batch:
-                rows, window, _, items = entry.payload
+                rows, window, _, items, encoded = entry.payload
+                bodies.update(encoded)
                 flags = []
                 for row, item in zip(rows, items, strict=True):
                     key = row[3]
@@ -251,6 +265,8 @@ class PostgresStore(SQLStore):
                 results.append(flags)
             if accepted:
                 now = min(e.payload[2] for e in batch)
+                inserts = sorted(body_inserts(accepted, bodies))  # one lock order across nodes
+                await conn.executemany(_numbered(BODY_INSERT), inserts)
                 await _insert_items(conn, accepted, now)
                 for sql, extra in accept_writes(journal, now, journal=self.journal):
                     if extra:
@@ -262,8 +278,9 @@ class PostgresStore(SQLStore):
         if limit <= 0:
             return []
         rows = await self._db().fetch(
-            "UPDATE sailseg_queue SET lease_owner = $3, lease_until = $4 WHERE id IN "
-            f"({CLAIM_SQL} FOR UPDATE SKIP LOCKED) RETURNING {ITEM_COLS}",
+            "WITH c AS (UPDATE sailseg_queue SET lease_owner = $3, lease_until = $4 WHERE id IN "
+            f"({CLAIM_SQL} FOR UPDATE SKIP LOCKED) RETURNING {ITEM_COLS}) "
+            "SELECT c.*, e.event FROM c LEFT JOIN sailseg_events e ON e.id = c.body",
             now, limit, owner, now + lease,
         )
         items, bad = decode_items(rows)
@@ -301,26 +318,26 @@ class PostgresStore(SQLStore):
         retries = [(p.id, *p.retry) for p in prepared if p.retry is not None]
         async with self._db().acquire() as conn, conn.transaction():
             await _lock_okeys(conn, [p.okey for p in prepared])
-            hit: set[str] = set()
+            hit: dict[str, str | None] = {}  # id -> the event its row named
             if gone:
-                hit.update(r[0] for r in await conn.fetch(
+                hit.update((r[0], r[1]) for r in await conn.fetch(
                     "DELETE FROM sailseg_queue WHERE id = ANY($1::text[]) "
-                    "AND ($2::text IS NULL OR lease_owner = $2) RETURNING id", gone, owner
+                    "AND ($2::text IS NULL OR lease_owner = $2) RETURNING id, body", gone, owner
                 ))
             if retries:
                 ids, sinks, attempts, due, errors = (list(c) for c in zip(*retries, strict=True))
-                hit.update(r[0] for r in await conn.fetch(
+                hit.update((r[0], r[1]) for r in await conn.fetch(
                     "UPDATE sailseg_queue q SET sinks = u.sinks, attempt = u.attempt, "
                     "due_at = u.due_at, last_error = u.last_error, lease_owner = NULL, "
                     "lease_until = 0 FROM unnest($1::text[], $2::text[], $3::int[], "
                     "$4::float8[], $5::text[]) AS u(id, sinks, attempt, due_at, last_error) "
                     "WHERE q.id = u.id AND ($6::text IS NULL OR q.lease_owner = $6) "
-                    "RETURNING q.id",
+                    "RETURNING q.id, q.body",
                     ids, sinks, attempts, due, errors, owner,
                 ))
             # rows finished elsewhere, purged, or no longer ours (fenced) record nothing
             applied = [p for p in prepared if p.id in hit]
-            for sql, rows in finish_writes(applied, now):
+            for sql, rows in finish_writes(applied, now, hit):
                 if rows:
                     await conn.executemany(_numbered(sql), rows)
             await _fix_heads(conn, [(p.pipeline, p.okey) for p in applied], now)
@@ -351,7 +368,7 @@ class PostgresStore(SQLStore):
     async def expire_parked(self, *, now: float) -> int:
         async with self._db().acquire() as conn, conn.transaction():
             rows = await _take_parked(conn, "expires_at <= $1", now,
-                                      "id, pipeline, okey, attempt, reason, event")
+                                      "id, pipeline, okey, attempt, reason, body")
             if rows:
                 await conn.executemany(_numbered(DEAD_INSERT), [expired_dead_row(r, now) for r in rows])
             return len(rows)
@@ -372,7 +389,7 @@ class PostgresStore(SQLStore):
             await _lock_okeys(conn, [r[1] for r in targets])
             rows = await conn.fetch(
                 "DELETE FROM sailseg_dead_letters WHERE id = ANY($1::text[]) "
-                "RETURNING id, pipeline, okey, sink, event, created_at",
+                "RETURNING id, pipeline, okey, sink, body, created_at",
                 [r[0] for r in targets],
             )
             rows = sorted(rows, key=lambda r: (r[5], r[0]))
@@ -391,6 +408,7 @@ class PostgresStore(SQLStore):
             for sql in purge_sql(_IN):
                 total += _affected(await conn.execute(_numbered(sql), okeys))
             await conn.execute(_numbered(purge_journal_sql(_IN)), okeys)
+            await conn.execute(_numbered(purge_events_sql(_IN)), okeys)
         return total
 
 
@@ -424,6 +442,13 @@ async def _version(conn: asyncpg.Connection) -> int:
     if not await conn.fetchval("SELECT to_regclass('sailseg_schema') IS NOT NULL"):
         return 0
     return int(await conn.fetchval("SELECT max(version) FROM sailseg_schema") or 0)
+
+
+async def _release(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
+    """Release the stored events named by deleted rows (``(body,)`` each), in id order."""
+    for sql, extra in release_sql(rows):
+        if extra:
+            await conn.executemany(_numbered(sql), extra)
 
 
 async def _lock_okeys(conn: asyncpg.Connection, okeys: Sequence[str]) -> None:

@@ -45,10 +45,15 @@ import msgspec
 
 from ..errors import StoreError
 from ._rows import (
+    BODY_INSERT,
+    EVENT_OF_Q,
     ITEM_COLS,
+    ITEM_READ,
     HeadKey,
     PreparedOutcome,
+    body_inserts,
     decode_items,
+    encode_bodies,
     expired_dead_row,
     head_key,
     item_row,
@@ -70,8 +75,10 @@ from ._sql import (
     finish_writes,
     log_skipped,
     log_undecodable,
+    purge_events_sql,
     purge_journal_sql,
     purge_sql,
+    release_sql,
 )
 from .base import SCHEMA_VERSION, STORE_FIX, Outcome, QueueItem
 
@@ -83,9 +90,9 @@ Op = tuple[Callable[..., Any], tuple[Any, ...]]
 _IN = "IN (SELECT value FROM json_each(?))"
 #: due heads, found through the partial index on (due_at, id), oldest due first
 CLAIM_SQL = (
-    f"SELECT {ITEM_COLS} FROM sailseg_queue INDEXED BY sailseg_queue_due WHERE head = 1 "
-    "AND due_at <= ? AND lease_until <= ? AND pipeline NOT IN "
-    "(SELECT pipeline FROM sailseg_paused) ORDER BY due_at, id LIMIT ?"
+    f"SELECT {ITEM_READ} FROM sailseg_queue q INDEXED BY sailseg_queue_due {EVENT_OF_Q} "
+    "WHERE q.head = 1 AND q.due_at <= ? AND q.lease_until <= ? AND q.pipeline NOT IN "
+    "(SELECT pipeline FROM sailseg_paused) ORDER BY q.due_at, q.id LIMIT ?"
 )
 _json = msgspec.json.Encoder()
 
@@ -194,6 +201,9 @@ class SQLiteStore(SQLStore):
     def _list(self, values: Sequence[str]) -> Any:
         return _ids(values)
 
+    async def _delete_releasing(self, sql: str, *args: Any) -> int:
+        return int(await self._write(_delete_releasing, sql, args))
+
     # -- schema ----------------------------------------------------------------------
     async def schema_version(self) -> int:
         if not await self._fetch(
@@ -219,8 +229,9 @@ class SQLiteStore(SQLStore):
         if not items:
             return []
         rows = [item_row(i) for i in items]
+        bodies = encode_bodies(items)
         return await self._write(
-            _enqueue, rows, items, dedupe_window, now, self.journal)
+            _enqueue, rows, items, bodies, dedupe_window, now, self.journal)
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
         if limit <= 0:
@@ -388,6 +399,15 @@ def _migrate(conn: sqlite3.Connection) -> int:
     return int(current or 0)
 
 
+def _delete_releasing(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
+    """See ``SQLStore._delete_releasing``."""
+    rows = conn.execute(sql, args).fetchall()
+    for release, extra in release_sql(rows):
+        if extra:
+            conn.executemany(release, extra)
+    return len(rows)
+
+
 def _grow(conn: sqlite3.Connection, n: int) -> None:
     """Adjust the queue's size (``sailseg_queue_size``, read by ``backlog``) by ``n``. Every
     function here that inserts or deletes queue rows calls it in the same transaction;
@@ -434,7 +454,8 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
 
 
 def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueItem],
-             window: float, now: float, journaled: bool) -> list[bool]:
+             bodies: dict[str, tuple[str, bytes]], window: float, now: float,
+             journaled: bool) -> list[bool]:
     flags: list[bool] = []
     accepted: list[Row] = []
     journal: list[QueueItem] = []
@@ -460,6 +481,7 @@ def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueIte
         accepted.append(row)
         journal.append(item)
     if accepted:
+        conn.executemany(BODY_INSERT, body_inserts(accepted, bodies))
         _insert_items(conn, accepted, now)
         for sql, extra in accept_writes(journal, now, journal=journaled):
             conn.executemany(sql, extra)
@@ -499,21 +521,24 @@ def _finish(
     fence = "" if owner is None else " AND lease_owner = ?"
     extra = () if owner is None else (owner,)
     applied: list[PreparedOutcome] = []
+    bodies: dict[str, str | None] = {}
     removed = 0
     for p in prepared:
         if p.retry is not None:
-            cur = conn.execute(
+            hit = conn.execute(
                 "UPDATE sailseg_queue SET sinks = ?, attempt = ?, due_at = ?, last_error = ?, "
-                f"lease_owner = NULL, lease_until = 0 WHERE id = ?{fence}",
+                f"lease_owner = NULL, lease_until = 0 WHERE id = ?{fence} RETURNING body",
                 (*p.retry, p.id, *extra),
-            )
+            ).fetchone()
         else:
-            cur = conn.execute(f"DELETE FROM sailseg_queue WHERE id = ?{fence}", (p.id, *extra))
-        if cur.rowcount:  # else finished elsewhere, purged, or no longer ours: record nothing
+            hit = conn.execute(f"DELETE FROM sailseg_queue WHERE id = ?{fence} RETURNING body",
+                               (p.id, *extra)).fetchone()
+        if hit is not None:  # else finished elsewhere, purged, or no longer ours: record nothing
             applied.append(p)
+            bodies[p.id] = hit[0]
             removed += p.retry is None
     _grow(conn, -removed)
-    for sql, rows in finish_writes(applied, now):
+    for sql, rows in finish_writes(applied, now, bodies):
         if rows:
             conn.executemany(sql, rows)
     _fix_heads(conn, [(p.pipeline, p.okey) for p in applied], now)
@@ -537,7 +562,7 @@ def _release_parked(conn: sqlite3.Connection, keys: list[tuple[str, str]], now: 
 
 
 def _expire_parked(conn: sqlite3.Connection, now: float) -> int:
-    rows = _take_parked(conn, "expires_at <= ?", now, "id, pipeline, okey, attempt, reason, event")
+    rows = _take_parked(conn, "expires_at <= ?", now, "id, pipeline, okey, attempt, reason, body")
     if rows:
         conn.executemany(DEAD_INSERT, [expired_dead_row(r, now) for r in rows])
     return len(rows)
@@ -554,7 +579,7 @@ def _take_parked(conn: sqlite3.Connection, where: str, arg: Any, cols: str) -> l
 
 
 def _replay(conn: sqlite3.Connection, ids: list[str] | None, now: float) -> int:
-    cols = "id, pipeline, okey, sink, event FROM sailseg_dead_letters"
+    cols = "id, pipeline, okey, sink, body FROM sailseg_dead_letters"
     if ids is None:
         rows = conn.execute(f"SELECT {cols} ORDER BY created_at, id").fetchall()
     else:
@@ -570,6 +595,7 @@ def _purge(conn: sqlite3.Connection, okeys: str) -> int:
     total = len(_take_parked(conn, f"okey {_IN}", okeys, "id"))
     queue, *others = purge_sql(_IN)
     conn.execute(purge_journal_sql(_IN), (okeys,))
+    conn.execute(purge_events_sql(_IN), (okeys,))
     dequeued = conn.execute(queue, (okeys,)).rowcount
     _grow(conn, -dequeued)
     return total + dequeued + sum(conn.execute(sql, (okeys,)).rowcount for sql in others)

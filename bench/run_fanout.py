@@ -1,0 +1,232 @@
+"""Fan-out and payload size: sailseg's CPU per ingested event with 1 vs 5 pipelines on one
+trigger, and with a ~900-byte vs a ~10 KB identify, all measured in one run (issue 17:
+five pipelines <= 1.5x the CPU per event of one; 10 KB <= 1.2x the 900-byte one).
+
+    bench/.venv-bench/bin/python bench/run_fanout.py                    # ROUNDS=2 DURATION=8
+    SAILSEG_BINS="main=/work/main/.venv/bin/sailseg branch=.venv/bin/sailseg" \\
+        bench/.venv-bench/bin/python bench/run_fanout.py                # before/after, same run
+
+Cases: ``p1`` (one pipeline, 900 B), ``p5`` (five pipelines fed by the one trigger, 900 B),
+``p1-10k`` (one pipeline, 10 KB identify: the W1 event plus 240 more traits). Every pipeline
+is the W1 one (``segment.webhook`` -> ``map`` -> a sink).
+
+Modes (``MODES``, both by default):
+
+- ``ingest``: delivery paused (``max_inflight = 0``): the CPU of accepting, validating and
+  durably storing, per acked event. What "store an accepted event once" changes.
+- ``deliver``: delivery on, each pipeline's sink the ``echo`` sink with no recorder (it keeps
+  nothing, makes no HTTP call), so the figure is sailseg's own work per event: ingest, store,
+  claim, decode, pipeline, finish, delivered log, journal; and no outbound HTTP client, which
+  would dominate and is the same per pipeline whatever the store does.
+
+Each (system, case, mode): ``sailseg serve`` on a fresh SQLite directory (``synchronous=normal``
+so an fsync's latency does not decide the rate), a WARMUP-second wrk warm-up, then (deliver:
+once the queue is empty) the process tree's CPU ticks (``/proc/PID/stat`` utime + stime) over
+a DURATION-second wrk run with CONNS connections, and (deliver) until the queue is empty
+again. CPU per event = those ticks / events acked in the window. Ratios are taken within one
+round and system (``p5 / p1``, ``p1-10k / p1``), then the median over rounds. Ports:
+FANOUT_PORT (9400). Writes results/fanout-<time>.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import common  # noqa: E402
+import load  # noqa: E402
+
+ROUNDS = int(os.environ.get("ROUNDS", "2"))
+CONNS = int(os.environ.get("CONNS", "16"))
+DURATION = int(os.environ.get("DURATION", "8"))
+WARMUP = int(os.environ.get("WARMUP", "2"))
+PORT = int(os.environ.get("FANOUT_PORT", "9400"))
+MODES = os.environ.get("MODES", "ingest deliver").split()
+CASES = os.environ.get("CASES", "p1 p5 p1-10k").split()
+BINS = [b.split("=", 1) for b in
+        os.environ.get("SAILSEG_BINS", f"branch={ROOT}/.venv/bin/sailseg").split()]
+TEMPLATE_10K = "identify_10k_template.txt"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def write_10k_template() -> int:
+    """The W1 identify with 240 more traits (strings, numbers, booleans, small lists), ~10 KB."""
+    base = json.loads(common.identify_body("{MID}", 1))
+    extra = {}
+    for i in range(240):
+        kind = i % 5
+        extra[f"attr_{i:03d}"] = (f"value {i} " + "x" * 40 if kind == 0 else i * 7 if kind == 1
+                                  else i % 2 == 0 if kind == 2 else [f"tag{i}", f"tag{i + 1}"]
+                                  if kind == 3 else {"score": i / 3, "seen": "2026-11-27"})
+    base["traits"].update(extra)
+    text = json.dumps(base, separators=(",", ":"))
+    text = (text.replace('"user1@example.com"', '"user{N}@example.com"')
+            .replace('"user-1"', '"user-{N}"').replace('-000000000001"', '-{N}"'))
+    with open(os.path.join(HERE, "lua", TEMPLATE_10K), "w") as fh:
+        fh.write(text + "\n")
+    return len(text)
+
+
+def config(pipelines: int, mode: str, data: str) -> str:
+    """A sailseg.toml: one trigger feeding ``pipelines`` W1 pipelines, echo sinks."""
+    out = [f'[store]\nurl = "sqlite:///{data}/sailseg.db?synchronous=normal"\n',
+           '[server]\nhost = "127.0.0.1"\n',
+           "[delivery]\nmax_backlog = 100000000\n" + ("max_inflight = 0\n" if mode == "ingest" else ""),
+           '[triggers.segment]\ntype = "segment.webhook"\npath = "/v1/identify"\n',
+           '[transforms.w1_vars]\ntype = "map"\n[transforms.w1_vars.fields]\n'
+           '"meta.sailthru.vars.message_id" = "messageId"\n'
+           '"meta.sailthru.vars.signup_date" = "traits.createdAt"\n'
+           '"meta.sailthru.vars.company" = "traits.company.name"\n'
+           '"meta.sailthru.vars.ltv" = "traits.lifetime_value"\n']
+    for i in range(1, pipelines + 1):
+        out.append(f'[sinks.echo{i}]\ntype = "echo"\n')
+        out.append(f'[pipelines.p{i}]\ntrigger = "segment"\ntransforms = ["w1_vars"]\nsinks = ["echo{i}"]\n')
+    return "\n".join(out)
+
+
+def _queued(db: str) -> int:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return int(conn.execute("SELECT count(*) FROM sailseg_queue").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _drain(db: str, timeout: float = 300) -> float:
+    """Wait until the queue is empty; return when it was seen empty."""
+    deadline = time.time() + timeout
+    while _queued(db):
+        if time.time() > deadline:
+            raise SystemExit(f"{db}: queue not drained after {timeout}s")
+        time.sleep(0.05)
+    return time.time()
+
+
+def _wrk(url: str, seconds: int, runid: str, template: str) -> dict:
+    cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds}s", "--timeout", "10s",
+           "-s", os.path.join(HERE, "lua", "w1_identify.lua"), url, "--", runid, template]
+    return load.parse_wrk(subprocess.run(cmd, capture_output=True, text=True,
+                                         timeout=seconds + 60).stdout)
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
+def run_case(system: str, binary: str, case: str, mode: str, rnd: int) -> dict:
+    pipelines = 5 if case.startswith("p5") else 1
+    template = TEMPLATE_10K if case.endswith("10k") else "identify_template.txt"
+    data = tempfile.mkdtemp(prefix="sailseg-fanout-")
+    cfg = os.path.join(data, "sailseg.toml")
+    with open(cfg, "w") as fh:
+        fh.write(config(pipelines, mode, data))
+    url = f"http://127.0.0.1:{PORT}/v1/identify"
+    log = open(os.path.join(data, "serve.log"), "w")
+    p = subprocess.Popen([binary, "serve", "--config", cfg, "--port", str(PORT)],
+                         stdout=subprocess.DEVNULL, stderr=log)
+    db = os.path.join(data, "sailseg.db")
+    tag = f"{system}-{case}-{mode}-{rnd}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                subprocess.run(["curl", "-sf", "-o", "/dev/null", "-X", "POST", "-H",
+                                "Content-Type: application/json", "--data-binary",
+                                common.identify_body(f"ready-{tag}", 0), url], check=True, timeout=5)
+                break
+            except subprocess.SubprocessError:
+                if time.time() > deadline or p.poll() is not None:
+                    raise SystemExit(f"{system} did not come up; see {data}/serve.log") from None
+                time.sleep(0.2)
+        _wrk(url, WARMUP, f"{tag}-warm", template)
+        if mode == "deliver":
+            _drain(db)
+        pids = set(load.proc_tree(p.pid))
+        c0, t0 = load.cpu_ticks(pids), time.time()
+        r = _wrk(url, DURATION, f"{tag}-m", template)
+        if mode == "deliver":
+            _drain(db)
+        c1, t1 = load.cpu_ticks(pids | set(load.proc_tree(p.pid))), time.time()
+    finally:
+        _stop(p)
+        log.close()
+    subprocess.run(["rm", "-rf", data], check=False)
+    acked = (r["wrk_requests"] or 0) - r["wrk_non2xx"]
+    if not acked or r["wrk_non2xx"]:
+        raise SystemExit(f"{tag}: {acked} acked, {r['wrk_non2xx']} non-2xx")
+    return {"system": system, "case": case, "mode": mode, "round": rnd, "acked": acked,
+            "acked_per_s": round(acked / DURATION, 1), "cpu_s": (c1 - c0) / CLK_TCK,
+            "wall_s": round(t1 - t0, 2),
+            "cpu_us_per_event": round((c1 - c0) / CLK_TCK / acked * 1e6, 1)}
+
+
+def main() -> None:
+    import socket
+
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", PORT)) == 0:
+            raise SystemExit(f"port {PORT} is in use")
+    load.write_lua_inputs()
+    size = write_10k_template()
+    print(f"10 KB template: {size} bytes; 900 B template: "
+          f"{len(common.identify_body('x' * 20, 1))} bytes", file=sys.stderr)
+    rows: list[dict] = []
+    for rnd in range(1, ROUNDS + 1):
+        bins = BINS if rnd % 2 else BINS[::-1]  # alternate which system goes first
+        for mode in MODES:
+            for system, binary in bins:
+                for case in CASES:
+                    row = run_case(system, binary, case, mode, rnd)
+                    rows.append(row)
+                    print(f"  round {rnd} {system:<8} {mode:<7} {case:<7} {row['acked_per_s']:>7}/s "
+                          f"{row['cpu_us_per_event']:>8} us CPU/event", file=sys.stderr)
+    summary: dict[str, dict] = {}
+    print(f"\nCPU per ingested event, {ROUNDS} round(s), {CONNS} connections, {DURATION} s "
+          "(median over rounds of the same-round ratios):\n")
+    print("| system | mode | p1 us/event | p5 us/event | p1-10k us/event | p5 / p1 (target <= 1.5) "
+          "| 10k / 900 B (target <= 1.2) |")
+    print("|---|---|---|---|---|---|---|")
+    for system, _ in BINS:
+        for mode in MODES:
+            def cell(case: str, s: str = system, m: str = mode) -> list[float]:
+                return [r["cpu_us_per_event"] for r in rows
+                        if r["system"] == s and r["mode"] == m and r["case"] == case]
+
+            def ratio(case: str, s: str = system, m: str = mode) -> float | None:
+                by_round = {}
+                for r in rows:
+                    if r["system"] == s and r["mode"] == m:
+                        by_round.setdefault(r["round"], {})[r["case"]] = r["cpu_us_per_event"]
+                rs = [v[case] / v["p1"] for v in by_round.values() if case in v and "p1" in v]
+                return round(statistics.median(rs), 2) if rs else None
+
+            fan, big = ratio("p5"), ratio("p1-10k")
+            summary[f"{system}/{mode}"] = {"p5_over_p1": fan, "10k_over_900": big}
+            med = {c: (round(statistics.median(cell(c)), 1) if cell(c) else "-")
+                   for c in ("p1", "p5", "p1-10k")}
+            print(f"| {system} | {mode} | {med['p1']} | {med['p5']} | {med['p1-10k']} | {fan} | {big} |")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    path = os.path.join(HERE, "results", f"fanout-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
+    with open(path, "w") as fh:
+        json.dump({"rounds": ROUNDS, "conns": CONNS, "duration_s": DURATION, "summary": summary,
+                   "runs": rows}, fh, indent=1)
+    print(f"\nJSON: {path}")
+
+
+if __name__ == "__main__":
+    main()
