@@ -20,12 +20,17 @@ Modes (``MODES``, both by default):
   would dominate and is the same per pipeline whatever the store does.
 
 Each (system, case, mode): ``sailseg serve`` on a fresh SQLite directory (``synchronous=normal``
-so an fsync's latency does not decide the rate), a WARMUP-second wrk warm-up, then (deliver:
-once the queue is empty) the process tree's CPU ticks (``/proc/PID/stat`` utime + stime) over
-a DURATION-second wrk run with CONNS connections, and (deliver) until the queue is empty
-again. CPU per event = those ticks / events acked in the window. Ratios are taken within one
-round and system (``p5 / p1``, ``p1-10k / p1``), then the median over rounds. Ports:
-FANOUT_PORT (9400). Writes results/fanout-<time>.json.
+so an fsync's latency does not decide the rate), WARMUP seconds of events, then, once the
+queue is empty (deliver), the process tree's CPU ticks (``/proc/PID/stat`` utime + stime)
+over DURATION seconds of events at RATE events/s, until every one was acked (and, deliver,
+the queue is empty again). CPU per event = those ticks / events acked. Why a fixed offered
+rate and not saturation: CPU per event depends on the rate (group commit and claim batches
+grow with it), and a saturated system's rate depends on what else the shared machine runs,
+so at saturation the cases would be compared at different rates. The sender is this process
+(uvloop, one request per connection at a time, up to 64 connections, ``load._RawPool``).
+Ratios are taken within one round and system (``p5 / p1``, ``p1-10k / p1``), then the median
+over rounds; the systems alternate which goes first. Ports: FANOUT_PORT (9400). Writes
+results/fanout-<time>.json.
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ import common  # noqa: E402
 import load  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
-CONNS = int(os.environ.get("CONNS", "16"))
+RATE = float(os.environ.get("RATE", "100"))
 DURATION = int(os.environ.get("DURATION", "8"))
 WARMUP = int(os.environ.get("WARMUP", "2"))
 PORT = int(os.environ.get("FANOUT_PORT", "9400"))
@@ -54,11 +59,12 @@ MODES = os.environ.get("MODES", "ingest deliver").split()
 CASES = os.environ.get("CASES", "p1 p5 p1-10k").split()
 BINS = [b.split("=", 1) for b in
         os.environ.get("SAILSEG_BINS", f"branch={ROOT}/.venv/bin/sailseg").split()]
-TEMPLATE_10K = "identify_10k_template.txt"
+#: case suffix -> identify template ({MID}, {N}, {LOGINS}, {LTV} placeholders), set by main()
+TEMPLATES: dict[str, str] = {}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def write_10k_template() -> int:
+def template_10k() -> str:
     """The W1 identify with 240 more traits (strings, numbers, booleans, small lists), ~10 KB."""
     base = json.loads(common.identify_body("{MID}", 1))
     extra = {}
@@ -71,9 +77,7 @@ def write_10k_template() -> int:
     text = json.dumps(base, separators=(",", ":"))
     text = (text.replace('"user1@example.com"', '"user{N}@example.com"')
             .replace('"user-1"', '"user-{N}"').replace('-000000000001"', '-{N}"'))
-    with open(os.path.join(HERE, "lua", TEMPLATE_10K), "w") as fh:
-        fh.write(text + "\n")
-    return len(text)
+    return text
 
 
 def config(pipelines: int, mode: str, data: str) -> str:
@@ -111,11 +115,55 @@ def _drain(db: str, timeout: float = 300) -> float:
     return time.time()
 
 
-def _wrk(url: str, seconds: int, runid: str, template: str) -> dict:
-    cmd = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds}s", "--timeout", "10s",
-           "-s", os.path.join(HERE, "lua", "w1_identify.lua"), url, "--", runid, template]
-    return load.parse_wrk(subprocess.run(cmd, capture_output=True, text=True,
-                                         timeout=seconds + 60).stdout)
+def _bodies(tmpl: str, runid: str, n: int) -> list[bytes]:
+    """``n`` identify bodies with unique messageIds from a template."""
+    return [tmpl.replace("{MID}", f"{runid}-{i}").replace("{N}", str(i))
+            .replace("{LOGINS}", str(i % 1000)).replace("{LTV}", f"{(i % 10000) * 1.25:.2f}").encode()
+            for i in range(n)]
+
+
+def _send(url: str, bodies: list[bytes]) -> tuple[int, int]:
+    """POST ``bodies`` at RATE/s (open loop); (acked 2xx, other outcomes)."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    head = (f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+            "Content-Length: %d\r\n\r\n").encode()
+
+    async def run() -> tuple[int, int]:
+        pool = load._RawPool(u.hostname, u.port, 64)
+        ok = bad = 0
+
+        async def one(body: bytes) -> None:
+            nonlocal ok, bad
+            try:
+                status = await pool.post(head, body)
+            except Exception:  # noqa: BLE001 - counted
+                bad += 1
+                return
+            if 200 <= status < 300:
+                ok += 1
+            else:
+                bad += 1
+
+        loop = asyncio.get_running_loop()
+        t0, tasks = loop.time() + 0.05, []
+        for i, body in enumerate(bodies):
+            delay = t0 + i / RATE - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(loop.create_task(one(body)))
+        await asyncio.wait(tasks, timeout=60)
+        pool.close()
+        return ok, bad
+
+    try:
+        import uvloop
+
+        return uvloop.run(run())
+    except ImportError:
+        return asyncio.run(run())
 
 
 def _stop(p: subprocess.Popen) -> None:
@@ -130,7 +178,7 @@ def _stop(p: subprocess.Popen) -> None:
 
 def run_case(system: str, binary: str, case: str, mode: str, rnd: int) -> dict:
     pipelines = 5 if case.startswith("p5") else 1
-    template = TEMPLATE_10K if case.endswith("10k") else "identify_template.txt"
+    template = TEMPLATES["10k" if case.endswith("10k") else "900"]
     data = tempfile.mkdtemp(prefix="sailseg-fanout-")
     cfg = os.path.join(data, "sailseg.toml")
     with open(cfg, "w") as fh:
@@ -153,12 +201,13 @@ def run_case(system: str, binary: str, case: str, mode: str, rnd: int) -> dict:
                 if time.time() > deadline or p.poll() is not None:
                     raise SystemExit(f"{system} did not come up; see {data}/serve.log") from None
                 time.sleep(0.2)
-        _wrk(url, WARMUP, f"{tag}-warm", template)
+        _send(url, _bodies(template, f"{tag}-warm", int(RATE * WARMUP)))
         if mode == "deliver":
             _drain(db)
+        bodies = _bodies(template, f"{tag}-m", int(RATE * DURATION))
         pids = set(load.proc_tree(p.pid))
         c0, t0 = load.cpu_ticks(pids), time.time()
-        r = _wrk(url, DURATION, f"{tag}-m", template)
+        acked, bad = _send(url, bodies)
         if mode == "deliver":
             _drain(db)
         c1, t1 = load.cpu_ticks(pids | set(load.proc_tree(p.pid))), time.time()
@@ -166,11 +215,10 @@ def run_case(system: str, binary: str, case: str, mode: str, rnd: int) -> dict:
         _stop(p)
         log.close()
     subprocess.run(["rm", "-rf", data], check=False)
-    acked = (r["wrk_requests"] or 0) - r["wrk_non2xx"]
-    if not acked or r["wrk_non2xx"]:
-        raise SystemExit(f"{tag}: {acked} acked, {r['wrk_non2xx']} non-2xx")
+    if not acked or bad:
+        raise SystemExit(f"{tag}: {acked} acked, {bad} failed or not 2xx")
     return {"system": system, "case": case, "mode": mode, "round": rnd, "acked": acked,
-            "acked_per_s": round(acked / DURATION, 1), "cpu_s": (c1 - c0) / CLK_TCK,
+            "cpu_s": (c1 - c0) / CLK_TCK,
             "wall_s": round(t1 - t0, 2),
             "cpu_us_per_event": round((c1 - c0) / CLK_TCK / acked * 1e6, 1)}
 
@@ -181,10 +229,11 @@ def main() -> None:
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", PORT)) == 0:
             raise SystemExit(f"port {PORT} is in use")
-    load.write_lua_inputs()
-    size = write_10k_template()
-    print(f"10 KB template: {size} bytes; 900 B template: "
-          f"{len(common.identify_body('x' * 20, 1))} bytes", file=sys.stderr)
+    load.write_lua_inputs()  # lua/identify_template.txt: the W1 (900-byte) identify
+    with open(os.path.join(HERE, "lua", "identify_template.txt")) as fh:
+        TEMPLATES["900"] = fh.read().strip()
+    TEMPLATES["10k"] = template_10k()
+    print(f"templates: {len(TEMPLATES['900'])} and {len(TEMPLATES['10k'])} bytes", file=sys.stderr)
     rows: list[dict] = []
     for rnd in range(1, ROUNDS + 1):
         bins = BINS if rnd % 2 else BINS[::-1]  # alternate which system goes first
@@ -193,11 +242,12 @@ def main() -> None:
                 for case in CASES:
                     row = run_case(system, binary, case, mode, rnd)
                     rows.append(row)
-                    print(f"  round {rnd} {system:<8} {mode:<7} {case:<7} {row['acked_per_s']:>7}/s "
-                          f"{row['cpu_us_per_event']:>8} us CPU/event", file=sys.stderr)
+                    print(f"  round {rnd} {system:<8} {mode:<7} {case:<7} {row['acked']:>6} acked in "
+                          f"{row['wall_s']:>5} s {row['cpu_us_per_event']:>8} us CPU/event",
+                          file=sys.stderr)
     summary: dict[str, dict] = {}
-    print(f"\nCPU per ingested event, {ROUNDS} round(s), {CONNS} connections, {DURATION} s "
-          "(median over rounds of the same-round ratios):\n")
+    print(f"\nCPU per ingested event, {ROUNDS} round(s), {RATE:g} events/s for {DURATION} s "
+          "(median over rounds; ratios: median of the same-round ratios):\n")
     print("| system | mode | p1 us/event | p5 us/event | p1-10k us/event | p5 / p1 (target <= 1.5) "
           "| 10k / 900 B (target <= 1.2) |")
     print("|---|---|---|---|---|---|---|")
@@ -223,7 +273,7 @@ def main() -> None:
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", f"fanout-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
     with open(path, "w") as fh:
-        json.dump({"rounds": ROUNDS, "conns": CONNS, "duration_s": DURATION, "summary": summary,
+        json.dump({"rounds": ROUNDS, "rate": RATE, "duration_s": DURATION, "summary": summary,
                    "runs": rows}, fh, indent=1)
     print(f"\nJSON: {path}")
 

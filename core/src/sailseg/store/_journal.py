@@ -83,30 +83,63 @@ def _secret_key(key: str, _cache: dict[str, bool] = {}) -> bool:  # noqa: B006 -
     return hit
 
 
-def summarize(value: Any, key: str = "", depth: int = 0) -> Any:
+def summarize(value: Any, key: str = "", depth: int = 0, budget: list[int] | None = None) -> Any:
     """A JSON-able copy of ``value`` safe to store and show: emails hashed, values under
-    secret-looking keys replaced by ``"***"``, long strings and deep nesting cut."""
+    secret-looking keys replaced by ``"***"``, long strings and deep nesting cut.
+
+    With ``budget`` (``[bytes]``, decremented in place), the walk stops taking more entries
+    once the copy's JSON is sure to be longer than that many bytes: for a detail that will be
+    cut to :data:`DETAIL_LIMIT` bytes anyway (a 10 KB identify's ``sent``), the first bytes
+    are the same as without it, and the rest of the payload is not walked. The count is a
+    lower bound of the encoded size (quotes and key colons, not commas or escapes)."""
     if key and _secret_key(key):
+        if budget is not None:
+            budget[0] -= 5
         return "***"
     if isinstance(value, str):
         if "@" in value:
             value = _EMAIL.sub(lambda m: hash_email(m.group(0)), value)
-        return value if len(value) <= _STR_LIMIT else value[:_STR_LIMIT] + "…"
+        out = value if len(value) <= _STR_LIMIT else value[:_STR_LIMIT] + "…"
+        if budget is not None:
+            budget[0] -= len(out) + 2
+        return out
     if value is None or isinstance(value, (bool, int, float)):
+        if budget is not None:
+            budget[0] -= 1
         return value
     if depth > 6:
+        if budget is not None:
+            budget[0] -= 3
         return "…"
     if isinstance(value, dict):
         if len(value) > 100:
             value = dict(list(value.items())[:100])
-        return {str(k): summarize(v, str(k), depth + 1) for k, v in value.items()}
+        if budget is None:
+            return {str(k): summarize(v, str(k), depth + 1) for k, v in value.items()}
+        budget[0] -= 2
+        cut: dict[str, Any] = {}
+        for k, v in value.items():
+            if budget[0] < 0:
+                break
+            name = str(k)
+            budget[0] -= len(name) + 3
+            cut[name] = summarize(v, name, depth + 1, budget)
+        return cut
     if isinstance(value, (list, tuple)):
-        return [summarize(v, key, depth + 1) for v in value[:50]]
+        if budget is None:
+            return [summarize(v, key, depth + 1) for v in value[:50]]
+        budget[0] -= 2
+        items: list[Any] = []
+        for v in value[:50]:
+            if budget[0] < 0:
+                break
+            items.append(summarize(v, key, depth + 1, budget))
+        return items
     if isinstance(value, BaseException):
-        return summarize(f"{type(value).__name__}: {value}", key, depth)
+        return summarize(f"{type(value).__name__}: {value}", key, depth, budget)
     if isinstance(value, msgspec.Struct):
-        return summarize(msgspec.to_builtins(value, enc_hook=repr), key, depth)
-    return summarize(repr(value), key, depth)
+        return summarize(msgspec.to_builtins(value, enc_hook=repr), key, depth, budget)
+    return summarize(repr(value), key, depth, budget)
 
 
 def trace_id(trace: dict[str, str]) -> str | None:
@@ -144,7 +177,8 @@ def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:
     okey = clean(item.okey)
     notes = o.notes or {}
     raw_sent = notes.get("-", {}).get("sent")
-    sent = summarize(raw_sent) if raw_sent is not None else None  # once for every sink
+    # once for every sink; a payload too big for DETAIL_LIMIT is only walked that far
+    sent = summarize(raw_sent, budget=[DETAIL_LIMIT]) if raw_sent is not None else None
     rows: list[tuple[Any, ...]] = []
 
     def row(stage: str, sink: str, detail: dict[str, Any]) -> None:
