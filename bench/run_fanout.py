@@ -19,18 +19,19 @@ Modes (``MODES``, both by default):
   claim, decode, pipeline, finish, delivered log, journal; and no outbound HTTP client, which
   would dominate and is the same per pipeline whatever the store does.
 
-Each (system, case, mode): ``sailseg serve`` on a fresh SQLite directory (``synchronous=normal``
-so an fsync's latency does not decide the rate), WARMUP seconds of events, then, once the
-queue is empty (deliver), the process tree's CPU ticks (``/proc/PID/stat`` utime + stime)
-over DURATION seconds of events at RATE events/s, until every one was acked (and, deliver,
-the queue is empty again). CPU per event = those ticks / events acked. Why a fixed offered
-rate and not saturation: CPU per event depends on the rate (group commit and claim batches
-grow with it), and a saturated system's rate depends on what else the shared machine runs,
-so at saturation the cases would be compared at different rates. The sender is this process
-(uvloop, one request per connection at a time, up to 64 connections, ``load._RawPool``).
-Ratios are taken within one round and system (``p5 / p1``, ``p1-10k / p1``), then the median
-over rounds; the systems alternate which goes first. Ports: FANOUT_PORT (9400). Writes
-results/fanout-<time>.json.
+Each (system, mode): the cases run side by side, one ``sailseg serve`` each (ports FANOUT_PORT
+(9400), +1, +2), each on a fresh SQLite directory (``synchronous=normal`` so an fsync's latency
+does not decide anything), so the rest of the shared machine weighs on all of them alike.
+WARMUP seconds of events, then, once the queues are empty (deliver), each server's process
+tree CPU ticks (``/proc/PID/stat`` utime + stime) over DURATION seconds of events at RATE
+events/s per server, until every one was acked (deliver: until its queue is empty again).
+CPU per event = those ticks / events acked. Why a fixed offered rate and not saturation: CPU
+per event depends on the rate (group commit and claim batches grow with it), and a saturated
+server's rate depends on what else the machine runs, so saturated cases would be compared at
+different rates. The sender is this process (uvloop, one request per connection at a time,
+up to 64 connections per server, ``load._RawPool``). Ratios are taken within one round and
+system (``p5 / p1``, ``p1-10k / p1``), then the median over rounds; the systems alternate
+which goes first. Writes results/fanout-<time>.json.
 """
 from __future__ import annotations
 
@@ -122,41 +123,47 @@ def _bodies(tmpl: str, runid: str, n: int) -> list[bytes]:
             for i in range(n)]
 
 
-def _send(url: str, bodies: list[bytes]) -> tuple[int, int]:
-    """POST ``bodies`` at RATE/s (open loop); (acked 2xx, other outcomes)."""
+async def _send_async(url: str, bodies: list[bytes]) -> tuple[int, int]:
+    """POST ``bodies`` at RATE/s (open loop); (acked 2xx, failed or other statuses)."""
     import asyncio
     from urllib.parse import urlsplit
 
     u = urlsplit(url)
     head = (f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
             "Content-Length: %d\r\n\r\n").encode()
+    pool = load._RawPool(u.hostname, u.port, 64)
+    ok = bad = 0
 
-    async def run() -> tuple[int, int]:
-        pool = load._RawPool(u.hostname, u.port, 64)
-        ok = bad = 0
+    async def one(body: bytes) -> None:
+        nonlocal ok, bad
+        try:
+            status = await pool.post(head, body)
+        except Exception:  # noqa: BLE001 - counted
+            bad += 1
+            return
+        if 200 <= status < 300:
+            ok += 1
+        else:
+            bad += 1
 
-        async def one(body: bytes) -> None:
-            nonlocal ok, bad
-            try:
-                status = await pool.post(head, body)
-            except Exception:  # noqa: BLE001 - counted
-                bad += 1
-                return
-            if 200 <= status < 300:
-                ok += 1
-            else:
-                bad += 1
+    loop = asyncio.get_running_loop()
+    t0, tasks = loop.time() + 0.05, []
+    for i, body in enumerate(bodies):
+        delay = t0 + i / RATE - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(one(body)))
+    await asyncio.wait(tasks, timeout=120)
+    pool.close()
+    return ok, bad
 
-        loop = asyncio.get_running_loop()
-        t0, tasks = loop.time() + 0.05, []
-        for i, body in enumerate(bodies):
-            delay = t0 + i / RATE - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(loop.create_task(one(body)))
-        await asyncio.wait(tasks, timeout=60)
-        pool.close()
-        return ok, bad
+
+def _send_all(jobs: list[tuple[str, list[bytes]]]) -> list[tuple[int, int]]:
+    """Run the senders of several servers side by side; their results in order."""
+    import asyncio
+
+    async def run() -> list[tuple[int, int]]:
+        return list(await asyncio.gather(*(_send_async(url, bodies) for url, bodies in jobs)))
 
     try:
         import uvloop
@@ -176,59 +183,97 @@ def _stop(p: subprocess.Popen) -> None:
             p.wait(10)
 
 
-def run_case(system: str, binary: str, case: str, mode: str, rnd: int) -> dict:
-    pipelines = 5 if case.startswith("p5") else 1
-    template = TEMPLATES["10k" if case.endswith("10k") else "900"]
-    data = tempfile.mkdtemp(prefix="sailseg-fanout-")
-    cfg = os.path.join(data, "sailseg.toml")
-    with open(cfg, "w") as fh:
-        fh.write(config(pipelines, mode, data))
-    url = f"http://127.0.0.1:{PORT}/v1/identify"
-    log = open(os.path.join(data, "serve.log"), "w")
-    p = subprocess.Popen([binary, "serve", "--config", cfg, "--port", str(PORT)],
-                         stdout=subprocess.DEVNULL, stderr=log)
-    db = os.path.join(data, "sailseg.db")
-    tag = f"{system}-{case}-{mode}-{rnd}"
-    try:
+class Server:
+    """One ``sailseg serve`` of one case on a fresh data directory."""
+
+    def __init__(self, system: str, binary: str, case: str, mode: str, rnd: int, port: int) -> None:
+        self.system, self.case, self.mode, self.rnd = system, case, mode, rnd
+        self.template = TEMPLATES["10k" if case.endswith("10k") else "900"]
+        self.data = tempfile.mkdtemp(prefix="sailseg-fanout-")
+        self.db = os.path.join(self.data, "sailseg.db")
+        self.url = f"http://127.0.0.1:{port}/v1/identify"
+        self.tag = f"{system}-{case}-{mode}-{rnd}"
+        cfg = os.path.join(self.data, "sailseg.toml")
+        with open(cfg, "w") as fh:
+            fh.write(config(5 if case.startswith("p5") else 1, mode, self.data))
+        self.log = open(os.path.join(self.data, "serve.log"), "w")
+        self.proc = subprocess.Popen([binary, "serve", "--config", cfg, "--port", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def wait_ready(self) -> None:
         deadline = time.time() + 60
         while True:
             try:
                 subprocess.run(["curl", "-sf", "-o", "/dev/null", "-X", "POST", "-H",
                                 "Content-Type: application/json", "--data-binary",
-                                common.identify_body(f"ready-{tag}", 0), url], check=True, timeout=5)
-                break
+                                common.identify_body(f"ready-{self.tag}", 0), self.url],
+                               check=True, timeout=5)
+                return
             except subprocess.SubprocessError:
-                if time.time() > deadline or p.poll() is not None:
-                    raise SystemExit(f"{system} did not come up; see {data}/serve.log") from None
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise SystemExit(f"{self.tag} did not come up; see {self.data}/serve.log") from None
                 time.sleep(0.2)
-        _send(url, _bodies(template, f"{tag}-warm", int(RATE * WARMUP)))
+
+    def bodies(self, phase: str, seconds: int) -> list[bytes]:
+        return _bodies(self.template, f"{self.tag}-{phase}", int(RATE * seconds))
+
+    def ticks(self) -> int:
+        return load.cpu_ticks(load.proc_tree(self.proc.pid))
+
+    def close(self) -> None:
+        _stop(self.proc)
+        self.log.close()
+        subprocess.run(["rm", "-rf", self.data], check=False)
+
+
+def run_cases(system: str, binary: str, mode: str, rnd: int) -> list[dict]:
+    """Every case of ``system`` at once, one server each, over the same window, so the
+    machine's other load weighs on all of them alike."""
+    servers = [Server(system, binary, case, mode, rnd, PORT + i) for i, case in enumerate(CASES)]
+    try:
+        for srv in servers:
+            srv.wait_ready()
+        _send_all([(srv.url, srv.bodies("warm", WARMUP)) for srv in servers])
         if mode == "deliver":
-            _drain(db)
-        bodies = _bodies(template, f"{tag}-m", int(RATE * DURATION))
-        pids = set(load.proc_tree(p.pid))
-        c0, t0 = load.cpu_ticks(pids), time.time()
-        acked, bad = _send(url, bodies)
-        if mode == "deliver":
-            _drain(db)
-        c1, t1 = load.cpu_ticks(pids | set(load.proc_tree(p.pid))), time.time()
+            for srv in servers:
+                _drain(srv.db)
+        jobs = [(srv.url, srv.bodies("m", DURATION)) for srv in servers]
+        c0, t0 = [srv.ticks() for srv in servers], time.time()
+        results = _send_all(jobs)
+        c1 = [srv.ticks() for srv in servers]
+        t1 = [time.time()] * len(servers)
+        if mode == "deliver":  # each until its own queue is empty
+            pending = set(range(len(servers)))
+            deadline = time.time() + 300
+            while pending and time.time() < deadline:
+                for i in list(pending):
+                    if not _queued(servers[i].db):
+                        c1[i], t1[i] = servers[i].ticks(), time.time()
+                        pending.discard(i)
+                time.sleep(0.05)
+            if pending:
+                raise SystemExit(f"{system}: queues not drained after 300 s")
     finally:
-        _stop(p)
-        log.close()
-    subprocess.run(["rm", "-rf", data], check=False)
-    if not acked or bad:
-        raise SystemExit(f"{tag}: {acked} acked, {bad} failed or not 2xx")
-    return {"system": system, "case": case, "mode": mode, "round": rnd, "acked": acked,
-            "cpu_s": (c1 - c0) / CLK_TCK,
-            "wall_s": round(t1 - t0, 2),
-            "cpu_us_per_event": round((c1 - c0) / CLK_TCK / acked * 1e6, 1)}
+        for srv in servers:
+            srv.close()
+    rows = []
+    for srv, (acked, bad), a, b, t in zip(servers, results, c0, c1, t1, strict=True):
+        if not acked:
+            raise SystemExit(f"{srv.tag}: nothing acked ({bad} failed)")
+        rows.append({"system": system, "case": srv.case, "mode": mode, "round": rnd,
+                     "acked": acked, "failed": bad, "cpu_s": (b - a) / CLK_TCK,
+                     "wall_s": round(t - t0, 2),
+                     "cpu_us_per_event": round((b - a) / CLK_TCK / acked * 1e6, 1)})
+    return rows
 
 
 def main() -> None:
     import socket
 
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", PORT)) == 0:
-            raise SystemExit(f"port {PORT} is in use")
+    for port in range(PORT, PORT + len(CASES)):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"port {port} is in use")
     load.write_lua_inputs()  # lua/identify_template.txt: the W1 (900-byte) identify
     with open(os.path.join(HERE, "lua", "identify_template.txt")) as fh:
         TEMPLATES["900"] = fh.read().strip()
@@ -239,12 +284,11 @@ def main() -> None:
         bins = BINS if rnd % 2 else BINS[::-1]  # alternate which system goes first
         for mode in MODES:
             for system, binary in bins:
-                for case in CASES:
-                    row = run_case(system, binary, case, mode, rnd)
+                for row in run_cases(system, binary, mode, rnd):
                     rows.append(row)
-                    print(f"  round {rnd} {system:<8} {mode:<7} {case:<7} {row['acked']:>6} acked in "
-                          f"{row['wall_s']:>5} s {row['cpu_us_per_event']:>8} us CPU/event",
-                          file=sys.stderr)
+                    print(f"  round {rnd} {system:<8} {mode:<7} {row['case']:<7} {row['acked']:>6} "
+                          f"acked ({row['failed']} failed) in {row['wall_s']:>5} s "
+                          f"{row['cpu_us_per_event']:>8} us CPU/event", file=sys.stderr)
     summary: dict[str, dict] = {}
     print(f"\nCPU per ingested event, {ROUNDS} round(s), {RATE:g} events/s for {DURATION} s "
           "(median over rounds; ratios: median of the same-round ratios):\n")

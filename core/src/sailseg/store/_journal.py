@@ -44,6 +44,7 @@ __all__ = [
     "MINUTES_UPSERT",
     "SHARD",
     "accepted_row",
+    "accepted_rows",
     "minute_rows",
     "outcome_rows",
     "summarize",
@@ -158,14 +159,29 @@ def accepted_row(item: QueueItem, now: float) -> tuple[Any, ...]:
     """The ``accepted`` journal row of a queue item (``JOURNAL_COLS`` order). On the ingest
     path: the few fields it keeps are encoded as they are (only the track name, which a
     client writes, goes through :func:`summarize`)."""
-    message_id, email = _who(item)
-    payload = item.event.payload
-    name = payload.get("event")
-    detail = _enc.encode({"trigger": item.event.source, "type": str(payload.get("type", "")),
-                          "event": summarize(name) if name is not None else None,
-                          "trace_id": trace_id(item.event.trace)})
-    return (new_id(), now, item.id, item.pipeline, clean(item.okey), message_id, email,
-            "accepted", "-", 0, detail)
+    return accepted_rows([item], now)[0]
+
+
+def accepted_rows(items: Iterable[QueueItem], now: float) -> list[tuple[Any, ...]]:
+    """:func:`accepted_row` of each item; what comes from the event (messageId, email hash,
+    detail) is worked out once for the items sharing a stored event (one accepted message
+    fanned out to several pipelines)."""
+    rows: list[tuple[Any, ...]] = []
+    shared: dict[str, tuple[str, str | None, bytes]] = {}
+    for item in items:
+        body = item.body or item.id
+        known = shared.get(body)
+        if known is None:
+            message_id, email = _who(item)
+            payload = item.event.payload
+            name = payload.get("event")
+            detail = _enc.encode({"trigger": item.event.source, "type": str(payload.get("type", "")),
+                                  "event": summarize(name) if name is not None else None,
+                                  "trace_id": trace_id(item.event.trace)})
+            known = shared[body] = (message_id, email, detail)
+        rows.append((new_id(), now, item.id, item.pipeline, clean(item.okey), known[0], known[1],
+                     "accepted", "-", 0, known[2]))
+    return rows
 
 
 def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import anyio
 
 from ..events import Event
-from ._journal import JOURNAL_INSERT, MINUTES_UPSERT, accepted_row, minute_rows
+from ._journal import JOURNAL_INSERT, MINUTES_UPSERT, accepted_rows, minute_rows
 from ._rows import (
     AUDIT_COLS,
     DEAD_COLS,
@@ -135,7 +135,7 @@ def accept_writes(
     for i in items:
         counts[i.pipeline] = counts.get(i.pipeline, 0) + 1
     return [
-        (JOURNAL_INSERT, [accepted_row(i, now) for i in items] if journal else []),
+        (JOURNAL_INSERT, accepted_rows(items, now) if journal else []),
         (MINUTES_UPSERT, minute_rows(((p, "in", n) for p, n in counts.items()), now)),
     ]
 

@@ -440,12 +440,13 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
     """Insert queue rows (``ITEM_COLS``), marked as heads where their (pipeline, okey) had
     no rows."""
     heads: dict[HeadKey, str] = {}
-    for key in {head_key(r) for r in rows}:
-        head = conn.execute(
-            "SELECT id FROM sailseg_queue WHERE okey = ?2 AND pipeline = ?1 AND head = 1", key
-        ).fetchone()
-        if head is not None:
-            heads[key] = head[0]
+    # one lookup per ordering key, whatever the number of pipelines (an accepted message
+    # fans out to every pipeline of its trigger under one key)
+    for okey in {r[2] for r in rows}:
+        for pipeline, head in conn.execute(
+            "SELECT pipeline, id FROM sailseg_queue WHERE okey = ? AND head = 1", (okey,)
+        ):
+            heads[(pipeline, okey)] = head
     mark, older = plan_new_heads([(head_key(r), r[0]) for r in rows], heads)
     conn.executemany(QUEUE_INSERT_HEAD, [(*r, int(r[0] in mark)) for r in rows])
     _grow(conn, len(rows))
