@@ -115,16 +115,28 @@ def summarize(value: Any, key: str = "", depth: int = 0, budget: list[int] | Non
     if isinstance(value, dict):
         if len(value) > 100:
             value = dict(list(value.items())[:100])
-        if budget is None:
-            return {str(k): summarize(v, str(k), depth + 1) for k, v in value.items()}
-        budget[0] -= 2
+        if budget is not None:
+            budget[0] -= 2
         cut: dict[str, Any] = {}
         for k, v in value.items():
-            if budget[0] < 0:
-                break
-            name = str(k)
-            budget[0] -= len(name) + 3
-            cut[name] = summarize(v, name, depth + 1, budget)
+            name = k if type(k) is str else str(k)
+            if budget is not None:
+                if budget[0] < 0:
+                    break
+                budget[0] -= len(name) + 3
+            kind = type(v)
+            # the common leaves inline (as the calls below would return them): most of a
+            # payload is short strings and numbers under keys that are not secret
+            if kind is str and len(v) <= _STR_LIMIT and "@" not in v and not _secret_key(name):
+                if budget is not None:
+                    budget[0] -= len(v) + 2
+                cut[name] = v
+            elif (kind is int or kind is float or kind is bool or v is None) and not _secret_key(name):
+                if budget is not None:
+                    budget[0] -= 1
+                cut[name] = v
+            else:
+                cut[name] = summarize(v, name, depth + 1, budget)
         return cut
     if isinstance(value, (list, tuple)):
         if budget is None:
