@@ -166,18 +166,21 @@ def log_undecodable(bad: Sequence[tuple[Row, Exception]]) -> None:
 
 def purge_sql(in_list: str) -> list[str]:
     """The statements of ``purge_okeys`` apart from parked items (which go through each
-    backend's ``_take_parked``), each taking the okey list as its one parameter; the
-    queue's comes first."""
+    backend's ``_take_parked``), each taking the okey list as its one parameter and
+    returning the ``body`` of each row; the queue's comes first."""
     return [
-        f"DELETE FROM sailseg_{table} WHERE okey {in_list}"
+        f"DELETE FROM sailseg_{table} WHERE okey {in_list} RETURNING body"
         for table in ("queue", "delivered", "dead_letters")
     ]
 
 
-def purge_events_sql(in_list: str) -> str:
-    """``purge_okeys``'s delete of the stored events (not counted: the rows naming them
-    are): by ordering key, so an erasure removes them whatever their counts of rows say."""
-    return f"DELETE FROM sailseg_events WHERE okey {in_list}"
+def purge_events_sql(in_list: str, lock: str = "") -> str:
+    """``purge_okeys``'s delete of the stored events named by the rows it deleted (one
+    parameter: their ids), whatever their counts of rows say (every row naming an event has
+    its ordering key), locked in id order with ``lock`` (PostgreSQL: `` FOR UPDATE``; a
+    ``prune`` on another node locks them in that order). Not counted: the rows are."""
+    return (f"DELETE FROM sailseg_events WHERE id IN (SELECT id FROM sailseg_events "
+            f"WHERE id {in_list} ORDER BY id{lock})")
 
 
 def purge_journal_sql(in_list: str) -> str:

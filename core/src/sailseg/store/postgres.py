@@ -404,11 +404,16 @@ class PostgresStore(SQLStore):
         okeys = list(okeys)
         async with self._db().acquire() as conn, conn.transaction():
             await _lock_okeys(conn, okeys)
-            total = len(await _take_parked(conn, "okey = ANY($1::text[])", okeys, "id"))
+            parked = await _take_parked(conn, "okey = ANY($1::text[])", okeys, "id, body")
+            total = len(parked)
+            bodies = {r[1] for r in parked}
             for sql in purge_sql(_IN):
-                total += _affected(await conn.execute(_numbered(sql), okeys))
+                rows = await conn.fetch(_numbered(sql), okeys)
+                total += len(rows)
+                bodies.update(r[0] for r in rows)
             await conn.execute(_numbered(purge_journal_sql(_IN)), okeys)
-            await conn.execute(_numbered(purge_events_sql(_IN)), okeys)
+            await conn.execute(_numbered(purge_events_sql(_IN, " FOR UPDATE")),
+                               sorted(b for b in bodies if b is not None))
         return total
 
 

@@ -593,10 +593,17 @@ def _replay(conn: sqlite3.Connection, ids: list[str] | None, now: float) -> int:
 
 
 def _purge(conn: sqlite3.Connection, okeys: str) -> int:
-    total = len(_take_parked(conn, f"okey {_IN}", okeys, "id"))
+    parked = _take_parked(conn, f"okey {_IN}", okeys, "id, body")
+    bodies = {r[1] for r in parked}
     queue, *others = purge_sql(_IN)
     conn.execute(purge_journal_sql(_IN), (okeys,))
-    conn.execute(purge_events_sql(_IN), (okeys,))
-    dequeued = conn.execute(queue, (okeys,)).rowcount
-    _grow(conn, -dequeued)
-    return total + dequeued + sum(conn.execute(sql, (okeys,)).rowcount for sql in others)
+    dequeued = conn.execute(queue, (okeys,)).fetchall()
+    _grow(conn, -len(dequeued))
+    total = len(parked) + len(dequeued)
+    bodies.update(r[0] for r in dequeued)
+    for sql in others:
+        rows = conn.execute(sql, (okeys,)).fetchall()
+        total += len(rows)
+        bodies.update(r[0] for r in rows)
+    conn.execute(purge_events_sql(_IN), (_ids(sorted(b for b in bodies if b is not None)),))
+    return total
