@@ -117,8 +117,8 @@ def encode_bodies(items: Iterable[QueueItem]) -> dict[str, tuple[str, bytes]]:
     """``{body id: (okey, encoded event)}`` of items about to be enqueued: each body encoded
     once, from the first item naming it.
 
-    :raises ValueError: two items share a body but not an ordering key (an erasure deletes
-        events by ordering key, so one event must not serve two people).
+    :raises ValueError: two items share a body but not an ordering key (an erasure of one
+        person deletes the events their rows name, so one event must not serve two people).
     """
     out: dict[str, tuple[str, bytes]] = {}
     for item in items:
