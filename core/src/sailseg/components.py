@@ -458,6 +458,10 @@ class Sink(Component):
     max_batch: ClassVar[int] = 1
     #: how long the runtime may hold events to fill a batch (seconds)
     batch_linger: ClassVar[float] = 0.0
+    #: > 0: a partial batch goes out once nothing arrived for this long (seconds) while no
+    #: batch of the sink was being sent; lets bulk sinks use a long ``batch_linger`` (full
+    #: batches) without holding the end of a stream for it
+    batch_idle: ClassVar[float] = 0.0
 
     def required_identifiers(self) -> frozenset[str] | None:
         """The event must carry at least one of these identifier names to be deliverable

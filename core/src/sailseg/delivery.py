@@ -155,11 +155,23 @@ class Delivery:
         self._store_lost = False
         self._to_workers, self._from_claimer = anyio.create_memory_object_stream[QueueItem](math.inf)
         self._workers = 0
+        #: the last claim came back full (more is queued); the claimer waits for capacity;
+        #: outcomes are being recorded (see :meth:`more_coming`)
+        self._backlog = False
+        self._blocked = False
+        self._recording = False
 
     # -- control ---------------------------------------------------------------------
     def stalled(self, after: float = 30.0) -> bool:
         """True when no claim or finish has succeeded for ``after`` seconds (store trouble)."""
         return self.clock() - self._store_ok_at > max(after, 3 * self.cfg.poll_interval)
+
+    def more_coming(self) -> bool:
+        """True while more items are about to be handed to the sinks: the last claim came
+        back full and the claimer is claiming again, or it waits for capacity that outcomes
+        being recorded will free. Batching sinks keep filling a batch meanwhile instead of
+        taking the pause between claims for the end of the stream (:class:`SinkRunner`)."""
+        return self._backlog and (not self._blocked or self._recording or bool(self._done))
 
     def wake(self) -> None:
         """New work may be claimable now (called after an accept commits)."""
@@ -168,7 +180,7 @@ class Delivery:
     async def run(self, tg: TaskGroup) -> None:
         """Start the background tasks in ``tg``; returns at once."""
         for runner in (r for p in self.pipelines.values() for r in p.sinks.values()):
-            runner.bind(tg)
+            runner.bind(tg, self.more_coming)
         self._tg = tg
         tg.start_soon(self._claimer)
         tg.start_soon(self._completer)
@@ -203,17 +215,19 @@ class Delivery:
                 continue
             free = self.cfg.max_inflight - len(self.inflight)
             if free <= 0:
+                self._blocked = True
                 self._capacity = anyio.Event()
                 with anyio.move_on_after(self.cfg.poll_interval):
                     await self._capacity.wait()
                 continue
+            self._blocked = False
             self._wake = anyio.Event()
+            want = min(self.cfg.claim_batch, free)
             try:
-                items = await self.store.claim(
-                    self.owner, min(self.cfg.claim_batch, free), lease=self.cfg.lease, now=self.clock()
-                )
+                items = await self.store.claim(self.owner, want, lease=self.cfg.lease, now=self.clock())
             except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the node
                 log.debug("claim failed; retrying", exc_info=True)
+                self._backlog = False
                 if not self._store_lost:
                     self._store_lost = True
                     oplogs.store_state("lost", self.store.redacted_url(), describe_error(exc))
@@ -223,6 +237,7 @@ class Delivery:
                 self._store_lost = False
                 oplogs.store_state("reconnected", self.store.redacted_url())
             self._store_ok_at = self.clock()
+            self._backlog = len(items) >= want
             if not items:
                 with anyio.move_on_after(self.cfg.poll_interval):
                     await self._wake.wait()
@@ -265,7 +280,11 @@ class Delivery:
                 continue
             batch, self._done = self._done, []
             now = self.clock()
-            await self._record(batch, now)
+            self._recording = True
+            try:
+                await self._record(batch, now)
+            finally:
+                self._recording = False
             for o in batch:
                 self.inflight.pop(o.item.id, None)
                 self._record_metrics(o, now)

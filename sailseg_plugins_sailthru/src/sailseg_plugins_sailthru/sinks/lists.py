@@ -63,6 +63,9 @@ class ListSink(SailthruSink):
         max_batch: int | None = None
         #: how long the runtime may hold members to fill a batch (s); None: the class default
         batch_linger: float | None = None
+        #: > 0: send a partial batch once no member arrived for this long (s) while no job
+        #: was being submitted (the audience ended); 0: wait the full ``batch_linger``
+        batch_idle: float = 0.0
 
     config: Config
 
@@ -82,6 +85,9 @@ class ListSink(SailthruSink):
             if config.batch_linger < 0:
                 raise sailseg.ConfigError(f"{self.name}: `batch_linger` must be >= 0")
             self.batch_linger = config.batch_linger  # type: ignore[misc]
+        if config.batch_idle < 0:
+            raise sailseg.ConfigError(f"{self.name}: `batch_idle` must be >= 0")
+        self.batch_idle = config.batch_idle  # type: ignore[misc]
 
     # -- decoding ------------------------------------------------------------------------
     def membership(self, event: sailseg.Event) -> Membership:
