@@ -85,6 +85,14 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     return delay
 
 
+#: most outcomes recorded in one transaction. A batching sink finishes tens of thousands at
+#: once (W2: 50,000-member import jobs); one transaction for all of them would hold the
+#: store's single writer (and the event loop, encoding them) while ingest commits, which must
+#: answer within the trigger's accept_timeout, wait behind it; chunks let them interleave and
+#: free capacity (so claims resume) as they go. Nodes with max_inflight <= this are unchanged.
+FINISH_MAX = 2000
+
+
 def _unrecordable(o: Outcome, exc: BaseException) -> Outcome:
     """An outcome the store could not encode, as a done item with a plain dead letter."""
     error = f"outcome could not be recorded: {type(exc).__name__}: {exc}"
@@ -278,7 +286,7 @@ class Delivery:
                 with anyio.move_on_after(0.5):
                     await self._done_event.wait()
                 continue
-            batch, self._done = self._done, []
+            batch, self._done = self._done[:FINISH_MAX], self._done[FINISH_MAX:]
             now = self.clock()
             self._recording = True
             try:
