@@ -80,3 +80,20 @@ async def test_backfill_jobs_are_filled_to_max_batch(tmp_path: Path, max_infligh
     assert [(d.sink, d.error_type) for d in dead] == [("audience", "FatalError")]
     assert "not-an-email@example" in dead[0].error
     assert sum(1 for u in emu.state.users.values() if "bulk" in u.lists) == 1229
+
+
+async def test_a_draining_node_sends_the_batch_it_was_filling(tmp_path: Path) -> None:
+    """Members waiting for a long linger go out when the node shuts down, within its grace
+    (else they would be released and sent again by the next start)."""
+    emu = SailthruEmulator(EmulatorSettings(accounts={KEY: SECRET}, job_polls_to_complete=1))
+    raw = config(4 * MAX_BATCH)
+    raw["sinks"]["audience"]["batch_idle"] = 0.0  # only the linger (120 s) or the drain sends
+    with Server(emu) as srv:
+        env = {"SAILTHRU_API_URL": srv.url, "SAILTHRU_API_KEY": KEY, "SAILTHRU_API_SECRET": SECRET}
+        async with open_runtime(raw, plugins=[sailseg_plugins_sailthru], tmp_path=tmp_path, env=env) as h:
+            await h.send(*(member(i) for i in range(30)))
+            await wait_for(lambda: len(h.runtime.delivery.inflight) == 30, what="30 members claimed")
+            await anyio.sleep(0.5)
+            assert job_sizes(emu) == []  # still filling
+        assert job_sizes(emu) == [30]
+    assert sum(1 for u in emu.state.users.values() if "bulk" in u.lists) == 30

@@ -179,7 +179,7 @@ class Delivery:
         back full and the claimer is claiming again, or it waits for capacity that outcomes
         being recorded will free. Batching sinks keep filling a batch meanwhile instead of
         taking the pause between claims for the end of the stream (:class:`SinkRunner`)."""
-        return self._backlog and (not self._blocked or self._recording or bool(self._done))
+        return self._claiming and self._backlog and (not self._blocked or self._recording or bool(self._done))
 
     def wake(self) -> None:
         """New work may be claimable now (called after an accept commits)."""
@@ -203,6 +203,8 @@ class Delivery:
         """
         self._claiming = False
         self._wake.set()
+        for runner in (r for p in self.pipelines.values() for r in p.sinks.values()):
+            runner.flush_now()  # batches waiting to fill would outlast the grace
         with anyio.move_on_after(grace):
             await self._claimer_idle.wait()
             while self.inflight or self._done:

@@ -128,6 +128,8 @@ class SinkRunner:
         self._sent_at = 0.0  # when the last batch finished sending
         self._tg: TaskGroup | None = None
         self._more_coming: Callable[[], bool] = _never
+        self._closing = False
+        self._nudge = anyio.Event()  # wakes the linger wait (flush_now)
 
     def bind(self, tg: TaskGroup, more_coming: Callable[[], bool] | None = None) -> None:
         """Run batch sends in ``tg``; ``more_coming()`` True: the caller has more members
@@ -158,8 +160,16 @@ class SinkRunner:
         await batch.done.wait()
         return batch.results[at]
 
+    def flush_now(self) -> None:
+        """Send what is pending without waiting for more, now and from now on (the node is
+        draining: nothing more will arrive, and a long linger would outlast the grace)."""
+        self._closing = True
+        self._nudge.set()
+
     def _due(self) -> float:
         """When the pending members must go out (anyio clock), by linger and idle."""
+        if self._closing:
+            return 0.0
         due = self._first_at + self.linger
         if self.idle > 0 and not self._sending:
             due = min(due, max(self._last_at, self._sent_at) + self.idle)
@@ -174,7 +184,9 @@ class SinkRunner:
                 if wait <= 0:
                     break
                 # re-evaluated: arrivals, sends and more on the way move the idle deadline
-                await anyio.sleep(min(wait, self.idle / 4) if self.idle > 0 else wait)
+                self._nudge = anyio.Event()
+                with anyio.move_on_after(min(wait, self.idle / 4) if self.idle > 0 else wait):
+                    await self._nudge.wait()
         finally:
             self._flush_scheduled = False
         # only what is pending now: members arriving during the send start a new batch with
