@@ -79,6 +79,7 @@ async def send_audience(n: int, run: str) -> dict:
     url = f"http://127.0.0.1:{SUT_PORT}/segment/webhook"
     batches = iter(range(0, n, BATCH))
     codes: dict[int, int] = {}
+    reasons: dict[str, int] = {}
     t0 = time.perf_counter()
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -86,15 +87,18 @@ async def send_audience(n: int, run: str) -> dict:
             body = json.dumps([member(i, run) for i in range(start, min(n, start + BATCH))]).encode()
             for attempt in range(20):
                 async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
-                    await r.read()
+                    text = await r.read()
                     codes[r.status] = codes.get(r.status, 0) + 1
+                    if r.status != 200:  # why: backpressure, store timeout...
+                        why = text[:60].decode("utf-8", "replace")
+                        reasons[why] = reasons.get(why, 0) + 1
                     if r.status == 200:
                         break
                     await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))  # 503 backpressure: retry
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         await asyncio.gather(*(worker(session) for _ in range(CONC)))
-    return {"send_s": round(time.perf_counter() - t0, 2), "http_codes": codes}
+    return {"send_s": round(time.perf_counter() - t0, 2), "http_codes": codes, "refusals": reasons}
 
 
 def run_size(n: int) -> dict:
@@ -139,6 +143,7 @@ def run_size(n: int) -> dict:
             "submitted_s": submitted_s, "imported_s": imported_s, "timed_out": submitted_s is None,
             "members_submitted": last.get("members_submitted"), "emulator_users": last.get("users"),
             "api_calls": last.get("api_calls"), "requests": last.get("requests"), "jobs": last.get("jobs"),
+            "job_members": last.get("job_members"),
             "api_calls_per_100k": round(last.get("api_calls", 0) / n * 100_000, 1),
             "sut_cpu_cores": cpu.stop(),
         })

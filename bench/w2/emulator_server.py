@@ -43,8 +43,11 @@ class BenchEmulator:
                 self._counted[jid] = n
             submitted += n
         done = sum(1 for j in st.jobs.values() if j.get("status") == "completed")
+        sizes = [self._counted[j] for j in st.jobs if j in self._counted]
         return {"requests": dict(st.requests), "api_calls": sum(st.requests.values()),
                 "jobs": len(st.jobs), "jobs_completed": done, "members_submitted": submitted,
+                "job_members": {"min": min(sizes, default=0), "max": max(sizes, default=0),
+                                "mean": round(submitted / len(sizes)) if sizes else 0},
                 "users": len(st.users)}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
