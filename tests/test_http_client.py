@@ -12,6 +12,7 @@ import httpx
 import pytest
 import respx
 
+from sailseg import http_client
 from sailseg.components import ComponentContext
 from sailseg.http_client import Client
 
@@ -51,7 +52,10 @@ ANSWERS = {
 }
 
 
-async def test_direct_send_behaves_like_httpx_over_real_http() -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "httpx-fallback"])
+async def test_direct_send_behaves_like_httpx_over_real_http(direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # False: what an httpx release without the internals the direct path uses gets
+    monkeypatch.setattr(http_client, "DIRECT", direct)
     seen: list[bytes] = []
     server, base = await _serve(ANSWERS, seen)
     async with server, ComponentContext().http_client() as client:

@@ -25,8 +25,15 @@ import time
 from typing import Any
 
 import httpx
-from httpx._client import BoundAsyncStream, ClientState, UseClientDefault
-from httpx._exceptions import RequestError
+
+try:  # httpx internals the direct path needs (httpx 0.27-0.28); a release that moves them
+    # turns the direct path off instead of breaking every sink
+    from httpx._client import BoundAsyncStream, ClientState, UseClientDefault
+    from httpx._exceptions import RequestError
+
+    DIRECT = True
+except ImportError:  # pragma: no cover - depends on the installed httpx
+    DIRECT = False
 
 __all__ = ["Client"]
 
@@ -48,7 +55,8 @@ class Client(httpx.AsyncClient):
         """As ``httpx.AsyncClient.send``; the direct path when nothing but the transport has
         work to do."""
         if (
-            stream
+            not DIRECT
+            or stream
             or not isinstance(auth, UseClientDefault)
             or self._auth is not None
             or (self.follow_redirects if isinstance(follow_redirects, UseClientDefault) else follow_redirects)
