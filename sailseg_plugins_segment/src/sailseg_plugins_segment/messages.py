@@ -9,7 +9,6 @@ give every message a ``messageId`` (the runtime dedupes on it).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,21 +111,8 @@ async def accept_messages(ctx: Any, messages: list[dict[str, Any]], *, trace: di
 
     :raises TimeoutError: the store did not commit in time (the caller answers 503: a retry
         helps, and the runtime dedupes on messageId if the first attempt did commit).
-
-    On asyncio (``sailseg serve``) the bound is ``asyncio.timeout``: anyio's ``fail_after``
-    cost ~25 us per request on the bench machine, about twice as much, on every ingest
-    request. Elsewhere (another anyio backend) it is ``anyio.fail_after``.
     """
-    try:
-        asyncio.current_task()
-    except RuntimeError:  # not on asyncio
-        with anyio.fail_after(timeout):
-            return await _accept(ctx, messages, trace)
-    async with asyncio.timeout(timeout):
-        return await _accept(ctx, messages, trace)
-
-
-async def _accept(ctx: Any, messages: list[dict[str, Any]], trace: dict[str, str]) -> Any:
-    if trace:
-        return await ctx.accept(messages, trace=trace)
-    return await ctx.accept(messages)
+    with anyio.fail_after(timeout):
+        if trace:
+            return await ctx.accept(messages, trace=trace)
+        return await ctx.accept(messages)
