@@ -452,7 +452,8 @@ class Runtime:
         from opentelemetry import trace as ot
 
         traced = tracing_enabled()  # no SDK: no-op spans are skipped (see tracing.enabled)
-        tracer = ot.get_tracer("sailseg")
+        # get_tracer reads the environment on every call: only when spans are made
+        tracer = ot.get_tracer("sailseg") if traced else None
         parent = extract(trace or {}) if traced else None
         kind, http_attrs = _ingest_kind() if traced else (ot.SpanKind.INTERNAL, {})
         items: list[QueueItem] = []
@@ -461,7 +462,7 @@ class Runtime:
             eid = new_id()
             if not msg.get("messageId"):
                 msg["messageId"] = f"sailseg-{eid}"
-            if traced:
+            if tracer is not None:
                 span = tracer.start_span(
                     "ingest", context=parent, kind=kind,
                     attributes={"sailseg.trigger": trigger_instance, "sailseg.event.type": str(msg.get("type", "")),
