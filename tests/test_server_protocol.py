@@ -20,7 +20,7 @@ import uvicorn
 from sailseg.deadlines import _OneWrite, deadline_protocol
 from sailseg.http import Request, Response, Route, json_response
 from sailseg.server import RouteApp
-from sailseg.testing.processes import free_port
+from sailseg.testing.processes import free_port, trickle
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
@@ -108,35 +108,8 @@ def test_expect_100_continue_gets_the_interim_answer_then_the_response(port: int
 
 
 def test_a_body_trickle_gets_408_from_the_protocol(port: int) -> None:
-    async def trickle() -> tuple[float, bytes]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        t0 = time.monotonic()
-        writer.write(post(b"x" * 50)[:-50])
-        answer = b""
-
-        async def read() -> None:
-            nonlocal answer
-            try:
-                while chunk := await reader.read(65536):
-                    answer += chunk
-            except (ConnectionError, OSError):
-                pass
-
-        reading = asyncio.create_task(read())
-        for _ in range(50):
-            if reading.done():
-                break
-            try:
-                writer.write(b"x")
-                await writer.drain()
-            except (ConnectionError, OSError):
-                break
-            await asyncio.sleep(0.2)
-        await asyncio.wait_for(reading, 30)
-        writer.close()
-        return time.monotonic() - t0, answer
-
-    took, answer = asyncio.run(trickle())
+    request = post(b"x" * 50)
+    took, answer = asyncio.run(trickle(port, request[:-50], request[-50:], 0.2))
     assert took < BODY_TIMEOUT + SLACK, took
     assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer
     assert answer.endswith(b'{"error":"request body not received within 1 s"}')

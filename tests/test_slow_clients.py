@@ -7,14 +7,13 @@ Before: connections trickling a body one byte every few seconds were held foreve
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from sailseg.testing.processes import free_port, spawn_sailseg, wait_http
+from sailseg.testing.processes import free_port, spawn_sailseg, trickle, wait_http
 
 CONFIG = """
 [store]
@@ -57,41 +56,6 @@ LIMIT = 100
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     yield from serve(tmp_path_factory.mktemp("slow"), LIMIT)
-
-
-async def trickle(port: int, head: bytes, body: bytes, every: float) -> tuple[float, bytes]:
-    """Send ``head`` at once, then ``body`` one byte per ``every`` seconds, until the server
-    closes; returns (seconds until closed, what it answered)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    t0 = time.monotonic()
-    answer = b""
-
-    async def read() -> None:
-        nonlocal answer
-        try:
-            while chunk := await reader.read(65536):
-                answer += chunk
-        except (ConnectionError, OSError):
-            # the server closed while bytes we had sent were unread: the kernel answers that
-            # with a reset instead of a FIN. Closed is closed; keep what it answered before.
-            pass
-
-    reading = asyncio.create_task(read())
-    try:
-        if head:
-            writer.write(head)
-        for b in body:
-            if reading.done():
-                break
-            writer.write(bytes([b]))
-            await writer.drain()
-            await asyncio.sleep(every)
-        await asyncio.wait_for(reading, 30)
-    except (ConnectionError, OSError):
-        await asyncio.wait_for(reading, 30)
-    finally:
-        writer.close()
-    return time.monotonic() - t0, answer
 
 
 HEADERS = b"POST /in HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"

@@ -6,6 +6,7 @@ wait for an HTTP endpoint and need free loopback ports; one copy keeps them cons
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -20,7 +21,8 @@ from typing import Any, Literal, Self
 import anyio
 import httpx
 
-__all__ = ["free_port", "LiveServer", "wait_http", "spawn_sailseg", "echo_payloads", "post_until_killed"]
+__all__ = ["free_port", "LiveServer", "wait_http", "spawn_sailseg", "echo_payloads", "post_until_killed",
+           "trickle"]
 
 
 def free_port() -> int:
@@ -141,3 +143,40 @@ def post_until_killed(port: int, acked: list[str], kill: Callable[[], None], *, 
                     tg.start_soon(one, i)
 
     anyio.run(load)
+
+
+async def trickle(port: int, head: bytes, body: bytes, every: float) -> tuple[float, bytes]:
+    """Send ``head`` at once, then ``body`` one byte per ``every`` seconds, until the server
+    closes; return (seconds until it closed, what it answered). For read-deadline tests: a
+    server that never closes makes this wait 30 s after the last byte, then fail."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t0 = time.monotonic()
+    answer = b""
+
+    async def read() -> None:
+        nonlocal answer
+        try:
+            while chunk := await reader.read(65536):
+                answer += chunk
+        except (ConnectionError, OSError):
+            # the server closed while bytes we had sent were unread: the kernel answers that
+            # with a reset instead of a FIN. Closed is closed; keep what it answered before.
+            pass
+
+    reading = asyncio.create_task(read())
+    try:
+        if head:
+            writer.write(head)
+        for b in body:
+            if reading.done():
+                break
+            writer.write(bytes([b]))
+            await writer.drain()
+            await asyncio.sleep(every)
+    except (ConnectionError, OSError):
+        pass
+    try:
+        await asyncio.wait_for(reading, 30)
+    finally:
+        writer.close()
+    return time.monotonic() - t0, answer
