@@ -64,13 +64,25 @@ async def test_a_failed_flush_fails_every_caller_of_that_batch_only() -> None:
 
 
 async def test_a_caller_cancelled_before_its_batch_is_not_written() -> None:
-    rec = Recorder(delay=0.05)
-    gc: GroupCommit[int] = GroupCommit(rec.flush)
+    # the first flush is held open by an event (not a delay), so the second caller is surely
+    # queued behind it when its deadline fires, however late a loaded machine schedules us
+    gate, started = anyio.Event(), anyio.Event()
+    rec = Recorder(delay=0)
+    inner = rec.flush
+
+    async def gated(batch: list[Pending[int]]) -> None:
+        if 1 in (e.payload for e in batch):
+            started.set()
+            await gate.wait()
+        await inner(batch)
+
+    gc: GroupCommit[int] = GroupCommit(gated)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(gc.submit, 1)  # starts the first flush
-        await anyio.sleep(0.01)
+        tg.start_soon(gc.submit, 1)  # starts the first flush, which waits for the gate
+        await started.wait()
         with anyio.move_on_after(0.01):
             await gc.submit(2)  # waits behind the first flush, then gives up
+        gate.set()
         assert await gc.submit(3) == 30
     assert 2 not in rec.written and {1, 3} <= rec.written
 
