@@ -473,6 +473,34 @@ async def test_a_lapsed_owner_cannot_finish_over_the_new_holder(store: Store, it
     assert "s:delivered" not in (await store.stats())["p"]
 
 
+async def test_one_finish_of_many_keys_applies_only_what_the_owner_holds(
+    store: Store, item: Item
+) -> None:
+    """Finishes of many keys at once: a lapsed owner's outcomes change nothing; the holder's
+    done rows leave the queue and hand each key to its next row, its retry keeps its key; and
+    dedupe drops a repeat inside the enqueue call."""
+    rows = [item(f"{k}{n}", k.upper(), key=f"p:{k}{n}") for k in "abcdef" for n in (1, 2)]
+    flags = await store.enqueue([*rows, item("a9", "A", key="p:a1")], dedupe_window=60, now=NOW)
+    assert flags == [True] * 12 + [False]
+    heads = await store.claim("n1", 10, lease=10, now=NOW)
+    assert ids(heads) == ["a1", "b1", "c1", "d1", "e1", "f1"]
+    taken = {i.id: i for i in await store.claim("n2", 10, lease=10, now=NOW + 10)}
+    assert sorted(taken) == ids(heads)  # n1's leases lapsed
+    await store.finish([Outcome(item=i, status="done", delivered=["s"]) for i in heads],
+                       now=NOW + 10, owner="n1")  # fenced off
+    assert await store.backlog() == 12
+    outcomes = [Outcome(item=taken[k], status="done", delivered=["s"], counts={"s:delivered": 1})
+                for k in ("a1", "b1", "c1", "d1", "f1")]
+    outcomes.insert(2, Outcome(item=taken["e1"], status="retry", sinks=["s"], attempt=2,
+                               due_at=NOW + 100, error="503"))
+    await store.finish(outcomes, now=NOW + 11, owner="n2")
+    assert ids(await store.claim("n3", 10, lease=10, now=NOW + 11)) == ["a2", "b2", "c2", "d2", "f2"]
+    assert await store.backlog() == 7  # the five above, e1 (retried) and e2 behind it
+    assert sorted([e.id async for e in store.delivered_since("p", 0)]) == [
+        "e-a1", "e-b1", "e-c1", "e-d1", "e-f1"]
+    assert (await store.stats())["p"]["s:delivered"] == 5
+
+
 async def test_finish_without_owner_applies_whoever_holds_the_row(store: Store, item: Item) -> None:
     await store.enqueue([item("w1", "W")], dedupe_window=0, now=NOW)
     (w1,) = await store.claim("n1", 10, lease=10, now=NOW)

@@ -416,17 +416,28 @@ def _grow(conn: sqlite3.Connection, n: int) -> None:
         conn.execute("UPDATE sailseg_queue_size SET n = n + ?", (n,))
 
 
+#: per (pipeline, okey) of a JSON list of pairs: its head (id, lease end), if any, and its
+#: oldest row; one statement for every key of a finish instead of one per key
+_HEADS_OF_KEYS = (
+    "SELECT k.p, k.o, h.id, h.lease_until, (SELECT min(id) FROM sailseg_queue "
+    "WHERE okey = k.o AND pipeline = k.p) FROM (SELECT json_extract(value, '$[0]') AS p, "
+    "json_extract(value, '$[1]') AS o FROM json_each(?)) k LEFT JOIN sailseg_queue h "
+    "ON h.okey = k.o AND h.pipeline = k.p AND h.head = 1"
+)
+
+
 def _fix_heads(conn: sqlite3.Connection, keys: Iterable[HeadKey], now: float) -> None:
     """Re-mark the oldest row of each (pipeline, okey) as its head (see ``plan_heads``)."""
+    unique = sorted(set(keys))
+    if not unique:
+        return
     heads: dict[HeadKey, tuple[str, float]] = {}
     oldest: dict[HeadKey, str | None] = {}
-    for key in set(keys):
-        head_id, lease_until, oldest[key] = conn.execute(
-            "SELECT h.id, h.lease_until, (SELECT min(id) FROM sailseg_queue "
-            "WHERE okey = ?2 AND pipeline = ?1) FROM (SELECT 1) LEFT JOIN sailseg_queue h "
-            "ON h.okey = ?2 AND h.pipeline = ?1 AND h.head = 1",
-            key,
-        ).fetchone()
+    for pipeline, okey, head_id, lease_until, first in conn.execute(
+        _HEADS_OF_KEYS, (_json.encode(unique).decode(),)
+    ):
+        key = (pipeline, okey)
+        oldest[key] = first
         if head_id is not None:
             heads[key] = (head_id, lease_until)
     unmark, mark = plan_heads(heads, oldest, now)
@@ -440,13 +451,13 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
     """Insert queue rows (``ITEM_COLS``), marked as heads where their (pipeline, okey) had
     no rows."""
     heads: dict[HeadKey, str] = {}
-    # one lookup per ordering key, whatever the number of pipelines (an accepted message
-    # fans out to every pipeline of its trigger under one key)
-    for okey in {r[2] for r in rows}:
-        for pipeline, head in conn.execute(
-            "SELECT pipeline, id FROM sailseg_queue WHERE okey = ? AND head = 1", (okey,)
-        ):
-            heads[(pipeline, okey)] = head
+    # one lookup for every ordering key of the call, whatever the number of pipelines (an
+    # accepted message fans out to every pipeline of its trigger under one key)
+    for pipeline, okey, head in conn.execute(
+        "SELECT pipeline, okey, id FROM sailseg_queue WHERE head = 1 AND okey "
+        f"{_IN}", (_ids(list({r[2] for r in rows})),)
+    ):
+        heads[(pipeline, okey)] = head
     mark, older = plan_new_heads([(head_key(r), r[0]) for r in rows], heads)
     conn.executemany(QUEUE_INSERT_HEAD, [(*r, int(r[0] in mark)) for r in rows])
     _grow(conn, len(rows))
@@ -461,6 +472,14 @@ def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueIte
     accepted: list[Row] = []
     journal: list[QueueItem] = []
     seen: set[str] = set()
+    # the keys' last sightings in one read (this connection is the only writer, inside this
+    # transaction), then one executemany for the keys that (re)start their window
+    keys = list({r[3] for r in rows if r[3] is not None})
+    known: dict[str, float] = dict(conn.execute(
+        f"SELECT key, first_seen FROM sailseg_dedupe WHERE key {_IN}", (_ids(keys),)
+    )) if keys else {}
+    cutoff = now - window
+    fresh: list[tuple[str, float]] = []
     for row, item in zip(rows, items, strict=True):
         key = row[3]
         if key is not None:
@@ -469,18 +488,20 @@ def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueIte
             else:
                 seen.add(key)
                 # first time, or the last sighting left the window: (re)start the window
-                ok = conn.execute(
-                    "INSERT INTO sailseg_dedupe (key, first_seen) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET first_seen = excluded.first_seen "
-                    "WHERE first_seen <= ? RETURNING 1",
-                    (key, now, now - window),
-                ).fetchone() is not None
+                last = known.get(key)
+                ok = last is None or last <= cutoff
+                if ok:
+                    fresh.append((key, now))
             if not ok:
                 flags.append(False)
                 continue
         flags.append(True)
         accepted.append(row)
         journal.append(item)
+    if fresh:
+        conn.executemany(
+            "INSERT INTO sailseg_dedupe (key, first_seen) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET first_seen = excluded.first_seen", fresh)
     if accepted:
         conn.executemany(BODY_INSERT, body_inserts(accepted, bodies))
         _insert_items(conn, accepted, now)
@@ -495,10 +516,9 @@ def _claim(
     """Lease the due heads; a row that cannot be decoded becomes a dead letter instead."""
     rows = conn.execute(CLAIM_SQL, (now, now, limit)).fetchall()
     items, bad = decode_items(rows)
-    conn.executemany(
-        "UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id = ?",
-        [(owner, until, i.id) for i in items],
-    )
+    if items:
+        conn.execute(f"UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id {_IN}",
+                     (owner, until, _ids([i.id for i in items])))
     if bad:
         _bury(conn, bad, now)
     return items
@@ -521,9 +541,17 @@ def _finish(
     return those applied."""
     fence = "" if owner is None else " AND lease_owner = ?"
     extra = () if owner is None else (owner,)
-    applied: list[PreparedOutcome] = []
     bodies: dict[str, str | None] = {}
     removed = 0
+    # the rows leaving the queue (done, parked) in one statement; retries one at a time
+    gone = [p.id for p in prepared if p.retry is None]
+    if gone:
+        for item_id, body in conn.execute(
+            f"DELETE FROM sailseg_queue WHERE id {_IN}{fence} RETURNING id, body",
+            (_ids(gone), *extra),
+        ):
+            bodies[item_id] = body
+            removed += 1
     for p in prepared:
         if p.retry is not None:
             hit = conn.execute(
@@ -531,13 +559,10 @@ def _finish(
                 f"lease_owner = NULL, lease_until = 0 WHERE id = ?{fence} RETURNING body",
                 (*p.retry, p.id, *extra),
             ).fetchone()
-        else:
-            hit = conn.execute(f"DELETE FROM sailseg_queue WHERE id = ?{fence} RETURNING body",
-                               (p.id, *extra)).fetchone()
-        if hit is not None:  # else finished elsewhere, purged, or no longer ours: record nothing
-            applied.append(p)
-            bodies[p.id] = hit[0]
-            removed += p.retry is None
+            if hit is not None:
+                bodies[p.id] = hit[0]
+    # else finished elsewhere, purged, or no longer ours: record nothing
+    applied = [p for p in prepared if p.id in bodies]
     _grow(conn, -removed)
     for sql, rows in finish_writes(applied, now, bodies):
         if rows:
