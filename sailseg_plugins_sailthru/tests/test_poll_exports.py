@@ -142,6 +142,30 @@ async def test_malformed_export_fails_naming_the_line_and_keeps_the_cursor(
     assert (await trig.get_cursor("engagement")) == {}  # the next poll reads the export again
 
 
+async def test_a_file_in_one_chunk_is_accepted_in_chunks_and_fails_at_its_bad_line() -> None:
+    """A transport may hand over the whole file as one chunk: rows are still parsed as the
+    accept chunks fill (the rows before a bad one are accepted), and an unreadable row (a field
+    over the csv module's size limit) is named by its own line, not the chunk's first."""
+    emu = SailthruEmulator(EmulatorSettings(job_polls_to_complete=1))
+    seed(emu, 30)
+
+    def huge_field_at_line_9(data: bytes) -> bytes:
+        lines = data.split(b"\n")
+        lines[8] = b"x" * (csv.field_size_limit() + 1)
+        return b"\n".join(lines)
+
+    accept = CallSizes()
+    with Server(ChunkedExports(emu, size=10**8, rewrite=huge_field_at_line_9)) as srv:
+        trig = await poller(srv.url, accept, DictKV(), accept_chunk=3)
+        try:
+            with pytest.raises(SailthruBadExport, match="unreadable CSV near line 9"):
+                await trig.poll_once()
+        finally:
+            await trig.client.aclose()
+    assert len(accept.calls) == 2  # rows of lines 2-7 (two chunks of 3) went in before it
+    assert (await trig.get_cursor("engagement")) == {}
+
+
 async def test_poll_loop_survives_a_malformed_export(caplog: pytest.LogCaptureFixture) -> None:
     """``run()`` logs the error and keeps polling (it is a RetryableError)."""
     import anyio
@@ -178,3 +202,16 @@ def test_csv_records_match_the_csv_module_at_every_split_point() -> None:
     starts += rec.first_line
     assert list(csv.reader(records)) == expected
     assert starts == [1, 2, 4, 5, 6]
+
+
+@pytest.mark.parametrize(("open_time", "timestamp"), [
+    ("2024-05-01 10:07:00", "2024-05-01T10:07:00.000Z"),
+    ("2024-05-01T10:07:00", "2024-05-01T10:07:00.000Z"),
+    ("2024-05-01T10:07+02", "2024-05-01T10:07:00.000Z"),  # 19 characters, not the usual shape
+    ("Wed, 01 May 2024 10:07:00 +0000", "2024-05-01T10:07:00.000Z"),
+    ("2024-02-30 10:07:00", "1970-01-01T00:00:00.000Z"),  # no such day: the epoch, as before
+])
+def test_engagement_timestamps_from_export_times(open_time: str, timestamp: str) -> None:
+    row = {"email": "a@example.com", "profile_id": "s1", "open_time": open_time}
+    (opened,) = engagement_row_events(row, {"blast_id": "B1"}, anonymous_id="sid")
+    assert opened["timestamp"] == timestamp

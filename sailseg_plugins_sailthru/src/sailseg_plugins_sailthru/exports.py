@@ -19,7 +19,6 @@ from __future__ import annotations
 import codecs
 import csv
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from typing import Any
 
 from .errors import SailthruRetryableError
 
@@ -113,12 +112,20 @@ async def export_rows(chunks: AsyncIterator[bytes], *, chunk_rows: int = 1000,
             except SailthruBadExport as exc:
                 raise SailthruBadExport(f"{what}: {exc}") from None
         starts = splitter.first_line
-        try:
-            parsed: list[Any] = list(_rows(records))
-        except csv.Error as exc:
-            raise SailthruBadExport(f"{what}: unreadable CSV near line {starts[0] if starts else '?'}: "
-                                    f"{exc}") from None
-        for i, row in enumerate(parsed):
+        # parsed row by row as the batches fill, never a list of every row of the chunk: a
+        # transport that hands over the whole file as one chunk (W3, 50,000 rows) would hold
+        # each row twice, as a list and as its dict (~30 MB more at the start of the export)
+        parsed = iter(_rows(records))
+        i = -1
+        while True:
+            try:
+                row = next(parsed)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                near = starts[i + 1] if i + 1 < len(starts) else (starts[-1] if starts else "?")
+                raise SailthruBadExport(f"{what}: unreadable CSV near line {near}: {exc}") from None
+            i += 1
             if not row:
                 continue
             if header is None:
