@@ -87,6 +87,77 @@ async def test_a_caller_cancelled_before_its_batch_is_not_written() -> None:
     assert 2 not in rec.written and {1, 3} <= rec.written
 
 
+async def test_waiting_callers_are_written_when_the_one_elected_to_lead_gives_up() -> None:
+    # the first caller to wait behind a flush is elected to lead the next batch; the others
+    # only wait for it to be written. If the elected one is cancelled, another must lead.
+    gate, started = anyio.Event(), anyio.Event()
+    rec = Recorder(delay=0)
+    inner = rec.flush
+
+    async def gated(batch: list[Pending[int]]) -> None:
+        if 1 in (e.payload for e in batch):
+            started.set()
+            await gate.wait()
+        await inner(batch)
+
+    gc: GroupCommit[int] = GroupCommit(gated)
+    results: dict[int, int] = {}
+    elected = anyio.CancelScope()
+
+    async def call(i: int) -> None:
+        results[i] = await gc.submit(i)
+
+    async def give_up() -> None:
+        with elected:
+            await gc.submit(2)
+
+    with anyio.fail_after(10):  # a batch left without a leader would hang here
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, 1)
+            await started.wait()
+            tg.start_soon(give_up)  # the first to wait: elected
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(call, 3)
+            tg.start_soon(call, 4)
+            await anyio.wait_all_tasks_blocked()
+            elected.cancel()
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+    assert results == {1: 10, 3: 30, 4: 40}
+    assert 2 not in rec.written and [3, 4] in rec.batches
+
+
+async def test_the_leader_of_a_batch_returns_after_its_other_callers() -> None:
+    # as when every caller waited on its own event (see GroupCommit.submit)
+    gate, started = anyio.Event(), anyio.Event()
+    rec = Recorder(delay=0)
+    inner = rec.flush
+
+    async def gated(batch: list[Pending[int]]) -> None:
+        if 1 in (e.payload for e in batch):
+            started.set()
+            await gate.wait()
+        await inner(batch)
+
+    gc: GroupCommit[int] = GroupCommit(gated)
+    returned: list[int] = []
+
+    async def call(i: int) -> None:
+        await gc.submit(i)
+        returned.append(i)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, 1)
+            await started.wait()
+            for i in (2, 3, 4):  # 2 waits first: it leads their batch
+                tg.start_soon(call, i)
+                await anyio.wait_all_tasks_blocked()
+            gate.set()
+    assert rec.batches == [[1], [2, 3, 4]]
+    assert returned[1:] == [3, 4, 2]
+
+
 async def test_wait_idle_waits_for_running_flushes() -> None:
     rec = Recorder(delay=0.05)
     gc: GroupCommit[int] = GroupCommit(rec.flush, parallel=2)
