@@ -146,6 +146,48 @@ async def test_concurrent_enqueues_are_all_committed_with_dedupe(store: Store, i
     assert await store.backlog() == 60
 
 
+async def test_concurrent_enqueues_of_one_key_leave_one_head_and_every_count(
+        store: Store, item: Item) -> None:
+    # calls that share a transaction (SQLite writes them as one) must leave what calls one
+    # after another would: the oldest row of the key as its only head, even when it came
+    # last, and one per-minute count per accepted row
+    stored: dict[str, bool] = {}
+
+    async def one(i: int) -> None:
+        (stored[f"{100 - i:04d}"],) = await store.enqueue(
+            [item(f"{100 - i:04d}", "U", key=f"p:m{i % 40}")], dedupe_window=3600,
+            now=NOW + i / 1000)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):  # the last 10 repeat messages of the first ones
+            tg.start_soon(one, i)
+    assert sum(stored.values()) == 40
+    oldest = min(i for i, ok in stored.items() if ok)
+    assert ids(await store.claim("n", 10, lease=30, now=NOW + 1)) == [oldest]
+    counts = await store.minute_counts(NOW - 60)
+    assert sum(n for _, p, name, n in counts if (p, name) == ("p", "in")) == 40
+
+
+async def test_concurrent_enqueues_restart_an_expired_window_once(store: Store, item: Item) -> None:
+    await store.enqueue([item(f"old{i}", f"u{i}", key=f"p:k{i}") for i in range(10)],
+                        dedupe_window=100, now=NOW)
+    await store.enqueue([item(f"old{i}", f"u{i}", key=f"p:k{i}") for i in range(10, 20)],
+                        dedupe_window=100, now=NOW + 50)
+    stored: dict[tuple[int, int], bool] = {}
+
+    async def one(i: int, j: int) -> None:
+        (stored[(i, j)],) = await store.enqueue([item(f"new{i}-{j}", f"u{i}", key=f"p:k{i}")],
+                                                dedupe_window=100, now=NOW + 100 + j)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            for j in (0, 1):
+                tg.start_soon(one, i, j)
+    for i in range(10):  # expired: one of the two sightings restarts the window
+        assert stored[(i, 0)] != stored[(i, 1)]
+    assert not any(stored[(i, j)] for i in range(10, 20) for j in (0, 1))  # still inside it
+
+
 async def test_a_failing_call_fails_alone_in_a_group_commit(store: Store, item: Item) -> None:
     await store.enqueue([item("dup")], dedupe_window=0, now=NOW)
     outcomes: dict[str, Any] = {}

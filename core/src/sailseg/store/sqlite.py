@@ -44,6 +44,7 @@ import anyio
 import msgspec
 
 from ..errors import StoreError
+from ._journal import MINUTES_UPSERT
 from ._rows import (
     BODY_INSERT,
     EVENT_OF_Q,
@@ -354,8 +355,27 @@ def _transaction(conn: sqlite3.Connection, batch: list[Pending[Op]], *, isolate:
         for entry in batch:
             entry.error = exc
         return
-    for entry in batch:
+    i = 0
+    while i < len(batch):
+        entry = batch[i]
         fn, args = entry.payload
+        i += 1
+        if fn is _enqueue and not isolate:
+            # this and the enqueue calls right after it, written as one (same rows and flags)
+            j = i
+            while j < len(batch) and batch[j].payload[0] is _enqueue:
+                j += 1
+            if j > i:
+                run = batch[i - 1:j]
+                i = j
+                try:
+                    results = _enqueue_calls(conn, [e.payload[1] for e in run])
+                except Exception as exc:
+                    conn.execute("ROLLBACK")
+                    raise _CallFailed from exc
+                for e, flags in zip(run, results, strict=True):
+                    e.result = flags
+                continue
         if isolate:
             conn.execute("SAVEPOINT call")
         try:
@@ -468,46 +488,79 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
 def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueItem],
              bodies: dict[str, tuple[str, bytes]], window: float, now: float,
              journaled: bool) -> list[bool]:
-    flags: list[bool] = []
-    accepted: list[Row] = []
-    journal: list[QueueItem] = []
-    seen: set[str] = set()
+    return _enqueue_calls(conn, [(rows, items, bodies, window, now, journaled)])[0]
+
+
+def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -> list[list[bool]]:
+    """Several ``_enqueue`` calls (their arguments) of one transaction, written as one: the
+    same rows and flags as the calls one after another, with one statement each for the
+    dedupe read, the dedupe writes, the head lookup, the stored events, the queue rows, the
+    journal and the per-minute counts, instead of that many per call (bench/run_ingest.py
+    flushes ~31 one-message calls at a time; their statements were most of the writer
+    thread's time per event)."""
     # the keys' last sightings in one read (this connection is the only writer, inside this
     # transaction), then one executemany for the keys that (re)start their window
-    keys = list({r[3] for r in rows if r[3] is not None})
+    keys = list({r[3] for c in calls for r in c[0] if r[3] is not None})
     known: dict[str, float] = dict(conn.execute(
         f"SELECT key, first_seen FROM sailseg_dedupe WHERE key {_IN}", (_ids(keys),)
     )) if keys else {}
-    cutoff = now - window
     fresh: list[tuple[str, float]] = []
-    for row, item in zip(rows, items, strict=True):
-        key = row[3]
-        if key is not None:
-            if key in seen:
-                ok = window <= 0  # a repeat inside one call: first_seen is this very call
-            else:
-                seen.add(key)
-                # first time, or the last sighting left the window: (re)start the window
-                last = known.get(key)
-                ok = last is None or last <= cutoff
-                if ok:
-                    fresh.append((key, now))
-            if not ok:
-                flags.append(False)
-                continue
-        flags.append(True)
-        accepted.append(row)
-        journal.append(item)
-    if fresh:
+    results: list[list[bool]] = []
+    accepted: list[Row] = []
+    bodies: dict[str, tuple[str, bytes]] = {}
+    writes: dict[str, list[tuple[Any, ...]]] = {}
+    for rows, items, call_bodies, window, now, journaled in calls:
+        flags: list[bool] = []
+        journal: list[QueueItem] = []
+        seen: set[str] = set()
+        cutoff = now - window
+        for row, item in zip(rows, items, strict=True):
+            key = row[3]
+            if key is not None:
+                if key in seen:
+                    ok = window <= 0  # a repeat inside one call: first_seen is this very call
+                else:
+                    seen.add(key)
+                    # first time, or the last sighting left the window: (re)start the window
+                    last = known.get(key)
+                    ok = last is None or last <= cutoff
+                    if ok:
+                        fresh.append((key, now))
+                        known[key] = now  # what a later call of this batch reads
+                if not ok:
+                    flags.append(False)
+                    continue
+            flags.append(True)
+            accepted.append(row)
+            journal.append(item)
+        results.append(flags)
+        if journal:
+            bodies.update(call_bodies)
+            for sql, extra in accept_writes(journal, now, journal=journaled):
+                writes.setdefault(sql, []).extend(extra)
+    if fresh:  # in call order: a key restarted twice keeps the later sighting
         conn.executemany(
             "INSERT INTO sailseg_dedupe (key, first_seen) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET first_seen = excluded.first_seen", fresh)
     if accepted:
         conn.executemany(BODY_INSERT, body_inserts(accepted, bodies))
-        _insert_items(conn, accepted, now)
-        for sql, extra in accept_writes(journal, now, journal=journaled):
-            conn.executemany(sql, extra)
-    return flags
+        # a key given a row older than its head has its heads fixed as of the first call
+        # (a head leased then keeps its mark)
+        _insert_items(conn, accepted, min(c[4] for c in calls))
+        for sql, extra in writes.items():
+            conn.executemany(sql, _summed(extra) if sql == MINUTES_UPSERT else extra)
+    return results
+
+
+def _summed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``MINUTES_UPSERT`` rows (key columns..., n) with one row per key, n summed: the upsert
+    adds n, so this writes the same counts with fewer statements."""
+    if len(rows) < 2:
+        return rows
+    total: dict[tuple[Any, ...], int] = {}
+    for *key, n in rows:
+        total[tuple(key)] = total.get(tuple(key), 0) + n
+    return [(*key, n) for key, n in total.items()]
 
 
 def _claim(
