@@ -363,3 +363,35 @@ async def test_metrics_text_is_well_formed(running: tuple[Runtime, httpx.AsyncCl
         if ln and not ln.startswith("#"):
             assert sample.match(ln), ln
     assert 'sailseg_dead_letters{pipeline="main"} 0' in text
+
+
+class _FinishThenPause:
+    """The real store, with a pause after each ``finish`` has committed: the window in which
+    a claim of the same group commit (after the finish) can return an item the completer has
+    not let go of yet."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def finish(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self._inner.finish(*args, **kwargs)
+        await anyio.sleep(0.3)
+        return result
+
+
+async def test_an_item_claimed_again_while_its_retry_is_recorded_is_delivered(tmp_path: Path) -> None:
+    # the claimer sees the retried item (its next attempt) while the completer still holds it
+    # in flight: it must start once the completer lets go, not wait out its 30 s lease
+    from sailseg.plugins import build_registry, make_plugin_manager
+    from sailseg.runtime import open_store
+
+    cfg = config(tmp_path, {"fail": "retryable-1"}, delivery={"max_attempts": 5, "lease": 30})
+    store = _FinishThenPause(open_store(cfg.store.url, build_registry(make_plugin_manager())))
+    async with Runtime(cfg, store=store) as rt:
+        async with await client(rt) as c:
+            assert (await c.post("/in", json=ident("u1", 1))).json()["accepted"] == 1
+            await wait_for(lambda: len(RECORDED.get("rec", [])) == 1, timeout=8)
+    assert RECORDED["rec"][0]["attempt"] == 2

@@ -166,6 +166,8 @@ class Delivery:
         self.tracer = trace.get_tracer("sailseg")
         self._observer = TracingObserver(self.tracer)
         self.inflight: dict[str, QueueItem] = {}
+        #: items claimed again (their next attempt) while their retry was being recorded
+        self._reclaimed: dict[str, QueueItem] = {}
         self._done: list[Outcome] = []
         self._wake = anyio.Event()
         self._done_event = anyio.Event()
@@ -279,19 +281,33 @@ class Delivery:
                     await self._wake.wait()
                 continue
             for item in items:
-                if item.id in self.inflight:  # our own lease lapsed and we re-claimed it
+                held = self.inflight.get(item.id)
+                if held is not None:
+                    if item.attempt > held.attempt:
+                        # the claim ran after this item's retry was written but before the
+                        # completer let go of it (both in one group commit): the claim is
+                        # its next attempt, which starts when the completer releases it
+                        self._reclaimed[item.id] = item
+                    # else our own lease lapsed while it was processed: that run goes on
                     continue
-                self.inflight[item.id] = item
-                self._active += 1
-                self._todo.append(item)
-            # wake as many idle workers as there are new items, then one worker per item being
-            # processed (an item waiting in a batching sink's batch or for the completer holds
-            # none, see `SinkRunner.park`)
-            for _ in range(min(len(self._todo), len(self._idle))):
-                self._idle.pop().set()
-            while self._workers < self._active:
-                self._workers += 1
-                self._tg.start_soon(self._worker)
+                self._take(item)
+            self._start_workers()
+
+    def _take(self, item: QueueItem) -> None:
+        """Hold a claimed item in flight and queue it for a worker."""
+        self.inflight[item.id] = item
+        self._active += 1
+        self._todo.append(item)
+
+    def _start_workers(self) -> None:
+        """Wake as many idle workers as there are queued items, then start one worker per
+        item being processed (an item waiting in a batching sink's batch or for the
+        completer holds none, see `SinkRunner.park`)."""
+        for _ in range(min(len(self._todo), len(self._idle))):
+            self._idle.pop().set()
+        while self._workers < self._active:
+            self._workers += 1
+            self._tg.start_soon(self._worker)
 
     async def _worker(self) -> None:
         """Process claimed items one after another, for the life of the node.
@@ -347,6 +363,10 @@ class Delivery:
                 self._recording = False
             for o in batch:
                 self.inflight.pop(o.item.id, None)
+                again = self._reclaimed.pop(o.item.id, None) if self._reclaimed else None
+                if again is not None and not self._stopping:
+                    self._take(again)
+                    self._start_workers()
                 self._record_metrics(o, now)
                 if self.on_outcome is not None:
                     self.on_outcome(o, now)
