@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from sailseg.store._journal import DETAIL_LIMIT, summarize
+from sailseg.tracing import hash_email
 
 enc = msgspec.json.Encoder(enc_hook=repr)
 
@@ -45,3 +46,11 @@ def test_a_budgeted_summary_stores_the_same_bytes(traits: int, seed: int) -> Non
     if len(enc.encode(full)) <= DETAIL_LIMIT:
         assert cut == full  # nothing is cut from a detail that fits
     assert b"hunter2" not in stored(cut) and b"someone@example.com" not in stored(cut)
+
+
+def test_an_email_used_as_a_key_is_hashed_too() -> None:
+    sent = {"payload": {"traits": {"lists": {"Someone@Example.com": 1, "plain": 2}}}}
+    for budget in (None, [DETAIL_LIMIT]):
+        text = enc.encode(summarize(sent, budget=budget))
+        assert b"Someone@Example.com" not in text and b"plain" in text
+        assert hash_email("Someone@Example.com").encode() in text

@@ -120,6 +120,8 @@ def summarize(value: Any, key: str = "", depth: int = 0, budget: list[int] | Non
         cut: dict[str, Any] = {}
         for k, v in value.items():
             name = k if type(k) is str else str(k)
+            if "@" in name:  # a key may be an email too (traits or lists keyed by address)
+                name = _EMAIL.sub(lambda m: hash_email(m.group(0)), name)
             if budget is not None:
                 if budget[0] < 0:
                     break
