@@ -104,7 +104,7 @@ async def send_audience(n: int, run: str) -> dict:
 def run_size(n: int) -> dict:
     data = tempfile.mkdtemp(prefix="sailseg-w2-")
     env = dict(os.environ, SUT_PORT=str(SUT_PORT), W1_DATA_DIR=data,
-               SAILSEG_BENCH_CONFIG=os.path.join(HERE, "w2", "sailseg.toml"),
+               SAILSEG_BENCH_CONFIG=os.environ.get("W2_CONFIG") or os.path.join(HERE, "w2", "sailseg.toml"),
                SAILTHRU_API_URL=f"http://127.0.0.1:{EMU_PORT}", SAILTHRU_API_KEY=KEY,
                SAILTHRU_API_SECRET=SECRET)
     emu = subprocess.Popen([WS_PY, os.path.join(HERE, "w2", "emulator_server.py"), "--port", str(EMU_PORT),

@@ -206,3 +206,46 @@ admin_token = ""
     for secret in ("hunter2", "k-live-1", "abc123"):
         assert secret not in shown
     assert "sslmode=require" in shown and '"file": "/tmp/ok"' in shown
+
+
+def _pipelines(journal_a: str, journal_b: str, console: str = "") -> str:
+    return f"""
+{console}
+[triggers.web]
+type = "echo"
+path = "/in"
+[pipelines.a]
+trigger = "web"
+sinks = [ {{ type = "echo", name = "ra" }} ]
+{journal_a}
+[pipelines.b]
+trigger = "web"
+sinks = [ {{ type = "echo", name = "rb" }} ]
+{journal_b}
+"""
+
+
+@pytest.mark.parametrize(("a", "b", "console", "scope"), [
+    ("", "", "", True),
+    ("", "journal = false", "", frozenset({"b"})),
+    ("journal = false", "journal = false", "", False),
+    ("journal = true", "", "[console]\njournal = false", frozenset({"b"})),
+    ("", "", "[console]\njournal = false", False),
+])
+def test_a_pipeline_can_leave_the_journal(tmp_path: Path, a: str, b: str, console: str,
+                                          scope: object) -> None:
+    from sailseg.runtime import journal_scope
+
+    path = tmp_path / "sailseg.toml"
+    path.write_text(_pipelines(a, b, console))
+    assert journal_scope(load_config(path, env={})) == scope
+
+
+def test_a_pipeline_journal_must_be_a_boolean(tmp_path: Path) -> None:
+    path = tmp_path / "sailseg.toml"
+    path.write_text(_pipelines('journal = "no"', ""))
+    with pytest.raises(ConfigError, match=r"pipelines\.a\.journal must be true or false, not 'no'"):
+        load_config(path, env={})
+    path.write_text(_pipelines("jornal = false", ""))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) jornal.*journal"):
+        load_config(path, env={})

@@ -148,6 +148,24 @@ async def test_queue_overview_counts_and_oldest_per_pipeline(store: Store, item:
     assert overview == {"p": (2, NOW), "idle": (0, None)}
 
 
+async def test_a_pipeline_left_out_of_the_journal_is_not_journaled(store: Store, item: Item) -> None:
+    store.journal = frozenset({"bulk"})  # type: ignore[attr-defined]  # [pipelines.bulk] journal = false
+    await store.enqueue([item("a1", "k1", pipeline="live"), item("b1", "k2", pipeline="bulk")],
+                        dedupe_window=0, now=NOW)
+    claimed = await store.claim("n", 10, lease=30, now=NOW)
+    assert sorted(c.id for c in claimed) == ["a1", "b1"]
+    await store.finish([Outcome(item=c, status="done", delivered=["s"], counts={"s:delivered": 1})
+                        for c in claimed], now=NOW)
+    v = views(store)
+    assert [r.stage for r in await v.journal_lookup(message_id="m-a1")] != []
+    assert await v.journal_lookup(message_id="m-b1") == []
+    counts: dict[tuple[str, str], int] = {}
+    for _, pipeline, n, c in await v.minute_counts(NOW - 60):
+        counts[(pipeline, n)] = counts.get((pipeline, n), 0) + c
+    assert counts == {("live", "in"): 1, ("live", "delivered"): 1,
+                      ("bulk", "in"): 1, ("bulk", "delivered"): 1}
+
+
 async def test_without_the_journal_nothing_is_journaled_but_minutes_still_count(
     store: Store, item: Item
 ) -> None:

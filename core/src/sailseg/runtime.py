@@ -58,6 +58,18 @@ __all__ = ["Runtime", "open_store", "build_component"]
 log = logging.getLogger("sailseg.runtime")
 
 
+def journal_scope(cfg: SailsegConfig) -> bool | frozenset[str]:
+    """Which pipelines' items the store journals: ``[console] journal``, overridden per
+    pipeline by ``[pipelines.NAME] journal`` (see ``store._journal.JournalScope``)."""
+    default = cfg.console.journal
+    off = frozenset(n for n, p in cfg.pipelines.items() if not p.journaled(default))
+    if not off:
+        return True
+    if len(off) == len(cfg.pipelines):
+        return False
+    return off
+
+
 def open_store(url: str, registry: Registry) -> Store:
     """Build (not open) the store for ``url`` from the registered backends."""
     scheme = url.split(":", 1)[0].lower()
@@ -206,7 +218,7 @@ class Runtime:
         await self.store.open()
         stack.push_async_callback(self.store.close)
         if hasattr(self.store, "journal"):
-            self.store.journal = self.config.console.journal
+            self.store.journal = journal_scope(self.config)
         auto = self.store.url.startswith("sqlite")
         await self.store.check_schema(auto_migrate=auto)
         oplogs.add_secrets(oplogs.secrets_from_env(self.env))  # masked in every log line

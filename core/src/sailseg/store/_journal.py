@@ -40,6 +40,7 @@ def clean(text: str) -> str:
 
 __all__ = [
     "JOURNAL_COLS",
+    "JournalScope",
     "JOURNAL_INSERT",
     "MINUTES_UPSERT",
     "SHARD",
@@ -49,7 +50,17 @@ __all__ = [
     "outcome_rows",
     "summarize",
     "trace_id",
+    "journaled",
 ]
+
+#: which items the journal keeps: True every pipeline's, False none, a set every pipeline's
+#: but these (``[pipelines.NAME] journal = false``); the runtime sets it on the store
+JournalScope = bool | frozenset[str]
+
+
+def journaled(scope: JournalScope, pipeline: str) -> bool:
+    """Whether ``scope`` journals the items of ``pipeline``."""
+    return scope is True or (scope is not False and pipeline not in scope)
 
 #: this process's shard of ``sailseg_minutes``
 SHARD = uuid.uuid4().hex[:12]

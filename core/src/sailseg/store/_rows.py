@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from ..events import Event, new_id
-from ._journal import outcome_rows
+from ._journal import JournalScope, journaled, outcome_rows
 from .base import AuditRecord, DeadLetter, Outcome, QueueItem
 
 __all__ = [
@@ -368,10 +368,10 @@ def outcome_refs(applied: Iterable[PreparedOutcome], bodies: dict[str, str | Non
 
 
 def prepare_outcomes(
-    outcomes: Iterable[Outcome], now: float, *, journal: bool = True
+    outcomes: Iterable[Outcome], now: float, *, journal: JournalScope = True
 ) -> list[PreparedOutcome]:
-    """Encode outcomes (the first one wins when an item appears twice); with ``journal``,
-    also their journal rows."""
+    """Encode outcomes (the first one wins when an item appears twice); for the items
+    ``journal`` scopes in, also their journal rows."""
     out: list[PreparedOutcome] = []
     seen: set[str] = set()
     for o in outcomes:
@@ -402,7 +402,7 @@ def prepare_outcomes(
         counts = [(item.pipeline, clean(k), n) for k, n in o.counts.items() if n]
         out.append(PreparedOutcome(item.id, item.pipeline, okey, o.status, retry, delivered,
                                    parked, keys, dead, counts,
-                                   outcome_rows(o, now) if journal else []))
+                                   outcome_rows(o, now) if journaled(journal, item.pipeline) else []))
     return out
 
 

@@ -17,7 +17,14 @@ import anyio
 import anyio.lowlevel
 
 from ..events import Event
-from ._journal import JOURNAL_INSERT, MINUTES_UPSERT, accepted_rows, minute_rows
+from ._journal import (
+    JOURNAL_INSERT,
+    MINUTES_UPSERT,
+    JournalScope,
+    accepted_rows,
+    journaled,
+    minute_rows,
+)
 from ._rows import (
     AUDIT_COLS,
     DEAD_COLS,
@@ -128,15 +135,16 @@ def finish_writes(
 
 
 def accept_writes(
-    items: Sequence[QueueItem], now: float, *, journal: bool = True
+    items: Sequence[QueueItem], now: float, *, journal: JournalScope = True
 ) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The journal (with ``journal``) and per-minute rows that record accepted (inserted)
-    queue items."""
+    """The journal (for the items ``journal`` scopes in) and per-minute rows that record
+    accepted (inserted) queue items."""
     counts: dict[str, int] = {}
     for i in items:
         counts[i.pipeline] = counts.get(i.pipeline, 0) + 1
+    kept = items if journal is True else [i for i in items if journaled(journal, i.pipeline)]
     return [
-        (JOURNAL_INSERT, accepted_rows(items, now) if journal else []),
+        (JOURNAL_INSERT, accepted_rows(kept, now) if kept else []),
         (MINUTES_UPSERT, minute_rows(((p, "in", n) for p, n in counts.items()), now)),
     ]
 
@@ -328,9 +336,9 @@ class SQLStore(ViewQueries, Store):
     #: housekeeping that should never wait (or deadlock) on the hot path; "" when writers
     #: cannot overlap (SQLite)
     SKIP_LOCKED: ClassVar[str] = ""
-    #: write the event journal (``[console] journal``; the runtime sets it); per-minute
-    #: counts are written either way
-    journal: bool = True
+    #: which items go to the event journal (``[console] journal``, ``[pipelines.NAME]
+    #: journal``; the runtime sets it); per-minute counts are written either way
+    journal: JournalScope = True
 
     @abc.abstractmethod
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:

@@ -44,7 +44,7 @@ import anyio
 import msgspec
 
 from ..errors import StoreError
-from ._journal import MINUTES_UPSERT
+from ._journal import MINUTES_UPSERT, JournalScope
 from ._rows import (
     BODY_INSERT,
     EVENT_OF_Q,
@@ -487,7 +487,7 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
 
 def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueItem],
              bodies: dict[str, tuple[str, bytes]], window: float, now: float,
-             journaled: bool) -> list[bool]:
+             journaled: JournalScope) -> list[bool]:
     return _enqueue_calls(conn, [(rows, items, bodies, window, now, journaled)])[0]
 
 
