@@ -147,14 +147,16 @@ def test_form_quote_matches_quote_plus() -> None:
     import random
     from urllib.parse import quote_plus
 
-    from sailseg_plugins_sailthru.client import form_quote
+    from sailseg_plugins_sailthru.client import form_quote, form_quote_bytes
 
     rng = random.Random(7)
     alphabet = [chr(c) for c in range(256)] + ["é", "ü", "€", "😀", "中", " ", "+", "&", "="]
     samples = ['{"id":"a b@example.com","vars":{"x":"1&2=3+4 %~._-"}}', "", "~", "😀"]
     samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))) for _ in range(300)]
+    samples += ["".join(alphabet) * 2, "%20+ %2B", "a+b c%d"]  # one pass per byte / the table
     for text in samples:
         assert form_quote(text) == quote_plus(text), text
+        assert form_quote_bytes(text.encode()) == quote_plus(text).encode(), text
 
 
 def test_rate_headers_read_like_httpx_lookups() -> None:
