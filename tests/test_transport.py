@@ -1,22 +1,32 @@
-"""The aiohttp-backed httpx transport behind ``ComponentContext.http_client()``: it must behave
-like httpx's own for what sinks rely on (status, headers, body, gzip decoding, streaming
-uploads) and raise the httpx exceptions sinks classify (connect errors, timeouts)."""
+"""The httpx transports behind ``ComponentContext.http_client()`` (:class:`H1Transport`, and the
+aiohttp-backed one it hands streaming uploads and HEAD to): they must behave like httpx's own
+for what sinks rely on (status, headers, body, gzip decoding, streaming uploads) and raise the
+httpx exceptions sinks classify (connect errors, timeouts)."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import socket
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from sailseg.components import ComponentContext
+from sailseg.h1 import H1Transport
 from sailseg.http_tracing import TracedTransport
 from sailseg.transport import AiohttpTransport
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=[H1Transport, AiohttpTransport])
+def make(request: pytest.FixtureRequest) -> type[httpx.AsyncBaseTransport]:
+    """Each transport class: the shared tests run against both."""
+    return request.param  # type: ignore[no-any-return]
 
 
 async def _serve(handler) -> tuple[asyncio.AbstractServer, str]:  # type: ignore[no-untyped-def]
@@ -47,7 +57,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, await reader.readexactly(length)
 
 
-async def test_roundtrip_status_headers_body_and_gzip() -> None:
+async def test_roundtrip_status_headers_body_and_gzip(make: type[httpx.AsyncBaseTransport]) -> None:
     seen: list[tuple[bytes, bytes]] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -64,7 +74,7 @@ async def test_roundtrip_status_headers_body_and_gzip() -> None:
         writer.close()
 
     server, base = await _serve(handler)
-    async with server, httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with server, httpx.AsyncClient(transport=make()) as client:
         r = await client.post(f"{base}/user?x=1", content=b"a=1&b=2",
                               headers={"content-type": "application/x-www-form-urlencoded"})
         assert r.status_code == 201
@@ -85,29 +95,29 @@ async def test_roundtrip_status_headers_body_and_gzip() -> None:
     assert seen[1][1] == b"part1-part2"
 
 
-async def test_connect_error_is_an_httpx_connect_error() -> None:
+async def test_connect_error_is_an_httpx_connect_error(make: type[httpx.AsyncBaseTransport]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with httpx.AsyncClient(transport=make()) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/")
 
 
-async def test_read_timeout_is_an_httpx_timeout() -> None:
+async def test_read_timeout_is_an_httpx_timeout(make: type[httpx.AsyncBaseTransport]) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         await asyncio.sleep(5)  # never answers within the client's read timeout
         writer.close()
 
     server, base = await _serve(handler)
-    async with server, httpx.AsyncClient(transport=AiohttpTransport(),
+    async with server, httpx.AsyncClient(transport=make(),
                                          timeout=httpx.Timeout(5.0, read=0.2)) as client:
         with pytest.raises(httpx.ReadTimeout):
             await client.get(f"{base}/slow")
 
 
-async def test_server_closing_midway_is_an_httpx_transport_error() -> None:
+async def test_server_closing_midway_is_an_httpx_transport_error(make: type[httpx.AsyncBaseTransport]) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort")
@@ -115,7 +125,7 @@ async def test_server_closing_midway_is_an_httpx_transport_error() -> None:
         writer.close()
 
     server, base = await _serve(handler)
-    async with server, httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with server, httpx.AsyncClient(transport=make()) as client:
         with pytest.raises(httpx.TransportError):
             await client.get(f"{base}/cut")
 
@@ -127,10 +137,169 @@ async def test_http_client_uses_it_unless_a_transport_is_injected() -> None:
     try:
         # both wrapped once for CLIENT spans (sailseg.http_tracing), the real sender inside
         assert isinstance(default._transport, TracedTransport)
-        assert isinstance(default._transport.inner, AiohttpTransport)
+        assert isinstance(default._transport.inner, H1Transport)
         assert isinstance(mocked._transport, TracedTransport)
         assert mocked._transport.inner is injected
         assert (await mocked.get("http://vendor.invalid/")).status_code == 204
     finally:
         await default.aclose()
         await mocked.aclose()
+
+
+async def test_h1_keeps_connections_alive_until_the_server_says_close() -> None:
+    """Sequential requests share one connection; ``Connection: close`` or a server closing an
+    idle connection make the next request open a new one; chunked and close-delimited bodies
+    and an interim 100 answer are read like httpx reads them."""
+    connections: list[int] = []
+    answers = {
+        b"/a": b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na",
+        b"/chunked": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"/close": b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nclose",
+        b"/interim": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+        b"/eof": b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end",
+        b"/hangup": b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nhangup",
+    }
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        while True:
+            try:
+                head, _ = await _read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            method, path, _ = head.split(b" ", 2)
+            answer = answers[path]
+            writer.write(answer.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" if method == b"HEAD" else answer)
+            await writer.drain()
+            if path in (b"/close", b"/eof", b"/hangup"):
+                break
+        writer.close()
+
+    server, base = await _serve(handler)
+    transport = H1Transport()
+    async with server, httpx.AsyncClient(transport=transport) as client:
+        for _ in range(3):
+            assert (await client.post(f"{base}/a", content=b"x")).content == b"a"
+        r = await client.post(f"{base}/chunked", content=b"x")
+        assert r.content == b"abcde" and r.headers["transfer-encoding"] == "chunked"
+        assert len(connections) == 1
+        assert (await client.post(f"{base}/close", content=b"x")).content == b"close"
+        r = await client.post(f"{base}/interim", content=b"x")
+        assert (r.status_code, r.content, r.reason_phrase) == (201, b"ok", "Created")
+        assert len(connections) == 2
+        assert (await client.get(f"{base}/eof")).content == b"until the end"
+        assert (await client.get(f"{base}/hangup")).content == b"hangup"
+        for _ in range(200):  # until the server's close of the idle connection arrived
+            if not any(transport._idle.values()):
+                break
+            await asyncio.sleep(0.01)
+        assert not any(transport._idle.values()) and transport._open == 0
+        assert (await client.get(f"{base}/a")).content == b"a"
+        assert len(connections) == 4  # /eof and /hangup closed theirs
+        head = await client.head(f"{base}/a")  # HEAD goes to the aiohttp transport
+        assert head.status_code == 200 and head.content == b""
+
+
+async def test_h1_pool_cap_pool_timeout_and_cancellation() -> None:
+    """``max_connections`` bounds open connections: a request waits for one up to the pool
+    timeout; a cancelled request closes its connection and frees its place."""
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head, _ = await _read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if head.startswith(b"POST /slow"):
+                await release.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    server, base = await _serve(handler)
+    transport = H1Transport(limits=httpx.Limits(max_connections=1))
+    async with server, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, pool=0.1)) as client:
+        slow = asyncio.ensure_future(client.post(f"{base}/slow", content=b"x"))
+        while transport._open == 0:
+            await asyncio.sleep(0.01)
+        with pytest.raises(httpx.PoolTimeout):
+            await client.post(f"{base}/fast", content=b"x")
+        release.set()
+        assert (await slow).content == b"ok"
+        assert (await client.post(f"{base}/fast", content=b"x")).content == b"ok"
+
+        release.clear()
+        slow = asyncio.ensure_future(client.post(f"{base}/slow", content=b"x"))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert transport._open == 0
+        release.set()
+        assert (await client.post(f"{base}/fast", content=b"x")).content == b"ok"
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_h1_over_tls_verifies_the_server(tmp_path: Path) -> None:
+    """https: the certificate is checked against ``verify`` (a context trusting it works, the
+    default CA bundle refuses it with a ConnectError) and the exchange is the plain one."""
+    cert_file, key_file = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_file, key_file)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                _, body = await _read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/echo"
+    trusting = ssl.create_default_context(cafile=str(cert_file))
+    async with server:
+        async with httpx.AsyncClient(transport=H1Transport(verify=trusting)) as client:
+            assert (await client.post(url, content=b"over tls")).content == b"over tls"
+            assert (await client.post(url, content=b"again")).content == b"again"
+        async with httpx.AsyncClient(transport=H1Transport()) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.post(url, content=b"x")
+
+
+async def test_h1_refuses_line_breaks_in_headers() -> None:
+    """A header value carrying CR or LF would split the request: refused before sending."""
+    async with httpx.AsyncClient(transport=H1Transport()) as client:
+        for value in ("a\r\nX-Injected: 1", "a\nb", "a\rb"):
+            with pytest.raises(httpx.LocalProtocolError):
+                await client.post("http://127.0.0.1:9/", content=b"x", headers={"x-note": value})

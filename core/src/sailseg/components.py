@@ -246,17 +246,20 @@ class ComponentContext:
         per request when tracing is enabled).
 
         Transport: ``ctx.transport`` when the runtime injects one (tests, the sandbox's
-        in-process emulators); otherwise :class:`sailseg.transport.AiohttpTransport`, httpx
-        over aiohttp's connection pool (256 connections). Why: httpx's default pool collapses
-        under the 64 concurrent sends a sink runs; against the W1 stub at 64 in flight it gave
-        about a sixth of the aiohttp-backed transport's requests/s with p99 in the hundreds of
-        ms (``bench/client_options.py``). Pass ``transport=`` or ``limits=`` to override.
+        in-process emulators); otherwise :class:`sailseg.h1.H1Transport`, sailseg's own
+        HTTP/1.1 keep-alive pool on asyncio protocols and httptools (256 connections), which
+        hands streaming uploads and HEAD to :class:`sailseg.transport.AiohttpTransport`. Why:
+        httpx's default pool collapses under the 64 concurrent sends a sink runs (about a
+        sixth of an aiohttp pool's requests/s against the W1 stub, p99 in the hundreds of ms,
+        ``bench/client_options.py``), and aiohttp's per-request machinery then cost ~25% of
+        sailseg's CPU per W1 event more than H1Transport (``bench/run_w1.sh``). Pass
+        ``transport=`` or ``limits=`` to override.
 
         The client is a :class:`sailseg.http_client.Client`: the httpx API, with a direct
         ``send`` for plain requests (no auth, redirects, hooks or streaming), about half of
         httpx's own per-request cost. Tests mock it with ``respx.mock(using="httpx")`` (the
-        default ``using="httpcore"`` only patches httpx's own pool, which the aiohttp
-        transport does not use) or by injecting ``ctx.transport``.
+        default ``using="httpcore"`` only patches httpx's own pool, which sailseg's
+        transports do not use) or by injecting ``ctx.transport``.
         """
         from .http_client import Client
         from .http_tracing import TracedTransport
@@ -264,13 +267,13 @@ class ComponentContext:
         if self.transport is not None:
             kwargs.setdefault("transport", self.transport)
         elif "transport" not in kwargs:
-            from .transport import AiohttpTransport
+            from .h1 import H1Transport
 
             limits = kwargs.pop(
                 "limits", httpx.Limits(max_connections=256, max_keepalive_connections=256)
             )
             verify = kwargs.get("verify", True)
-            kwargs["transport"] = AiohttpTransport(limits=limits, verify=verify)
+            kwargs["transport"] = H1Transport(limits=limits, verify=verify)
         # one CLIENT span per request (HTTP semantic conventions), see sailseg.http_tracing
         kwargs["transport"] = TracedTransport(kwargs["transport"], self.tracer)
         kwargs.setdefault("timeout", httpx.Timeout(10.0, connect=5.0))

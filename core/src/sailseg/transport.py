@@ -11,6 +11,9 @@ body whole (vendor API answers are small; sinks read ``.content`` anyway), reuse
 objects, and maps every aiohttp failure onto the httpx exception the callers already handle
 (``httpx.TimeoutException`` / ``httpx.TransportError``).
 
+The default transport is now :class:`sailseg.h1.H1Transport` (cheaper per request); it hands
+this one what it does not take itself: streaming uploads and ``HEAD``/``CONNECT``.
+
 Proxies from the environment keep working: httpx routes proxied URLs through its own proxy
 transports (its ``mounts``) before this one is consulted.
 """
