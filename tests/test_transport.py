@@ -146,6 +146,22 @@ async def test_http_client_uses_it_unless_a_transport_is_injected() -> None:
         await mocked.aclose()
 
 
+async def test_the_operator_can_choose_the_aiohttp_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sailseg.components import TRANSPORT_ENV
+    from sailseg.errors import ConfigError
+
+    monkeypatch.setenv(TRANSPORT_ENV, "aiohttp")
+    client = ComponentContext().http_client()
+    try:
+        assert isinstance(client._transport, TracedTransport)
+        assert isinstance(client._transport.inner, AiohttpTransport)
+    finally:
+        await client.aclose()
+    monkeypatch.setenv(TRANSPORT_ENV, "curl")
+    with pytest.raises(ConfigError, match="SAILSEG_HTTP_TRANSPORT='curl': choose h1"):
+        ComponentContext().http_client()
+
+
 async def test_h1_keeps_connections_alive_until_the_server_says_close() -> None:
     """Sequential requests share one connection; ``Connection: close`` or a server closing an
     idle connection make the next request open a new one; chunked and close-delimited bodies

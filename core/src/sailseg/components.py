@@ -15,6 +15,7 @@ Lifecycle::
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = [
     "IdentityResolver",
     "Sink",
     "ComponentContext",
+    "default_transport",
     "AcceptResult",
     "Register",
     "EmptyConfig",
@@ -84,6 +86,30 @@ class AcceptResult(msgspec.Struct):
 
 
 AcceptFn = Callable[..., Awaitable[AcceptResult]]
+
+
+#: ``SAILSEG_HTTP_TRANSPORT``: ``h1`` (the default) or ``aiohttp``
+TRANSPORT_ENV = "SAILSEG_HTTP_TRANSPORT"
+
+
+def default_transport(limits: httpx.Limits, verify: Any = True) -> httpx.AsyncBaseTransport:
+    """The outbound transport of ``ctx.http_client()`` when none is given.
+
+    ``SAILSEG_HTTP_TRANSPORT=aiohttp`` (read when a client is made) selects
+    :class:`sailseg.transport.AiohttpTransport` instead of :class:`sailseg.h1.H1Transport`:
+    the operator's way back should a vendor endpoint or a proxy on the way disagree with
+    sailseg's own HTTP/1.1 client, without a release. Any other value is an error naming
+    the choices."""
+    choice = os.environ.get(TRANSPORT_ENV, "h1").strip().lower() or "h1"
+    if choice == "h1":
+        from .h1 import H1Transport
+
+        return H1Transport(limits=limits, verify=verify)
+    if choice == "aiohttp":
+        from .transport import AiohttpTransport
+
+        return AiohttpTransport(limits=limits, verify=verify)
+    raise ConfigError(f"{TRANSPORT_ENV}={choice!r}: choose h1 (the default) or aiohttp")
 
 
 class ComponentContext:
@@ -267,13 +293,11 @@ class ComponentContext:
         if self.transport is not None:
             kwargs.setdefault("transport", self.transport)
         elif "transport" not in kwargs:
-            from .h1 import H1Transport
-
             limits = kwargs.pop(
                 "limits", httpx.Limits(max_connections=256, max_keepalive_connections=256)
             )
             verify = kwargs.get("verify", True)
-            kwargs["transport"] = H1Transport(limits=limits, verify=verify)
+            kwargs["transport"] = default_transport(limits, verify)
         # one CLIENT span per request (HTTP semantic conventions), see sailseg.http_tracing
         kwargs["transport"] = TracedTransport(kwargs["transport"], self.tracer)
         kwargs.setdefault("timeout", httpx.Timeout(10.0, connect=5.0))
