@@ -27,6 +27,22 @@ class Recorder:
             e.result = e.payload * 10
 
 
+def gated_commit() -> tuple[GroupCommit[int], Recorder, anyio.Event, anyio.Event]:
+    """A group commit whose flush of a batch holding 1 sets ``started`` and then waits for
+    ``gate``: the first flush is held open by an event, not a delay, so callers are surely
+    queued behind it however late a loaded machine schedules the test."""
+    gate, started = anyio.Event(), anyio.Event()
+    rec = Recorder(delay=0)
+
+    async def gated(batch: list[Pending[int]]) -> None:
+        if 1 in (e.payload for e in batch):
+            started.set()
+            await gate.wait()
+        await rec.flush(batch)
+
+    return GroupCommit(gated), rec, gate, started
+
+
 @pytest.mark.parametrize("parallel", [1, 3])
 async def test_each_caller_returns_its_result_after_its_write(parallel: int) -> None:
     rec = Recorder()
@@ -64,19 +80,7 @@ async def test_a_failed_flush_fails_every_caller_of_that_batch_only() -> None:
 
 
 async def test_a_caller_cancelled_before_its_batch_is_not_written() -> None:
-    # the first flush is held open by an event (not a delay), so the second caller is surely
-    # queued behind it when its deadline fires, however late a loaded machine schedules us
-    gate, started = anyio.Event(), anyio.Event()
-    rec = Recorder(delay=0)
-    inner = rec.flush
-
-    async def gated(batch: list[Pending[int]]) -> None:
-        if 1 in (e.payload for e in batch):
-            started.set()
-            await gate.wait()
-        await inner(batch)
-
-    gc: GroupCommit[int] = GroupCommit(gated)
+    gc, rec, gate, started = gated_commit()
     async with anyio.create_task_group() as tg:
         tg.start_soon(gc.submit, 1)  # starts the first flush, which waits for the gate
         await started.wait()
@@ -90,17 +94,7 @@ async def test_a_caller_cancelled_before_its_batch_is_not_written() -> None:
 async def test_waiting_callers_are_written_when_the_one_elected_to_lead_gives_up() -> None:
     # the first caller to wait behind a flush is elected to lead the next batch; the others
     # only wait for it to be written. If the elected one is cancelled, another must lead.
-    gate, started = anyio.Event(), anyio.Event()
-    rec = Recorder(delay=0)
-    inner = rec.flush
-
-    async def gated(batch: list[Pending[int]]) -> None:
-        if 1 in (e.payload for e in batch):
-            started.set()
-            await gate.wait()
-        await inner(batch)
-
-    gc: GroupCommit[int] = GroupCommit(gated)
+    gc, rec, gate, started = gated_commit()
     results: dict[int, int] = {}
     elected = anyio.CancelScope()
 
@@ -129,17 +123,7 @@ async def test_waiting_callers_are_written_when_the_one_elected_to_lead_gives_up
 
 async def test_the_leader_of_a_batch_returns_after_its_other_callers() -> None:
     # as when every caller waited on its own event (see GroupCommit.submit)
-    gate, started = anyio.Event(), anyio.Event()
-    rec = Recorder(delay=0)
-    inner = rec.flush
-
-    async def gated(batch: list[Pending[int]]) -> None:
-        if 1 in (e.payload for e in batch):
-            started.set()
-            await gate.wait()
-        await inner(batch)
-
-    gc: GroupCommit[int] = GroupCommit(gated)
+    gc, rec, gate, started = gated_commit()
     returned: list[int] = []
 
     async def call(i: int) -> None:
