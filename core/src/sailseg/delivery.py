@@ -116,18 +116,13 @@ def _unrecordable(o: Outcome, exc: BaseException) -> Outcome:
                    dead=dead, counts={k: v for k, v in o.counts.items() if isinstance(v, int)})
 
 
-def _observes_settled(pipeline: PipelineRuntime) -> bool:
-    """True when a transform of the pipeline implements ``Transform.settled``."""
-    return any(type(t).settled is not Transform.settled for _, t in pipeline.transforms)
-
-
 async def _settled(pipeline: PipelineRuntime, event: Event, outcome: Outcome,
                    targets: Sequence[str]) -> None:
     """Tell the pipeline's transforms which sinks are done with ``event`` in this attempt
     (``Transform.settled``); sinks that will be retried are reported on a later attempt."""
-    observers = [(n, t) for n, t in pipeline.transforms if type(t).settled is not Transform.settled]
-    if not observers:
+    if not pipeline.settles:
         return
+    observers = [(n, t) for n, t in pipeline.transforms if type(t).settled is not Transform.settled]
     retried = set(outcome.sinks or ()) if outcome.status == "retry" else set()
     dead = {d.sink for d in outcome.dead}
     done = set(outcome.delivered)
@@ -505,7 +500,7 @@ class Delivery:
         unknown = [s for s in targets if s not in pipeline.sinks]
         targets = [s for s in targets if s in pipeline.sinks]
         if len(targets) == 1 and not unknown and not observer.active \
-                and (runner := pipeline.sinks[targets[0]]).parks and not _observes_settled(pipeline):
+                and (runner := pipeline.sinks[targets[0]]).parks and not pipeline.settles:
             # a batching sink: the item waits for its batch holding neither this worker nor
             # anything built for its outcome (memory: W2 parks 50,000 at a time)
             runner.park(event, partial(self._parked, item, event, targets[0]))

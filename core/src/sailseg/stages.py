@@ -289,7 +289,6 @@ class SinkRunner:
         batch.callbacks = []
 
 
-
 @dataclass
 class PipelineRuntime:
     """A pipeline's started components, in order."""
@@ -299,6 +298,12 @@ class PipelineRuntime:
     resolver: tuple[str, IdentityResolver] | None
     sinks: dict[str, SinkRunner]
     sink_types: dict[str, str] = field(default_factory=dict)
+    #: a transform implements ``Transform.settled`` (told after each attempt which sinks are
+    #: done): its items await their sinks, never parked in a batch (worked out once, not per item)
+    settles: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settles = any(type(t).settled is not Transform.settled for _, t in self.transforms)
 
 
 
