@@ -275,10 +275,10 @@ class GroupCommit(Generic[T]):
                 if not batch.taken and len(self._running) < self._parallel:
                     await self._lead(batch)
                     # the batch's other callers resume first, as when every caller waited
-                    # on its own event (the leader's already set): delivery's claimer must
-                    # not run on before a completer whose finish shared its batch, or it
-                    # skips a re-claimed item the completer has not yet let go of (held
-                    # until its lease ends; tests/test_runtime.py per-identity order)
+                    # on its own event (the leader's already set): a completer whose finish
+                    # shared the claimer's batch lets go of its items before the claimer
+                    # runs on (delivery copes with the other order too, see
+                    # Delivery._reclaimed, but then starts the retry a little later)
                     await anyio.lowlevel.checkpoint()
                 elif not batch.taken and batch.kick is None:
                     batch.kick = elected = anyio.Event()
