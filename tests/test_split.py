@@ -1,5 +1,7 @@
-"""`sailseg serve --delivery-process` as real processes: ingest in the serve process, delivery
-in one child; delivery, per-identity order, graceful stop, kill -9 of the parent, kill of the child."""
+"""`sailseg serve` with delivery in a child process (the default on two cores, or
+`--delivery-process`) as real processes: ingest in the serve process, delivery in one child;
+delivery, per-identity order, graceful stop, kill -9 of the parent, kill of the child, the
+child's metrics on the parent's /metrics, and `--single-process`."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 
 from sailseg.testing.processes import echo_payloads, free_port, post_until_killed, wait_http
 
@@ -20,7 +23,7 @@ CONFIG = """
 [store]
 url = "sqlite:///{tmp}/s.db"
 [server]
-delivery_process = {flag}
+{server}
 [delivery]
 poll_interval = 5
 backoff_base = 0.05
@@ -35,13 +38,18 @@ sinks = [ {{ type = "echo", name = "rec", file = "{tmp}/out.jsonl" }} ]
 # poll_interval = 5: delivery within the deadlines below relies on the wake-up pipe
 
 
-def start(tmp: Path, port: int, *, via_config: bool = False) -> subprocess.Popen[bytes]:
+def start(tmp: Path, port: int, *, via_config: bool = False, mode: str = "") -> subprocess.Popen[bytes]:
+    """``mode``: "" (``--delivery-process`` over ``delivery_process = false``), "auto" (no
+    flag, no setting: the default), "single" (``--single-process``)."""
     cfg = tmp / "sailseg.toml"
-    cfg.write_text(CONFIG.format(tmp=tmp, flag="true" if via_config else "false"))
+    server = "delivery_process = true" if via_config else "" if mode else "delivery_process = false"
+    cfg.write_text(CONFIG.format(tmp=tmp, server=server))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(tmp / f"serve-{port}-{time.time_ns()}.log", "wb")
     args = ["serve", "-c", str(cfg), "--port", str(port), "--log-level", "info"]
-    if not via_config:
+    if mode == "single":
+        args.append("--single-process")
+    elif not via_config and not mode:
         args.append("--delivery-process")
     return subprocess.Popen([sys.executable, "-m", "sailseg", *args],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
@@ -193,3 +201,73 @@ def test_killed_child_is_restarted_and_loses_nothing(tmp_path: Path) -> None:
             proc.kill()
         for pid in children(tmp_path):
             os.kill(pid, signal.SIGKILL)
+
+
+def metric(port: int, name: str) -> float:
+    """The sum of a metric's samples on /metrics (0 when absent)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((name + " ", name + "{")))
+
+
+def post_tracks(port: int, ids: list[str]) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for mid in ids:
+            r = client.post("/in", json={"type": "track", "userId": "m", "event": "E", "messageId": mid})
+            assert r.status_code == 200, r.text
+
+
+def test_default_splits_on_two_cores_and_the_child_metrics_reach_the_parent(tmp_path: Path) -> None:
+    """No flag, no setting: on a machine with two usable cores delivery runs in a child; the
+    parent's /metrics carries the child's delivered counter and latency histogram, and they
+    keep counting up (never back) across a restart of the child."""
+    from sailseg.split import usable_cores
+
+    if usable_cores() < 1.5:
+        pytest.skip("one usable core: auto keeps delivery in the serve process")
+    port = free_port()
+    proc = start(tmp_path, port, mode="auto")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, 20, ok_below=300)
+        assert wait_for(lambda: len(children(tmp_path)) == 1, 10), "auto did not start a delivery process"
+        (child,) = children(tmp_path)
+        post_tracks(port, [f"a{i}" for i in range(30)])
+        assert wait_for(lambda: len(set(delivered_ids(tmp_path))) == 30, 15)
+        assert wait_for(lambda: metric(port, "sailseg_events_delivered_total") == 30, 5), \
+            metric(port, "sailseg_events_delivered_total")
+        assert metric(port, "sailseg_delivery_latency_seconds_count") == 30
+        assert metric(port, "sailseg_events_in_total") == 30  # the parent's own counter
+        os.kill(child, signal.SIGKILL)
+        assert wait_for(lambda: children(tmp_path) and children(tmp_path) != [child], 20), "not restarted"
+        assert metric(port, "sailseg_events_delivered_total") == 30  # not reset by the restart
+        post_tracks(port, [f"b{i}" for i in range(10)])
+        assert wait_for(lambda: len(set(delivered_ids(tmp_path))) == 40, 15)
+        assert wait_for(lambda: metric(port, "sailseg_events_delivered_total") == 40, 5), \
+            metric(port, "sailseg_events_delivered_total")
+        log = b"".join(f.read_bytes() for f in tmp_path.glob("serve-*.log"))
+        assert b"delivery in process" in log and b"auto:" in log
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in children(tmp_path):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_single_process_flag_keeps_delivery_in_the_serve_process(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(tmp_path, port, mode="single")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, 20, ok_below=300)
+        post_tracks(port, ["s0", "s1"])
+        assert wait_for(lambda: len(set(delivered_ids(tmp_path))) == 2, 15)
+        assert not children(tmp_path), "--single-process started a delivery process"
+        assert metric(port, "sailseg_events_delivered_total") == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        log = b"".join(f.read_bytes() for f in tmp_path.glob("serve-*.log"))
+        assert b"delivery in this process" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()

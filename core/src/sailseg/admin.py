@@ -55,11 +55,10 @@ def admin_routes(rt: Runtime) -> list[Route]:
                     firing[st.rule] = firing.get(st.rule, 0) + (st.state == "firing")
                 for rule, n in firing.items():
                     rt.metrics.set_gauge("sailseg_alerts_firing", float(n), rule=rule)
-                snap = signals.snapshot()
-                for comp, (n, _at, _err) in snap["credential"].items():
-                    rt.metrics.counters[("sailseg_credential_failures_total", (("component", comp),))] = n
-                for comp, vals in snap["rate"].items():
-                    rt.metrics.counters[("sailseg_rate_limit_wait_seconds_total", (("component", comp),))] = vals[1]
+                # this process's and its delivery child's (sailseg.telemetry)
+                mine, child = signals.as_counters(signals.snapshot()), rt.metrics.from_children
+                for key in mine.keys() | child.keys():
+                    rt.metrics.counters[key] = mine.get(key, 0.0) + child.get(key, 0.0)
             except Exception:  # noqa: BLE001 - metrics must still render
                 pass
         # 1 while a pipeline is paused (queuing, not delivering): one tiny table, read on

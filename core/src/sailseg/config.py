@@ -29,7 +29,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -96,8 +96,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 8080
     max_body: int = 1024 * 1024
     admin_token: str | None = None
-    #: deliver in a second process (``sailseg serve --delivery-process``), see split.py
-    delivery_process: bool = False
+    #: deliver in a child process (see split.py): ``"auto"`` (default) does when at least two
+    #: cores are usable and the store can be shared (a SQLite file, PostgreSQL);
+    #: ``serve --delivery-process`` / ``--single-process`` force one or the other
+    delivery_process: bool | Literal["auto"] = "auto"
     #: ``text`` or ``json`` (one JSON object a line); ``serve --log-format`` overrides it
     log_format: str = "text"
     #: under a flood, lines of one kind and subject beyond ``log_flood_burst`` per

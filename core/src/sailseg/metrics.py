@@ -53,6 +53,10 @@ class Metrics:
         self.hist: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
         self.hist_sum: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
         self.gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        #: process-local totals a delivery child reported (:mod:`sailseg.telemetry`) that
+        #: ``/metrics`` adds to this process's own when it renders them (credential
+        #: failures, rate-limit waits: their source is :mod:`sailseg.alerts.signals`)
+        self.from_children: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
 
     def inc(self, name: str, value: float = 1, **labels: str) -> None:
         self.counters[(name, tuple(sorted(labels.items())))] += value

@@ -2,7 +2,7 @@
 garbage collector and the event loop.
 
 Why a module of its own: ``sailseg serve``, the sandbox and the delivery child of
-``serve --delivery-process`` (:mod:`sailseg.split`) all set their process up the same way;
+``serve`` (:mod:`sailseg.split`) all set their process up the same way;
 none of them is a CLI concern. Logging itself (formats, scrubbing, flood summaries) is
 :mod:`sailseg.logs`.
 """

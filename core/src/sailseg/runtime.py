@@ -125,7 +125,7 @@ class Runtime:
     :param transport: httpx transport injected into every component's HTTP clients.
     :param deliver: run the delivery loops (False: accept only, e.g. ``sailseg run``).
     :param run_triggers: run the triggers' background tasks (pollers); False for a node that
-        only delivers (the delivery child of ``sailseg serve --delivery-process``).
+        only delivers (the delivery child of ``sailseg serve``, :mod:`sailseg.split`).
     :param on_enqueue: called after an accept committed new work (e.g. to wake another
         process's delivery); must not block.
     :param resources: initial runtime-wide shared objects (``ComponentContext.resources``):
@@ -293,7 +293,7 @@ class Runtime:
 
     def _log_lifecycle(self, state: str) -> None:
         """One line per pipeline (where it is delivered) and per trigger (with its routes, where
-        they are served) started or stopped: with ``--delivery-process`` each line once."""
+        they are served) started or stopped: with delivery in a child process each line once."""
         for p in self.config.pipelines.values() if self.deliver else ():
             oplogs.lifecycle("pipeline", p.name, state, trigger=p.trigger.instance,
                              sinks=",".join(s.instance for s in p.sinks))

@@ -113,7 +113,7 @@ def serve_config(
     *,
     host: str | None = None,
     port: int | None = None,
-    delivery_process: bool | None = None,
+    delivery_process: bool | str | None = None,
     log_level: str = "info",
     otel: str = "none",
     ready_file: str | None = None,
@@ -121,8 +121,9 @@ def serve_config(
     """Run a node until SIGINT/SIGTERM (blocking; uvloop when installed).
 
     :param host, port: bind address (default: ``[server]`` of the config).
-    :param delivery_process: deliver in a child process (default: ``[server]
-        delivery_process``); the child gets ``log_level`` and ``otel``.
+    :param delivery_process: deliver in a child process: True, False or ``"auto"``
+        (default: ``[server] delivery_process``, see :func:`sailseg.split.split_decision`);
+        the child gets ``log_level`` and ``otel``.
     """
     from .runtime import Runtime
 
@@ -134,8 +135,8 @@ def serve_config(
     async def single() -> None:
         async with Runtime(cfg, alerts=True) as rt:
             tune_gc()
-            await serve_runtime(rt, h, p, banner=banner(rt, h, p), ready_file=ready_file,
-                                sock=sock)
+            await serve_runtime(rt, h, p, banner=banner(rt, h, p, f", delivery in this process ({why})"),
+                                ready_file=ready_file, sock=sock)
 
     async def split() -> None:
         import anyio
@@ -143,24 +144,36 @@ def serve_config(
         from .plugins import build_registry, make_plugin_manager
         from .split import DeliveryChild, open_split_store
 
-        child = DeliveryChild(cfg, log_level=log_level, otel=otel)
         reg = build_registry(make_plugin_manager())
         store = open_split_store(cfg.store.url, reg)
+        child: DeliveryChild | None = None
+
+        def wake() -> None:
+            if child is not None:
+                child.wake()
+
         async with Runtime(cfg, registry=reg, store=store, deliver=False,
-                           on_enqueue=child.wake, alerts=True) as rt:
-            child.start()  # after our store open (schema checked/migrated), before serving
+                           on_enqueue=wake, alerts=True) as rt:
+            child = DeliveryChild(cfg, log_level=log_level, otel=otel, metrics=rt.metrics,
+                                  activity=rt.activity)
             try:
                 tune_gc()
                 async with anyio.create_task_group() as tg:
+                    child.start(tg)  # after our store open (schema checked/migrated), before serving
                     tg.start_soon(child.supervise)
-                    extra = f", delivery in process {child.proc.pid if child.proc else '-'}"
+                    extra = f", delivery in process {child.proc.pid if child.proc else '-'} ({why})"
                     await serve_runtime(rt, h, p, banner=banner(rt, h, p, extra),
                                         ready_file=ready_file, sock=sock)
+                    # stop the child while its telemetry is still read (its last totals)
+                    await child.stop(cfg.delivery.shutdown_grace + 15)
                     tg.cancel_scope.cancel()
             finally:
-                await child.stop(cfg.delivery.shutdown_grace + 15)
+                await child.stop(cfg.delivery.shutdown_grace + 15)  # no-op once stopped
 
-    use_split = cfg.server.delivery_process if delivery_process is None else delivery_process
+    from .split import split_decision
+
+    setting = cfg.server.delivery_process if delivery_process is None else delivery_process
+    use_split, why = split_decision(setting, cfg.store.url)
     from .logs import flush_summaries
 
     try:

@@ -1,7 +1,9 @@
-"""``sailseg serve --delivery-process``: HTTP ingest in one process, delivery in another.
+"""``sailseg serve`` on two or more cores: HTTP ingest in one process, delivery in another.
 
-One ``sailseg serve`` process is CPU-bound on one core (ingest, commits and delivery share one
-event loop). In split mode the serve process keeps the HTTP routes, the triggers and their
+One process is CPU-bound on one core (ingest, commits and delivery share one event loop).
+Whether to split is :func:`split_decision`: ``[server] delivery_process = "auto"`` (the
+default) splits when two cores are usable and the store can be shared;
+``--delivery-process`` / ``--single-process`` force it. In split mode the serve process keeps the HTTP routes, the triggers and their
 background tasks, and accepts with ``deliver=False``; it spawns ONE child process
 (``python -m sailseg.split``) on the same config that only delivers: a
 :class:`~sailseg.runtime.Runtime` with ``deliver=True, run_triggers=False`` and no HTTP.
@@ -14,6 +16,9 @@ parent writes one byte (at most one per event-loop iteration, non-blocking: when
 full the child has wake-ups pending anyway, so the byte is dropped); the child reads whatever
 is there and calls ``delivery.wake()``. End of file on the pipe means the parent is gone
 (even after SIGKILL): the child then drains and exits, as on SIGTERM.
+
+Telemetry: a second pipe carries the child's metrics and sink activity back to the parent
+(:mod:`sailseg.telemetry`), so the parent's ``/metrics`` and console show delivery too.
 
 Lifecycle: the parent starts the child after its own store is open (schema checked) and
 before serving; restarts it when it dies unexpectedly (logged, with a back-off when it keeps
@@ -30,13 +35,18 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .process import run_loop, setup_logging, setup_otel, tune_gc
+from .telemetry import TelemetryReader, TelemetryWriter
 
-__all__ = ["DeliveryChild", "child_main", "open_split_store"]
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+__all__ = ["DeliveryChild", "child_main", "open_split_store", "shared_store", "split_decision",
+           "usable_cores"]
 
 log = logging.getLogger("sailseg.split")
 
@@ -44,8 +54,14 @@ log = logging.getLogger("sailseg.split")
 class DeliveryChild:
     """The parent's handle on the delivery process: spawn, wake, supervise, stop."""
 
-    def __init__(self, cfg: Any, *, log_level: str = "warning", otel: str = "none") -> None:
+    def __init__(self, cfg: Any, *, log_level: str = "warning", otel: str = "none",
+                 metrics: Any = None, activity: Any = None) -> None:
         self.cfg = cfg
+        #: where the child's telemetry goes (:mod:`sailseg.telemetry`); None: not read
+        self.metrics = metrics
+        self.activity = activity
+        self.telemetry: TelemetryReader | None = None
+        self._tg: TaskGroup | None = None
         self.log_level = log_level
         self.otel = otel
         self.proc: subprocess.Popen[bytes] | None = None
@@ -56,13 +72,25 @@ class DeliveryChild:
         self._started_at = 0.0
 
     # -- spawn -----------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, tg: TaskGroup | None = None) -> None:
+        """Spawn the child; with a task group (kept for restarts), read its telemetry in it."""
+        self._tg = tg or self._tg
         env = {**os.environ, "SAILSEG_STORE": self.cfg.store.url}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sailseg.split", "--config", str(self.cfg.path),
-             "--log-level", self.log_level, "--otel", self.otel],
-            stdin=subprocess.PIPE, env=env, close_fds=True,
-        )
+        args = [sys.executable, "-m", "sailseg.split", "--config", str(self.cfg.path),
+                "--log-level", self.log_level, "--otel", self.otel]
+        rfd = wfd = -1
+        if self._tg is not None and self.metrics is not None:
+            rfd, wfd = os.pipe()
+            args += ["--telemetry-fd", str(wfd)]
+        try:
+            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, env=env, close_fds=True,
+                                         pass_fds=(wfd,) if wfd >= 0 else ())
+        finally:
+            if wfd >= 0:
+                os.close(wfd)  # the child holds it: end of file here when the child is gone
+        if rfd >= 0 and self._tg is not None:
+            self.telemetry = TelemetryReader(rfd, self.metrics, self.activity)
+            self._tg.start_soon(self.telemetry.run)
         assert self.proc.stdin is not None
         self._fd = self.proc.stdin.fileno()
         os.set_blocking(self._fd, False)
@@ -116,11 +144,12 @@ class DeliveryChild:
                 self.start()
 
     async def stop(self, timeout: float) -> int | None:
-        """SIGTERM the child and wait up to ``timeout`` seconds for its drain (then SIGKILL)."""
-        self._stopping = True
+        """SIGTERM the child and wait up to ``timeout`` seconds for its drain (then SIGKILL).
+        A second call returns the exit code at once."""
         proc = self.proc
-        if proc is None:
-            return None
+        if proc is None or (self._stopping and proc.poll() is not None):
+            return None if proc is None else proc.returncode
+        self._stopping = True
         with anyio.CancelScope(shield=True):
             if proc.poll() is None:
                 try:
@@ -130,6 +159,8 @@ class DeliveryChild:
             deadline = time.monotonic() + timeout
             while proc.poll() is None and time.monotonic() < deadline:
                 await anyio.sleep(0.05)
+            if self.telemetry is not None:
+                self.telemetry.drain()  # the child's last frame, written after its drain
             if proc.poll() is None:
                 log.error("delivery process (pid %d) did not stop within %.0fs; killing it", proc.pid, timeout)
                 proc.kill()
@@ -138,6 +169,52 @@ class DeliveryChild:
             if proc.returncode:
                 log.warning("delivery process (pid %d) exited with code %s", proc.pid, proc.returncode)
         return proc.returncode
+
+
+# -- whether to split ------------------------------------------------------------------------
+def usable_cores() -> float:
+    """How many CPUs this process may use: its affinity mask, capped by a cgroup v2
+    ``cpu.max`` quota on its cgroup (a container or a systemd slice limited to one core
+    gains nothing from a second process)."""
+    try:
+        cores = float(len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        cores = float(os.cpu_count() or 1)
+    try:
+        with open("/proc/self/cgroup") as f:
+            rel = next((ln.split("::", 1)[1].strip() for ln in f if ln.startswith("0::")), None)
+        if rel is not None:
+            with open(f"/sys/fs/cgroup{rel.rstrip('/')}/cpu.max") as f:
+                quota, period = f.read().split()[:2]
+            if quota != "max":
+                cores = min(cores, int(quota) / int(period))
+    except (OSError, ValueError, IndexError):
+        pass
+    return cores
+
+
+def shared_store(url: str) -> bool:
+    """Whether two processes can share the store at ``url``: a SQLite file or PostgreSQL
+    (not ``sqlite:///:memory:``, not a third-party backend we know nothing about)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        return not url.rstrip("/").endswith(":memory:")
+    return scheme in ("postgres", "postgresql", "postgresql+asyncpg")
+
+
+def split_decision(setting: bool | str, store_url: str) -> tuple[bool, str]:
+    """``[server] delivery_process`` (``true``, ``false`` or ``"auto"``) resolved for this
+    machine and store: (deliver in a child?, why, for the banner)."""
+    if setting is True:
+        return True, "delivery_process = true"
+    if setting is False:
+        return False, "delivery_process = false"
+    if not shared_store(store_url):
+        return False, "auto: the store cannot be shared by two processes"
+    cores = usable_cores()
+    if cores < 1.5:
+        return False, f"auto: {cores:g} usable core(s)"
+    return True, f"auto: {cores:g} usable cores"
 
 
 # -- the store both processes open ---------------------------------------------------------
@@ -155,7 +232,7 @@ def open_split_store(url: str, registry: Any) -> Any:
 
 
 # -- child -----------------------------------------------------------------------------
-async def _deliver_only(cfg: Any) -> None:
+async def _deliver_only(cfg: Any, telemetry_fd: int = -1) -> None:
     from .plugins import build_registry, make_plugin_manager
     from .runtime import Runtime
 
@@ -163,11 +240,16 @@ async def _deliver_only(cfg: Any) -> None:
     os.set_blocking(fd, False)
     registry = build_registry(make_plugin_manager())
     store = open_split_store(cfg.store.url, registry)
+    writer: TelemetryWriter | None = None
     async with Runtime(cfg, registry=registry, store=store, deliver=True, run_triggers=False) as rt:
         tune_gc()
         delivery = rt.delivery
         assert delivery is not None
+        if telemetry_fd >= 0:
+            writer = TelemetryWriter(telemetry_fd, rt.metrics, rt.activity)
         async with anyio.create_task_group() as tg:
+            if writer is not None:
+                tg.start_soon(writer.run)
 
             async def watch_signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -191,6 +273,9 @@ async def _deliver_only(cfg: Any) -> None:
             tg.start_soon(watch_signals)
             tg.start_soon(read_wakes)
     # leaving the Runtime drained in-flight work and released the leases
+    if writer is not None:
+        writer.send()  # the totals after the drain (the parent reads them while it waits)
+        writer.send()  # ... and the rest of a frame the pipe could not take at once
 
 
 def child_main(argv: list[str] | None = None) -> int:
@@ -202,12 +287,13 @@ def child_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--log-level", default="warning")
     ap.add_argument("--otel", default="none")
+    ap.add_argument("--telemetry-fd", type=int, default=-1)
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     cfg.store.url = os.environ.get("SAILSEG_STORE") or cfg.store.url  # set by the parent
     setup_logging(args.log_level, None, cfg)  # the format: $SAILSEG_LOG_FORMAT or the config's
     setup_otel(args.otel)
-    run_loop(_deliver_only, cfg)
+    run_loop(_deliver_only, cfg, args.telemetry_fd)
     return 0
 
 

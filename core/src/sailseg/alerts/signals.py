@@ -79,6 +79,17 @@ def snapshot() -> dict[str, Any]:
                 "rate": {k: list(v) for k, v in _rate.items()}, "at": time.time()}
 
 
+def as_counters(snap: dict[str, Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A :func:`snapshot` as the ``/metrics`` counters it feeds:
+    ``sailseg_credential_failures_total`` and ``sailseg_rate_limit_wait_seconds_total``."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for comp, (n, _at, _err) in snap["credential"].items():
+        out[("sailseg_credential_failures_total", (("component", comp),))] = float(n)
+    for comp, vals in snap["rate"].items():
+        out[("sailseg_rate_limit_wait_seconds_total", (("component", comp),))] = float(vals[1])
+    return out
+
+
 _published: dict[int, int] = {}
 
 

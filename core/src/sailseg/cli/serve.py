@@ -25,15 +25,30 @@ __all__ = ["serve"]
               help="Log lines as text or JSON objects (default: [server] log_format, else text).")
 @click.option("--sandbox", is_flag=True,
               help="Start the installed vendor emulators in-process and the example pipelines.")
-@click.option("--delivery-process", is_flag=True, default=False,
-              help="Deliver in a second process (uses a second CPU core); also [server] "
-              "delivery_process.")
+@click.option("--delivery-process/--single-process", "delivery_process", default=None,
+              help="Deliver in a child process, or everything in this one (default: [server] "
+              "delivery_process, \"auto\": a child when two cores are usable and the store is "
+              "a SQLite file or PostgreSQL).")
 @click.option("--ready-file", default=None, hidden=True)
 @handle_errors
 def serve(config_path: str | None, store_url: str | None, host: str | None, port: int | None,
           otel: str | None, log_level: str, log_format: str | None, sandbox: bool,
-          delivery_process: bool, ready_file: str | None) -> None:
-    """Run the pipelines: serve trigger routes and deliver events."""
+          delivery_process: bool | None, ready_file: str | None) -> None:
+    """Run the pipelines: serve trigger routes and deliver events.
+
+    \b
+    What runs where:
+      this process   HTTP routes (triggers, /healthz, /readyz, /metrics, /admin, /console),
+                     poll and schedule triggers, the durable accept (stored before the 2xx),
+                     alerts;
+      child process  delivery (claim, transforms, identity, sinks, retries, dead letters),
+                     started by default when two cores are usable and the store is a SQLite
+                     file or PostgreSQL; woken through a pipe after each accept, restarted if
+                     it dies, stopped after its drain on SIGTERM. Its metrics and sink health
+                     appear on this process's /metrics and console.
+    --single-process keeps both in this process (one core), as --sandbox always does;
+  the banner says which ran.
+    """
     from ..process import run_loop, setup_logging, setup_otel
 
     log_level = log_level.lower()
@@ -52,5 +67,5 @@ def serve(config_path: str | None, store_url: str | None, host: str | None, port
     if log_format:
         os.environ["SAILSEG_LOG_FORMAT"] = log_format  # the delivery child logs the same way
     serve_config(cfg, host=host, port=port,
-                 delivery_process=delivery_process or None, log_level=log_level, otel=otel_mode,
+                 delivery_process=delivery_process, log_level=log_level, otel=otel_mode,
                  ready_file=ready_file)
