@@ -47,7 +47,7 @@ def serve(config_path: str | None, store_url: str | None, host: str | None, port
                      it dies, stopped after its drain on SIGTERM. Its metrics and sink health
                      appear on this process's /metrics and console.
     --single-process keeps both in this process (one core), as --sandbox always does;
-  the banner says which ran.
+    the banner says which ran.
     """
     from ..process import run_loop, setup_logging, setup_otel
 
