@@ -148,6 +148,11 @@ def run_size(n: int) -> dict:
             "sut_cpu_cores": cpu.stop(),
         })
     finally:
+        # the peak while every process of the server is alive: its delivery child stops
+        # before it, and the monitor counts only processes alive at its last sample
+        time.sleep(0.6)
+        mon.send_signal(signal.SIGTERM)
+        mon.wait(10)
         for p in (sut, emu):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -156,9 +161,6 @@ def run_size(n: int) -> dict:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
-        time.sleep(0.6)
-        mon.send_signal(signal.SIGTERM)
-        mon.wait(10)
         try:
             with open(rss_out) as fh:
                 rss = json.load(fh)

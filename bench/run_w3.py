@@ -156,10 +156,12 @@ def run_round(rnd: int) -> dict:
                                  if n and res["sut_cpu_cores"] is not None else None),
             "segment_statuses": stats.get("statuses"),
         })
-        _stop(sut)
+        # the peak while every process of the server is alive: a delivery child stops before
+        # its parent, and the monitor counts only processes alive at its last sample
         time.sleep(0.6)
         mon.send_signal(signal.SIGTERM)
         mon.wait(10)
+        _stop(sut)
         try:
             with open(rss_out) as fh:
                 res["peak_rss_mb"] = json.load(fh).get("sum_vmhwm_mb")

@@ -53,3 +53,19 @@ def test_wrapped_process_and_its_child_run_under_the_quota() -> None:
     finally:
         quota.remove()
     assert not quota.path.exists()
+
+
+def test_serve_sees_the_quota_and_keeps_delivery_in_one_process() -> None:
+    """sailseg.split.usable_cores reads the CFS limit of the cgroup it runs in (v1 or v2), so
+    `delivery_process = "auto"` keeps one process on a quarter core (a scale-out node)."""
+    quota = cq.CpuQuota.create("pytest-auto", 0.25)
+    try:
+        out = subprocess.run(
+            quota.wrap([sys.executable, "-c", "from sailseg.split import split_decision, usable_cores;"
+                        "print(usable_cores(), split_decision('auto', 'sqlite:///x.db'))"]),
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[0] == "0.25", out.stdout
+        assert "(False, 'auto: 0.25 usable core(s)')" in out.stdout
+    finally:
+        quota.remove()

@@ -1,6 +1,7 @@
 """In-process counters and latency histograms, rendered as Prometheus text for ``/metrics``.
 
-Kept dependency-free and lock-free (single event loop). Each process exposes its own numbers;
+Kept dependency-free and lock-free (single event loop). Each node exposes its own numbers
+(a serve process includes its delivery child's, sent over a pipe: :mod:`sailseg.telemetry`);
 with several nodes, scrape each node (backlog is read from the shared store).
 """
 

@@ -173,24 +173,67 @@ class DeliveryChild:
 
 # -- whether to split ------------------------------------------------------------------------
 def usable_cores() -> float:
-    """How many CPUs this process may use: its affinity mask, capped by a cgroup v2
-    ``cpu.max`` quota on its cgroup (a container or a systemd slice limited to one core
-    gains nothing from a second process)."""
+    """How many CPUs this process may use: its affinity mask, capped by the CFS bandwidth
+    limit of its cgroup or any ancestor (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us``): a container or a slice held to a quarter core gains nothing from
+    a second process."""
     try:
         cores = float(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         cores = float(os.cpu_count() or 1)
+    for quota in _cgroup_quotas():
+        cores = min(cores, quota)
+    return cores
+
+
+def _cgroup_quotas() -> list[float]:
+    """The CPU limits (in cores) on this process's cgroup and its ancestors, v2 and v1."""
     try:
         with open("/proc/self/cgroup") as f:
-            rel = next((ln.split("::", 1)[1].strip() for ln in f if ln.startswith("0::")), None)
-        if rel is not None:
-            with open(f"/sys/fs/cgroup{rel.rstrip('/')}/cpu.max") as f:
+            lines = f.read().splitlines()
+        with open("/proc/mounts") as f:
+            mounts = [ln.split() for ln in f.read().splitlines()]
+    except OSError:
+        return []
+    found: list[float] = []
+    for line in lines:
+        hid, controllers, rel = (line.split(":", 2) + ["", ""])[:3]
+        if hid == "0" and controllers == "":
+            roots = [m[1] for m in mounts if len(m) > 2 and m[2] == "cgroup2"]
+            files: tuple[str, ...] = ("cpu.max",)
+        elif "cpu" in controllers.split(","):
+            roots = [m[1] for m in mounts if len(m) > 3 and m[2] == "cgroup"
+                     and "cpu" in m[3].split(",")]
+            files = ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
+            continue
+        for root in roots:
+            path = rel.strip("/")
+            while True:
+                limit = _read_limit(os.path.join(root, path), files)
+                if limit is not None:
+                    found.append(limit)
+                if not path:
+                    break
+                path = os.path.dirname(path)
+    return found
+
+
+def _read_limit(directory: str, files: tuple[str, ...]) -> float | None:
+    try:
+        if len(files) == 1:  # v2: "max 100000" or "25000 100000"
+            with open(os.path.join(directory, files[0])) as f:
                 quota, period = f.read().split()[:2]
-            if quota != "max":
-                cores = min(cores, int(quota) / int(period))
-    except (OSError, ValueError, IndexError):
-        pass
-    return cores
+        else:
+            with open(os.path.join(directory, files[0])) as f:
+                quota = f.read().strip()
+            with open(os.path.join(directory, files[1])) as f:
+                period = f.read().strip()
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 def shared_store(url: str) -> bool:
