@@ -12,9 +12,9 @@ For each node count and round: a fresh schema, `sailseg db upgrade`, N nodes on 
 e.g. with `--serve-args=--delivery-process`) in its own cgroup limited to `--cpu` cores
 (cgroup v2 `cpu.max`, or the same CFS bandwidth limit of cgroup v1, `cpu.cfs_quota_us` /
 `cpu.cfs_period_us`: bench/cpu_quota.py). The signature-checking stub (bench/stub_sailthru.py),
-PostgreSQL and wrk (`--conns` connections split over the nodes, at saturation) run outside the
-quotas. `--confine none` runs the nodes unconfined (then "ratio to linear" measures how the
-nodes share the machine, not scale-out; the output says so).
+PostgreSQL and wrk (`--conns` connections split over the nodes, or `--conns-per-node` each, at
+saturation) run outside the quotas. `--confine none` runs the nodes unconfined (then "ratio
+to linear" measures how the nodes share the machine, not scale-out; the output says so).
 
 Figures per node count (median [min-max] over rounds):
 - delivered/s: stub receipts per second over the measured window (deliveries, not acks);
@@ -215,7 +215,8 @@ def one_round(dsn: str, nodes: int, args: argparse.Namespace, logdir: Path) -> d
         for port, p in zip(ports, node_procs, strict=True):
             wait_up(f"http://127.0.0.1:{port}/readyz", p)
         # the wrk script reads lua/identify_template.txt (kept in the repo, rewritten by load.py)
-        conns = max(1, args.conns // nodes)
+        # the same offered concurrency per node (--conns-per-node), or --conns split over them
+        conns = args.conns_per_node or max(1, args.conns // nodes)
         wrks = [subprocess.Popen(
             ["wrk", "-t1", f"-c{conns}", f"-d{int(args.warmup + args.duration + 1)}s", "-s",
              str(HERE / "lua" / "w1_identify.lua"), f"http://127.0.0.1:{port}/v1/identify", "--",
@@ -350,6 +351,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=15)
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--conns-per-node", type=int, default=0,
+                    help="wrk connections per node (the load grows with the nodes, so each "
+                    "node commits batches as large as a single node's); default: --conns split")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     host = urlparse(args.dsn).hostname
