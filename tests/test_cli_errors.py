@@ -146,3 +146,13 @@ def test_read_only_commands_do_not_demand_secrets(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "Warning: environment variable HOOK_SECRET_H10 is not set" in res.stderr
     assert "OK:" in res.stdout
+
+
+def test_sandbox_with_delivery_process_is_a_usage_error(tmp_path: Path) -> None:
+    """The sandbox's emulators live in its one process: forcing a delivery child is refused
+    (exit 2, one line), not silently ignored."""
+    res = run_cli("serve", "--sandbox", "--delivery-process", cwd=tmp_path)
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert "--sandbox runs in one process" in res.stderr and "--delivery-process" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / ".sailseg").exists()  # nothing was started

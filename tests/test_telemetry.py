@@ -39,6 +39,7 @@ def test_totals_flow_and_restarts_never_go_backwards() -> None:
         os.close(w)
         assert reader.drain() is False  # end of file: the child is gone
         assert reader.frames >= 2
+        reader.close()
 
     generation(10, 100.0)
     assert parent_m.get("sailseg_events_delivered_total", pipeline="p", sink="s") == 10
@@ -75,6 +76,7 @@ def test_a_frame_the_pipe_cannot_take_is_finished_before_the_next() -> None:
     assert s.errors == 1 and s.last_error == "HTTP 429 rate limit" and s.rate_limited_at == 5.0
     os.close(w)
     reader.drain()
+    reader.close()
 
 
 def test_split_decision() -> None:
@@ -83,6 +85,8 @@ def test_split_decision() -> None:
     assert split_decision("auto", "sqlite:///:memory:") == (
         False, "auto: the store cannot be shared by two processes")
     assert not shared_store("memory://") and shared_store("sqlite:///a/b.db")
+    assert not shared_store("sqlite:///:memory:?busy_timeout=5000")  # options do not hide it
+    assert shared_store("sqlite:///a/b.db?synchronous=normal")
     assert shared_store("postgresql://u@h/db") and shared_store("postgres://u@h/db")
 
 
@@ -106,3 +110,37 @@ def test_the_childs_alert_signals_reach_the_parents_metrics() -> None:
     assert parent_m.from_children[key] == before + 2
     os.close(w)
     reader.drain()
+    reader.close()
+
+
+def test_the_last_frame_arrives_whole_even_after_a_half_sent_one() -> None:
+    """flush() on the way out finishes a frame the pipe could not take, then sends the final
+    totals whole, waiting for the reader (here: a thread draining like the parent's task)."""
+    import threading
+
+    child_m = Metrics()
+    for i in range(3000):  # each snapshot larger than the pipe's buffer
+        child_m.inc("sailseg_events_delivered_total", pipeline=f"p{i}", sink="s")
+    r, w = os.pipe()
+    writer = TelemetryWriter(w, child_m, Activity())
+    writer.send()  # fills the pipe: the rest of this frame is pending
+    child_m.inc("sailseg_events_delivered_total", 5, pipeline="p0", sink="s")  # after the drain
+    parent_m = Metrics()
+    reader = TelemetryReader(r, parent_m, Activity())
+    done = threading.Event()
+
+    def parent() -> None:
+        import select as sel
+        while reader.drain():
+            sel.select([r], [], [], 1.0)
+        done.set()
+
+    t = threading.Thread(target=parent)
+    t.start()
+    writer.flush(timeout=10)
+    os.close(w)
+    assert done.wait(10)
+    t.join()
+    reader.close()
+    assert parent_m.get("sailseg_events_delivered_total", pipeline="p0", sink="s") == 6
+    assert reader.frames == 2

@@ -3,8 +3,10 @@
 One process is CPU-bound on one core (ingest, commits and delivery share one event loop).
 Whether to split is :func:`split_decision`: ``[server] delivery_process = "auto"`` (the
 default) splits when two cores are usable and the store can be shared;
-``--delivery-process`` / ``--single-process`` force it. In split mode the serve process keeps the HTTP routes, the triggers and their
-background tasks, and accepts with ``deliver=False``; it spawns ONE child process
+``--delivery-process`` / ``--single-process`` force it.
+
+In split mode the serve process keeps the HTTP routes, the triggers and their background
+tasks, and accepts with ``deliver=False``; it spawns ONE child process
 (``python -m sailseg.split``) on the same config that only delivers: a
 :class:`~sailseg.runtime.Runtime` with ``deliver=True, run_triggers=False`` and no HTTP.
 Both open the same store: SQLite serializes writers across processes (``BEGIN IMMEDIATE``
@@ -83,8 +85,16 @@ class DeliveryChild:
             rfd, wfd = os.pipe()
             args += ["--telemetry-fd", str(wfd)]
         try:
+            # a session of its own: a terminal's Ctrl-C reaches only this process, which then
+            # stops the child after its drain (instead of both stopping at once and the
+            # supervisor "restarting" a child that exited on the same signal)
             self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, env=env, close_fds=True,
-                                         pass_fds=(wfd,) if wfd >= 0 else ())
+                                         pass_fds=(wfd,) if wfd >= 0 else (),
+                                         start_new_session=True)
+        except BaseException:
+            if rfd >= 0:
+                os.close(rfd)
+            raise
         finally:
             if wfd >= 0:
                 os.close(wfd)  # the child holds it: end of file here when the child is gone
@@ -239,9 +249,10 @@ def _read_limit(directory: str, files: tuple[str, ...]) -> float | None:
 def shared_store(url: str) -> bool:
     """Whether two processes can share the store at ``url``: a SQLite file or PostgreSQL
     (not ``sqlite:///:memory:``, not a third-party backend we know nothing about)."""
-    scheme = url.split(":", 1)[0].lower()
+    base = url.partition("?")[0]
+    scheme = base.split(":", 1)[0].lower()
     if scheme == "sqlite":
-        return not url.rstrip("/").endswith(":memory:")
+        return not base.rstrip("/").endswith(":memory:")
     return scheme in ("postgres", "postgresql", "postgresql+asyncpg")
 
 
@@ -317,8 +328,7 @@ async def _deliver_only(cfg: Any, telemetry_fd: int = -1) -> None:
             tg.start_soon(read_wakes)
     # leaving the Runtime drained in-flight work and released the leases
     if writer is not None:
-        writer.send()  # the totals after the drain (the parent reads them while it waits)
-        writer.send()  # ... and the rest of a frame the pipe could not take at once
+        writer.flush()  # the totals after the drain (the parent reads them while it waits)
 
 
 def child_main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import struct
+import time
 
 import anyio
 import msgspec
@@ -142,6 +144,9 @@ class TelemetryWriter:
         self._pending = b""
         self._broken = False
         os.set_blocking(fd, False)
+        # pass_fds made it inheritable: a process this one spawns must not keep the pipe
+        # open, or the parent would never see end of file when this child is gone
+        os.set_inheritable(fd, False)
 
     def send(self) -> None:
         """Write the rest of the last frame, else a new snapshot, as far as the pipe takes it."""
@@ -164,6 +169,30 @@ class TelemetryWriter:
             await anyio.sleep(INTERVAL)
             self.send()
 
+    def flush(self, timeout: float = 2.0) -> None:
+        """The last totals, on the way out (blocking, at most ``timeout`` seconds): finish a
+        half-sent frame, then send one snapshot taken now, whole."""
+        deadline = time.monotonic() + timeout
+        fresh = False
+        while not self._broken:
+            if not self._pending:
+                if fresh:
+                    return
+                self._pending = snapshot_bytes(take_snapshot(self.metrics, self.activity))
+                fresh = True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                n = os.write(self.fd, self._pending)
+            except BlockingIOError:
+                select.select([], [self.fd], [], left)
+                continue
+            except OSError:
+                self._broken = True
+                return
+            self._pending = self._pending[n:]
+
 
 class TelemetryReader:
     """The parent's side: fold one child's frames into ``metrics`` and ``activity``.
@@ -176,20 +205,22 @@ class TelemetryReader:
         self.activity = activity
         #: snapshots applied
         self.frames = 0
+        #: end of file was read: the child is gone (the fd stays open until :meth:`close`)
+        self.eof = False
         self.closed = False
         self._buf = bytearray()
         self._last: Snapshot | None = None
         os.set_blocking(fd, False)
 
     def drain(self) -> bool:
-        """Apply every complete frame readable now; False at end of file (fd closed then)."""
-        while not self.closed:
+        """Apply every complete frame readable now; False once end of file was read."""
+        while not self.eof and not self.closed:
             try:
                 chunk = os.read(self.fd, 1 << 16)
             except BlockingIOError:
                 break
             if not chunk:
-                self.close()
+                self.eof = True
                 break
             self._buf += chunk
         buf = self._buf
@@ -201,19 +232,23 @@ class TelemetryReader:
                 snap = _decoder.decode(bytes(buf[4:4 + size]))
             except msgspec.DecodeError as e:  # a bug, not an operator's problem: say it once
                 log.error("unreadable telemetry frame from the delivery process: %s", e)
-                self.close()
+                self.eof = True  # read no more from this child (its writes then fail)
                 buf.clear()
                 break
             del buf[:4 + size]
             apply_snapshot(snap, self._last, self.metrics, self.activity)
             self._last = snap
             self.frames += 1
-        return not self.closed
+        return not self.eof and not self.closed
 
     async def run(self) -> None:
-        """Apply frames as they arrive until end of file."""
-        while self.drain():
-            await anyio.wait_readable(self.fd)
+        """Apply frames as they arrive until end of file, then close the fd (only this task
+        closes it: it may be waiting on it when someone else drains)."""
+        try:
+            while self.drain():
+                await anyio.wait_readable(self.fd)
+        finally:
+            self.close()
 
     def close(self) -> None:
         if not self.closed:

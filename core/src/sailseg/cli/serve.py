@@ -56,6 +56,9 @@ def serve(config_path: str | None, store_url: str | None, host: str | None, port
     otel_mode = otel or os.environ.get("SAILSEG_OTEL", "none")
     setup_otel(otel_mode)
     if sandbox:
+        if delivery_process:
+            raise click.UsageError("--sandbox runs in one process (its emulators live in it); "
+                                   "drop --delivery-process")
         from ..sandbox import run_sandbox
 
         run_loop(run_sandbox, config_path, store_url, host, port)
