@@ -47,6 +47,9 @@ from .telemetry import TelemetryReader, TelemetryWriter
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from .activity import Activity
+    from .metrics import Metrics
+
 __all__ = ["DeliveryChild", "child_main", "open_split_store", "shared_store", "split_decision",
            "usable_cores"]
 
@@ -57,7 +60,7 @@ class DeliveryChild:
     """The parent's handle on the delivery process: spawn, wake, supervise, stop."""
 
     def __init__(self, cfg: Any, *, log_level: str = "warning", otel: str = "none",
-                 metrics: Any = None, activity: Any = None) -> None:
+                 metrics: Metrics | None = None, activity: Activity | None = None) -> None:
         self.cfg = cfg
         #: where the child's telemetry goes (:mod:`sailseg.telemetry`); None: not read
         self.metrics = metrics
@@ -81,7 +84,7 @@ class DeliveryChild:
         args = [sys.executable, "-m", "sailseg.split", "--config", str(self.cfg.path),
                 "--log-level", self.log_level, "--otel", self.otel]
         rfd = wfd = -1
-        if self._tg is not None and self.metrics is not None:
+        if self._tg is not None and self.metrics is not None and self.activity is not None:
             rfd, wfd = os.pipe()
             args += ["--telemetry-fd", str(wfd)]
         try:
@@ -98,7 +101,7 @@ class DeliveryChild:
         finally:
             if wfd >= 0:
                 os.close(wfd)  # the child holds it: end of file here when the child is gone
-        if rfd >= 0 and self._tg is not None:
+        if rfd >= 0 and self._tg is not None and self.metrics is not None and self.activity is not None:
             self.telemetry = TelemetryReader(rfd, self.metrics, self.activity)
             self._tg.start_soon(self.telemetry.run)
         assert self.proc.stdin is not None
