@@ -12,13 +12,14 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
 from sailseg.components import ComponentContext
 from sailseg.h1 import H1Transport
 from sailseg.http_tracing import TracedTransport
-from sailseg.transport import AiohttpTransport
+from sailseg.transport import STREAM_CHUNK, AiohttpTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -114,7 +115,7 @@ async def test_read_timeout_is_an_httpx_timeout(make: type[httpx.AsyncBaseTransp
     async with server, httpx.AsyncClient(transport=make(),
                                          timeout=httpx.Timeout(5.0, read=0.2)) as client:
         with pytest.raises(httpx.ReadTimeout):
-            await client.get(f"{base}/slow")
+            await client.post(f"{base}/slow", content=b"x")  # a POST: H1Transport's own path
 
 
 async def test_server_closing_midway_is_an_httpx_transport_error(make: type[httpx.AsyncBaseTransport]) -> None:
@@ -127,7 +128,85 @@ async def test_server_closing_midway_is_an_httpx_transport_error(make: type[http
     server, base = await _serve(handler)
     async with server, httpx.AsyncClient(transport=make()) as client:
         with pytest.raises(httpx.TransportError):
-            await client.get(f"{base}/cut")
+            await client.post(f"{base}/cut", content=b"x")
+        with pytest.raises(httpx.TransportError):
+            await client.get(f"{base}/cut")  # a download (the aiohttp transport's, from H1)
+
+
+_BIG = 6 * 1024 * 1024  # over STREAM_OVER: handed over as it arrives
+
+
+async def test_a_large_download_arrives_in_chunks_before_it_is_all_sent(
+        make: type[httpx.AsyncBaseTransport]) -> None:
+    """An export: the server sends the first part and waits until the client has read some
+    of it; a transport that read the body whole first would wait forever (the test times
+    out). The chunks are bounded, so a 6 MB file is never one 6 MB bytes object."""
+    got_first = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/csv\r\n"
+                     b"content-length: " + str(_BIG).encode() + b"\r\n\r\n" + b"a" * (_BIG // 2))
+        await writer.drain()
+        await got_first.wait()
+        writer.write(b"b" * (_BIG // 2))
+        await writer.drain()
+        writer.close()
+
+    server, base = await _serve(handler)
+    sizes: list[int] = []
+    tail = b""
+    async with server, httpx.AsyncClient(transport=make()) as client:
+        with anyio.fail_after(10):
+            async with client.stream("GET", f"{base}/export.csv") as r:
+                assert r.status_code == 200
+                async for data in r.aiter_raw():
+                    sizes.append(len(data))
+                    tail = data[-1:]
+                    got_first.set()
+        assert sum(sizes) == _BIG and tail == b"b"
+        assert max(sizes) <= STREAM_CHUNK and len(sizes) > 1
+        small = await client.get(f"{base}/export.csv")  # the pool still works (a new connection)
+        assert len(small.content) == _BIG
+
+
+async def test_a_download_of_unknown_length_is_streamed_and_can_be_left_early(
+        make: type[httpx.AsyncBaseTransport]) -> None:
+    """A body delimited by the end of the connection (no Content-Length) is streamed too; a
+    caller that stops reading early closes the response without reading the rest, and a
+    server cutting the body short is an httpx transport error at the read that hits it."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, _ = await _read_request(reader)
+        if b"/cut" in head:  # 6 MB announced, 2 MB sent
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: " + str(_BIG).encode()
+                         + b"\r\n\r\n" + b"c" * (2 * 1024 * 1024))
+            await writer.drain()
+            writer.close()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+        for _ in range(64):
+            writer.write(b"x" * 65536)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+        writer.close()
+
+    server, base = await _serve(handler)
+    async with server, httpx.AsyncClient(transport=make()) as client:
+        with anyio.fail_after(10):
+            async with client.stream("GET", f"{base}/open") as r:
+                async for data in r.aiter_raw():
+                    assert 0 < len(data) <= STREAM_CHUNK
+                    break  # leaves the rest unread
+            r2 = await client.get(f"{base}/all")
+            assert len(r2.content) == 64 * 65536
+            read = 0
+            with pytest.raises(httpx.TransportError):
+                async with client.stream("GET", f"{base}/cut") as r3:
+                    async for data in r3.aiter_raw():
+                        read += len(data)
+            assert 0 < read <= 2 * 1024 * 1024  # what arrived was handed over before the error
 
 
 async def test_http_client_uses_it_unless_a_transport_is_injected() -> None:
@@ -203,14 +282,14 @@ async def test_h1_keeps_connections_alive_until_the_server_says_close() -> None:
         r = await client.post(f"{base}/interim", content=b"x")
         assert (r.status_code, r.content, r.reason_phrase) == (201, b"ok", "Created")
         assert len(connections) == 2
-        assert (await client.get(f"{base}/eof")).content == b"until the end"
-        assert (await client.get(f"{base}/hangup")).content == b"hangup"
+        assert (await client.post(f"{base}/eof", content=b"x")).content == b"until the end"
+        assert (await client.post(f"{base}/hangup", content=b"x")).content == b"hangup"
         for _ in range(200):  # until the server's close of the idle connection arrived
             if not any(transport._idle.values()):
                 break
             await asyncio.sleep(0.01)
         assert not any(transport._idle.values()) and transport._open == 0
-        assert (await client.get(f"{base}/a")).content == b"a"
+        assert (await client.post(f"{base}/a", content=b"x")).content == b"a"
         assert len(connections) == 4  # /eof and /hangup closed theirs
         head = await client.head(f"{base}/a")  # HEAD goes to the aiohttp transport
         assert head.status_code == 200 and head.content == b""

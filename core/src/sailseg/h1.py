@@ -9,9 +9,12 @@ saturation (py-spy). This transport writes the head and body httpx already built
 uses for ingest), into an ``httpx.Response`` holding the body.
 
 It takes requests whose body is in memory, with methods whose answer has a body framed by its
-headers (not ``HEAD``/``CONNECT``), over ``http`` and ``https``; anything else (streaming
-uploads, those methods, other schemes) goes to :class:`sailseg.transport.AiohttpTransport`, so
-the behaviour of every request is what it was. Failures are the httpx exceptions callers
+headers (not ``HEAD``/``CONNECT``), over ``http`` and ``https``, and reads each answer whole;
+anything else (streaming uploads, those methods, other schemes) goes to
+:class:`sailseg.transport.AiohttpTransport`, so the behaviour of every request is what it was.
+So do bodyless ``GET`` requests: they are how files are downloaded (Sailthru's exports, up to
+hundreds of MB), and that transport hands a large answer over as it arrives instead of holding
+it whole; the API calls on the hot paths are ``POST``. Failures are the httpx exceptions callers
 handle: ``ConnectError``/``ConnectTimeout`` (nothing was sent), ``PoolTimeout``,
 ``ReadTimeout`` (no byte of the answer for ``read`` seconds), ``RemoteProtocolError`` (the
 connection closed or the answer did not parse; the request may have been received). A request
@@ -277,7 +280,8 @@ class H1Transport(httpx.AsyncBaseTransport):
             body = request.content
         except httpx.RequestNotRead:
             body = None
-        if body is None or method in _DELEGATED_METHODS or scheme not in _PORTS:
+        if (body is None or method in _DELEGATED_METHODS or scheme not in _PORTS
+                or (method == b"GET" and not body)):
             return await self._delegate(request)
         lines = [b"%b %b HTTP/1.1" % (method, url.raw_path)]
         lines.extend(b"%b: %b" % header for header in request.headers.raw)

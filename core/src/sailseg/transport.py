@@ -6,13 +6,15 @@ bottleneck of the W1 hot path: measured against the W1 stub with 64 concurrent r
 (``bench/client_options.py``), httpx's default transport managed ~0.04x of a raw aiohttp
 session's requests/s with p99 in the hundreds of ms, while httpx over an aiohttp pool keeps the
 httpx API (plugins, ``respx`` tests and ``ctx.transport`` injection unchanged) at a fraction of
-the cost. This module is that transport, kept small for the hot path: it reads each response
-body whole (vendor API answers are small; sinks read ``.content`` anyway), reuses timeout
+the cost. This module is that transport, kept small for the hot path: it reads a response
+body whole when it is small (vendor API answers; sinks read ``.content`` anyway) and hands a
+large or unknown-length one over as it arrives (exports, see :data:`STREAM_OVER`), reuses timeout
 objects, and maps every aiohttp failure onto the httpx exception the callers already handle
 (``httpx.TimeoutException`` / ``httpx.TransportError``).
 
 The default transport is now :class:`sailseg.h1.H1Transport` (cheaper per request); it hands
-this one what it does not take itself: streaming uploads and ``HEAD``/``CONNECT``.
+this one what it does not take itself: streaming uploads, ``HEAD``/``CONNECT`` and bodyless
+``GET`` requests (downloads).
 
 Proxies from the environment keep working: httpx routes proxied URLs through its own proxy
 transports (its ``mounts``) before this one is consulted.
@@ -105,36 +107,97 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 body = _aiter(request.stream)
             headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]  # aiohttp chunks
         timeouts = request.extensions.get("timeout") or {}
+        resp: aiohttp.ClientResponse | None = None
         try:
-            async with session.request(
+            resp = await session.request(
                 request.method, str(request.url), headers=headers,
                 data=body or None, allow_redirects=False, compress=None,
                 timeout=self._timeout(timeouts),
-            ) as resp:
-                content = await resp.read()
-                status, raw_headers, reason = resp.status, resp.raw_headers, resp.reason
-        except TimeoutError as exc:  # aiohttp's timeouts are asyncio.TimeoutError
-            raise _timeout_error(exc, request) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            raise httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request) from exc
-        except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
-            raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
-        except aiohttp.InvalidURL as exc:
-            raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise httpx.NetworkError(f"{type(exc).__name__}: {exc}", request=request) from exc
+            )
+            status, raw_headers, reason = resp.status, resp.raw_headers, resp.reason
+            stream: httpx.AsyncByteStream | httpx.ByteStream
+            if _streamed(resp):
+                stream = _ResponseStream(resp, request)
+                resp = None  # the stream releases it
+            else:
+                stream = httpx.ByteStream(await resp.read())
+        except BaseException as exc:
+            if resp is not None:
+                resp.close()
+                resp = None
+            mapped = _httpx_error(exc, request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        finally:
+            if resp is not None:
+                resp.release()
         ext: dict[str, Any] = dict(_HTTP11)
         if reason:
             ext["reason_phrase"] = reason.encode("latin-1", "replace")
-        return httpx.Response(status, headers=list(raw_headers), stream=httpx.ByteStream(content),
+        return httpx.Response(status, headers=list(raw_headers), stream=stream,
                               request=request, extensions=ext)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+
+#: answers longer than this (or of unknown length) are handed over as they arrive, in chunks
+#: of at most :data:`STREAM_CHUNK` bytes, instead of read whole first: an export download of
+#: hundreds of MB is parsed as it downloads (``client.stream(...)``), never held in memory
+STREAM_OVER = 1024 * 1024
+STREAM_CHUNK = 64 * 1024
+
+
+def _streamed(resp: aiohttp.ClientResponse) -> bool:
+    length = resp.content_length
+    return length is None or length > STREAM_OVER
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """An answer's body read from aiohttp as the caller iterates; closing it (httpx does,
+    when the response is closed or fully read) gives the connection back, or drops it when
+    the body was not read to its end."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._resp = resp
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_chunked(STREAM_CHUNK):
+                yield chunk
+        except BaseException as exc:
+            self._resp.close()
+            mapped = _httpx_error(exc, self._request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    async def aclose(self) -> None:
+        if self._resp.content.at_eof():
+            self._resp.release()
+        else:
+            self._resp.close()
+
+
+def _httpx_error(exc: BaseException, request: httpx.Request) -> BaseException:
+    """The httpx exception for an aiohttp failure (others, cancellation included, as they are)."""
+    if isinstance(exc, TimeoutError):  # aiohttp's timeouts are asyncio.TimeoutError
+        return _timeout_error(exc, request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(str(exc) or type(exc).__name__, request=request)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request)
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+        return httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.UnsupportedProtocol(str(exc), request=request)
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return httpx.NetworkError(f"{type(exc).__name__}: {exc}", request=request)
+    return exc
 
 
 def _timeout_error(exc: BaseException, request: httpx.Request) -> httpx.TimeoutException:
