@@ -16,9 +16,10 @@ So do bodyless ``GET`` requests: they are how files are downloaded (Sailthru's e
 hundreds of MB), and that transport hands a large answer over as it arrives instead of holding
 it whole. The delivery hot paths (W1's ``POST /user``, Segment batches) are ``POST``; the few
 API ``GET`` calls (a purchase lookup, job status) pay aiohttp's slightly higher cost per
-request, and its pool is separate from this one's (each capped at ``max_connections``). Failures are the httpx exceptions callers
-handle: ``ConnectError``/``ConnectTimeout`` (nothing was sent), ``PoolTimeout``,
-``ReadTimeout`` (no byte of the answer for ``read`` seconds), ``RemoteProtocolError`` (the
+request, and its pool is separate from this one's (each capped at ``max_connections``).
+
+Failures are the httpx exceptions callers handle: ``ConnectError``/``ConnectTimeout``
+(nothing was sent), ``PoolTimeout``, ``ReadTimeout`` (no byte of the answer for ``read`` seconds), ``RemoteProtocolError`` (the
 connection closed or the answer did not parse; the request may have been received). A request
 is never re-sent by the transport. asyncio only (as aiohttp is).
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import httpx
@@ -125,10 +125,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if resp is not None:
                 resp.close()
                 resp = None
-            mapped = _httpx_error(exc, request)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            _raise_as_httpx(exc, request)
         finally:
             if resp is not None:
                 resp.release()
@@ -171,16 +168,22 @@ class _ResponseStream(httpx.AsyncByteStream):
                 yield chunk
         except BaseException as exc:
             self._resp.close()
-            mapped = _httpx_error(exc, self._request)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            _raise_as_httpx(exc, self._request)
 
     async def aclose(self) -> None:
         if self._resp.content.at_eof():
             self._resp.release()
         else:
             self._resp.close()
+
+
+def _raise_as_httpx(exc: BaseException, request: httpx.Request) -> NoReturn:
+    """Raise the httpx exception for an aiohttp failure (from it), or ``exc`` itself when it
+    is not one (cancellation, ``GeneratorExit``, a bug)."""
+    mapped = _httpx_error(exc, request)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 def _httpx_error(exc: BaseException, request: httpx.Request) -> BaseException:
