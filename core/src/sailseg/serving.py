@@ -146,16 +146,12 @@ def serve_config(
 
         reg = build_registry(make_plugin_manager())
         store = open_split_store(cfg.store.url, reg)
-        child: DeliveryChild | None = None
-
-        def wake() -> None:
-            if child is not None:
-                child.wake()
-
-        async with Runtime(cfg, registry=reg, store=store, deliver=False,
-                           on_enqueue=wake, alerts=True) as rt:
+        async with Runtime(cfg, registry=reg, store=store, deliver=False, alerts=True) as rt:
+            # built after the Runtime (it reports into its metrics and activity); an accept
+            # committed before this line (a poller starting) is found by the child's first claim
             child = DeliveryChild(cfg, log_level=log_level, otel=otel, metrics=rt.metrics,
                                   activity=rt.activity)
+            rt.on_enqueue = child.wake
             try:
                 tune_gc()
                 async with anyio.create_task_group() as tg:
