@@ -129,12 +129,11 @@ async def explain(store: Any, pg: bool) -> list[tuple[str, str]]:
         ("dead letters of a group", ("SELECT id FROM sailseg_dead_letters WHERE pipeline = ? "
          "AND sink = ? AND error_type = ? ORDER BY created_at DESC, id DESC LIMIT 100"),
          [PIPELINES[0], "sink", "FatalError"]),
-        ("journal by messageId", ("SELECT id FROM sailseg_journal WHERE message_id = ? "
-         "ORDER BY id DESC LIMIT 500"), ["m-4242"]),
-        ("journal by ordering key", (f"SELECT id FROM sailseg_journal WHERE okey {store.IN} "
-         "ORDER BY id DESC LIMIT 500"), [store._list(["userId:user-4242"])]),
-        ("journal by email hash", ("SELECT id FROM sailseg_journal WHERE email_hash = ? "
-         "ORDER BY id DESC LIMIT 500"), [hash_email("user4242@example.com")]),
+        # the console's own lookups (ViewQueries.journal_queries)
+        *((f"journal by {name}", sql, list(args)) for name, (sql, args) in zip(
+            ("messageId", "ordering key", "email hash"), store.journal_queries(
+                message_id="m-4242", okeys=["userId:user-4242"],
+                email_hash=hash_email("user4242@example.com")), strict=True)),
         ("claim (with pause)", store.CLAIM_SQL,
          [now, 10] if pg else [now, now, 10]),
     ]

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import identity_keys, new_id
+from ..events import identity_keys
 from ..tracing import hash_email
 from .base import Outcome, QueueItem
 
@@ -40,6 +40,7 @@ def clean(text: str) -> str:
 
 __all__ = [
     "JOURNAL_COLS",
+    "JOURNAL_WRITE_COLS",
     "JournalScope",
     "JOURNAL_INSERT",
     "MINUTES_UPSERT",
@@ -65,12 +66,15 @@ def journaled(scope: JournalScope, pipeline: str) -> bool:
 #: this process's shard of ``sailseg_minutes``
 SHARD = uuid.uuid4().hex[:12]
 
-JOURNAL_COLS = (
-    "id, at, item_id, pipeline, okey, message_id, email_hash, stage, sink, attempt, detail"
+#: the columns a journal row is written with (``*_rows`` tuples, in this order); the store
+#: assigns ``id``, in insertion order
+JOURNAL_WRITE_COLS = (
+    "at, item_id, pipeline, okey, message_id, email_hash, stage, sink, attempt, detail"
 )
+#: the columns a journal row is read with
+JOURNAL_COLS = f"id, {JOURNAL_WRITE_COLS}"
 JOURNAL_INSERT = (
-    f"INSERT INTO sailseg_journal ({JOURNAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO sailseg_journal ({JOURNAL_WRITE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 MINUTES_UPSERT = (
     "INSERT INTO sailseg_minutes (minute, pipeline, name, shard, n) VALUES (?, ?, ?, ?, ?) "
@@ -181,7 +185,7 @@ def _who(item: QueueItem) -> tuple[str, str | None]:
 
 
 def accepted_row(item: QueueItem, now: float) -> tuple[Any, ...]:
-    """The ``accepted`` journal row of a queue item (``JOURNAL_COLS`` order). On the ingest
+    """The ``accepted`` journal row of a queue item (``JOURNAL_WRITE_COLS`` order). On the ingest
     path: the few fields it keeps are encoded as they are (only the track name, which a
     client writes, goes through :func:`summarize`)."""
     return accepted_rows([item], now)[0]
@@ -204,7 +208,7 @@ def accepted_rows(items: Iterable[QueueItem], now: float) -> list[tuple[Any, ...
                                   "event": summarize(name) if name is not None else None,
                                   "trace_id": trace_id(item.event.trace)})
             known = shared[body] = (message_id, email, detail)
-        rows.append((new_id(), now, item.id, item.pipeline, clean(item.okey), known[0], known[1],
+        rows.append((now, item.id, item.pipeline, clean(item.okey), known[0], known[1],
                      "accepted", "-", 0, known[2]))
     return rows
 
@@ -229,7 +233,7 @@ def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:
         raw = _enc.encode(safe)
         if len(raw) > DETAIL_LIMIT:
             raw = _enc.encode({"truncated": raw[:DETAIL_LIMIT].decode("utf-8", "ignore")})
-        rows.append((new_id(), now, item.id, item.pipeline, okey, message_id, None,
+        rows.append((now, item.id, item.pipeline, okey, message_id, None,
                      stage, clean(sink), item.attempt, raw))
 
     for key in o.counts:

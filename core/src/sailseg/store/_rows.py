@@ -347,7 +347,7 @@ class PreparedOutcome(NamedTuple):
     dead: list[tuple[Any, ...]]
     #: (pipeline, name, increment)
     counts: list[tuple[str, str, int]]
-    #: ``JOURNAL_COLS`` rows (see ``_journal``)
+    #: ``JOURNAL_WRITE_COLS`` rows (see ``_journal``)
     journal: list[tuple[Any, ...]] = []
 
     def refs(self) -> int:

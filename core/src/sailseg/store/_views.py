@@ -19,16 +19,12 @@ from ._journal import JOURNAL_COLS
 from ._rows import DEAD_READ, clean, dead_from_row
 from .base import DeadLetter
 
-__all__ = ["DeadGroup", "JournalEntry", "ViewQueries", "id_at"]
+__all__ = ["DeadGroup", "JournalEntry", "ViewQueries"]
 
 Row = Sequence[Any]
+#: journal rows a prune reads and deletes per statement
+_PRUNE_CHUNK = 500
 _detail = msgspec.json.Decoder()
-
-
-def id_at(at: float) -> str:
-    """The smallest ``events.new_id()`` made at or after unix time ``at`` (ids start with
-    the microseconds since the epoch), for range scans of id-keyed tables by time."""
-    return f"{max(0, int(at * 1_000_000)):014x}"
 
 
 class DeadGroup(msgspec.Struct, kw_only=True):
@@ -46,7 +42,7 @@ class DeadGroup(msgspec.Struct, kw_only=True):
 class JournalEntry(msgspec.Struct, kw_only=True):
     """One journal row (see ``store/_journal.py``): an accept or one attempt's outcome."""
 
-    id: str
+    id: int
     at: float
     item_id: str
     pipeline: str
@@ -163,19 +159,10 @@ class ViewQueries(abc.ABC):
         (``userId:<id>``, ``anonymousId:<id>``, ``email:<address>``) or an email hash,
         oldest first: the latest ``limit`` matching items' accepted rows (each condition
         reads its own partial index), then every row of those items (by item id)."""
-        queries: list[tuple[str, Any]] = []
-        if message_id:
-            queries.append(("message_id = ?", message_id))
-        if okeys:
-            queries.append((f"okey {self.IN}", self._list(list(okeys))))
-        if email_hash:
-            queries.append(("email_hash = ?", email_hash))
         items: set[str] = set()
-        for where, arg in queries:  # the items' accepted rows (partial indexes)
-            for (item_id,) in await self._fetch(
-                f"SELECT item_id FROM sailseg_journal WHERE stage = 'accepted' AND {where} "
-                "ORDER BY id DESC LIMIT ?", arg, limit,
-            ):
+        for sql, args in self.journal_queries(message_id=message_id, okeys=okeys,
+                                              email_hash=email_hash, limit=limit):
+            for (item_id,) in await self._fetch(sql, *args):
                 items.add(item_id)
         found: dict[str, Row] = {}
         if items:
@@ -185,17 +172,42 @@ class ViewQueries(abc.ABC):
             ):
                 found[r[0]] = r
         rows = sorted(found.values(), key=lambda r: r[0])[-limit:]
-        return [JournalEntry(id=r[0], at=float(r[1]), item_id=r[2], pipeline=r[3], okey=r[4],
+        return [JournalEntry(id=int(r[0]), at=float(r[1]), item_id=r[2], pipeline=r[3], okey=r[4],
                              message_id=r[5], email_hash=r[6], stage=r[7], sink=r[8],
                              attempt=int(r[9]), detail=_detail.decode(bytes(r[10])))
                 for r in rows]
 
+    def journal_queries(
+        self, *, message_id: str | None = None, okeys: Sequence[str] = (),
+        email_hash: str | None = None, limit: int = 500,
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The (SQL, arguments) that find the latest ``limit`` items' accepted rows for each
+        key given; each reads its own partial index (``bench/console_pages.py`` prints their
+        plans)."""
+        head = "SELECT item_id FROM sailseg_journal WHERE stage = 'accepted' AND "
+        tail = " ORDER BY id DESC LIMIT ?"
+        out: list[tuple[str, tuple[Any, ...]]] = []
+        if message_id:
+            out.append((f"{head}message_id = ?{tail}", (message_id, limit)))
+        if okeys:
+            out.append((f"{head}okey {self.IN}{tail}", (self._list(list(okeys)), limit)))
+        if email_hash:
+            # the index holds hex digits 1-16 of the hash (_schema, version 5); the row must
+            # hold the whole hash. ``|| ''``: SQLite would otherwise put the bound hash into
+            # the indexed expression (constant propagation), which then matches no index
+            out.append((f"{head}substr(email_hash, 8, 16) = ? AND email_hash || '' = ?{tail}",
+                        (email_hash[7:23], email_hash, limit)))
+        return out
+
     async def prune_journal(self, *, before: float, minutes_before: float) -> None:
         """Delete journal rows written before ``before`` and per-minute counts before
-        ``minutes_before`` (in chunks, from the primary key: ids start with their time)."""
-        sql = ("DELETE FROM sailseg_journal WHERE id IN (SELECT id FROM sailseg_journal "
-               f"WHERE id < ? LIMIT 500{getattr(self, 'SKIP_LOCKED', '')})")
-        while await self._execute(sql, id_at(before)) >= 500:
+        ``minutes_before``. The journal in chunks of its oldest rows by key (keys follow
+        insertion, so this reads no more than it deletes), until a chunk holds a row still
+        within the retention: a row committed late among older ones waits for the next prune."""
+        sql = ("DELETE FROM sailseg_journal WHERE id IN (SELECT id FROM (SELECT id, at FROM "
+               f"sailseg_journal ORDER BY id LIMIT {_PRUNE_CHUNK}{getattr(self, 'SKIP_LOCKED', '')}"
+               ") oldest WHERE at < ?)")
+        while await self._execute(sql, before) >= _PRUNE_CHUNK:
             pass
         await self._execute("DELETE FROM sailseg_minutes WHERE minute < ?",
                             int(minutes_before // 60))

@@ -54,7 +54,7 @@ __all__ = [
 STORE_FIX = "change [store] url, --store URL or SAILSEG_STORE"
 
 #: The schema version this code understands. A store at another version refuses to start.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class QueueItem(msgspec.Struct, kw_only=True):

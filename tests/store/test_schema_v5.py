@@ -1,0 +1,127 @@
+"""Schema version 5: the journal keyed by an integer the database assigns in insertion order,
+its email index on the first 16 hex digits of the hash. Lookups still find every kind of key
+(and only exact email hashes), pruning removes what is past the retention in chunks and
+nothing within it, and the upgrade from version 4 keeps every row in its order. Runs
+against both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sailseg.store._schema import migrations
+from sailseg.store._views import ViewQueries
+from sailseg.store.base import SCHEMA_VERSION, Outcome, QueueItem, Store
+from sailseg.store.sqlite import SQLiteStore
+from sailseg.tracing import hash_email
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_700_000_000.0
+Item = Callable[..., QueueItem]
+
+
+def views(store: Store) -> ViewQueries:
+    assert isinstance(store, ViewQueries)
+    return store
+
+
+def dialect(store: Store) -> Any:
+    return "sqlite" if isinstance(store, SQLiteStore) else "postgresql"
+
+
+async def test_journal_keys_follow_insertion_and_lookups_find_each_kind_of_key(
+    store: Store, item: Item
+) -> None:
+    first = item("a1", "userId:u1", traits={"email": "ann@example.com"})
+    second = item("a2", "userId:u1")
+    await store.enqueue([first], dedupe_window=0, now=NOW)
+    await store.enqueue([second], dedupe_window=0, now=NOW + 1)
+    (claimed,) = await store.claim("n", 2, lease=30, now=NOW + 2)  # the head of u1
+    await store.finish([Outcome(item=claimed, status="done", delivered=["s"])], now=NOW + 3)
+    v = views(store)
+    rows = await v.journal_lookup(okeys=["userId:u1"])
+    assert [(r.item_id, r.stage) for r in rows] == [
+        ("a1", "accepted"), ("a2", "accepted"), ("a1", "delivered")]
+    ids = [r.id for r in rows]
+    assert all(isinstance(i, int) for i in ids) and ids == sorted(ids) and len(set(ids)) == 3
+    by_mail = await v.journal_lookup(email_hash=hash_email("ann@example.com"))
+    assert [(r.item_id, r.stage) for r in by_mail] == [("a1", "accepted"), ("a1", "delivered")]
+    assert [r.item_id for r in await v.journal_lookup(message_id="m-a2")] == ["a2"]
+
+
+async def test_an_email_lookup_needs_the_whole_hash_not_only_its_indexed_prefix(
+    store: Store, item: Item
+) -> None:
+    await store.enqueue([item("a1", "userId:u1", traits={"email": "ann@example.com"})],
+                        dedupe_window=0, now=NOW)
+    real = hash_email("ann@example.com")
+    twin = real[:23] + ("0" if real[23] != "0" else "1") + real[24:]  # same 16 indexed digits
+    v = views(store)
+    assert await v.journal_lookup(email_hash=twin) == []
+    assert [r.item_id for r in await v.journal_lookup(email_hash=real)] == ["a1"]
+
+
+async def test_sqlite_email_lookup_reads_the_prefix_index(tmp_path: Any, item: Item) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        plan = await store._fetch(
+            "EXPLAIN QUERY PLAN SELECT item_id FROM sailseg_journal WHERE stage = 'accepted' "
+            "AND substr(email_hash, 8, 16) = ? AND email_hash || '' = ? ORDER BY id DESC LIMIT ?",
+            "0" * 16, "sha256:" + "0" * 64, 10)
+        assert any("sailseg_journal_email" in str(r[-1]) for r in plan), plan
+    finally:
+        await store.close()
+
+
+async def test_prune_removes_rows_past_the_retention_in_chunks_and_keeps_the_rest(
+    store: Store, item: Item
+) -> None:
+    old = [item(f"o{n:04d}", f"userId:o{n}") for n in range(1_203)]
+    await store.enqueue(old, dedupe_window=0, now=NOW)
+    await store.enqueue([item("new1", "userId:n1")], dedupe_window=0, now=NOW + 100)
+    v = views(store)
+    await v.prune_journal(before=NOW + 50, minutes_before=0)
+    left = await store._fetch("SELECT item_id FROM sailseg_journal")  # type: ignore[attr-defined]
+    assert [r[0] for r in left] == ["new1"]
+    await v.prune_journal(before=NOW + 100, minutes_before=0)  # at the cut-off: kept
+    assert len(await v.journal_lookup(okeys=["userId:n1"])) == 1
+
+
+async def test_a_version_4_journal_is_upgraded_with_every_row_in_its_order(
+    open_store: Any, item: Item
+) -> None:
+    store = await open_store(migrate=False)
+    if dialect(store) == "postgresql":
+        await store._execute(f"CREATE SCHEMA {store.schema}")
+    for _version, statements in migrations(dialect(store), 0, target=4):
+        for sql in statements:
+            await store._execute(sql)
+    mail = hash_email("bo@example.com")
+    rows = [  # v4 ids start with their time; inserted out of that order on purpose
+        ("0000000000000b", NOW + 2, "i1", "delivered", None, b'{"response":{"ok":true}}'),
+        ("0000000000000a", NOW + 1, "i1", "accepted", mail, b'{"trigger":"t"}'),
+        ("0000000000000c", NOW + 3, "i2", "accepted", None, b'{"trigger":"t"}'),
+    ]
+    for jid, at, item_id, stage, email, detail in rows:
+        await store._execute(
+            "INSERT INTO sailseg_journal (id, at, item_id, pipeline, okey, message_id, "
+            "email_hash, stage, sink, attempt, detail) VALUES (?, ?, ?, 'p', 'userId:bo', ?, ?, "
+            "?, ?, 0, ?)", jid, at, item_id, f"m-{item_id}", email, stage,
+            "s" if stage == "delivered" else "-", detail)
+    await store.check_schema(auto_migrate=True)
+    assert await store.schema_version() == SCHEMA_VERSION
+    v = views(store)
+    got = await v.journal_lookup(okeys=["userId:bo"])
+    assert [(r.at, r.item_id, r.stage, r.detail) for r in got] == [
+        (NOW + 1, "i1", "accepted", {"trigger": "t"}),
+        (NOW + 2, "i1", "delivered", {"response": {"ok": True}}),
+        (NOW + 3, "i2", "accepted", {"trigger": "t"})]
+    assert [r.item_id for r in await v.journal_lookup(email_hash=mail)] == ["i1", "i1"]
+    await store.enqueue([item("i3", "userId:bo")], dedupe_window=0, now=NOW + 4)
+    after = await v.journal_lookup(okeys=["userId:bo"])
+    assert after[-1].item_id == "i3" and after[-1].id > max(r.id for r in got)
