@@ -1,0 +1,32 @@
+"""What a sailseg process loads at start: httpx's command-line client (rich, pygments) stays
+out of the serve process and its delivery child, and httpx itself still works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PROBE = """
+import json, sys
+import sailseg.cli, sailseg.serving, sailseg.split
+import httpx
+r = httpx.Client(transport=httpx.MockTransport(lambda q: httpx.Response(204))).get("http://x/")
+print(json.dumps({"status": r.status_code,
+                  "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("rich", "pygments"))
+                  + [m for m in ("httpx._main",) if sys.modules.get(m) is not None]}))
+"""
+
+
+def test_a_sailseg_process_does_not_load_the_httpx_cli_and_httpx_still_works() -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"status": 204, "loaded": []}
+
+
+def test_httpx_imported_first_is_left_as_it_is() -> None:
+    probe = ("import sys, httpx, sailseg; "
+             "print(sys.modules.get('httpx._main') is not None)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "True"  # rich, click and pygments are installed here
