@@ -6,6 +6,7 @@ against both backends."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -93,7 +94,7 @@ async def test_prune_removes_rows_past_the_retention_in_chunks_and_keeps_the_res
 
 
 async def test_a_version_4_journal_is_upgraded_with_every_row_in_its_order(
-    open_store: Any, item: Item
+    open_store: Any, item: Item, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await open_store(migrate=False)
     if dialect(store) == "postgresql":
@@ -113,8 +114,10 @@ async def test_a_version_4_journal_is_upgraded_with_every_row_in_its_order(
             "email_hash, stage, sink, attempt, detail) VALUES (?, ?, ?, 'p', 'userId:bo', ?, ?, "
             "?, ?, 0, ?)", jid, at, item_id, f"m-{item_id}", email, stage,
             "s" if stage == "delivered" else "-", detail)
-    await store.check_schema(auto_migrate=True)
+    with caplog.at_level(logging.WARNING, logger="sailseg.store"):
+        await store.check_schema(auto_migrate=True)
     assert await store.schema_version() == SCHEMA_VERSION
+    assert f"from schema version 4 to {SCHEMA_VERSION}" in caplog.text
     v = views(store)
     got = await v.journal_lookup(okeys=["userId:bo"])
     assert [(r.at, r.item_id, r.stage, r.detail) for r in got] == [

@@ -31,6 +31,7 @@ Tables, conceptually:
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -199,6 +200,12 @@ class Store(abc.ABC):
 
         version = await self.schema_version()
         if version < SCHEMA_VERSION and auto_migrate:
+            if version > 0:  # an existing store: say why the start takes longer this once
+                logging.getLogger("sailseg.store").warning(
+                    "upgrading store %s from schema version %d to %d; this runs once and can "
+                    "take minutes on a large store (version 5 copies the event journal: ~16 s "
+                    "per million rows on a 2-core machine); if stopped, it is rolled back and "
+                    "starts over", self.redacted_url(), version, SCHEMA_VERSION)
             version = await self.migrate()
         if version != SCHEMA_VERSION:
             newer = "newer" if version > SCHEMA_VERSION else "older"
