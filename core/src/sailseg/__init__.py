@@ -11,7 +11,8 @@ import sys as _sys
 # is, for sailseg's progress bars): about 5 MB of memory and 0.25 s at start in every process
 # that imports sailseg, the serve process and its delivery child included, for a client sailseg
 # never runs. A None entry makes that optional import fail the way httpx expects (``httpx.main``
-# then only prints how to install the CLI; the ``httpx`` command runs in its own process).
+# then only prints how to install the CLI; the ``httpx`` command runs in its own process). Any
+# program importing sailseg before httpx gets that too: import httpx first to keep its CLI.
 if "httpx" not in _sys.modules:
     _sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 

@@ -231,8 +231,9 @@ UPDATE sailseg_delivered SET body = 'l' || id, event = {empty};
 # 32-character id: SQLite no longer keeps a separate index of the key, and every index entry
 # ends with 8 bytes instead of 32. The email index holds the first 16 hex digits of the hash
 # (64 bits) instead of all 71 characters; a lookup checks the whole hash on the row it finds.
-# Pruning walks the oldest rows by key and deletes those older than the retention. Existing
-# rows are copied in their order.
+# Pruning reads an index of the write times (8 bytes a row, appended at its end: a row written
+# by a node whose clock ran ahead cannot hold back the rows behind it, as it could if pruning
+# walked the keys). Existing rows are copied in their order.
 _V5 = """
 CREATE TABLE sailseg_journal_v5 (
     id {row_key},
@@ -256,6 +257,7 @@ CREATE INDEX sailseg_journal_item ON sailseg_journal (item_id{then_id});
 CREATE INDEX sailseg_journal_message ON sailseg_journal (message_id{then_id}) WHERE stage = 'accepted';
 CREATE INDEX sailseg_journal_okey ON sailseg_journal (okey{then_id}) WHERE stage = 'accepted';
 CREATE INDEX sailseg_journal_email ON sailseg_journal (substr(email_hash, 8, 16){then_id}) WHERE stage = 'accepted';
+CREATE INDEX sailseg_journal_at ON sailseg_journal (at);
 """
 
 # Statements only one dialect runs, after the shared ones of the same version. SQLite: the
@@ -267,6 +269,11 @@ _DIALECT_MIGRATIONS: dict[tuple[Dialect, int], str] = {
     ("sqlite", 2): """
 CREATE TABLE sailseg_queue_size (n INTEGER NOT NULL);
 INSERT INTO sailseg_queue_size (n) SELECT count(*) FROM sailseg_queue;
+""",
+    # a renamed table keeps the names of what it owns: give them the journal's
+    ("postgresql", 5): """
+ALTER SEQUENCE sailseg_journal_v5_id_seq RENAME TO sailseg_journal_id_seq;
+ALTER INDEX sailseg_journal_v5_pkey RENAME TO sailseg_journal_pkey;
 """,
 }
 

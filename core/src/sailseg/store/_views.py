@@ -201,12 +201,9 @@ class ViewQueries(abc.ABC):
 
     async def prune_journal(self, *, before: float, minutes_before: float) -> None:
         """Delete journal rows written before ``before`` and per-minute counts before
-        ``minutes_before``. The journal in chunks of its oldest rows by key (keys follow
-        insertion, so this reads no more than it deletes), until a chunk holds a row still
-        within the retention: a row committed late among older ones waits for the next prune."""
-        sql = ("DELETE FROM sailseg_journal WHERE id IN (SELECT id FROM (SELECT id, at FROM "
-               f"sailseg_journal ORDER BY id LIMIT {_PRUNE_CHUNK}{getattr(self, 'SKIP_LOCKED', '')}"
-               ") oldest WHERE at < ?)")
+        ``minutes_before``. The journal in chunks, through its index of write times."""
+        sql = ("DELETE FROM sailseg_journal WHERE id IN (SELECT id FROM sailseg_journal "
+               f"WHERE at < ? LIMIT {_PRUNE_CHUNK}{getattr(self, 'SKIP_LOCKED', '')})")
         while await self._execute(sql, before) >= _PRUNE_CHUNK:
             pass
         await self._execute("DELETE FROM sailseg_minutes WHERE minute < ?",
