@@ -251,6 +251,11 @@ def test_browser_overview_lookup_dead_letters_and_refusals(
         assert page.locator("tr.step.delivered").count() >= 1
     eventually(journey)
     assert "Accepted" in page.locator("section.journey").first.inner_text()
+    # what the sink got: the payload (read back from the stored event when no transform
+    # changed it), with the meta the pipeline added
+    got = page.locator("tr.step.delivered details pre").first.text_content() or ""
+    assert message_id in got and '"payload"' in got and '"meta"' in got
+    assert "no longer stored" not in got
     shot(page, "events")
 
     # a dead-letter group: Sailthru does not know the welcome template yet (error 14, a

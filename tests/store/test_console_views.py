@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
+from sailseg.events import payload_fingerprint
+from sailseg.store._journal import DETAIL_LIMIT, summarize
 from sailseg.store._views import ViewQueries
 from sailseg.store.base import DeadLetterRecord, Outcome, QueueItem, Store
 from sailseg.tracing import hash_email
@@ -178,3 +180,54 @@ async def test_without_the_journal_nothing_is_journaled_but_minutes_still_count(
     assert await v.journal_lookup(message_id="m-a1") == []
     counts = {n: c for _, _, n, c in await v.minute_counts(NOW - 60)}
     assert counts == {"in": 1, "delivered": 1}
+
+
+async def test_a_payload_no_transform_changed_is_named_not_copied_and_read_back(
+    store: Store, item: Item
+) -> None:
+    it = item("a1", "userId:u1", traits={"email": "Ann@Example.com", "plan": "gold-plan-x"},
+              context={"traits": {"api_key": "k-123"}})
+    await store.enqueue([it], dedupe_window=0, now=NOW)
+    (claimed,) = await store.claim("n", 1, lease=30, now=NOW)
+    given = claimed.event.payload
+    sent = {"payload": given, "meta": {"sailthru": {"vars": {"tier": "t-1"}}}}
+    await store.finish([Outcome(item=claimed, status="done", delivered=["s1"],
+                                counts={"s1:delivered": 1},
+                                notes={"-": {"sent": sent, "stored": payload_fingerprint(given)},
+                                       "s1": {"response": {"ok": True}}})], now=NOW + 1)
+    v = views(store)
+    (raw,) = await v._fetch("SELECT detail FROM sailseg_journal WHERE stage = 'delivered'")
+    # the row keeps the meta and names the stored event; the payload is not copied
+    assert b"gold-plan-x" not in bytes(raw[0]) and b"t-1" in bytes(raw[0])
+    assert b"sent_event" in bytes(raw[0])
+    (_, delivered) = await v.journal_lookup(message_id="m-a1")
+    # read back: the stored payload, summarized as a copy would have been
+    assert delivered.detail["sent"] == summarize(sent, budget=[DETAIL_LIMIT])
+    assert "sent_event" not in delivered.detail and delivered.detail["response"] == {"ok": True}
+    shown = repr(delivered.detail)
+    assert "ann@example.com" not in shown.lower() and "k-123" not in shown
+    assert hash_email("ann@example.com") in shown
+
+    # an event no longer stored (say its delivered row was pruned first): said so
+    await v._execute("DELETE FROM sailseg_delivered")
+    await v._execute("DELETE FROM sailseg_events")
+    (_, gone) = await v.journal_lookup(message_id="m-a1")
+    assert gone.detail["sent"]["payload"] == "(no longer stored: pruned or erased)"
+    assert gone.detail["sent"]["meta"] == {"sailthru": {"vars": {"tier": "t-1"}}}
+
+
+async def test_a_payload_a_transform_changed_is_kept_as_a_copy(store: Store, item: Item) -> None:
+    it = item("a1", "userId:u1", traits={"plan": "gold"})
+    await store.enqueue([it], dedupe_window=0, now=NOW)
+    (claimed,) = await store.claim("n", 1, lease=30, now=NOW)
+    before = payload_fingerprint(claimed.event.payload)
+    claimed.event.payload["traits"]["plan"] = "changed-in-place"  # what a transform may do
+    sent = {"payload": claimed.event.payload, "meta": {}}
+    await store.finish([Outcome(item=claimed, status="done", delivered=["s1"],
+                                counts={"s1:delivered": 1},
+                                notes={"-": {"sent": sent, "stored": before}})], now=NOW + 1)
+    v = views(store)
+    (raw,) = await v._fetch("SELECT detail FROM sailseg_journal WHERE stage = 'delivered'")
+    assert b"changed-in-place" in bytes(raw[0]) and b"sent_event" not in bytes(raw[0])
+    (_, delivered) = await v.journal_lookup(message_id="m-a1")
+    assert delivered.detail["sent"]["payload"]["traits"]["plan"] == "changed-in-place"

@@ -50,7 +50,7 @@ from opentelemetry.trace import Status, StatusCode
 from . import logs as oplogs
 from .components import SinkResult, Transform
 from .errors import ParkEvent, RetryableError
-from .events import Event
+from .events import Event, payload_fingerprint
 from .stages import (
     FAILED,
     FILTERED,
@@ -448,8 +448,10 @@ class Delivery:
         event = item.event
         event.attempt = item.attempt
         event.pipeline = item.pipeline
+        # for the journal: was the payload the sinks got the stored one? (see _sink_outcome)
+        stored = payload_fingerprint(event.payload)
         if not tracing_enabled():  # no SDK: skip the no-op spans (see tracing.enabled)
-            return await self._run(item, pipeline, event, now, NO_OBSERVER)
+            return await self._run(item, pipeline, event, now, NO_OBSERVER, stored)
         parent = extract(event.trace)
         attrs = event_attributes(event.payload, item.pipeline, item.attempt)
         with self.tracer.start_as_current_span("deliver", context=parent, attributes=attrs) as span:
@@ -458,7 +460,7 @@ class Delivery:
                 self.tracer.start_span(
                     "queue.wait", start_time=int(wait_start * 1e9), attributes=attrs
                 ).end()
-            outcome = await self._run(item, pipeline, event, now, self._observer)
+            outcome = await self._run(item, pipeline, event, now, self._observer, stored)
             assert outcome is not None  # an active observer never parks (the span waits for the sink)
             span.set_attribute("sailseg.outcome", outcome.status if not outcome.dead else "dead")
             if outcome.dead:
@@ -467,7 +469,7 @@ class Delivery:
 
     async def _run(
         self, item: QueueItem, pipeline: PipelineRuntime, event: Event, now: float,
-        observer: StageObserver,
+        observer: StageObserver, stored: int | None,
     ) -> Outcome | None:
         counts: dict[str, int] = {}
         targets = item.sinks or list(pipeline.sinks)
@@ -503,17 +505,19 @@ class Delivery:
                 and (runner := pipeline.sinks[targets[0]]).parks and not pipeline.settles:
             # a batching sink: the item waits for its batch holding neither this worker nor
             # anything built for its outcome (memory: W2 parks 50,000 at a time)
-            runner.park(event, partial(self._parked, item, event, targets[0]))
+            runner.park(event, partial(self._parked, item, event, targets[0], stored))
             return None
         results = await call_sinks(pipeline, targets, event, SinkRunner.submit, observer)
-        outcome = self._sink_outcome(item, event, targets, unknown, results, counts, now)
+        outcome = self._sink_outcome(item, event, targets, unknown, results, counts, now, stored)
         await _settled(pipeline, event, outcome, targets)
         return outcome
 
-    def _parked(self, item: QueueItem, event: Event, sink: str, result: Any) -> None:
+    def _parked(self, item: QueueItem, event: Event, sink: str, stored: int | None,
+                result: Any) -> None:
         """The result of an item parked in a batching sink (:meth:`SinkRunner.park`)."""
         try:
-            outcome = self._sink_outcome(item, event, [sink], [], {sink: result}, {}, self.clock())
+            outcome = self._sink_outcome(item, event, [sink], [], {sink: result}, {}, self.clock(),
+                                         stored)
         except Exception as exc:  # noqa: BLE001 - last resort: never lose the item
             log.exception("recording the result of %s failed unexpectedly", item.id)
             outcome = self._retry_or_dead(item, [], [sink], exc, self.clock(), [], {})
@@ -522,10 +526,13 @@ class Delivery:
 
     def _sink_outcome(
         self, item: QueueItem, event: Event, targets: list[str], unknown: list[str],
-        results: dict[str, Any], counts: dict[str, int], now: float,
+        results: dict[str, Any], counts: dict[str, int], now: float, stored: int | None,
     ) -> Outcome:
-        # for the journal: what the sinks were given, and below what each returned
-        notes: dict[str, Any] = {"-": {"sent": {"payload": event.payload, "meta": event.meta}}}
+        # for the journal: what the sinks were given (with the stored payload's fingerprint:
+        # the journal names the stored event instead of copying a payload no transform
+        # changed), and below what each returned
+        notes: dict[str, Any] = {"-": {"sent": {"payload": event.payload, "meta": event.meta},
+                                       "stored": stored}}
         delivered: list[str] = []
         retry: list[str] = []
         dead: list[DeadLetterRecord] = []

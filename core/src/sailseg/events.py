@@ -33,6 +33,7 @@ __all__ = [
     "identity_keys",
     "new_id",
     "ordering_key",
+    "payload_fingerprint",
     "spec_valid",
     "validate_message",
 ]
@@ -205,6 +206,24 @@ def ordering_key(payload: JSON) -> str:
     if "email" in keys:
         return f"email:{keys['email']}"
     return f"msg:{payload.get('messageId') or new_id()}"
+
+
+_FINGERPRINT = msgspec.json.Encoder()
+
+
+def payload_fingerprint(payload: Any) -> int | None:
+    """A fingerprint of a payload's content (the hash of its JSON encoding), or None when it
+    cannot be encoded (a transform put an object in it that JSON cannot carry).
+
+    Why: delivery takes one before the transforms run and the journal compares it with the
+    payload the sinks got; when they match, the journal names the stored event instead of
+    keeping a summarized copy of it (``store/_journal.py``). Equal payloads whose keys are in
+    another order get different fingerprints (the journal then keeps its copy). Comparable
+    only within one process: ``hash`` of bytes is salted per process."""
+    try:
+        return hash(_FINGERPRINT.encode(payload))
+    except (TypeError, ValueError, msgspec.MsgspecError):
+        return None
 
 
 class Event(msgspec.Struct, kw_only=True):

@@ -13,6 +13,15 @@ Privacy: ``detail`` never holds a clear-text email or a secret: :func:`summarize
 emails (``sailseg.tracing.hash_email``) and redacts secret-looking keys before anything is
 written; the email index column holds the hash only.
 
+What a sink was given: when no transform changed the payload (its
+``events.payload_fingerprint`` before and after the pipeline match), an outcome row names the
+stored event (``SENT_EVENT``) instead of keeping a summarized copy; ``journal_lookup`` reads
+that event and summarizes its payload when someone looks (the same summary, made later).
+Why: summarizing and writing a ~1 KB copy per delivery was ~10% of W1's CPU per event
+(bench/README.md, 2026-12-05). The stored event lives as long as a delivered, dead-letter,
+parked or queue row names it, so as long as the journal rows that name it (both are pruned
+with ``delivered_retention`` and erased together); a reader that no longer finds it says so.
+
 The same transactions add to ``sailseg_minutes``: per-minute counts (accepted, delivered,
 retried, dead, filtered, ...) per pipeline, for the console's last-hour chart. Each process
 writes its own ``shard`` rows, so nodes sharing a PostgreSQL store never wait on one
@@ -28,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import identity_keys
+from ..events import identity_keys, payload_fingerprint
 from ..tracing import hash_email
 from .base import Outcome, QueueItem
 
@@ -44,6 +53,7 @@ __all__ = [
     "JournalScope",
     "JOURNAL_INSERT",
     "MINUTES_UPSERT",
+    "SENT_EVENT",
     "SHARD",
     "accepted_row",
     "accepted_rows",
@@ -87,6 +97,10 @@ _SECRET_KEY = re.compile(r"secret|token|password|passwd|api_?key|authorization|s
 _EMAIL = re.compile(r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+\.[A-Za-z]{2,}")
 #: largest encoded ``detail`` kept per row; a bigger summary is cut
 DETAIL_LIMIT = 4000
+#: the ``detail`` key naming the stored event (``sailseg_events.id``) whose payload the sinks
+#: were given unchanged; ``sent`` then holds the rest (``meta``) and the reader
+#: (``ViewQueries.journal_lookup``) puts the stored payload, summarized, back in
+SENT_EVENT = "sent_event"
 _STR_LIMIT = 500
 
 
@@ -221,15 +235,32 @@ def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:
     message_id = clean(str(item.event.payload.get("messageId") or ""))
     okey = clean(item.okey)
     notes = o.notes or {}
-    raw_sent = notes.get("-", {}).get("sent")
-    # once for every sink; a payload too big for DETAIL_LIMIT is only walked that far
-    sent = summarize(raw_sent, budget=[DETAIL_LIMIT]) if raw_sent is not None else None
+    given = notes.get("-", {})
+    raw_sent = given.get("sent")
+    sent: Any = None
+    stored_event: str | None = None
+    if raw_sent is not None:
+        payload = raw_sent.get("payload") if isinstance(raw_sent, dict) else None
+        fingerprint = given.get("stored")
+        if fingerprint is not None and payload is not None \
+                and payload_fingerprint(payload) == fingerprint:
+            # the payload as stored: name the stored event (read back by ``journal_lookup``)
+            # instead of summarizing a copy per outcome -- most of a delivery's journal cost
+            # (bench/README.md, 2026-12-05)
+            stored_event = item.body or item.id
+            sent = summarize({k: v for k, v in raw_sent.items() if k != "payload"},
+                             budget=[DETAIL_LIMIT])
+        else:
+            # once for every sink; a payload too big for DETAIL_LIMIT is only walked that far
+            sent = summarize(raw_sent, budget=[DETAIL_LIMIT])
     rows: list[tuple[Any, ...]] = []
 
     def row(stage: str, sink: str, detail: dict[str, Any]) -> None:
         safe = summarize(detail)
         if sent is not None and "sent" in detail:
             safe["sent"] = sent
+            if stored_event is not None:
+                safe[SENT_EVENT] = stored_event
         raw = _enc.encode(safe)
         if len(raw) > DETAIL_LIMIT:
             raw = _enc.encode({"truncated": raw[:DETAIL_LIMIT].decode("utf-8", "ignore")})

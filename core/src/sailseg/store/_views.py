@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ._journal import JOURNAL_COLS
-from ._rows import DEAD_READ, clean, dead_from_row
+from ._journal import DETAIL_LIMIT, JOURNAL_COLS, SENT_EVENT, summarize
+from ._rows import DEAD_READ, clean, dead_from_row, decode_event
 from .base import DeadLetter
 
 __all__ = ["DeadGroup", "JournalEntry", "ViewQueries"]
@@ -172,10 +172,39 @@ class ViewQueries(abc.ABC):
             ):
                 found[r[0]] = r
         rows = sorted(found.values(), key=lambda r: r[0])[-limit:]
-        return [JournalEntry(id=int(r[0]), at=float(r[1]), item_id=r[2], pipeline=r[3], okey=r[4],
-                             message_id=r[5], email_hash=r[6], stage=r[7], sink=r[8],
-                             attempt=int(r[9]), detail=_detail.decode(bytes(r[10])))
-                for r in rows]
+        entries = [JournalEntry(id=int(r[0]), at=float(r[1]), item_id=r[2], pipeline=r[3],
+                                okey=r[4], message_id=r[5], email_hash=r[6], stage=r[7],
+                                sink=r[8], attempt=int(r[9]), detail=_detail.decode(bytes(r[10])))
+                   for r in rows]
+        await self._resolve_sent(entries)
+        return entries
+
+    async def _resolve_sent(self, entries: Sequence[JournalEntry]) -> None:
+        """Put the stored payload back into the ``sent`` of the rows that name their stored
+        event (``SENT_EVENT``, see ``store/_journal.py``), summarized as the journal would
+        have; a payload no longer stored (pruned, erased) is said to be so."""
+        named = {e.detail[SENT_EVENT] for e in entries
+                 if isinstance(e.detail.get(SENT_EVENT), str)}
+        payloads: dict[str, Any] = {}
+        if named:
+            for body, data in await self._fetch(
+                f"SELECT id, event FROM sailseg_events WHERE id {self.IN}",
+                self._list(sorted(named)),
+            ):
+                try:
+                    payloads[body] = summarize(decode_event(bytes(data), "").payload,
+                                               budget=[DETAIL_LIMIT])
+                except Exception as exc:  # noqa: BLE001 - a damaged event is shown as such
+                    payloads[body] = f"(the stored event cannot be read: {type(exc).__name__})"
+        for e in entries:
+            body = e.detail.pop(SENT_EVENT, None)
+            if not isinstance(body, str):
+                continue
+            rest = e.detail.get("sent")
+            e.detail["sent"] = {
+                "payload": payloads.get(body, "(no longer stored: pruned or erased)"),
+                **(rest if isinstance(rest, dict) else {}),
+            }
 
     def journal_queries(
         self, *, message_id: str | None = None, okeys: Sequence[str] = (),

@@ -126,8 +126,9 @@ class Outcome(msgspec.Struct, kw_only=True):
     park_expires_at: float = 0.0
     counts: dict[str, int] = {}
     #: for the journal (the console's event lookup): ``{"-": {"sent": <the event as the
-    #: sinks got it>}, "<sink>": {"response": <what the sink returned>}}``; summarized
-    #: (emails hashed, secrets redacted) before it is written
+    #: sinks got it>, "stored": <events.payload_fingerprint of the payload as stored, or
+    #: None>}, "<sink>": {"response": <what the sink returned>}}``; summarized (emails
+    #: hashed, secrets redacted) before it is written
     notes: dict[str, Any] = {}
 
 
