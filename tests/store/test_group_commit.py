@@ -150,3 +150,41 @@ async def test_wait_idle_waits_for_running_flushes() -> None:
         await anyio.sleep(0.01)
         await gc.wait_idle()
         assert rec.written == {1}
+
+
+async def test_a_flush_absorbs_the_calls_that_arrive_while_it_waits_for_a_lock() -> None:
+    """A flush that waits for something first (SQLite's cross-process lock) takes the calls
+    queued meanwhile into its own write: one write, every caller answered after it."""
+    lock, waiting = anyio.Event(), anyio.Event()
+    rec = Recorder(delay=0)
+    gc: GroupCommit[int] = GroupCommit(lambda batch: flush(batch))
+
+    async def flush(batch: list[Pending[int]]) -> None:
+        if 1 in (e.payload for e in batch):
+            waiting.set()
+            await lock.wait()  # the other process's transaction
+            batch.extend(gc.absorb())
+        await rec.flush(batch)
+
+    results: dict[int, int] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await gc.submit(i)
+        assert i in rec.written
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, 1)
+        await waiting.wait()
+        for i in (2, 3, 4):  # the first waits elected to lead the next batch, the rest behind it
+            tg.start_soon(call, i)
+        await anyio.wait_all_tasks_blocked()
+        lock.set()
+    assert rec.batches == [[1, 2, 3, 4]]
+    assert results == {1: 10, 2: 20, 3: 30, 4: 40}
+    # and the next call, with nothing open, is written on its own at once
+    assert await gc.submit(5) == 50 and rec.batches[-1] == [5]
+
+
+async def test_absorb_takes_nothing_when_nothing_waits() -> None:
+    gc: GroupCommit[int] = GroupCommit(Recorder().flush)
+    assert gc.absorb() == []
