@@ -349,7 +349,14 @@ def child_main(argv: list[str] | None = None) -> int:
     cfg.store.url = os.environ.get("SAILSEG_STORE") or cfg.store.url  # set by the parent
     setup_logging(args.log_level, None, cfg)  # the format: $SAILSEG_LOG_FORMAT or the config's
     setup_otel(args.otel)
-    run_loop(_deliver_only, cfg, args.telemetry_fd)
+    from .logs import flush_summaries
+
+    try:
+        run_loop(_deliver_only, cfg, args.telemetry_fd)
+    finally:
+        # the last flood window's summary (retries, dead letters are this process's): a
+        # child that stops before its window ends would otherwise drop it
+        flush_summaries()
     return 0
 
 
