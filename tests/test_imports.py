@@ -30,3 +30,21 @@ def test_httpx_imported_first_is_left_as_it_is() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "True"  # rich, click and pygments are installed here
+
+
+ALOOF = """
+import json, sys
+import sailseg.cli, sailseg.serving, sailseg.split
+from sailseg.h1 import H1Transport
+from sailseg.plugins import build_registry, make_plugin_manager
+build_registry(make_plugin_manager())  # every installed plugin's components
+H1Transport()
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "aiohttp")))
+"""
+
+
+def test_aiohttp_is_loaded_only_when_a_download_needs_it() -> None:
+    # ~8 MB per process: the delivery child of W1 and W3 only sends API calls (bench/README.md)
+    out = subprocess.run([sys.executable, "-c", ALOOF], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -34,12 +34,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 import httpx
 
-from .transport import DEFAULT_LIMITS, AiohttpTransport
+from .http_client import DEFAULT_LIMITS
+
+if TYPE_CHECKING:
+    from .transport import AiohttpTransport
 
 __all__ = ["H1Transport"]
 
@@ -331,6 +334,10 @@ class H1Transport(httpx.AsyncBaseTransport):
 
     async def _delegate(self, request: httpx.Request) -> httpx.Response:
         if self._fallback is None:
+            # imported on first use: aiohttp costs ~8 MB per process, and a process that only
+            # sends API calls (the delivery child in W1 and W3) never needs it
+            from .transport import AiohttpTransport
+
             self._fallback = AiohttpTransport(limits=self.limits, verify=self._verify)
         return await self._fallback.handle_async_request(request)
 

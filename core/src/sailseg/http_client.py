@@ -42,7 +42,12 @@ try:  # httpx internals the direct path needs (httpx 0.27-0.28); a release that 
 except ImportError:  # pragma: no cover - depends on the installed httpx
     DIRECT = False
 
-__all__ = ["Client"]
+__all__ = ["DEFAULT_LIMITS", "Client"]
+
+#: the connection pool of sailseg's transports (``sailseg.h1.H1Transport`` and the
+#: ``sailseg.transport.AiohttpTransport`` it hands downloads to) unless given: 256
+#: connections, all kept alive
+DEFAULT_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256)
 
 _log = logging.getLogger("httpx")
 _SET_COOKIE = frozenset((b"set-cookie", b"set-cookie2"))

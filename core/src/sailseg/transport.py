@@ -29,13 +29,12 @@ from typing import Any, NoReturn
 import aiohttp
 import httpx
 
+from .http_client import DEFAULT_LIMITS
+
 __all__ = ["AiohttpTransport"]
 
 _HTTP11 = {"http_version": b"HTTP/1.1"}
 
-
-#: the pool of :class:`AiohttpTransport` unless given: 256 connections, all kept alive
-DEFAULT_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256)
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """``httpx.AsyncBaseTransport`` over one ``aiohttp.ClientSession`` (created on first use,
