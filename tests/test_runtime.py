@@ -395,3 +395,33 @@ async def test_an_item_claimed_again_while_its_retry_is_recorded_is_delivered(tm
             assert (await c.post("/in", json=ident("u1", 1))).json()["accepted"] == 1
             await wait_for(lambda: len(RECORDED.get("rec", [])) == 1, timeout=8)
     assert RECORDED["rec"][0]["attempt"] == 2
+
+
+@pytest.mark.parametrize("journal", [True, False])
+async def test_only_journaled_pipelines_fingerprint_what_the_sinks_got(tmp_path: Path, journal: bool) -> None:
+    """The payload's fingerprint serves the journal alone (its row names the stored event
+    when no transform changed it): a pipeline with ``journal = false`` does not compute it."""
+    from sailseg.events import payload_fingerprint
+
+    cfg = config(tmp_path)
+    cfg.pipelines["main"].journal = journal
+    seen: list[Any] = []
+    async with Runtime(cfg) as rt:
+        assert rt.delivery is not None
+        record = rt.delivery.on_outcome
+        assert record is not None
+
+        def watch(outcome: Any, now: float) -> None:
+            seen.append(outcome)
+            record(outcome, now)
+
+        rt.delivery.on_outcome = watch
+        async with await client(rt) as c:
+            assert (await c.post("/in", json=ident("fp", 1))).status_code == 200
+            await wait_for(lambda: len(seen) == 1)
+    stored = seen[0].notes["-"]["stored"]
+    if journal:
+        assert stored == payload_fingerprint(ident("fp", 1))
+    else:
+        assert stored is None
+    assert seen[0].status == "done"

@@ -68,6 +68,7 @@ from .stages import (
     describe_error,
     run_stages,
 )
+from .store._journal import JournalScope, journaled
 from .store.base import DeadLetterRecord, Outcome, QueueItem
 from .tracing import enabled as tracing_enabled
 from .tracing import event_attributes, extract
@@ -151,6 +152,7 @@ class Delivery:
         metrics: Metrics,
         owner: str,
         clock: Callable[[], float] = time.time,
+        journal: JournalScope = True,
     ) -> None:
         self.store = store
         self.pipelines = pipelines
@@ -158,6 +160,9 @@ class Delivery:
         self.metrics = metrics
         self.owner = owner
         self.clock = clock
+        #: the pipelines whose outcomes the journal keeps (``runtime.journal_scope``): only
+        #: their payloads are fingerprinted (W2's list pipeline, journal off, skips the hash)
+        self.journal = journal
         self.tracer = trace.get_tracer("sailseg")
         self._observer = TracingObserver(self.tracer)
         self.inflight: dict[str, QueueItem] = {}
@@ -449,7 +454,7 @@ class Delivery:
         event.attempt = item.attempt
         event.pipeline = item.pipeline
         # for the journal: was the payload the sinks got the stored one? (see _sink_outcome)
-        stored = payload_fingerprint(event.payload)
+        stored = payload_fingerprint(event.payload) if journaled(self.journal, item.pipeline) else None
         if not tracing_enabled():  # no SDK: skip the no-op spans (see tracing.enabled)
             return await self._run(item, pipeline, event, now, NO_OBSERVER, stored)
         parent = extract(event.trace)

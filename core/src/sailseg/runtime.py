@@ -267,6 +267,7 @@ class Runtime:
             self.delivery = Delivery(
                 store=self.store, pipelines=self.pipelines, config=cfg.delivery,
                 metrics=self.metrics, owner=self.node_id, clock=self.clock,
+                journal=journal_scope(self.config),
             )
             self.delivery.on_outcome = self.activity.outcome
             await self.delivery.run(tg)
