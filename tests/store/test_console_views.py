@@ -75,6 +75,32 @@ async def test_journal_is_purged_with_the_person_and_pruned_with_delivered_rows(
     assert await v.journal_lookup(okeys=["userId:u2"]) == []
 
 
+async def test_pruning_takes_an_item_whole_so_an_erasure_still_reaches_its_rows(
+    store: Store, item: Item
+) -> None:
+    """An item accepted before the cut-off and delivered after it: pruning takes its
+    delivered row with its accepted row. Left behind, that row could no longer be found
+    through the accepted row's keys, so ``purge_okeys`` would have missed it."""
+    await store.enqueue([item("a1", "userId:u1"), item("b1", "userId:u2")], dedupe_window=0,
+                        now=NOW)
+    done = []
+    for claimed in await store.claim("n", 2, lease=30, now=NOW + 100):
+        done.append(Outcome(item=claimed, status="done", delivered=["s1"],
+                            counts={"s1:delivered": 1}, notes={"s1": {"response": {"ok": 1}}}))
+    await store.finish(done, now=NOW + 100)
+    v = views(store)
+    await v.prune_journal(before=NOW + 50, minutes_before=0)
+    assert await v.journal_lookup(okeys=["userId:u1"]) == []
+    rows = await v._fetch("SELECT item_id, stage FROM sailseg_journal")
+    assert rows == [], rows  # no delivered row outlives its item's accepted row
+    # and what is younger than the cut-off stays, whole
+    await store.enqueue([item("c1", "userId:u1")], dedupe_window=0, now=NOW + 200)
+    await v.prune_journal(before=NOW + 150, minutes_before=0)
+    assert [e.stage for e in await v.journal_lookup(okeys=["userId:u1"])] == ["accepted"]
+    await store.purge_okeys(["userId:u1"])
+    assert await v._fetch("SELECT item_id FROM sailseg_journal") == []
+
+
 async def test_minute_counts_add_up_accepts_and_outcomes_per_pipeline(
     store: Store, item: Item
 ) -> None:

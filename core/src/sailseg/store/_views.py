@@ -230,9 +230,21 @@ class ViewQueries(abc.ABC):
 
     async def prune_journal(self, *, before: float, minutes_before: float) -> None:
         """Delete journal rows written before ``before`` and per-minute counts before
-        ``minutes_before``. The journal in chunks, through its index of write times."""
+        ``minutes_before``. The journal in chunks, whole items first: every row of an item
+        whose ``accepted`` row is that old, newer outcome rows too; then any other row that
+        old (one whose item has no accepted row).
+
+        Why whole items: a person's rows are found through their items' accepted rows
+        (``purge_okeys``, the console's lookups, which read the partial indexes of accepted
+        rows). Pruning by time alone deleted an item's accepted row and left its later
+        outcome rows behind, where an erasure could no longer reach them."""
+        skip = getattr(self, "SKIP_LOCKED", "")
+        items = ("DELETE FROM sailseg_journal WHERE item_id IN (SELECT item_id FROM "
+                 f"sailseg_journal WHERE at < ? AND stage = 'accepted' LIMIT {_PRUNE_CHUNK}{skip})")
+        while await self._execute(items, before) >= _PRUNE_CHUNK:
+            pass
         sql = ("DELETE FROM sailseg_journal WHERE id IN (SELECT id FROM sailseg_journal "
-               f"WHERE at < ? LIMIT {_PRUNE_CHUNK}{getattr(self, 'SKIP_LOCKED', '')})")
+               f"WHERE at < ? LIMIT {_PRUNE_CHUNK}{skip})")
         while await self._execute(sql, before) >= _PRUNE_CHUNK:
             pass
         await self._execute("DELETE FROM sailseg_minutes WHERE minute < ?",
