@@ -16,7 +16,9 @@ import pytest
 from sailseg.events import Event
 from sailseg.plugins import build_registry, make_plugin_manager
 from sailseg.runtime import open_store as build_store
+from sailseg.store._schema import migrations
 from sailseg.store.base import QueueItem, Store
+from sailseg.store.sqlite import SQLiteStore
 
 NOW = 1_700_000_000.0  # test modules repeat this value
 PG_ENV = "SAILSEG_TEST_POSTGRES_DSN"
@@ -77,15 +79,24 @@ async def pg_url() -> AsyncIterator[str]:
 @pytest.fixture
 async def open_store(store_url: str) -> AsyncIterator[OpenStore]:
     """``await open_store()``: one more store on the same database, built through the
-    ``register_stores`` hook as the runtime does, opened and (by default) migrated."""
+    ``register_stores`` hook as the runtime does, opened and (by default) migrated;
+    ``migrate=False``: no schema yet; ``at_version=N``: the schema as version N left it
+    (for the upgrade tests)."""
     registry = build_registry(make_plugin_manager(load_entrypoints=False))
     opened: list[Store] = []
 
-    async def factory(*, migrate: bool = True) -> Store:
+    async def factory(*, migrate: bool = True, at_version: int | None = None) -> Store:
         store = build_store(store_url, registry)
         await store.open()
         opened.append(store)
-        if migrate:
+        if at_version is not None:  # an older schema, built by the migrations up to it
+            kind = "sqlite" if isinstance(store, SQLiteStore) else "postgresql"
+            if kind == "postgresql":
+                await store._execute(f"CREATE SCHEMA {store.schema}")  # type: ignore[attr-defined]
+            for _version, statements in migrations(kind, 0, target=at_version):
+                for sql in statements:
+                    await store._execute(sql)  # type: ignore[attr-defined]
+        elif migrate:
             await store.migrate()
         return store
 

@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from sailseg.store._rows import item_row
-from sailseg.store._schema import migrations
 from sailseg.store._sql import QUEUE_INSERT_HEAD
 from sailseg.store.base import SCHEMA_VERSION, Outcome, QueueItem, Store
 from sailseg.store.sqlite import SQLiteStore
@@ -36,9 +35,6 @@ def legacy_row(item: QueueItem) -> tuple[Any, ...]:
     """``V1_QUEUE_INSERT`` values of ``item`` but ``head``."""
     return (*item_row(item)[:9], msgspec.json.encode(item.event))
 
-
-def dialect(store: Store) -> Any:
-    return "sqlite" if isinstance(store, SQLiteStore) else "postgresql"
 
 
 async def done(store: Store, items: list[QueueItem], now: float = NOW) -> None:
@@ -130,12 +126,7 @@ async def test_the_claim_query_uses_the_due_index(store: Store, item: Item) -> N
 async def test_a_version_1_queue_is_upgraded_with_a_head_per_pipeline(
     open_store: Any, item: Item
 ) -> None:
-    store = await open_store(migrate=False)
-    if dialect(store) == "postgresql":
-        await store._execute(f"CREATE SCHEMA {store.schema}")
-    for _version, statements in migrations(dialect(store), 0, target=1):
-        for sql in statements:
-            await store._execute(sql)
+    store = await open_store(at_version=1)
     assert await store.schema_version() == 1
     # as version 1 left them: one head per okey, whatever the pipeline
     rows = [("a1", "A", "U", 1), ("b1", "B", "U", 0), ("a2", "A", "U", 0), ("b2", "B", "U", 0),

@@ -11,9 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from sailseg.store._schema import migrations
 from sailseg.store.base import SCHEMA_VERSION, DeadLetterRecord, Outcome, QueueItem, Store
-from sailseg.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -140,19 +138,11 @@ async def test_an_erasure_deletes_the_shared_event_wherever_its_rows_are(
 # -- the upgrade from version 3 ----------------------------------------------------------
 
 
-def dialect(store: Store) -> Any:
-    return "sqlite" if isinstance(store, SQLiteStore) else "postgresql"
-
 
 async def test_a_version_3_store_is_upgraded_with_every_event_kept(
     open_store: Any, item: Item
 ) -> None:
-    store = await open_store(migrate=False)
-    if dialect(store) == "postgresql":
-        await store._execute(f"CREATE SCHEMA {store.schema}")
-    for _version, statements in migrations(dialect(store), 0, target=3):
-        for sql in statements:
-            await store._execute(sql)
+    store = await open_store(at_version=3)
     q, pk, dl, dv = (item(i, f"userId:{i}") for i in ("q1", "pk1", "dl1", "dv1"))
     enc = msgspec.json.encode
     await store._execute(

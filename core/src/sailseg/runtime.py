@@ -217,8 +217,9 @@ class Runtime:
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         await self.store.open()
         stack.push_async_callback(self.store.close)
+        journal = journal_scope(self.config)  # the store's writes and delivery's outcomes
         if hasattr(self.store, "journal"):
-            self.store.journal = journal_scope(self.config)
+            self.store.journal = journal
         auto = self.store.url.startswith("sqlite")
         await self.store.check_schema(auto_migrate=auto)
         oplogs.add_secrets(oplogs.secrets_from_env(self.env))  # masked in every log line
@@ -267,7 +268,7 @@ class Runtime:
             self.delivery = Delivery(
                 store=self.store, pipelines=self.pipelines, config=cfg.delivery,
                 metrics=self.metrics, owner=self.node_id, clock=self.clock,
-                journal=journal_scope(self.config),
+                journal=journal,
             )
             self.delivery.on_outcome = self.activity.outcome
             await self.delivery.run(tg)
