@@ -7,7 +7,7 @@ Overlapping the two looks like a free gain, but the writer needs the GIL back af
 ROWS rows (a random-key index, WAL, synchronous=FULL) three ways: alone; with a second thread
 running Python that releases the GIL twice every ~10 us (a socket pair, as the event loop
 does); and the same with every row passed in ONE statement through ``json_each`` (one step
-per statement). bench/README.md ("Ingest: one GIL, two threads, in lockstep") has the
+per statement). bench/README.md ("Ingest: why the writer stays in lockstep") has the
 figures and what they mean for the writer.
 
     python3 bench/tools/gil_writer.py [ROWS] [TRANSACTIONS]

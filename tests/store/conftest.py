@@ -9,7 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -90,7 +90,8 @@ async def open_store(store_url: str) -> AsyncIterator[OpenStore]:
         await store.open()
         opened.append(store)
         if at_version is not None:  # an older schema, built by the migrations up to it
-            kind = "sqlite" if isinstance(store, SQLiteStore) else "postgresql"
+            kind: Literal["sqlite", "postgresql"] = (
+                "sqlite" if isinstance(store, SQLiteStore) else "postgresql")
             if kind == "postgresql":
                 await store._execute(f"CREATE SCHEMA {store.schema}")  # type: ignore[attr-defined]
             for _version, statements in migrations(kind, 0, target=at_version):

@@ -36,7 +36,6 @@ def legacy_row(item: QueueItem) -> tuple[Any, ...]:
     return (*item_row(item)[:9], msgspec.json.encode(item.event))
 
 
-
 async def done(store: Store, items: list[QueueItem], now: float = NOW) -> None:
     await store.finish([Outcome(item=i, status="done") for i in items], now=now)
 

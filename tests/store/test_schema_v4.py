@@ -138,7 +138,6 @@ async def test_an_erasure_deletes_the_shared_event_wherever_its_rows_are(
 # -- the upgrade from version 3 ----------------------------------------------------------
 
 
-
 async def test_a_version_3_store_is_upgraded_with_every_event_kept(
     open_store: Any, item: Item
 ) -> None:

@@ -28,7 +28,6 @@ def views(store: Store) -> ViewQueries:
     return store
 
 
-
 async def test_journal_keys_follow_insertion_and_lookups_find_each_kind_of_key(
     store: Store, item: Item
 ) -> None:
