@@ -3,6 +3,7 @@ stub on uvicorn measured in the same run (the request rate of a Python ASGI serv
 machine, i.e. the ceiling for any Python ingest).
 
     bench/.venv-bench/bin/python bench/run_ingest.py            # ROUNDS=3 CONNS=64 DURATION=15
+    NOJOURNAL=1 bench/.venv-bench/bin/python bench/run_ingest.py  # also the pipeline with journal = false
     ROUNDS=1 DURATION=5 bench/.venv-bench/bin/python bench/run_ingest.py   # smoke
 
 Each round runs both systems, alternating which goes first: a 3-second wrk warm-up, then wrk
@@ -19,6 +20,10 @@ Ports: INGEST_PORT (9300) for sailseg, STUB_PORT (9309) for the stub.
 Before/after in one run: REF_SAILSEG_BIN=/path/to/other/.venv/bin/sailseg adds a third system,
 `sailseg-ref` (that install's sailseg, same config and checks), to every round, in rotating
 order with the other two, and its own ratio to the stub of the same round.
+
+The journal's cost: NOJOURNAL=1 adds `sailseg-nojournal`, the same config with
+`journal = false` on the pipeline (no event-journal rows, so no console event lookup for it),
+to every round in the same rotation.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ WARMUP = int(os.environ.get("WARMUP", "3"))
 INGEST_PORT = int(os.environ.get("INGEST_PORT", "9300"))
 STUB_PORT = int(os.environ.get("STUB_PORT", "9309"))
 REF_SAILSEG_BIN = os.environ.get("REF_SAILSEG_BIN", "")
+NOJOURNAL = os.environ.get("NOJOURNAL", "") not in ("", "0")
 
 
 def _port_free(port: int) -> bool:
@@ -113,10 +119,25 @@ def run_stub() -> dict:
         _stop(p)
 
 
+def _nojournal_config(data: str) -> str:
+    """bench/ingest/sailseg.toml with ``journal = false`` on its pipeline, in ``data``."""
+    with open(os.path.join(HERE, "ingest", "sailseg.toml")) as fh:
+        text = fh.read()
+    marker = "[pipelines.w1]\n"
+    if marker not in text:
+        raise SystemExit("bench/ingest/sailseg.toml has no [pipelines.w1] table")
+    path = os.path.join(data, "nojournal.toml")
+    with open(path, "w") as fh:
+        fh.write(text.replace(marker, marker + "journal = false\n"))
+    return path
+
+
 def run_sailseg(rnd: int, system: str = "sailseg-ingest", binary: str = "") -> dict:
     data = tempfile.mkdtemp(prefix="sailseg-ingest-")
+    config = (_nojournal_config(data) if system == "sailseg-nojournal"
+              else os.path.join(HERE, "ingest", "sailseg.toml"))
     env = dict(os.environ, SUT_PORT=str(INGEST_PORT), W1_DATA_DIR=data,
-               SAILSEG_BENCH_CONFIG=os.path.join(HERE, "ingest", "sailseg.toml"),
+               SAILSEG_BENCH_CONFIG=config,
                SAILTHRU_API_URL="http://127.0.0.1:9", SAILTHRU_API_KEY=common.API_KEY,
                SAILTHRU_API_SECRET=common.SECRET)
     if binary:
@@ -159,6 +180,8 @@ def main() -> None:
         order = [run_stub, lambda rnd=rnd: run_sailseg(rnd)]
         if REF_SAILSEG_BIN:
             order.append(lambda rnd=rnd: run_sailseg(rnd, "sailseg-ref", REF_SAILSEG_BIN))
+        if NOJOURNAL:
+            order.append(lambda rnd=rnd: run_sailseg(rnd, "sailseg-nojournal"))
         shift = (rnd - 1) % len(order)
         order = order[shift:] + order[:shift]
         pair = {}
@@ -170,7 +193,7 @@ def main() -> None:
             print(f"  round {rnd} {res['system']:<15} {res['rps']:>8.0f}/s cpu {res['cpu_cores']} cores, "
                   f"machine busy {res['machine_busy_cores']}, non2xx {res['non2xx']}"
                   + (f", stored {res['stored']} acked {res['acked']}" if "stored" in res else ""), file=sys.stderr)
-        for name in ("sailseg-ingest", "sailseg-ref"):
+        for name in ("sailseg-ingest", "sailseg-ref", "sailseg-nojournal"):
             if name in pair:
                 pair[name]["ratio_to_stub_uvicorn"] = round(pair[name]["rps"] / pair["stub-uvicorn"]["rps"], 3)
         for res in pair.values():
@@ -182,13 +205,14 @@ def main() -> None:
     stub = [r for r in rows if r["system"] == "stub-uvicorn"]
     ing = [r for r in rows if r["system"] == "sailseg-ingest"]
     ref = [r for r in rows if r["system"] == "sailseg-ref"]
+    nojournal = [r for r in rows if r["system"] == "sailseg-nojournal"]
     ratios = [r["ratio_to_stub_uvicorn"] for r in ing]
     summary = {
         "stub_uvicorn_rps_median": statistics.median(r["rps"] for r in stub),
         "sailseg_ingest_acked_per_s_median": statistics.median(r["rps"] for r in ing),
         "ratio_median": statistics.median(ratios), "target_ratio": 0.4,
-        "acked_not_stored": sum(r["acked_not_stored"] for r in ing + ref),
-        "non2xx": sum(r["non2xx"] for r in ing + ref), "bad_sigs": sum(r["bad_sigs"] for r in stub),
+        "acked_not_stored": sum(r["acked_not_stored"] for r in ing + ref + nojournal),
+        "non2xx": sum(r["non2xx"] for r in ing + ref + nojournal), "bad_sigs": sum(r["bad_sigs"] for r in stub),
     }
     if ref:
         summary["ref_sailseg_bin"] = REF_SAILSEG_BIN
@@ -199,6 +223,11 @@ def main() -> None:
     systems = [("stub on uvicorn (ASGI ceiling)", stub), ("sailseg ingest, durable (SQLite FULL)", ing)]
     if ref:
         systems.append((f"sailseg-ref ({REF_SAILSEG_BIN})", ref))
+    if nojournal:
+        summary["nojournal_ratio_median"] = statistics.median(r["ratio_to_stub_uvicorn"] for r in nojournal)
+        summary["nojournal_to_default_median"] = statistics.median(
+            n["rps"] / d["rps"] for n in nojournal for d in ing if d["round"] == n["round"])
+        systems.append(("sailseg ingest, pipeline journal = false", nojournal))
     for name, rs in systems:
         ratio = mmm([r["ratio_to_stub_uvicorn"] for r in rs], 2) if rs is not stub else "1"
         print(f"| {name} | {mmm([r['rps'] for r in rs])} | {mmm([r['cpu_cores'] for r in rs], 2)} | "
@@ -207,6 +236,9 @@ def main() -> None:
     print(f"\nacked but not stored: {summary['acked_not_stored']} (must be 0); sailseg non-2xx: "
           f"{summary['non2xx']}; stub bad signatures: {summary['bad_sigs']}; "
           f"target ratio >= 0.4 (issue 17): {'met' if summary['ratio_median'] >= 0.4 else 'NOT met'}")
+    if nojournal:
+        print(f"journal = false against the default, same round (median): "
+              f"{summary['nojournal_to_default_median']:.2f}x")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", f"ingest-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
     with open(path, "w") as fh:
