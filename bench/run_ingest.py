@@ -52,6 +52,8 @@ INGEST_PORT = int(os.environ.get("INGEST_PORT", "9300"))
 STUB_PORT = int(os.environ.get("STUB_PORT", "9309"))
 REF_SAILSEG_BIN = os.environ.get("REF_SAILSEG_BIN", "")
 NOJOURNAL = os.environ.get("NOJOURNAL", "") not in ("", "0")
+#: the sailseg config every system runs (sailseg-nojournal: with ``journal = false`` added)
+CONFIG = os.path.join(HERE, "ingest", "sailseg.toml")
 
 
 def _port_free(port: int) -> bool:
@@ -121,7 +123,7 @@ def run_stub() -> dict:
 
 def _nojournal_config(data: str) -> str:
     """bench/ingest/sailseg.toml with ``journal = false`` on its pipeline, in ``data``."""
-    with open(os.path.join(HERE, "ingest", "sailseg.toml")) as fh:
+    with open(CONFIG) as fh:
         text = fh.read()
     marker = "[pipelines.w1]\n"
     if marker not in text:
@@ -134,8 +136,7 @@ def _nojournal_config(data: str) -> str:
 
 def run_sailseg(rnd: int, system: str = "sailseg-ingest", binary: str = "") -> dict:
     data = tempfile.mkdtemp(prefix="sailseg-ingest-")
-    config = (_nojournal_config(data) if system == "sailseg-nojournal"
-              else os.path.join(HERE, "ingest", "sailseg.toml"))
+    config = _nojournal_config(data) if system == "sailseg-nojournal" else CONFIG
     env = dict(os.environ, SUT_PORT=str(INGEST_PORT), W1_DATA_DIR=data,
                SAILSEG_BENCH_CONFIG=config,
                SAILTHRU_API_URL="http://127.0.0.1:9", SAILTHRU_API_KEY=common.API_KEY,
@@ -207,12 +208,13 @@ def main() -> None:
     ref = [r for r in rows if r["system"] == "sailseg-ref"]
     nojournal = [r for r in rows if r["system"] == "sailseg-nojournal"]
     ratios = [r["ratio_to_stub_uvicorn"] for r in ing]
+    sailseg_runs = ing + ref + nojournal
     summary = {
         "stub_uvicorn_rps_median": statistics.median(r["rps"] for r in stub),
         "sailseg_ingest_acked_per_s_median": statistics.median(r["rps"] for r in ing),
         "ratio_median": statistics.median(ratios), "target_ratio": 0.4,
-        "acked_not_stored": sum(r["acked_not_stored"] for r in ing + ref + nojournal),
-        "non2xx": sum(r["non2xx"] for r in ing + ref + nojournal), "bad_sigs": sum(r["bad_sigs"] for r in stub),
+        "acked_not_stored": sum(r["acked_not_stored"] for r in sailseg_runs),
+        "non2xx": sum(r["non2xx"] for r in sailseg_runs), "bad_sigs": sum(r["bad_sigs"] for r in stub),
     }
     if ref:
         summary["ref_sailseg_bin"] = REF_SAILSEG_BIN
