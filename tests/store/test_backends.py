@@ -36,17 +36,35 @@ def test_both_backends_are_registered_by_scheme() -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "path", "sync", "busy"),
+    ("url", "path", "sync", "busy", "checkpoint"),
     [
-        ("sqlite:///.sailseg/sailseg.db", ".sailseg/sailseg.db", "FULL", 10_000),
-        ("sqlite:////var/data/s.db", "/var/data/s.db", "FULL", 10_000),
-        ("sqlite:///:memory:", ":memory:", "FULL", 10_000),
-        ("SQLITE:///s.db?synchronous=normal&busy_timeout=250", "s.db", "NORMAL", 250),
+        ("sqlite:///.sailseg/sailseg.db", ".sailseg/sailseg.db", "FULL", 10_000, 10_000),
+        ("sqlite:////var/data/s.db", "/var/data/s.db", "FULL", 10_000, 10_000),
+        ("sqlite:///:memory:", ":memory:", "FULL", 10_000, 10_000),
+        ("SQLITE:///s.db?synchronous=normal&busy_timeout=250", "s.db", "NORMAL", 250, 10_000),
+        ("sqlite:///s.db?wal_autocheckpoint=0", "s.db", "FULL", 10_000, 0),
     ],
 )
-def test_sqlite_urls(url: str, path: str, sync: str, busy: int) -> None:
+def test_sqlite_urls(url: str, path: str, sync: str, busy: int, checkpoint: int) -> None:
     store = SQLiteStore(url)
-    assert (store.path, store.synchronous, store.busy_timeout) == (path, sync, busy)
+    assert (store.path, store.synchronous, store.busy_timeout, store.wal_autocheckpoint) == (
+        path, sync, busy, checkpoint)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("query", "pages"), [("", 10_000), ("?wal_autocheckpoint=2500", 2500)])
+async def test_sqlite_wal_autocheckpoint_reaches_every_connection(
+        tmp_path: Path, query: str, pages: int) -> None:
+    """The option is a per-connection pragma: the writer and the reader both carry it (a
+    connection left at SQLite's 1,000 would checkpoint every few commits again)."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 's.db'}{query}")
+    await store.open()
+    try:
+        for conn in (store._wconn, store._rconn):
+            assert conn is not None
+            assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == pages
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize(
@@ -56,6 +74,7 @@ def test_sqlite_urls(url: str, path: str, sync: str, busy: int) -> None:
         ("sqlite:///", "names no file"),
         ("sqlite:///s.db?journal=off", "unknown option journal='off'"),
         ("sqlite:///s.db?synchronous=off", "unknown option synchronous='off'"),
+        ("sqlite:///s.db?wal_autocheckpoint=many", "unknown option wal_autocheckpoint='many'"),
         ("postgresql://h/db", "not a SQLite store URL"),
     ],
 )
