@@ -15,16 +15,17 @@ URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
 - ``synchronous=full`` (default: a commit is on disk before the call returns, surviving power
   loss) or ``normal`` (survives a crash of the process, not of the machine);
 - ``busy_timeout=<ms>`` (default 10000);
-- ``wal_autocheckpoint=<pages>`` (default 10000, SQLite's own is 1000): how many pages the
-  WAL may hold before the commit that passes it copies them back into the database file.
-  Why larger: every accepted event touches a leaf in a few indexes keyed at random (dedupe
-  key, person, message id), so one commit of a 64-request group dirties a few hundred pages,
-  and with SQLite's default a checkpoint ran every two or three commits, copying each page
-  again every time. With 10,000 a page changed by many commits is copied once per
-  checkpoint: ingest +10-14% (bench/README.md, "Checkpoints"). The cost: the ``-wal`` file
-  grows to about 40 MB (10,000 pages of 4 KB) and stays that size between checkpoints, and
-  the commit that checkpoints takes longer. ``0`` turns automatic checkpoints off (only for
-  a deployment that runs ``PRAGMA wal_checkpoint`` itself).
+- ``wal_autocheckpoint=<pages>`` (default 1000, SQLite's own): how many pages the WAL may
+  hold before the commit that passes it copies them back into the database file. Raising it
+  trades latency for ingest: every accepted event touches a leaf in a few randomly keyed
+  indexes (dedupe key, person, message id), so one commit of a 64-request group dirties a
+  few hundred pages and at 1000 a checkpoint runs every two or three commits, copying each
+  page again each time; at 10000 a page many commits change is copied once (ingest-only
+  benchmark +7-14%), but the commit that checkpoints copies up to ~40 MB while every other
+  writer (the delivery process too) waits, and W1's p99 at 1000/s jumped to 50-160 ms in
+  two of five rounds (bench/README.md, "Checkpoints"). For an ingest-heavy node whose
+  latency matters less; ``0`` turns automatic checkpoints off (only for a deployment that
+  runs ``PRAGMA wal_checkpoint`` itself).
 
 Constructor option ``process_lock=True`` (used by ``sailseg serve --delivery-process``, whose
 two processes write one file): every write transaction also holds an exclusive ``flock`` on
@@ -326,7 +327,7 @@ def _parse_url(url: str) -> tuple[str, str, int, int]:
     path, _, query = rest[1:].partition("?")
     if not path:
         raise StoreError(f"SQLite store URL {url!r} names no file")
-    synchronous, busy, checkpoint = "FULL", 10_000, 10_000
+    synchronous, busy, checkpoint = "FULL", 10_000, 1000
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "synchronous" and value.upper() in ("FULL", "NORMAL"):
             synchronous = value.upper()
