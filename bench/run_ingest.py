@@ -17,6 +17,9 @@ signed Sailthru /user form POST; the stub checks the signature).
 Prints a Markdown table (median [min-max] over rounds) and writes results/ingest-<time>.json.
 Ports: INGEST_PORT (9300) for sailseg, STUB_PORT (9309) for the stub.
 
+WRK_THREADS (default 1) sets wrk's threads for both systems; each thread sends its own
+messageIds.
+
 Before/after in one run: REF_SAILSEG_BIN=/path/to/other/.venv/bin/sailseg adds a third system,
 `sailseg-ref` (that install's sailseg, same config and checks), to every round, in rotating
 order with the other two, and its own ratio to the stub of the same round.
