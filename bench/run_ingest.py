@@ -250,7 +250,7 @@ def main() -> None:
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", f"ingest-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
     with open(path, "w") as fh:
-        json.dump({"rounds": ROUNDS, "conns": CONNS, "duration_s": DURATION, "summary": summary, "runs": rows}, fh, indent=1)
+        json.dump({"rounds": ROUNDS, "conns": CONNS, "wrk_threads": WRK_THREADS, "duration_s": DURATION, "summary": summary, "runs": rows}, fh, indent=1)
     print(f"JSON: {path}")
 
 

@@ -328,18 +328,24 @@ def _parse_url(url: str) -> tuple[str, str, int, int]:
     if not path:
         raise StoreError(f"SQLite store URL {url!r} names no file")
     synchronous, busy, checkpoint = "FULL", 10_000, 1000
+    expected = {"synchronous": "full or normal", "busy_timeout": "milliseconds, a whole number",
+                "wal_autocheckpoint": "pages, a whole number below 2**31"}
     for name, value in parse_qsl(query, keep_blank_values=True):
-        if name == "synchronous" and value.upper() in ("FULL", "NORMAL"):
-            synchronous = value.upper()
-        elif name == "busy_timeout" and value.isdigit():
-            busy = int(value)
-        elif name == "wal_autocheckpoint" and value.isdigit():
-            checkpoint = int(value)
-        else:
+        if name not in expected:
             raise StoreError(
                 f"SQLite store URL {url!r}: unknown option {name}={value!r} (known: "
                 "synchronous=full|normal, busy_timeout=<ms>, wal_autocheckpoint=<pages>)"
             )
+        number = int(value) if value.isascii() and value.isdigit() else -1
+        if name == "synchronous" and value.upper() in ("FULL", "NORMAL"):
+            synchronous = value.upper()
+        elif name == "busy_timeout" and 0 <= number < 2**31:
+            busy = number
+        elif name == "wal_autocheckpoint" and 0 <= number < 2**31:
+            checkpoint = number  # SQLite reads a larger one as 0: no checkpoints at all
+        else:
+            raise StoreError(f"SQLite store URL {url!r}: bad value {name}={value!r} "
+                             f"(expected {expected[name]})")
     return path, synchronous, busy, checkpoint
 
 
