@@ -237,6 +237,10 @@ def test_default_splits_on_two_cores_and_the_child_metrics_reach_the_parent(tmp_
             metric(port, "sailseg_events_delivered_total")
         assert metric(port, "sailseg_delivery_latency_seconds_count") == 30
         assert metric(port, "sailseg_events_in_total") == 30  # the parent's own counter
+        # both processes' group commits, told apart (they take turns at one write lock)
+        assert metric(port, 'sailseg_store_commit_seconds_count{process="serve"}') >= 1
+        assert wait_for(
+            lambda: metric(port, 'sailseg_store_commit_seconds_count{process="delivery"}') >= 1, 5)
         os.kill(child, signal.SIGKILL)
         assert wait_for(lambda: children(tmp_path) and children(tmp_path) != [child], 20), "not restarted"
         assert metric(port, "sailseg_events_delivered_total") == 30  # not reset by the restart

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from sailseg.errors import StoreError
 from sailseg.events import Event
 from sailseg.plugins import build_registry, make_plugin_manager
-from sailseg.store.base import Outcome, QueueItem
+from sailseg.store.base import Outcome, QueueItem, Store
 from sailseg.store.postgres import PostgresStore, _parse_url
 from sailseg.store.sqlite import SQLiteStore
 
@@ -265,3 +266,19 @@ async def test_postgres_undecodable_rows_stay_leased_if_burying_them_fails(
         assert await store.backlog() == 0
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_both_backends_report_their_accept_commits(store: Store, item: Any) -> None:
+    """``observe_commits`` on a real store: concurrent enqueues that share a commit are
+    reported as one commit of that many calls (SQLite: every write goes through it;
+    PostgreSQL: the accepts)."""
+    seen: list[tuple[float, int]] = []
+    store.observe_commits(lambda seconds, calls: seen.append((seconds, calls)))
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(lambda n=n: store.enqueue(
+                [item(f"i{n:02}", f"userId:u{n}")], dedupe_window=0, now=1.0))
+    assert sum(calls for _, calls in seen) == 20
+    assert len(seen) < 20  # some shared a commit
+    assert all(seconds > 0 for seconds, _ in seen)

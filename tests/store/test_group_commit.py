@@ -188,3 +188,28 @@ async def test_a_flush_absorbs_the_calls_that_arrive_while_it_waits_for_a_lock()
 async def test_absorb_takes_nothing_when_nothing_waits() -> None:
     gc: GroupCommit[int] = GroupCommit(Recorder().flush)
     assert gc.absorb() == []
+
+
+async def test_the_observer_sees_every_flush_with_its_calls_failed_ones_too() -> None:
+    """``observer(seconds, calls)`` once per flush, written or failed: what the runtime turns
+    into ``sailseg_store_commit_seconds`` (a slow disk or a lock held by the other process
+    shows there before callers time out)."""
+    rec = Recorder(delay=0.01, fail_on=7)
+    seen: list[tuple[float, int]] = []
+    gc: GroupCommit[int] = GroupCommit(rec.flush)
+    gc.observer = lambda seconds, calls: seen.append((seconds, calls))
+    errors: list[BaseException] = []
+
+    async def call(n: int) -> None:
+        try:
+            await gc.submit(n)
+        except OSError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(5):
+            tg.start_soon(call, n)
+    await call(7)
+    assert [calls for _, calls in seen] == [len(b) for b in rec.batches]
+    assert sum(calls for _, calls in seen) == 6 and len(errors) == 1
+    assert all(seconds >= 0.009 for seconds, _ in seen)  # each flush sleeps 10 ms

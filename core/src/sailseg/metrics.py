@@ -23,6 +23,9 @@ HELP: dict[str, str] = {
     "sailseg_events_filtered_total": "Events a transform dropped, by pipeline.",
     "sailseg_events_parked_total": "Events parked until an identity or consent arrives, by pipeline.",
     "sailseg_delivery_latency_seconds": "Seconds from acceptance to delivery, by pipeline and sink.",
+    "sailseg_store_commit_seconds": "Seconds each group commit of the store took, waits for the write "
+                                     "lock included (SQLite: every write; PostgreSQL: accepts), by "
+                                     "process (serve, or its delivery process).",
     "sailseg_backlog": "Events waiting in the store's queue (all pipelines, all nodes).",
     "sailseg_max_backlog": "The [delivery] max_backlog bound above which triggers answer 503.",
     "sailseg_dead_letters": "Dead letters waiting for `sailseg dlq`, by pipeline.",

@@ -220,6 +220,13 @@ class Runtime:
         journal = journal_scope(self.config)  # the store's writes and delivery's outcomes
         if hasattr(self.store, "journal"):
             self.store.journal = journal
+        # a delivery process's commits are relayed to the serve process's /metrics under
+        # their own label: the two take turns at one SQLite write lock
+        process = "serve" if self.run_triggers else "delivery"
+        metrics = self.metrics
+        self.store.observe_commits(
+            lambda seconds, calls: metrics.observe("sailseg_store_commit_seconds", seconds,
+                                                   process=process))
         auto = self.store.url.startswith("sqlite")
         await self.store.check_schema(auto_migrate=auto)
         oplogs.add_secrets(oplogs.secrets_from_env(self.env))  # masked in every log line

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -260,6 +261,9 @@ class GroupCommit(Generic[T]):
     ) -> None:
         self._flush = flush
         self._parallel = parallel
+        #: called after every flush with its seconds (from the leader taking the batch to the
+        #: commit's end, any wait for a lock included) and its number of calls
+        self.observer: Callable[[float, int], None] | None = None
         self._open: _Batch[T] | None = None
         self._running: list[_Batch[T]] = []
         #: open batches a running flush took in (:meth:`absorb`), written with it
@@ -325,12 +329,15 @@ class GroupCommit(Generic[T]):
         self._running.append(batch)
         try:
             with anyio.CancelScope(shield=True):
+                started = time.perf_counter()
                 try:
                     await self._flush(batch.calls)
                 except BaseException as exc:  # noqa: BLE001 - handed to every caller
                     for e in batch.calls:
                         if e.error is None:
                             e.error = exc
+                if self.observer is not None:
+                    self.observer(time.perf_counter() - started, len(batch.calls))
         finally:
             self._running.remove(batch)
             batch.written = True
@@ -357,6 +364,15 @@ class GroupCommit(Generic[T]):
 
 class SQLStore(ViewQueries, Store):
     """Base of the SQL backends: implements what is the same SQL everywhere."""
+
+    def observe_commits(self, observer: Callable[[float, int], None]) -> None:
+        """Call ``observer(seconds, calls)`` after each group commit of the write path."""
+        for writer in self._group_commits():
+            writer.observer = observer
+
+    def _group_commits(self) -> list[GroupCommit[Any]]:
+        """The group commits whose flushes :meth:`observe_commits` reports."""
+        return []
 
     #: compares a column with a list given as one parameter (see :meth:`_list`)
     IN: ClassVar[str]

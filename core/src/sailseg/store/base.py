@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -190,6 +190,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def schema_version(self) -> int:
         """The version recorded in the database (0 when empty)."""
+
+    def observe_commits(self, observer: Callable[[float, int], None]) -> None:
+        """Have ``observer(seconds, calls)`` called after each commit the store groups
+        concurrent writes into (the runtime feeds ``sailseg_store_commit_seconds``). A store
+        without such commits ignores it (the default)."""
+        del observer  # nothing here commits in groups
 
     async def check_schema(self, *, auto_migrate: bool = False) -> None:
         """Raise :class:`~sailseg.errors.StoreError` unless the schema is exactly ours.

@@ -123,6 +123,9 @@ class PostgresStore(SQLStore):
         # bench/store_bench.py on 2 cores: ~6k events/s with 1, ~9k with 4)
         self._enqueuer: GroupCommit[EnqueueCall] = GroupCommit(self._flush_enqueue, parallel=4)
 
+    def _group_commits(self) -> list[GroupCommit[Any]]:
+        return [self._enqueuer]  # the other writes are transactions of their own
+
     # -- plumbing --------------------------------------------------------------------
     async def open(self) -> None:
         if self._pool is not None:

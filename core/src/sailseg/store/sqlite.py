@@ -185,6 +185,9 @@ class SQLiteStore(SQLStore):
             os.close(self._lock_fd)
             self._lock_fd = -1
 
+    def _group_commits(self) -> list[GroupCommit[Any]]:
+        return [self._writer]
+
     def _conn(self) -> sqlite3.Connection:
         if self._wconn is None:
             raise StoreError(f"store {self.redacted_url()} is not open")
