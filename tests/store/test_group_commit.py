@@ -190,10 +190,11 @@ async def test_absorb_takes_nothing_when_nothing_waits() -> None:
     assert gc.absorb() == []
 
 
-async def test_the_observer_sees_every_flush_with_its_calls_failed_ones_too() -> None:
-    """``observer(seconds, calls)`` once per flush, written or failed: what the runtime turns
-    into ``sailseg_store_commit_seconds`` (a slow disk or a lock held by the other process
-    shows there before callers time out)."""
+async def test_the_observer_sees_each_flush_that_wrote_with_its_calls() -> None:
+    """``observer(seconds, calls)`` once per flush that wrote something: what the runtime
+    turns into ``sailseg_store_commit_seconds`` (a slow disk or a lock held by the other
+    process shows there before callers time out). A flush that failed whole is not a commit
+    (an outage would fill the histogram with ~0 s samples)."""
     rec = Recorder(delay=0.01, fail_on=7)
     seen: list[tuple[float, int]] = []
     gc: GroupCommit[int] = GroupCommit(rec.flush)
@@ -210,6 +211,28 @@ async def test_the_observer_sees_every_flush_with_its_calls_failed_ones_too() ->
         for n in range(5):
             tg.start_soon(call, n)
     await call(7)
-    assert [calls for _, calls in seen] == [len(b) for b in rec.batches]
-    assert sum(calls for _, calls in seen) == 6 and len(errors) == 1
+    assert len(errors) == 1 and rec.batches[-1] == [7]
+    assert [calls for _, calls in seen] == [len(b) for b in rec.batches[:-1]]
+    assert sum(calls for _, calls in seen) == 5
     assert all(seconds >= 0.009 for seconds, _ in seen)  # each flush sleeps 10 ms
+
+
+async def test_an_observer_that_raises_never_fails_a_committed_call(
+        caplog: pytest.LogCaptureFixture) -> None:
+    rec = Recorder(delay=0.001)
+    gc: GroupCommit[int] = GroupCommit(rec.flush)
+
+    def broken(seconds: float, calls: int) -> None:
+        raise ValueError("metrics on fire")
+
+    gc.observer = broken
+    results: list[int] = []
+
+    async def call(n: int) -> None:
+        results.append(await gc.submit(n))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(4):
+            tg.start_soon(call, n)
+    assert sorted(results) == [0, 10, 20, 30] and rec.written == {0, 1, 2, 3}
+    assert "the commit observer failed" in caplog.text

@@ -227,6 +227,7 @@ class Runtime:
         self.store.observe_commits(
             lambda seconds, calls: metrics.observe("sailseg_store_commit_seconds", seconds,
                                                    process=process))
+        stack.callback(self.store.observe_commits, None)  # the store may outlive this runtime
         auto = self.store.url.startswith("sqlite")
         await self.store.check_schema(auto_migrate=auto)
         oplogs.add_secrets(oplogs.secrets_from_env(self.env))  # masked in every log line

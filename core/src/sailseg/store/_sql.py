@@ -261,8 +261,10 @@ class GroupCommit(Generic[T]):
     ) -> None:
         self._flush = flush
         self._parallel = parallel
-        #: called after every flush with its seconds (from the leader taking the batch to the
-        #: commit's end, any wait for a lock included) and its number of calls
+        #: called after every flush that wrote something, with its seconds (from the leader
+        #: taking the batch to the commit's end, any wait for a lock included) and its number
+        #: of calls (absorbed ones included); its errors are logged, never the callers'
+
         self.observer: Callable[[float, int], None] | None = None
         self._open: _Batch[T] | None = None
         self._running: list[_Batch[T]] = []
@@ -336,8 +338,11 @@ class GroupCommit(Generic[T]):
                     for e in batch.calls:
                         if e.error is None:
                             e.error = exc
-                if self.observer is not None:
-                    self.observer(time.perf_counter() - started, len(batch.calls))
+                if self.observer is not None and not all(e.error for e in batch.calls):
+                    try:  # a committed write must never look failed because of a metric
+                        self.observer(time.perf_counter() - started, len(batch.calls))
+                    except Exception:
+                        log.exception("the commit observer failed")
         finally:
             self._running.remove(batch)
             batch.written = True
@@ -365,8 +370,9 @@ class GroupCommit(Generic[T]):
 class SQLStore(ViewQueries, Store):
     """Base of the SQL backends: implements what is the same SQL everywhere."""
 
-    def observe_commits(self, observer: Callable[[float, int], None]) -> None:
-        """Call ``observer(seconds, calls)`` after each group commit of the write path."""
+    def observe_commits(self, observer: Callable[[float, int], None] | None) -> None:
+        """Call ``observer(seconds, calls)`` after each group commit of the write path (None:
+        stop)."""
         for writer in self._group_commits():
             writer.observer = observer
 

@@ -191,10 +191,11 @@ class Store(abc.ABC):
     async def schema_version(self) -> int:
         """The version recorded in the database (0 when empty)."""
 
-    def observe_commits(self, observer: Callable[[float, int], None]) -> None:
+    def observe_commits(self, observer: Callable[[float, int], None] | None) -> None:
         """Have ``observer(seconds, calls)`` called after each commit the store groups
-        concurrent writes into (the runtime feeds ``sailseg_store_commit_seconds``). A store
-        without such commits ignores it (the default)."""
+        concurrent writes into (the runtime feeds ``sailseg_store_commit_seconds``); None
+        stops it. One observer at a time. A store without such commits ignores it (the
+        default)."""
         del observer  # nothing here commits in groups
 
     async def check_schema(self, *, auto_migrate: bool = False) -> None:
