@@ -28,7 +28,7 @@ def test_promtool_checks_and_tests_the_rules() -> None:
     if out.returncode == 3 and shutil.which("promtool") is None:
         pytest.skip(f"promtool unavailable: {out.stderr.strip()}")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 9 rules found" in out.stdout and out.stdout.count("SUCCESS") == 2
+    assert "SUCCESS: 10 rules found" in out.stdout and out.stdout.count("SUCCESS") == 2
 
 
 def test_rules_and_dashboard_use_only_exposed_metrics() -> None:
