@@ -264,7 +264,6 @@ class GroupCommit(Generic[T]):
         #: called after every flush that wrote something, with its seconds (from the leader
         #: taking the batch to the commit's end, any wait for a lock included) and its number
         #: of calls (absorbed ones included); its errors are logged, never the callers'
-
         self.observer: Callable[[float, int], None] | None = None
         self._open: _Batch[T] | None = None
         self._running: list[_Batch[T]] = []

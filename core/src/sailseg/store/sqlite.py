@@ -335,10 +335,8 @@ def _parse_url(url: str) -> tuple[str, str, int, int]:
                 "wal_autocheckpoint": "pages, a whole number below 2**31"}
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name not in expected:
-            raise StoreError(
-                f"SQLite store URL {url!r}: unknown option {name}={value!r} (known: "
-                "synchronous=full|normal, busy_timeout=<ms>, wal_autocheckpoint=<pages>)"
-            )
+            raise StoreError(f"SQLite store URL {url!r}: unknown option {name}={value!r} "
+                             f"(known: {', '.join(expected)})")
         number = int(value) if value.isascii() and value.isdigit() else -1
         if name == "synchronous" and value.upper() in ("FULL", "NORMAL"):
             synchronous = value.upper()
