@@ -27,6 +27,12 @@ order with the other two, and its own ratio to the stub of the same round.
 The journal's cost: NOJOURNAL=1 adds `sailseg-nojournal`, the same config with
 `journal = false` on the pipeline (no event-journal rows, so no console event lookup for it),
 to every round in the same rotation.
+
+The ceiling of one serve process: CEILING=1 adds `sailseg-nostore`, sailseg with the accept's
+write transaction skipped (bench/tools/sailseg-nostore: the rows are built, nothing is
+written, NOT durable), to every round in the same rotation. Its rate is what the event loop
+alone acknowledges; the default's share of it (same round) is what the SQLite transaction
+and its lockstep with the loop leave. Its runs are not counted in `acked_not_stored`.
 """
 from __future__ import annotations
 
@@ -58,6 +64,9 @@ INGEST_PORT = int(os.environ.get("INGEST_PORT", "9300"))
 STUB_PORT = int(os.environ.get("STUB_PORT", "9309"))
 REF_SAILSEG_BIN = os.environ.get("REF_SAILSEG_BIN", "")
 NOJOURNAL = os.environ.get("NOJOURNAL", "") not in ("", "0")
+CEILING = os.environ.get("CEILING", "") not in ("", "0")
+#: sailseg with the accept's write transaction skipped (the CEILING system; not durable)
+NOSTORE_BIN = os.path.join(HERE, "tools", "sailseg-nostore")
 #: the sailseg config every system runs (sailseg-nojournal: with ``journal = false`` added)
 CONFIG = os.path.join(HERE, "ingest", "sailseg.toml")
 
@@ -189,6 +198,8 @@ def main() -> None:
             order.append(lambda rnd=rnd: run_sailseg(rnd, "sailseg-ref", REF_SAILSEG_BIN))
         if NOJOURNAL:
             order.append(lambda rnd=rnd: run_sailseg(rnd, "sailseg-nojournal"))
+        if CEILING:
+            order.append(lambda rnd=rnd: run_sailseg(rnd, "sailseg-nostore", NOSTORE_BIN))
         shift = (rnd - 1) % len(order)
         order = order[shift:] + order[:shift]
         pair = {}
@@ -200,7 +211,7 @@ def main() -> None:
             print(f"  round {rnd} {res['system']:<15} {res['rps']:>8.0f}/s cpu {res['cpu_cores']} cores, "
                   f"machine busy {res['machine_busy_cores']}, non2xx {res['non2xx']}"
                   + (f", stored {res['stored']} acked {res['acked']}" if "stored" in res else ""), file=sys.stderr)
-        for name in ("sailseg-ingest", "sailseg-ref", "sailseg-nojournal"):
+        for name in ("sailseg-ingest", "sailseg-ref", "sailseg-nojournal", "sailseg-nostore"):
             if name in pair:
                 pair[name]["ratio_to_stub_uvicorn"] = round(pair[name]["rps"] / pair["stub-uvicorn"]["rps"], 3)
         for res in pair.values():
@@ -213,6 +224,7 @@ def main() -> None:
     ing = [r for r in rows if r["system"] == "sailseg-ingest"]
     ref = [r for r in rows if r["system"] == "sailseg-ref"]
     nojournal = [r for r in rows if r["system"] == "sailseg-nojournal"]
+    nostore = [r for r in rows if r["system"] == "sailseg-nostore"]
     ratios = [r["ratio_to_stub_uvicorn"] for r in ing]
     sailseg_runs = ing + ref + nojournal
     summary = {
@@ -220,7 +232,7 @@ def main() -> None:
         "sailseg_ingest_acked_per_s_median": statistics.median(r["rps"] for r in ing),
         "ratio_median": statistics.median(ratios), "target_ratio": 0.4,
         "acked_not_stored": sum(r["acked_not_stored"] for r in sailseg_runs),
-        "non2xx": sum(r["non2xx"] for r in sailseg_runs), "bad_sigs": sum(r["bad_sigs"] for r in stub),
+        "non2xx": sum(r["non2xx"] for r in sailseg_runs + nostore), "bad_sigs": sum(r["bad_sigs"] for r in stub),
     }
     if ref:
         summary["ref_sailseg_bin"] = REF_SAILSEG_BIN
@@ -236,6 +248,11 @@ def main() -> None:
         summary["nojournal_to_default_median"] = statistics.median(
             n["rps"] / d["rps"] for n in nojournal for d in ing if d["round"] == n["round"])
         systems.append(("sailseg ingest, pipeline journal = false", nojournal))
+    if nostore:
+        summary["nostore_ratio_median"] = statistics.median(r["ratio_to_stub_uvicorn"] for r in nostore)
+        summary["default_share_of_nostore_median"] = statistics.median(
+            d["rps"] / n["rps"] for n in nostore for d in ing if d["round"] == n["round"])
+        systems.append(("sailseg, write transaction skipped (ceiling, NOT durable)", nostore))
     for name, rs in systems:
         ratio = mmm([r["ratio_to_stub_uvicorn"] for r in rs], 2) if rs is not stub else "1"
         print(f"| {name} | {mmm([r['rps'] for r in rs])} | {mmm([r['cpu_cores'] for r in rs], 2)} | "
@@ -247,6 +264,9 @@ def main() -> None:
     if nojournal:
         print(f"journal = false against the default, same round (median): "
               f"{summary['nojournal_to_default_median']:.2f}x")
+    if nostore:
+        print(f"the default's share of the no-write ceiling, same round (median): "
+              f"{summary['default_share_of_nostore_median']:.2f}")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", f"ingest-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
     with open(path, "w") as fh:
