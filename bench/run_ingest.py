@@ -199,7 +199,8 @@ def main() -> None:
         if NOJOURNAL:
             order.append(lambda rnd=rnd: run_sailseg(rnd, "sailseg-nojournal"))
         if CEILING:
-            order.append(lambda rnd=rnd: run_sailseg(rnd, "sailseg-nostore", NOSTORE_BIN))
+            order.append(lambda rnd=rnd: dict(run_sailseg(rnd, "sailseg-nostore", NOSTORE_BIN),
+                                              acked_not_stored=None))  # stores nothing by design
         shift = (rnd - 1) % len(order)
         order = order[shift:] + order[:shift]
         pair = {}
