@@ -425,3 +425,68 @@ async def test_only_journaled_pipelines_fingerprint_what_the_sinks_got(tmp_path:
     else:
         assert stored is None
     assert seen[0].status == "done"
+
+
+
+class _SlowEnqueue:
+    """A store written before ``enqueue(timeout=...)`` (``enqueue_timeout`` false) whose
+    commits take 0.5 s: the runtime bounds its accepts with a cancel scope instead."""
+
+    enqueue_timeout = False
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def enqueue(self, items: Any, *, dedupe_window: float, now: float) -> list[bool]:
+        await anyio.sleep(0.5)
+        return await self._inner.enqueue(items, dedupe_window=dedupe_window, now=now)
+
+
+def _hold_commits(store: Any, until: anyio.Event) -> None:
+    """Make the store's enqueue transactions wait for ``until`` (5 s at most) first."""
+    writer = getattr(store, "_enqueuer", None) or store._writer
+    flush = writer._flush
+
+    async def held(batch: Any) -> None:
+        with anyio.move_on_after(5):
+            await until.wait()
+        await flush(batch)
+
+    writer._flush = held
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+async def test_an_accept_past_its_timeout_raises_timeout_error_not_a_store_failure(
+        tmp_path: Path, legacy: bool) -> None:
+    """The accept of an HTTP trigger gives up after its timeout while the store is busy (a
+    transaction ahead of it, or a third-party store without ``enqueue(timeout=)``), raises
+    TimeoutError (answered 503 by the trigger), and the store is not reported failing."""
+    from sailseg.plugins import build_registry, make_plugin_manager
+    from sailseg.runtime import open_store
+
+    cfg = config(tmp_path)
+    store: Any = open_store(cfg.store.url, build_registry(make_plugin_manager()))
+    release = anyio.Event()
+    if legacy:
+        store = _SlowEnqueue(store)
+    async with Runtime(cfg, store=store) as rt:
+        if not legacy:
+            _hold_commits(rt.store, release)
+        async with anyio.create_task_group() as tg:
+            if not legacy:  # accepts ahead of ours hold every transaction slot
+                writer = getattr(rt.store, "_enqueuer", None) or rt.store._writer  # type: ignore[attr-defined]
+                for i in range(writer._parallel):
+                    tg.start_soon(rt.accept, "web", [ident(f"u0-{i}", 0)])
+                with anyio.fail_after(5):
+                    while len(writer._running) < writer._parallel:
+                        await anyio.sleep(0.01)
+            started = time.monotonic()
+            with anyio.fail_after(3), pytest.raises(TimeoutError):
+                await rt.accept("web", [ident("u1", 1)], timeout=0.1)
+            assert time.monotonic() - started < 0.45  # its own deadline, not the commit's end
+            release.set()
+        assert not rt.store_health.failing
+        assert (await rt.accept("web", [ident("u1", 2)], timeout=5)).accepted == 1

@@ -236,3 +236,109 @@ async def test_an_observer_that_raises_never_fails_a_committed_call(
             tg.start_soon(call, n)
     assert sorted(results) == [0, 10, 20, 30] and rec.written == {0, 1, 2, 3}
     assert "the commit observer failed" in caplog.text
+
+
+def held_commit() -> tuple[GroupCommit[int], set[int], list[anyio.Event], list[anyio.Event]]:
+    """A group commit whose n-th flush sets ``started[n]`` and waits for ``gates[n]`` (5 s at
+    most: a flush runs shielded from cancellation, so a test that never opens its gate fails
+    on its assertions instead of hanging)."""
+    gates = [anyio.Event() for _ in range(4)]
+    started = [anyio.Event() for _ in range(4)]
+    written: set[int] = set()
+    flushes = 0
+
+    async def flush(batch: list[Pending[int]]) -> None:
+        nonlocal flushes
+        n, flushes = flushes, flushes + 1
+        started[n].set()
+        with anyio.move_on_after(5):
+            await gates[n].wait()
+        for e in batch:
+            written.add(e.payload)
+            e.result = e.payload * 10
+
+    return GroupCommit(flush), written, gates, started
+
+
+async def test_a_caller_past_its_timeout_leaves_the_open_batch_unwritten() -> None:
+    gc, written, gates, started = held_commit()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gc.submit, 0)  # the first flush, held
+        await started[0].wait()
+        with anyio.fail_after(5), pytest.raises(TimeoutError):
+            await gc.submit(1, timeout=0.05)  # waits behind it, then gives up by itself
+        gates[0].set()
+        gates[1].set()
+        assert await gc.submit(2, timeout=5) == 20  # a deadline that does not pass
+    assert written == {0, 2}
+
+
+async def test_an_elected_caller_past_its_timeout_hands_its_batch_to_another() -> None:
+    gc, written, gates, started = held_commit()
+    results: dict[int, object] = {}
+
+    async def call(i: int, timeout: float | None = None) -> None:
+        try:
+            results[i] = await gc.submit(i, timeout=timeout)
+        except TimeoutError as exc:
+            results[i] = exc
+
+    with anyio.fail_after(10):  # a batch left without a leader would hang here
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, 0)
+            await started[0].wait()
+            tg.start_soon(call, 1, 0.05)  # the first to wait: elected to lead the next batch
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(call, 2)
+            tg.start_soon(call, 3)
+            while 1 not in results:
+                await anyio.sleep(0.01)
+            gates[0].set()
+            await started[1].wait()
+            gates[1].set()
+    assert isinstance(results[1], TimeoutError)
+    assert results[2] == 20 and results[3] == 30
+    assert written == {0, 2, 3}
+
+
+async def test_a_caller_whose_batch_is_being_written_may_time_out_the_others_get_results() -> None:
+    gc, written, gates, started = held_commit()
+    results: dict[int, object] = {}
+
+    async def call(i: int, timeout: float | None = None) -> None:
+        try:
+            results[i] = await gc.submit(i, timeout=timeout)
+        except TimeoutError as exc:
+            results[i] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, 0)
+            await started[0].wait()
+            tg.start_soon(call, 2)  # elected: leads the next batch, never times out
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(call, 1, 0.2)
+            await anyio.wait_all_tasks_blocked()
+            gates[0].set()
+            await started[1].wait()  # batch [2, 1] is being written, held
+            while 1 not in results:
+                await anyio.sleep(0.01)
+            assert isinstance(results[1], TimeoutError) and 2 not in results
+            gates[1].set()
+    assert results[2] == 20
+    assert written == {0, 1, 2}  # the call that gave up may still be committed
+
+
+async def test_callers_whose_batch_is_written_in_time_get_their_results() -> None:
+    rec = Recorder(delay=0.002)
+    gc: GroupCommit[int] = GroupCommit(rec.flush)
+    results: dict[int, int] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await gc.submit(i, timeout=5)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(40):
+            tg.start_soon(call, i)
+    assert results == {i: i * 10 for i in range(40)}
+    assert max(len(b) for b in rec.batches) > 1  # they did wait, with their timers armed

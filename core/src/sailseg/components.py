@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+import anyio
 import httpx
 import msgspec
 
@@ -88,6 +89,17 @@ class AcceptResult(msgspec.Struct):
 AcceptFn = Callable[..., Awaitable[AcceptResult]]
 
 
+def _takes_timeout(fn: AcceptFn) -> bool:
+    """Whether an accept function takes ``timeout=`` (the runtime's does)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "timeout" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 #: ``SAILSEG_HTTP_TRANSPORT``: ``h1`` (the default) or ``aiohttp``
 TRANSPORT_ENV = "SAILSEG_HTTP_TRANSPORT"
 
@@ -129,6 +141,8 @@ class ComponentContext:
         (tests and the sandbox point vendors at in-process emulators this way).
     :param accept: for triggers: durably accept Segment-spec messages into every pipeline fed
         by this trigger (raises :class:`~sailseg.errors.Backpressure` when the backlog is full).
+        Called as ``accept(messages, trace=..., timeout=...)``; one written without a
+        ``timeout`` parameter (a test's stand-in) is bounded by a cancel scope instead.
     :param env: environment variables view (for defaults such as ``SAILTHRU_API_KEY``).
     :param drift: the runtime's :class:`~sailseg.drift.DriftRecorder`, where components count
         vendor answers that do not fit their models (a fresh, unexported one when omitted).
@@ -163,6 +177,7 @@ class ComponentContext:
         self.clock = clock
         self.transport = transport
         self._accept = accept
+        self._accept_timeout = accept is not None and _takes_timeout(accept)
         self.env = dict(os.environ) if env is None else env
         #: shared across every component of one runtime (e.g. one Sailthru client per account)
         self.resources: dict[str, Any] = {} if resources is None else resources
@@ -218,16 +233,26 @@ class ComponentContext:
 
     # -- runtime operations ----------------------------------------------------------
     async def accept(
-        self, messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None
+        self, messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> AcceptResult:
         """Durably accept Segment-spec messages (see the class docstring).
 
         :param trace: the request's W3C ``traceparent``/``tracestate`` headers, if any, so the
             event's trace continues the caller's.
+        :param timeout: seconds to wait for the store's commit. Past them this raises
+            :class:`TimeoutError` (answer 503: the messages may still have been committed, and
+            a retry is deduplicated on messageId). Cheaper than a cancel scope around the call,
+            which an HTTP trigger would otherwise need per request.
         """
         if self._accept is None:
             raise RuntimeError(f"{self.instance}: accept() is only available to triggers in a runtime")
-        return await self._accept(messages, trace=trace)
+        if timeout is None:
+            return await self._accept(messages, trace=trace)
+        if self._accept_timeout:
+            return await self._accept(messages, trace=trace, timeout=timeout)
+        with anyio.fail_after(timeout):
+            return await self._accept(messages, trace=trace)
 
     async def release_parked(self, keys: dict[str, str]) -> int:
         """Move the parked events matching any of ``keys`` (identity kind -> value, e.g.

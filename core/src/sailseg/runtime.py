@@ -427,17 +427,24 @@ class Runtime:
 
     # -- ingest ----------------------------------------------------------------------
     def _make_accept(self, trigger_instance: str) -> Callable[..., Any]:
-        async def accept(messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None) -> AcceptResult:
-            return await self.accept(trigger_instance, messages, trace=trace)
+        async def accept(messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None,
+                         timeout: float | None = None) -> AcceptResult:
+            return await self.accept(trigger_instance, messages, trace=trace, timeout=timeout)
 
         return accept
 
-    async def _check_backlog(self, incoming: int) -> None:
+    async def _check_backlog(self, incoming: int, timeout: float | None = None) -> None:
         now = self.clock()
         if now - self._backlog_at > 1.0:
             self._backlog_at = now  # single flight: concurrent requests use the cached value
             try:
-                self._backlog = await self.store.backlog()
+                if timeout is None:
+                    self._backlog = await self.store.backlog()
+                else:  # once a second at most: a cancel scope costs nothing here
+                    with anyio.fail_after(timeout):
+                        self._backlog = await self.store.backlog()
+            except TimeoutError:
+                raise
             except Exception as exc:
                 if not is_store_failure(exc):
                     raise
@@ -457,19 +464,22 @@ class Runtime:
         )
 
     async def accept(
-        self, trigger_instance: str, messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None
+        self, trigger_instance: str, messages: Sequence[dict[str, Any]], *, trace: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> AcceptResult:
         """Durably enqueue messages into every pipeline fed by ``trigger_instance``.
 
         Returns only after the store committed them; raises
-        :class:`~sailseg.errors.StoreUnavailable` (503 + Retry-After) when it could not.
+        :class:`~sailseg.errors.StoreUnavailable` (503 + Retry-After) when it could not, and
+        :class:`TimeoutError` when it did not within ``timeout`` seconds (then the messages
+        may still be committed: a retry is deduplicated).
         Messages without a ``messageId`` get one
         (as Segment's API does) so that downstream deduplication stays deterministic.
         """
         pipelines = self.by_trigger.get(trigger_instance, [])
         if not messages or not pipelines:
             return AcceptResult(0, 0)
-        await self._check_backlog(len(messages) * len(pipelines))
+        await self._check_backlog(len(messages) * len(pipelines), timeout)
         now = self.clock()
         from opentelemetry import trace as ot
 
@@ -506,7 +516,8 @@ class Runtime:
                 ))
         try:
             flags = await self.enqueue_items(
-                items, dedupe_window=self.config.delivery.dedupe_window, checked=True, now=now)
+                items, dedupe_window=self.config.delivery.dedupe_window, checked=True, now=now,
+                timeout=timeout)
         finally:
             for span in spans:
                 span.end()
@@ -526,18 +537,29 @@ class Runtime:
 
     async def enqueue_items(
         self, items: Sequence[QueueItem], *, dedupe_window: float, checked: bool = False,
-        now: float | None = None,
+        now: float | None = None, timeout: float | None = None,
     ) -> list[bool]:
         """The one enqueue path (accepts and components' follow-ups): holds the backlog bound
         (:class:`~sailseg.errors.Backpressure`; ``checked`` when the caller already checked),
         commits, counts the backlog and wakes delivery. Returns one stored flag per item.
 
-        :raises StoreUnavailable: the store could not commit (reported to ``store_health``)."""
+        :raises StoreUnavailable: the store could not commit (reported to ``store_health``).
+        :raises TimeoutError: it did not commit within ``timeout`` seconds (not a store
+            failure: a busy store is still a working one)."""
         if not checked:
             await self._check_backlog(len(items))
         now = self.clock() if now is None else now
         try:
-            flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now)
+            if timeout is None:
+                flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now)
+            elif self.store.enqueue_timeout:
+                flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now,
+                                                 timeout=timeout)
+            else:
+                with anyio.fail_after(timeout):
+                    flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now)
+        except TimeoutError:
+            raise
         except Exception as exc:
             if not is_store_failure(exc):
                 raise

@@ -9,6 +9,7 @@ parameter is tested with ``column {IN}`` and passed through :meth:`SQLStore._lis
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -203,12 +204,16 @@ def purge_journal_sql(in_list: str) -> str:
 class Pending(Generic[T]):
     """One call waiting in a :class:`GroupCommit`; the flush sets ``result`` or ``error``."""
 
-    __slots__ = ("error", "payload", "result")
+    __slots__ = ("deadline", "error", "expired", "payload", "result")
 
-    def __init__(self, payload: T) -> None:
+    def __init__(self, payload: T, deadline: float | None = None) -> None:
         self.payload = payload
         self.result: Any = None
         self.error: BaseException | None = None
+        #: ``time.monotonic()`` after which its caller stops waiting (None: never)
+        self.deadline = deadline
+        #: the deadline passed while the caller waited: it raises TimeoutError
+        self.expired = False
 
 
 class _Batch(Generic[T]):
@@ -218,7 +223,7 @@ class _Batch(Generic[T]):
     another leader when the elected one left). So each waiting call wakes once, and a call
     that finds the store idle makes no event at all."""
 
-    __slots__ = ("calls", "done", "kick", "taken", "written")
+    __slots__ = ("calls", "done", "kick", "taken", "timer", "timer_at", "written")
 
     def __init__(self) -> None:
         self.calls: list[Pending[T]] = []
@@ -226,6 +231,9 @@ class _Batch(Generic[T]):
         self.written = False
         self.kick: anyio.Event | None = None
         self.done: anyio.Event | None = None
+        #: the one timer that expires this batch's waiting callers (:meth:`GroupCommit._arm`)
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     async def wait_done(self) -> None:
         if self.done is None:
@@ -236,6 +244,11 @@ class _Batch(Generic[T]):
         done, self.done = self.done, None
         if done is not None:
             done.set()
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class GroupCommit(Generic[T]):
@@ -270,8 +283,18 @@ class GroupCommit(Generic[T]):
         #: open batches a running flush took in (:meth:`absorb`), written with it
         self._absorbed: list[_Batch[T]] = []
 
-    async def submit(self, payload: T) -> Any:
-        entry = Pending(payload)
+    async def submit(self, payload: T, *, timeout: float | None = None) -> Any:
+        """Write ``payload`` with the next flush and return its result.
+
+        :param timeout: stop waiting after that many seconds and raise :class:`TimeoutError`
+            (the store did not commit in time). A call still in the open batch leaves it and
+            is not written; one whose batch is being written may still be committed (callers
+            dedupe a retry); the call leading a flush waits for it, as it holds the others'
+            work. One timer per batch serves its callers' deadlines, where a cancel scope per
+            call cost ~7% of the instructions of an ingest request
+            (``bench/tools/ir_per_request.py``). Needs an asyncio event loop.
+        """
+        entry = Pending(payload, None if timeout is None else time.monotonic() + timeout)
         batch = self._open
         if batch is None:
             batch = self._open = _Batch()
@@ -279,6 +302,9 @@ class GroupCommit(Generic[T]):
         elected: anyio.Event | None = None
         try:
             while not batch.written:
+                if entry.expired:
+                    self._leave(batch, entry, elected)
+                    raise TimeoutError("the store did not commit within the deadline")
                 if not batch.taken and len(self._running) < self._parallel:
                     await self._lead(batch)
                     # the batch's other callers resume first, as when every caller waited
@@ -289,21 +315,66 @@ class GroupCommit(Generic[T]):
                     await anyio.lowlevel.checkpoint()
                 elif not batch.taken and batch.kick is None:
                     batch.kick = elected = anyio.Event()
+                    if entry.deadline is not None:
+                        self._arm(batch, entry.deadline)
                     await elected.wait()  # a flush ended: lead this batch (next turn)
                     elected = None
                 else:
+                    if entry.deadline is not None:
+                        self._arm(batch, entry.deadline)
                     await batch.wait_done()
         except anyio.get_cancelled_exc_class():
-            if not batch.taken:
-                batch.calls.remove(entry)
-                if elected is not None:  # the batch needs another leader
-                    if batch.kick is elected:
-                        batch.kick = None
-                    batch.wake_all()
+            self._leave(batch, entry, elected)
             raise
         if entry.error is not None:
             raise entry.error
         return entry.result
+
+    @staticmethod
+    def _leave(batch: _Batch[T], entry: Pending[T], elected: anyio.Event | None) -> None:
+        """A waiting call gives up (cancelled or past its deadline): out of a batch not yet
+        taken, whose waiters are woken to elect another leader if it was the elected one."""
+        if not batch.taken:
+            batch.calls.remove(entry)
+            if elected is not None:  # the batch needs another leader
+                if batch.kick is elected:
+                    batch.kick = None
+                batch.wake_all()
+
+    def _arm(self, batch: _Batch[T], deadline: float) -> None:
+        """Make sure the batch's timer fires by ``deadline``. Callers join in arrival order
+        with the same timeout, so the first one's timer usually serves them all."""
+        if batch.timer is not None and batch.timer_at <= deadline:
+            return
+        batch.disarm()
+        batch.timer_at = deadline
+        batch.timer = asyncio.get_running_loop().call_later(
+            max(0.0, deadline - time.monotonic()), self._expire, batch)
+
+    def _expire(self, batch: _Batch[T]) -> None:
+        """The batch's timer: mark its waiting calls whose deadline passed and wake them
+        (they raise TimeoutError; the others wait again, and one of them leads the batch if
+        the elected leader left); re-arm for the next deadline."""
+        batch.timer = None
+        if batch.written:
+            return
+        now = time.monotonic()
+        following: float | None = None
+        woke = False
+        for e in batch.calls:
+            if e.deadline is None or e.expired:
+                continue
+            if e.deadline <= now:
+                e.expired = woke = True
+            elif following is None or e.deadline < following:
+                following = e.deadline
+        if following is not None:
+            self._arm(batch, following)
+        if woke:
+            if batch.kick is not None:
+                kick, batch.kick = batch.kick, None
+                kick.set()
+            batch.wake_all()
 
     def absorb(self) -> list[Pending[T]]:
         """For a flush in progress, before it writes: take the calls that joined the open
@@ -345,9 +416,11 @@ class GroupCommit(Generic[T]):
         finally:
             self._running.remove(batch)
             batch.written = True
+            batch.disarm()
             absorbed, self._absorbed = self._absorbed, []
             for other in absorbed:  # the batches this flush took in were written with it
                 other.written = True
+                other.disarm()
                 if other.kick is not None:
                     kick, other.kick = other.kick, None
                     kick.set()
@@ -368,6 +441,9 @@ class GroupCommit(Generic[T]):
 
 class SQLStore(ViewQueries, Store):
     """Base of the SQL backends: implements what is the same SQL everywhere."""
+
+    #: enqueue's timeout is the group commit's (:meth:`GroupCommit.submit`)
+    enqueue_timeout: ClassVar[bool] = True
 
     def observe_commits(self, observer: Callable[[float, int], None] | None) -> None:
         """Call ``observer(seconds, calls)`` after each group commit of the write path (None:

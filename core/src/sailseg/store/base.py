@@ -33,7 +33,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -173,6 +173,10 @@ class Store(abc.ABC):
     and (PostgreSQL) from many processes."""
 
     url: str
+    #: :meth:`enqueue` takes ``timeout=`` (seconds to wait for the commit before raising
+    #: :class:`TimeoutError`). A store without it (a third-party backend written before it)
+    #: gets a cancel scope around the call from the runtime instead.
+    enqueue_timeout: ClassVar[bool] = False
 
     # -- lifecycle -------------------------------------------------------------------
     @abc.abstractmethod
@@ -232,9 +236,14 @@ class Store(abc.ABC):
     # -- queue -----------------------------------------------------------------------
     @abc.abstractmethod
     async def enqueue(
-        self, items: Sequence[QueueItem], *, dedupe_window: float, now: float
+        self, items: Sequence[QueueItem], *, dedupe_window: float, now: float,
+        timeout: float | None = None,
     ) -> list[bool]:
         """Durably insert items (committed to disk before returning).
+
+        With ``timeout`` (only where :attr:`enqueue_timeout` is true), raise
+        :class:`TimeoutError` when the commit did not happen within that many seconds; the
+        items may still be committed afterwards if their transaction had begun.
 
         An item whose ``dedupe_key`` was seen within ``dedupe_window`` seconds is not inserted
         (``False`` in the result at its index). Implementations group concurrent calls into

@@ -199,12 +199,14 @@ class PostgresStore(SQLStore):
 
     # -- queue -----------------------------------------------------------------------
     async def enqueue(
-        self, items: Sequence[QueueItem], *, dedupe_window: float, now: float
+        self, items: Sequence[QueueItem], *, dedupe_window: float, now: float,
+        timeout: float | None = None,
     ) -> list[bool]:
         if not items:
             return []
         rows = [item_row(i) for i in items]
-        return await self._enqueuer.submit((rows, dedupe_window, now, items, encode_bodies(items)))
+        return await self._enqueuer.submit((rows, dedupe_window, now, items, encode_bodies(items)),
+                                           timeout=timeout)
 
     async def _flush_enqueue(self, batch: list[Pending[EnqueueCall]]) -> None:
         """Write every waiting ``enqueue`` call in one transaction. If that fails, write

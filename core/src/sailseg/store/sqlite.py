@@ -252,14 +252,16 @@ class SQLiteStore(SQLStore):
         return int(rows[0][0])
 
     async def enqueue(
-        self, items: Sequence[QueueItem], *, dedupe_window: float, now: float
+        self, items: Sequence[QueueItem], *, dedupe_window: float, now: float,
+        timeout: float | None = None,
     ) -> list[bool]:
         if not items:
             return []
         rows = [item_row(i) for i in items]
         bodies = encode_bodies(items)
-        return await self._write(
-            _enqueue, rows, items, bodies, dedupe_window, now, self.journal)
+        self._conn()
+        return await self._writer.submit(
+            (_enqueue, (rows, items, bodies, dedupe_window, now, self.journal)), timeout=timeout)
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
         if limit <= 0:
