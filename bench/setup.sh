@@ -49,6 +49,8 @@ echo "== installing the harness's Python packages into $BENCH_VENV"
 missing=""
 command -v wrk >/dev/null || missing="$missing wrk"
 command -v curl >/dev/null || missing="$missing curl"
+# instruction counts per request (tools/ir_per_request.py): noise-free where rates are not
+command -v valgrind >/dev/null || missing="$missing valgrind"
 if [ -n "$missing" ]; then
   echo "== installing$missing (Debian packages)"
   apt-get update && apt-get install -y $missing
