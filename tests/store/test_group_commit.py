@@ -317,7 +317,7 @@ async def test_a_caller_whose_batch_is_being_written_may_time_out_the_others_get
             await started[0].wait()
             tg.start_soon(call, 2)  # elected: leads the next batch, never times out
             await anyio.wait_all_tasks_blocked()
-            tg.start_soon(call, 1, 0.2)
+            tg.start_soon(call, 1, 1.0)
             await anyio.wait_all_tasks_blocked()
             gates[0].set()
             await started[1].wait()  # batch [2, 1] is being written, held
@@ -342,3 +342,40 @@ async def test_callers_whose_batch_is_written_in_time_get_their_results() -> Non
             tg.start_soon(call, i)
     assert results == {i: i * 10 for i in range(40)}
     assert max(len(b) for b in rec.batches) > 1  # they did wait, with their timers armed
+
+
+async def test_a_stalled_store_wakes_its_waiters_a_bounded_number_of_times(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # callers arriving all the time behind a stalled flush, each with its own deadline: the
+    # timer fires once per DEADLINE_SLACK at most, not once per distinct deadline (each fire
+    # wakes every waiter of the batch)
+    gc, _, gates, started = held_commit()
+    fires = 0
+    expire = GroupCommit._expire
+
+    def counted(self: GroupCommit[int], batch: object) -> None:
+        nonlocal fires
+        fires += 1
+        expire(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GroupCommit, "_expire", counted)
+    timed_out = 0
+
+    async def call(i: int) -> None:
+        nonlocal timed_out
+        try:
+            await gc.submit(i, timeout=0.2)
+        except TimeoutError:
+            timed_out += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gc.submit, 0)
+        await started[0].wait()
+        for i in range(1, 201):  # 200 callers over ~0.5 s
+            tg.start_soon(call, i)
+            await anyio.sleep(0.0025)
+        while timed_out < 200:
+            await anyio.sleep(0.05)
+        gates[0].set()
+    assert timed_out == 200
+    assert fires <= 15, fires  # ~0.5 s of arrivals / 0.1 s of slack, not ~200

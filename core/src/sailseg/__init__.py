@@ -31,6 +31,7 @@ from .components import (
 )
 from .errors import (
     Backpressure,
+    CommitTimeout,
     ConfigError,
     DeliveryError,
     FatalError,
@@ -78,6 +79,7 @@ __all__ = [
     "InputError",
     "Backpressure",
     "StoreUnavailable",
+    "CommitTimeout",
     "DeliveryError",
     "RetryableError",
     "FatalError",

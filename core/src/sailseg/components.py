@@ -27,7 +27,7 @@ import msgspec
 
 from .checks import Check
 from .drift import DriftRecorder
-from .errors import ConfigError
+from .errors import CommitTimeout, ConfigError
 from .events import Event
 from .http import Route
 from .metrics import Metrics
@@ -97,7 +97,8 @@ def _takes_timeout(fn: AcceptFn) -> bool:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.name == "timeout" or p.kind is p.VAR_KEYWORD for p in params)
+    # named, not **kwargs: a function swallowing unknown keywords would run unbounded
+    return any(p.name == "timeout" and p.kind is not p.POSITIONAL_ONLY for p in params)
 
 
 #: ``SAILSEG_HTTP_TRANSPORT``: ``h1`` (the default) or ``aiohttp``
@@ -241,8 +242,8 @@ class ComponentContext:
         :param trace: the request's W3C ``traceparent``/``tracestate`` headers, if any, so the
             event's trace continues the caller's.
         :param timeout: seconds to wait for the store's commit. Past them this raises
-            :class:`TimeoutError` (answer 503: the messages may still have been committed, and
-            a retry is deduplicated on messageId). Cheaper than a cancel scope around the call,
+            :class:`~sailseg.errors.CommitTimeout`, a :class:`TimeoutError` (answer 503: the
+            messages may still have been committed, and a retry is deduplicated on messageId). Cheaper than a cancel scope around the call,
             which an HTTP trigger would otherwise need per request.
         """
         if self._accept is None:
@@ -251,8 +252,12 @@ class ComponentContext:
             return await self._accept(messages, trace=trace)
         if self._accept_timeout:
             return await self._accept(messages, trace=trace, timeout=timeout)
-        with anyio.fail_after(timeout):
-            return await self._accept(messages, trace=trace)
+        result: AcceptResult | None = None
+        with anyio.move_on_after(timeout):
+            result = await self._accept(messages, trace=trace)
+        if result is None:
+            raise CommitTimeout(f"the store did not commit within {timeout:g} s")
+        return result
 
     async def release_parked(self, keys: dict[str, str]) -> int:
         """Move the parked events matching any of ``keys`` (identity kind -> value, e.g.

@@ -35,6 +35,7 @@ __all__ = [
     "InputError",
     "Backpressure",
     "StoreUnavailable",
+    "CommitTimeout",
     "DeliveryError",
     "RetryableError",
     "FatalError",
@@ -90,6 +91,16 @@ class StoreUnavailable(Backpressure):
     Why a :class:`Backpressure`: every trigger already answers that with 503 and
     ``Retry-After``, which is what a sender must see here too (Segment retries 503, and a
     500 would read as a bug on our side). ``__cause__`` is the store's own exception.
+    """
+
+
+class CommitTimeout(TimeoutError):
+    """An accept's ``timeout`` passed before the store committed it (the store is busy, not
+    failing): answer 503, the messages may still be committed, and a retry is deduplicated.
+
+    Why a class of its own: a database driver raises a plain :class:`TimeoutError` when it
+    cannot connect, which is a store failure (:class:`StoreUnavailable`, and the store is
+    reported failing); the runtime lets only this one through unchanged.
     """
 
 

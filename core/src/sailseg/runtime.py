@@ -40,7 +40,7 @@ from .components import (
 from .config import ComponentSpec, SailsegConfig
 from .delivery import Delivery, PipelineRuntime, SinkRunner
 from .drift import DriftRecorder
-from .errors import Backpressure, ConfigError, SailsegError, StoreUnavailable
+from .errors import Backpressure, CommitTimeout, ConfigError, SailsegError, StoreUnavailable
 from .events import Event, new_id, ordering_key
 from .http import current_request
 from .metrics import Metrics
@@ -441,9 +441,11 @@ class Runtime:
                 if timeout is None:
                     self._backlog = await self.store.backlog()
                 else:  # once a second at most: a cancel scope costs nothing here
-                    with anyio.fail_after(timeout):
+                    with anyio.move_on_after(timeout) as scope:
                         self._backlog = await self.store.backlog()
-            except TimeoutError:
+                    if scope.cancelled_caught:
+                        raise CommitTimeout(f"the backlog read took over {timeout:g} s")
+            except CommitTimeout:
                 raise
             except Exception as exc:
                 if not is_store_failure(exc):
@@ -471,15 +473,20 @@ class Runtime:
 
         Returns only after the store committed them; raises
         :class:`~sailseg.errors.StoreUnavailable` (503 + Retry-After) when it could not, and
-        :class:`TimeoutError` when it did not within ``timeout`` seconds (then the messages
-        may still be committed: a retry is deduplicated).
+        :class:`~sailseg.errors.CommitTimeout` when it did not within ``timeout`` seconds
+        (then the messages may still be committed: a retry is deduplicated).
         Messages without a ``messageId`` get one
         (as Segment's API does) so that downstream deduplication stays deterministic.
         """
         pipelines = self.by_trigger.get(trigger_instance, [])
         if not messages or not pipelines:
             return AcceptResult(0, 0)
+        started = time.monotonic()
         await self._check_backlog(len(messages) * len(pipelines), timeout)
+        if timeout is not None:  # one deadline for the whole accept
+            timeout -= time.monotonic() - started
+            if timeout <= 0:
+                raise CommitTimeout("the accept's deadline passed before its commit began")
         now = self.clock()
         from opentelemetry import trace as ot
 
@@ -544,8 +551,8 @@ class Runtime:
         commits, counts the backlog and wakes delivery. Returns one stored flag per item.
 
         :raises StoreUnavailable: the store could not commit (reported to ``store_health``).
-        :raises TimeoutError: it did not commit within ``timeout`` seconds (not a store
-            failure: a busy store is still a working one)."""
+        :raises CommitTimeout: it did not commit within ``timeout`` seconds (not a store
+            failure: a busy store is still a working one; a driver's own TimeoutError is one)."""
         if not checked:
             await self._check_backlog(len(items))
         now = self.clock() if now is None else now
@@ -556,9 +563,12 @@ class Runtime:
                 flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now,
                                                  timeout=timeout)
             else:
-                with anyio.fail_after(timeout):
+                flags = []
+                with anyio.move_on_after(timeout) as scope:
                     flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now)
-        except TimeoutError:
+                if scope.cancelled_caught:
+                    raise CommitTimeout(f"the store did not commit within {timeout:g} s")
+        except CommitTimeout:
             raise
         except Exception as exc:
             if not is_store_failure(exc):
