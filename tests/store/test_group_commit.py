@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -260,6 +262,19 @@ def held_commit() -> tuple[GroupCommit[int], set[int], list[anyio.Event], list[a
     return GroupCommit(flush), written, gates, started
 
 
+def recording(gc: GroupCommit[int], results: dict[int, object]) -> Any:
+    """``call(i, timeout=None)``: submit ``i`` and put its result, or its TimeoutError, in
+    ``results``."""
+
+    async def call(i: int, timeout: float | None = None) -> None:
+        try:
+            results[i] = await gc.submit(i, timeout=timeout)
+        except TimeoutError as exc:
+            results[i] = exc
+
+    return call
+
+
 async def test_a_caller_past_its_timeout_leaves_the_open_batch_unwritten() -> None:
     gc, written, gates, started = held_commit()
     async with anyio.create_task_group() as tg:
@@ -276,12 +291,7 @@ async def test_a_caller_past_its_timeout_leaves_the_open_batch_unwritten() -> No
 async def test_an_elected_caller_past_its_timeout_hands_its_batch_to_another() -> None:
     gc, written, gates, started = held_commit()
     results: dict[int, object] = {}
-
-    async def call(i: int, timeout: float | None = None) -> None:
-        try:
-            results[i] = await gc.submit(i, timeout=timeout)
-        except TimeoutError as exc:
-            results[i] = exc
+    call = recording(gc, results)
 
     with anyio.fail_after(10):  # a batch left without a leader would hang here
         async with anyio.create_task_group() as tg:
@@ -304,12 +314,7 @@ async def test_an_elected_caller_past_its_timeout_hands_its_batch_to_another() -
 async def test_a_caller_whose_batch_is_being_written_may_time_out_the_others_get_results() -> None:
     gc, written, gates, started = held_commit()
     results: dict[int, object] = {}
-
-    async def call(i: int, timeout: float | None = None) -> None:
-        try:
-            results[i] = await gc.submit(i, timeout=timeout)
-        except TimeoutError as exc:
-            results[i] = exc
+    call = recording(gc, results)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
