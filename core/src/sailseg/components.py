@@ -243,8 +243,9 @@ class ComponentContext:
             event's trace continues the caller's.
         :param timeout: seconds to wait for the store's commit. Past them this raises
             :class:`~sailseg.errors.CommitTimeout`, a :class:`TimeoutError` (answer 503: the
-            messages may still have been committed, and a retry is deduplicated on messageId). Cheaper than a cancel scope around the call,
-            which an HTTP trigger would otherwise need per request.
+            messages may still have been committed, and a retry is deduplicated on
+            messageId). Cheaper than a cancel scope around the call, which an HTTP trigger
+            would otherwise need per request.
         """
         if self._accept is None:
             raise RuntimeError(f"{self.instance}: accept() is only available to triggers in a runtime")
