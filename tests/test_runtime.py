@@ -522,3 +522,57 @@ async def test_a_driver_timeout_is_a_store_failure_not_a_missed_deadline(
             await rt.accept("web", [ident("u1", 1)], timeout=timeout)
         assert not isinstance(info.value, CommitTimeout)
         assert rt.store_health.failing
+
+
+class _SlowBacklog(_SlowEnqueue):
+    """A store whose backlog read takes 0.5 s (its enqueue takes a deadline as SQLite's
+    does): the runtime bounds that read with the accept's own deadline."""
+
+    enqueue_timeout = True
+
+    async def enqueue(self, items: Any, **kwargs: Any) -> list[bool]:
+        return await self._inner.enqueue(items, **kwargs)
+
+    async def backlog(self) -> int:
+        await anyio.sleep(0.5)
+        return await self._inner.backlog()
+
+
+async def test_a_backlog_read_past_the_accept_timeout_is_a_commit_timeout(tmp_path: Path) -> None:
+    from sailseg.errors import CommitTimeout
+    from sailseg.plugins import build_registry, make_plugin_manager
+    from sailseg.runtime import open_store
+
+    cfg = config(tmp_path)
+    store = _SlowBacklog(open_store(cfg.store.url, build_registry(make_plugin_manager())))
+    async with Runtime(cfg, store=store) as rt:
+        rt._backlog_at = -10.0  # due for a fresh read
+        started = time.monotonic()
+        with anyio.fail_after(3), pytest.raises(CommitTimeout, match="backlog read did not finish"):
+            await rt.accept("web", [ident("u1", 1)], timeout=0.1)
+        assert time.monotonic() - started < 0.45
+        assert not rt.store_health.failing
+        assert (await rt.accept("web", [ident("u1", 2)], timeout=5)).accepted == 1
+
+
+async def test_an_accept_function_without_a_timeout_parameter_is_bounded_by_a_scope() -> None:
+    """A context over an accept function written before ``timeout=`` existed (a test harness,
+    an embedding): ``ctx.accept(timeout=)`` still gives up in time, as a CommitTimeout."""
+    import sailseg
+    from sailseg.errors import CommitTimeout
+
+    calls: list[str] = []
+
+    async def old_accept(messages: Any, *, trace: Any = None) -> Any:
+        calls.append("start")
+        await anyio.sleep(float(messages[0]["delay"]))
+        calls.append("done")
+        return sailseg.AcceptResult(len(messages), 0)
+
+    ctx = sailseg.ComponentContext(instance="old", accept=old_accept)
+    started = time.monotonic()
+    with anyio.fail_after(3), pytest.raises(CommitTimeout, match="did not commit within 0.1 s"):
+        await ctx.accept([{"delay": 2}], timeout=0.1)
+    assert time.monotonic() - started < 1.0
+    assert calls == ["start"]  # cancelled, not left running
+    assert (await ctx.accept([{"delay": 0}], timeout=1)).accepted == 1

@@ -21,16 +21,16 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import anyio
 import httpx
 import msgspec
 
 from .checks import Check
 from .drift import DriftRecorder
-from .errors import CommitTimeout, ConfigError
+from .errors import ConfigError
 from .events import Event
 from .http import Route
 from .metrics import Metrics
+from .timeouts import within
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -253,11 +253,9 @@ class ComponentContext:
             return await self._accept(messages, trace=trace)
         if self._accept_timeout:
             return await self._accept(messages, trace=trace, timeout=timeout)
-        result: AcceptResult | None = None
-        with anyio.move_on_after(timeout):
-            result = await self._accept(messages, trace=trace)
-        if result is None:
-            raise CommitTimeout(f"the store did not commit within {timeout:g} s")
+        # an accept function without a timeout parameter: a cancel scope
+        result: AcceptResult = await within(timeout, "the store did not commit", self._accept,
+                                            messages, trace=trace)
         return result
 
     async def release_parked(self, keys: dict[str, str]) -> int:

@@ -50,6 +50,7 @@ from .runtime_queue import RuntimeQueue
 from .store.base import QueueItem, Store
 from .store.facades import KV, Audit
 from .storehealth import StoreHealth, is_store_failure
+from .timeouts import within
 from .tracing import enabled as tracing_enabled
 from .tracing import extract, inject
 
@@ -441,10 +442,8 @@ class Runtime:
                 if timeout is None:
                     self._backlog = await self.store.backlog()
                 else:  # once a second at most: a cancel scope costs nothing here
-                    with anyio.move_on_after(timeout) as scope:
-                        self._backlog = await self.store.backlog()
-                    if scope.cancelled_caught:
-                        raise CommitTimeout(f"the backlog read took over {timeout:g} s")
+                    self._backlog = await within(timeout, "the backlog read did not finish",
+                                                 self.store.backlog)
             except CommitTimeout:
                 raise
             except Exception as exc:
@@ -562,12 +561,9 @@ class Runtime:
             elif self.store.enqueue_timeout:
                 flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now,
                                                  timeout=timeout)
-            else:
-                flags = []
-                with anyio.move_on_after(timeout) as scope:
-                    flags = await self.store.enqueue(items, dedupe_window=dedupe_window, now=now)
-                if scope.cancelled_caught:
-                    raise CommitTimeout(f"the store did not commit within {timeout:g} s")
+            else:  # a store without enqueue_timeout: a cancel scope
+                flags = await within(timeout, "the store did not commit", self.store.enqueue,
+                                     items, dedupe_window=dedupe_window, now=now)
         except CommitTimeout:
             raise
         except Exception as exc:
