@@ -173,12 +173,16 @@ def check_json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> None:
         raise InputError(f"JSON nested {depth} levels deep; the limit is {limit}")
 
 
-def decode_json(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def decode_json(body: bytes, *, max_depth: int = MAX_JSON_DEPTH, depth_checked: bool = False) -> Any:
     """Decode an untrusted JSON body: depth-checked first, then msgspec.
 
+    :param depth_checked: the caller ran :func:`check_json_depth` on these very bytes with
+        ``max_depth`` already (a webhook checks before it verifies the signature), so the
+        scan is not repeated.
     :raises InputError: 400 for nesting beyond ``max_depth``, invalid UTF-8 or malformed JSON.
     """
-    check_json_depth(body, max_depth)
+    if not depth_checked:
+        check_json_depth(body, max_depth)
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:

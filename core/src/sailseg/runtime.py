@@ -25,6 +25,7 @@ from typing import Any, cast
 import anyio
 import httpx
 import pluggy
+from opentelemetry import trace as ot
 
 from . import logs as oplogs
 from .activity import Activity
@@ -487,8 +488,6 @@ class Runtime:
             if timeout <= 0:
                 raise CommitTimeout("the accept's deadline passed before its commit began")
         now = self.clock()
-        from opentelemetry import trace as ot
-
         traced = tracing_enabled()  # no SDK: no-op spans are skipped (see tracing.enabled)
         # get_tracer reads the environment on every call: only when spans are made
         tracer = ot.get_tracer("sailseg") if traced else None

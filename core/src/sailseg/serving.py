@@ -67,6 +67,9 @@ async def serve_runtime(
         # no X-Forwarded-* rewriting: routes read neither the scheme nor the client address,
         # and the middleware is one more coroutine layer on every request
         proxy_headers=False,
+        # no "server: uvicorn" on every answer: it tells a scanner what to probe, and uvicorn
+        # checks each header it sends against two regular expressions
+        server_header=False,
         # a slow client holds one of these until the header or body deadline ends it
         limit_concurrency=server_cfg.max_connections,
     )

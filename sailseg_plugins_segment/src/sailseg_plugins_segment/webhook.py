@@ -174,7 +174,7 @@ class SegmentWebhook(sailseg.Trigger):
             if not signed or not matches(self._secret, signed, request.headers["x-signature"]):
                 return error_response(401, "X-Signature does not match the body")
         try:
-            data = decode_json(body, max_depth=self.config.max_depth)
+            data = decode_json(body, max_depth=self.config.max_depth, depth_checked=True)
         except sailseg.InputError as exc:
             return error_response(400, str(exc))
         if isinstance(data, dict):
