@@ -24,7 +24,10 @@ systems.
 
 REF_SAILSEG_BIN adds another install's sailseg (e.g. main's worktree), measured the same way:
 the before/after of a change as a ratio of instructions. SAILSEG_BIN sets the system under
-test (default: the workspace venv's). Needs ``valgrind`` (Debian: apt-get install valgrind).
+test (default: the workspace venv's). BY_LIBRARY=1 also splits each system's instructions
+per request by where they ran (the Python interpreter, SQLite, libc, msgspec, uvloop,
+httptools...), from ``callgrind_annotate`` of the two runs: which layer a change can still
+take something from. Needs ``valgrind`` (Debian: apt-get install valgrind).
 Writes results/ir-<time>.json next to the other results.
 """
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -52,6 +56,21 @@ CONC = int(os.environ.get("CONC", "16"))
 PORT = int(os.environ.get("IR_PORT", "9310"))
 SAILSEG_BIN = os.environ.get("SAILSEG_BIN", os.path.join(BENCH, "..", ".venv", "bin", "sailseg"))
 REF_SAILSEG_BIN = os.environ.get("REF_SAILSEG_BIN", "")
+BY_LIBRARY = os.environ.get("BY_LIBRARY", "") not in ("", "0")
+
+#: where an instruction ran, by the file or shared object callgrind_annotate names (first match)
+LIBRARIES = (
+    ("SQLite", re.compile(r"libsqlite3")),
+    ("sqlite3 module", re.compile(r"/_sqlite3")),
+    ("msgspec", re.compile(r"/msgspec/")),
+    ("uvloop", re.compile(r"/uvloop/")),
+    ("httptools", re.compile(r"/httptools/")),
+    # glibc, and its functions callgrind_annotate names by glibc's own relative source path
+    ("libc (memcpy, malloc, locks)", re.compile(r"libc\.so|libc-|ld-linux|^\./")),
+    ("OpenSSL (hashes)", re.compile(r"libcrypto")),
+    ("other extension modules", re.compile(r"site-packages")),
+    ("Python (interpreter, stdlib C modules)", re.compile(r"/python3\.\d+\b|libpython|lib-dynload|Python-3")),
+)
 CONFIG = os.path.join(BENCH, "ingest", "sailseg.toml")
 
 
@@ -100,8 +119,42 @@ def _wait_up(proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
     raise SystemExit("sailseg did not listen in time")
 
 
-def instructions(binary: str, n: int) -> int:
-    """Total instructions of one ``sailseg serve`` run (start, ``n`` requests, SIGTERM)."""
+def by_library(out: str) -> dict[str, int]:
+    """A callgrind output's instructions per :data:`LIBRARIES` entry (self cost).
+
+    Reads only ``callgrind_annotate``'s function table (the lines after its ``file:function``
+    header, up to the first blank line), and classifies each line by the shared object named
+    in its brackets, not by the source file (``Modules/_hashopenssl.c`` is the interpreter's
+    glue, not OpenSSL). ``--auto=no`` keeps source annotation, whose lines look alike, out of
+    the output.
+    """
+    text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", "--auto=no",
+                           "--show-percs=no", out],
+                          capture_output=True, text=True, check=True).stdout
+    totals: dict[str, int] = {}
+    in_table = False
+    for line in text.splitlines():
+        if not in_table:
+            in_table = line.rstrip().endswith("file:function")
+            continue
+        if line.startswith("---"):
+            continue
+        if not line.strip():
+            break
+        m = re.match(r"\s*([\d,]+)\s+(.*?)(?:\s+\[([^\]]+)\])?$", line)
+        if m is None:
+            raise SystemExit(f"unexpected callgrind_annotate line: {line!r}")
+        obj = m.group(3) or m.group(2)  # the shared object in brackets, else file:function
+        where = next((name for name, pat in LIBRARIES if pat.search(obj)), "other")
+        totals[where] = totals.get(where, 0) + int(m.group(1).replace(",", ""))
+    if not totals:
+        raise SystemExit(f"no function table in callgrind_annotate's output for {out}")
+    return totals
+
+
+def instructions(binary: str, n: int) -> tuple[int, dict[str, int]]:
+    """Total instructions of one ``sailseg serve`` run (start, ``n`` requests, SIGTERM), and
+    with BY_LIBRARY their split by library (else an empty dict)."""
     data = tempfile.mkdtemp(prefix="sailseg-ir-")
     out = os.path.join(data, "callgrind.out")
     env = dict(os.environ, W1_DATA_DIR=data, SAILTHRU_API_URL="http://127.0.0.1:9",
@@ -127,7 +180,7 @@ def instructions(binary: str, n: int) -> int:
         with open(out) as fh:
             for line in fh:
                 if line.startswith("totals:"):
-                    return int(line.split()[1])
+                    return int(line.split()[1]), by_library(out) if BY_LIBRARY else {}
         raise SystemExit(f"no totals in {out}")
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -141,9 +194,13 @@ def main() -> None:
     systems = [("sailseg", SAILSEG_BIN)] + ([("sailseg-ref", REF_SAILSEG_BIN)] if REF_SAILSEG_BIN else [])
     results = {}
     for name, binary in systems:
-        small, large = instructions(binary, SMALL), instructions(binary, LARGE)
+        (small, libs_small), (large, libs_large) = instructions(binary, SMALL), instructions(binary, LARGE)
         per = (large - small) / (LARGE - SMALL)
         results[name] = {"binary": binary, "small": small, "large": large, "per_request": round(per)}
+        if BY_LIBRARY:
+            results[name]["by_library"] = {
+                lib: round((libs_large.get(lib, 0) - libs_small.get(lib, 0)) / (LARGE - SMALL))
+                for lib in sorted(set(libs_small) | set(libs_large))}
         print(f"  {name:<12} {per:>12,.0f} instructions per request "
               f"({SMALL}: {small:,}, {LARGE}: {large:,})", file=sys.stderr)
     print(f"\nInstructions per acknowledged request ({CONC} connections, SMALL={SMALL}, LARGE={LARGE}):\n")
@@ -153,6 +210,14 @@ def main() -> None:
     for name, r in results.items():
         ratio = f"{r['per_request'] / ref:.3f}" if ref else "-"
         print(f"| {name} ({r['binary']}) | {r['per_request']:,} | {ratio} |")
+    for name, r in results.items():
+        if "by_library" not in r:
+            continue
+        print(f"\nWhere {name}'s instructions per request ran (self cost, callgrind_annotate):\n")
+        print("| where | instructions per request | share |")
+        print("|---|---|---|")
+        for lib, n in sorted(r["by_library"].items(), key=lambda kv: -kv[1]):
+            print(f"| {lib} | {n:,} | {n / max(r['per_request'], 1):.0%} |")
     os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
     path = os.path.join(BENCH, "results", f"ir-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
     with open(path, "w") as fh:
