@@ -21,6 +21,16 @@ systems.
 
     python3 bench/tools/ir_per_request.py                      # SMALL=300 LARGE=1300 CONC=16
     REF_SAILSEG_BIN=/tmp/ref/.venv/bin/sailseg python3 bench/tools/ir_per_request.py
+    DELIVER=1 python3 bench/tools/ir_per_request.py            # W1 delivered, both processes
+
+DELIVER=1 counts W1 instead: ``bench/w1/sailseg.toml`` on the default command (``sailseg
+serve``, the serve process and its delivery child, both under callgrind with
+``--trace-children=yes``), delivering to the W1 stub (``bench/stub_sailthru.py``, run outside
+valgrind on the harness venv's Python, ``PY``). A run ends when the stub has received every
+request and the queue is empty, so the figure is the instructions of one event accepted,
+delivered with its signed ``POST /user``, finished and journaled: what W1's CPU per delivered
+event is made of. Batches under valgrind are not those of a saturated run, so compare builds
+with it, not with W1's microseconds.
 
 REF_SAILSEG_BIN adds another install's sailseg (e.g. main's worktree), measured the same way:
 the before/after of a change as a ratio of instructions. SAILSEG_BIN sets the system under
@@ -57,6 +67,9 @@ PORT = int(os.environ.get("IR_PORT", "9310"))
 SAILSEG_BIN = os.environ.get("SAILSEG_BIN", os.path.join(BENCH, "..", ".venv", "bin", "sailseg"))
 REF_SAILSEG_BIN = os.environ.get("REF_SAILSEG_BIN", "")
 BY_LIBRARY = os.environ.get("BY_LIBRARY", "") not in ("", "0")
+DELIVER = os.environ.get("DELIVER", "") not in ("", "0")
+STUB_PORT = int(os.environ.get("IR_STUB_PORT", "9311"))
+HARNESS_PY = os.environ.get("PY", os.path.join(BENCH, ".venv-bench", "bin", "python"))
 
 #: where an instruction ran, by the file or shared object callgrind_annotate names (first match)
 LIBRARIES = (
@@ -71,7 +84,7 @@ LIBRARIES = (
     ("other extension modules", re.compile(r"site-packages")),
     ("Python (interpreter, stdlib C modules)", re.compile(r"/python3\.\d+\b|libpython|lib-dynload|Python-3")),
 )
-CONFIG = os.path.join(BENCH, "ingest", "sailseg.toml")
+CONFIG = os.path.join(BENCH, "w1" if DELIVER else "ingest", "sailseg.toml")
 
 
 def _python_of(binary: str) -> str:
@@ -152,20 +165,51 @@ def by_library(out: str) -> dict[str, int]:
     return totals
 
 
-def instructions(binary: str, n: int) -> tuple[int, dict[str, int]]:
-    """Total instructions of one ``sailseg serve`` run (start, ``n`` requests, SIGTERM), and
-    with BY_LIBRARY their split by library (else an empty dict)."""
+def _stub_count() -> int:
+    """Requests the W1 stub has answered so far (all of them signature-checked)."""
+    conn = http.client.HTTPConnection("127.0.0.1", STUB_PORT, timeout=10)
+    try:
+        conn.request("GET", "/stats")
+        stats = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    bad = stats["bad_sigs"] + stats["bad_payload"] + stats["bad_api_key"]
+    if bad:
+        raise SystemExit(f"the stub refused {bad} requests: {stats}")
+    return int(stats["count"])
+
+
+def _wait_delivered(proc: subprocess.Popen[bytes], target: int, timeout: float = 1800) -> None:
+    deadline = time.time() + timeout
+    while _stub_count() < target:
+        if proc.poll() is not None:
+            raise SystemExit(f"sailseg exited with {proc.returncode} before delivering")
+        if time.time() > deadline:
+            raise SystemExit(f"not delivered in {timeout:g} s: the stub has {_stub_count()} of {target}")
+        time.sleep(0.5)
+
+
+def instructions(binary: str, n: int) -> tuple[int, dict[str, int], dict[str, int]]:
+    """Total instructions of one ``sailseg serve`` run (start, ``n`` requests, SIGTERM), with
+    BY_LIBRARY their split by library (else an empty dict), and their split by process. With
+    DELIVER, of every process of the run, each request delivered before the stop."""
     data = tempfile.mkdtemp(prefix="sailseg-ir-")
-    out = os.path.join(data, "callgrind.out")
-    env = dict(os.environ, W1_DATA_DIR=data, SAILTHRU_API_URL="http://127.0.0.1:9",
+    out = os.path.join(data, "callgrind.out.%p")
+    url = f"http://127.0.0.1:{STUB_PORT}" if DELIVER else "http://127.0.0.1:9"
+    env = dict(os.environ, W1_DATA_DIR=data, SAILTHRU_API_URL=url,
                SAILTHRU_API_KEY=common.API_KEY, SAILTHRU_API_SECRET=common.SECRET)
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", _python_of(binary),
-           binary, "serve", "--single-process", "--config", CONFIG, "--port", str(PORT)]
+    serve = ["serve"] if DELIVER else ["serve", "--single-process"]
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+           *(["--trace-children=yes"] if DELIVER else []), _python_of(binary),
+           binary, *serve, "--config", CONFIG, "--port", str(PORT)]
     with open(os.path.join(data, "serve.log"), "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_up(proc)
+            before = _stub_count() if DELIVER else 0
             bad = _send(n, f"ir{n}-{time.time_ns()}")
+            if DELIVER and not bad:
+                _wait_delivered(proc, before + n)
         finally:
             proc.terminate()
             proc.wait(300)
@@ -173,15 +217,29 @@ def instructions(binary: str, n: int) -> tuple[int, dict[str, int]]:
         if bad:
             raise SystemExit(f"{bad} of {n} requests were not answered 200")
         db = sqlite3.connect(os.path.join(data, "sailseg.db"))
-        stored = db.execute("SELECT count(*) FROM sailseg_queue").fetchone()[0]
+        queued = db.execute("SELECT count(*) FROM sailseg_queue").fetchone()[0]
         db.close()
-        if stored != n:
-            raise SystemExit(f"{stored} events stored for {n} acknowledged")
-        with open(out) as fh:
-            for line in fh:
-                if line.startswith("totals:"):
-                    return int(line.split()[1]), by_library(out) if BY_LIBRARY else {}
-        raise SystemExit(f"no totals in {out}")
+        if queued != (0 if DELIVER else n):
+            raise SystemExit(f"{queued} events in the queue after {n} acknowledged"
+                             + (" and delivered" if DELIVER else ""))
+        outs = [os.path.join(data, f) for f in os.listdir(data) if f.startswith("callgrind.out.")]
+        total, libraries, processes = 0, {}, {}
+        for path in outs:
+            with open(path) as fh:
+                lines = [line for line in fh if line.startswith(("totals:", "cmd:"))]
+            totals = [int(line.split()[1]) for line in lines if line.startswith("totals:")]
+            if not totals:
+                raise SystemExit(f"no totals in {path}")
+            total += totals[0]
+            child = any("sailseg.split" in line for line in lines if line.startswith("cmd:"))
+            process = "delivery child" if child else "serve process"
+            processes[process] = processes.get(process, 0) + totals[0]
+            for lib, count in (by_library(path) if BY_LIBRARY else {}).items():
+                libraries[lib] = libraries.get(lib, 0) + count
+        if not outs or (DELIVER and len(outs) < 2):
+            raise SystemExit(f"{len(outs)} callgrind outputs in {data}: expected the serve process"
+                             + (" and its delivery child" if DELIVER else ""))
+        return total, libraries, processes
     finally:
         shutil.rmtree(data, ignore_errors=True)
 
@@ -191,25 +249,57 @@ def main() -> None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install -y valgrind)")
     if LARGE <= SMALL:
         raise SystemExit("LARGE must be more than SMALL")
+    stub = None
+    if DELIVER:
+        stub = subprocess.Popen([HARNESS_PY, os.path.join(BENCH, "stub_sailthru.py"), "--port", str(STUB_PORT)],
+                                cwd=BENCH, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                _stub_count()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit(f"the W1 stub did not start on port {STUB_PORT} (PY={HARNESS_PY})")
+    try:
+        _measure()
+    finally:
+        if stub is not None:
+            stub.terminate()
+            stub.wait(30)
+
+
+def _measure() -> None:
     systems = [("sailseg", SAILSEG_BIN)] + ([("sailseg-ref", REF_SAILSEG_BIN)] if REF_SAILSEG_BIN else [])
     results = {}
     for name, binary in systems:
-        (small, libs_small), (large, libs_large) = instructions(binary, SMALL), instructions(binary, LARGE)
+        (small, libs_small, procs_small), (large, libs_large, procs_large) = (
+            instructions(binary, SMALL), instructions(binary, LARGE))
         per = (large - small) / (LARGE - SMALL)
-        results[name] = {"binary": binary, "small": small, "large": large, "per_request": round(per)}
+        results[name] = {"binary": binary, "small": small, "large": large, "per_request": round(per),
+                         "by_process": {
+                             proc: round((procs_large.get(proc, 0) - procs_small.get(proc, 0)) / (LARGE - SMALL))
+                             for proc in sorted(set(procs_small) | set(procs_large))}}
         if BY_LIBRARY:
             results[name]["by_library"] = {
                 lib: round((libs_large.get(lib, 0) - libs_small.get(lib, 0)) / (LARGE - SMALL))
                 for lib in sorted(set(libs_small) | set(libs_large))}
         print(f"  {name:<12} {per:>12,.0f} instructions per request "
               f"({SMALL}: {small:,}, {LARGE}: {large:,})", file=sys.stderr)
-    print(f"\nInstructions per acknowledged request ({CONC} connections, SMALL={SMALL}, LARGE={LARGE}):\n")
+    what = "delivered W1 event (serve process and delivery child)" if DELIVER else "acknowledged request"
+    print(f"\nInstructions per {what} ({CONC} connections, SMALL={SMALL}, LARGE={LARGE}):\n")
     print("| system | instructions per request | ratio to sailseg-ref |")
     print("|---|---|---|")
     ref = results.get("sailseg-ref", {}).get("per_request")
     for name, r in results.items():
         ratio = f"{r['per_request'] / ref:.3f}" if ref else "-"
         print(f"| {name} ({r['binary']}) | {r['per_request']:,} | {ratio} |")
+    if DELIVER:
+        print("\nBy process (instructions per delivered event):\n")
+        print("| system | " + " | ".join(sorted(next(iter(results.values()))["by_process"])) + " |")
+        print("|---|---|---|")
+        for name, r in results.items():
+            print(f"| {name} | " + " | ".join(f"{v:,}" for _, v in sorted(r["by_process"].items())) + " |")
     for name, r in results.items():
         if "by_library" not in r:
             continue
@@ -221,7 +311,8 @@ def main() -> None:
     os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
     path = os.path.join(BENCH, "results", f"ir-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
     with open(path, "w") as fh:
-        json.dump({"small": SMALL, "large": LARGE, "conc": CONC, "results": results}, fh, indent=1)
+        json.dump({"small": SMALL, "large": LARGE, "conc": CONC, "deliver": DELIVER, "results": results},
+                  fh, indent=1)
     print(f"\nJSON: {path}")
 
 
