@@ -66,8 +66,8 @@ CONC = int(os.environ.get("CONC", "16"))
 PORT = int(os.environ.get("IR_PORT", "9310"))
 SAILSEG_BIN = os.environ.get("SAILSEG_BIN", os.path.join(BENCH, "..", ".venv", "bin", "sailseg"))
 REF_SAILSEG_BIN = os.environ.get("REF_SAILSEG_BIN", "")
-BY_LIBRARY = os.environ.get("BY_LIBRARY", "") not in ("", "0")
-DELIVER = os.environ.get("DELIVER", "") not in ("", "0")
+BY_LIBRARY = common.env_flag("BY_LIBRARY")
+DELIVER = common.env_flag("DELIVER")
 STUB_PORT = int(os.environ.get("IR_STUB_PORT", "9311"))
 HARNESS_PY = os.environ.get("PY", os.path.join(BENCH, ".venv-bench", "bin", "python"))
 
@@ -296,8 +296,9 @@ def _measure() -> None:
         print(f"| {name} ({r['binary']}) | {r['per_request']:,} | {ratio} |")
     if DELIVER:
         print("\nBy process (instructions per delivered event):\n")
-        print("| system | " + " | ".join(sorted(next(iter(results.values()))["by_process"])) + " |")
-        print("|---|---|---|")
+        processes = sorted(next(iter(results.values()))["by_process"])
+        print("| system | " + " | ".join(processes) + " |")
+        print("|---" * (len(processes) + 1) + "|")
         for name, r in results.items():
             print(f"| {name} | " + " | ".join(f"{v:,}" for _, v in sorted(r["by_process"].items())) + " |")
     for name, r in results.items():
