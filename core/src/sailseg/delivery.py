@@ -184,6 +184,11 @@ class Delivery:
         self._todo: deque[QueueItem] = deque()
         self._idle: list[anyio.Event] = []
         self._workers = 0
+        #: the last item processed parked in a batching sink's batch; workers woken and
+        #: not running yet (see :meth:`_wake_workers`)
+        self._parks = False
+        self._pending = 0
+        self._wakeups = 0
         #: items handed to the workers and not yet processed (or parked)
         self._active = 0
         #: the last claim came back full (more is queued); the claimer waits for capacity;
@@ -197,6 +202,11 @@ class Delivery:
     def workers(self) -> int:
         """Worker tasks started so far (the most items processed at once, see the module doc)."""
         return self._workers
+
+    @property
+    def wakeups(self) -> int:
+        """Times an idle worker was woken for queued items (see :meth:`_wake_workers`)."""
+        return self._wakeups
 
     def stalled(self, after: float = 30.0) -> bool:
         """True when no claim or finish has succeeded for ``after`` seconds (store trouble)."""
@@ -300,14 +310,34 @@ class Delivery:
         self._todo.append(item)
 
     def _start_workers(self) -> None:
-        """Wake as many idle workers as there are queued items, then start one worker per
-        item being processed (an item waiting in a batching sink's batch or for the
-        completer holds none, see `SinkRunner.park`)."""
-        for _ in range(min(len(self._todo), len(self._idle))):
-            self._idle.pop().set()
+        """Wake idle workers for the queued items (see :meth:`_wake_workers`), then start
+        one worker per item being processed (an item waiting in a batching sink's batch or
+        for the completer holds none, see `SinkRunner.park`)."""
+        self._wake_workers()
         while self._workers < self._active:
             self._workers += 1
             self._tg.start_soon(self._worker)
+
+    def _wake_workers(self) -> None:
+        """Wake idle workers for the queued items: one per item while items get outcomes of
+        their own (each suspends in its sink: an HTTP call), one at a time while they park in
+        a batching sink's batch (the last item processed tells which). Workers woken and not
+        yet running count as awake; each worker that takes an item calls this again.
+
+        Why: a parked item does not suspend, so the first woken worker takes a run of them
+        (``_RUN``), and each other worker woken for the same claim found a few items or none
+        and went back to sleep: an event, a wake-up and a task switch per item, ~13% of W2's
+        delivery process in cProfile. While items park, the worker that takes an item wakes
+        the next one if more are queued, so a run of parked items costs about one wake-up,
+        and an item that does suspend still leaves the next one a worker. While items
+        suspend, waking them one scheduling turn after the other cost W1 at saturation (0.82x
+        against 0.90x the forwarder in the same run, 298 against 273 us per event), so a
+        claim of them wakes as many workers as it holds items, as before."""
+        want = (min(len(self._todo), 1) if self._parks else len(self._todo)) - self._pending
+        for _ in range(min(want, len(self._idle))):
+            self._pending += 1
+            self._wakeups += 1
+            self._idle.pop().set()
 
     async def _worker(self) -> None:
         """Process claimed items one after another, for the life of the node.
@@ -320,7 +350,10 @@ class Delivery:
         run = 0
         while True:
             if self._todo:
-                await self._process_one(self._todo.popleft())
+                item = self._todo.popleft()
+                if self._todo:  # more queued: wake the next worker, while this one processes
+                    self._wake_workers()
+                await self._process_one(item)
                 run += 1
                 if run >= _RUN:
                     run = 0
@@ -329,7 +362,16 @@ class Delivery:
             run = 0
             wake = anyio.Event()
             self._idle.append(wake)
-            await wake.wait()
+            try:
+                await wake.wait()
+            except BaseException:  # cancelled (the node stops): never leave a wake-up stuck
+                if wake.is_set():
+                    self._pending -= 1
+                    self._wake_workers()
+                else:
+                    self._idle.remove(wake)
+                raise
+            self._pending -= 1
 
     async def _process_one(self, item: QueueItem) -> None:
         try:
@@ -341,6 +383,7 @@ class Delivery:
             outcome = self._retry_or_dead(item, [], remaining, exc, self.clock(), [], {})
         finally:
             self._active -= 1
+        self._parks = outcome is None
         if outcome is not None:  # None: parked in a batch, which reports it (`_parked`)
             self._done.append(outcome)
             self._done_event.set()
