@@ -410,12 +410,12 @@ class Delivery:
                 if again is not None and not self._stopping:
                     self._take(again)
                     self._start_workers()
-                self._record_metrics(o, now)
                 if self.on_outcome is not None:
                     self.on_outcome(o, now)
                 if o.dead:
                     pipeline = self.pipelines.get(o.item.pipeline)
                     oplogs.dead_letters(o, pipeline.sink_types if pipeline else {})
+            self._record_metrics(batch, now)
             self.processed += len(batch)
             self._capacity.set()
             self._wake.set()
@@ -473,14 +473,26 @@ class Delivery:
                     log.warning("lease lost for %d in-flight item(s); their outcome will not be recorded here",
                                 len(lost))
 
-    def _record_metrics(self, o: Outcome, now: float) -> None:
+    def _record_metrics(self, batch: Sequence[Outcome], now: float) -> None:
+        """Count a recorded batch of outcomes and observe their delivery latencies, summed
+        per pipeline and sink first. Why per batch: each ``inc``/``observe`` builds its label
+        key, ~2.5 us an outcome; a W2 finish holds thousands of outcomes of one sink."""
+        counts: dict[tuple[str, str], int] = {}
+        ages: dict[tuple[str, str], list[float]] = {}
+        for o in batch:
+            p = o.item.pipeline
+            for key, n in o.counts.items():
+                counts[(p, key)] = counts.get((p, key), 0) + n
+            if o.delivered:
+                age = now - o.item.first_seen
+                for sink in o.delivered:
+                    ages.setdefault((p, sink), []).append(age)
         m = self.metrics
-        p = o.item.pipeline
-        for key, n in o.counts.items():
+        for (p, key), n in counts.items():
             sink, what = key.rsplit(":", 1)
             m.inc(f"sailseg_events_{what}_total", n, pipeline=p, sink=sink)
-        for sink in o.delivered:
-            m.observe("sailseg_delivery_latency_seconds", now - o.item.first_seen, pipeline=p, sink=sink)
+        for (p, sink), values in ages.items():
+            m.observe_many("sailseg_delivery_latency_seconds", values, pipeline=p, sink=sink)
 
     # -- one item --------------------------------------------------------------------
     async def process(self, item: QueueItem) -> Outcome | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable
 
 __all__ = ["HELP", "Metrics"]
 
@@ -72,6 +73,18 @@ class Metrics:
             buckets = self.hist[key] = [0.0] * (len(_BUCKETS) + 1)
         buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
         self.hist_sum[key] += seconds
+
+    def observe_many(self, name: str, values: Iterable[float], **labels: str) -> None:
+        """:meth:`observe` each of ``values`` (seconds), with one label key for all of them."""
+        key = (name, tuple(sorted(labels.items())))
+        buckets = self.hist.get(key)
+        if buckets is None:
+            buckets = self.hist[key] = [0.0] * (len(_BUCKETS) + 1)
+        total = 0.0
+        for seconds in values:
+            buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
+            total += seconds
+        self.hist_sum[key] += total
 
     def set_gauge(self, name: str, value: float, **labels: str) -> None:
         self.gauges[(name, tuple(sorted(labels.items())))] = value
