@@ -351,7 +351,7 @@ class Delivery:
         while True:
             if self._todo:
                 item = self._todo.popleft()
-                if self._todo:  # more queued: wake the next worker, while this one processes
+                if self._todo and self._idle:  # more queued: wake the next, as this one works
                     self._wake_workers()
                 await self._process_one(item)
                 run += 1
