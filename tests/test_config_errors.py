@@ -123,3 +123,28 @@ sinks = [ { type = "sailthru.user", api_key = "k", api_secret = "s", lists = { "
     res = CliRunner().invoke(cli, ["validate", str(p)])
     assert res.exit_code == 2
     assert "pipelines.p.sinks[0] (sailthru.user)" in res.output and "list 'Master'" in res.output
+
+
+def test_two_inline_sinks_of_one_name_with_other_settings_are_refused(tmp_path: Path) -> None:
+    """Components are instances by name: a second inline sink of the same name with other
+    settings would get the first one's, silently. Identical definitions may share it."""
+    text = """
+[triggers.web]
+type = "echo"
+path = "/in"
+
+[pipelines.a]
+trigger = "web"
+sinks = [ { type = "echo", name = "out" } ]
+
+[pipelines.b]
+trigger = "web"
+sinks = [ { type = "echo", name = "out", fail = "fatal" } ]
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), env={})
+    msg = str(info.value)
+    assert "pipelines.b.sinks[0]" in msg and "'out'" in msg and "pipelines.a.sinks[0]" in msg
+    same = text.replace(', fail = "fatal"', "")
+    cfg = load_config(_write(tmp_path, same), env={})
+    assert [p.sinks[0].instance for p in cfg.pipelines.values()] == ["out", "out"]

@@ -304,8 +304,16 @@ def _component(
         raise ConfigError(f"{fname}: {where} ({typ}): `concurrency` must be a positive integer")
     spec = ComponentSpec(kind=kind, type=typ, instance=str(instance), options=options,
                          where=f"{fname}: {where} ({typ})", concurrency=concurrency)
-    if isinstance(value, dict) and (kind, spec.instance) not in cfg.components:
+    known = cfg.components.get((kind, spec.instance))
+    if known is None:
         cfg.components[(kind, spec.instance)] = spec
+    elif (known.type, known.options, known.concurrency) != (typ, options, concurrency):
+        # one instance per name: the second definition's settings would be silently ignored
+        raise ConfigError(
+            f"{fname}: {where}: a {kind} named {spec.instance!r} is already defined with other "
+            f"settings ({known.where}); give this one another `name`, or define it once as "
+            f"[{registry_hint}.{spec.instance}] and name it in both places"
+        )
     return spec
 
 
