@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import anyio
 import pytest
 
 from sailseg.config import parse_config
@@ -23,7 +22,8 @@ def test_observe_many_is_observe_of_each() -> None:
         one.observe("sailseg_delivery_latency_seconds", v, pipeline="p", sink="s")
     many.observe_many("sailseg_delivery_latency_seconds", values[:200], sink="s", pipeline="p")
     many.observe_many("sailseg_delivery_latency_seconds", iter(values[200:]), pipeline="p", sink="s")
-    assert many.hist == one.hist
+    many.observe_many("sailseg_delivery_latency_seconds", [], pipeline="p", sink="none")
+    assert many.hist == one.hist  # and no series for no values
     assert many.hist_sum.keys() == one.hist_sum.keys()
     for key, total in one.hist_sum.items():
         assert many.hist_sum[key] == pytest.approx(total)
@@ -42,7 +42,9 @@ def clear_recorded() -> None:
 
 @pytest.mark.anyio
 async def test_counters_and_latencies_of_a_run_of_outcomes(tmp_path: Path) -> None:
-    """60 events into two sinks: ``ok`` delivers all, ``picky`` dead-letters the tracks."""
+    """60 events into two sinks: ``ok`` delivers all, ``picky`` dead-letters the tracks; a
+    second pipeline on the same trigger delivers them through the same ``ok`` sink (its
+    counts and latencies are kept apart by pipeline)."""
     raw = {
         "store": {"url": STORE_URLS[str(tmp_path)]},
         "server": {"max_body": 1_000_000},
@@ -51,6 +53,8 @@ async def test_counters_and_latencies_of_a_run_of_outcomes(tmp_path: Path) -> No
         "pipelines": {"main": {"trigger": "web", "sinks": [
             {"type": "echo", "name": "ok"},
             {"type": "echo", "name": "picky", "fail": "fatal", "fail_types": ["track"]},
+        ]}, "other": {"trigger": "web", "sinks": [
+            {"type": "echo", "name": "ok"},
         ]}},
     }
     events = [ident(f"u{i}", 1) if i % 3 else
@@ -60,14 +64,15 @@ async def test_counters_and_latencies_of_a_run_of_outcomes(tmp_path: Path) -> No
         async with await client(rt) as c:
             assert (await c.post("/in", json=events)).json()["accepted"] == 60
             assert rt.delivery is not None
-            await wait_for(lambda: rt.delivery is not None and rt.delivery.processed == 60)
-            await anyio.sleep(0.05)
+            await wait_for(lambda: rt.delivery is not None and rt.delivery.processed == 120)
     m = rt.metrics
     assert m.get("sailseg_events_delivered_total", pipeline="main", sink="ok") == 60
     assert m.get("sailseg_events_delivered_total", pipeline="main", sink="picky") == 40
     assert m.get("sailseg_events_failed_total", pipeline="main", sink="picky") == 20
     assert m.get("sailseg_events_failed_total", pipeline="main", sink="ok") == 0
-    for sink, delivered in (("ok", 60), ("picky", 40)):
-        key = ("sailseg_delivery_latency_seconds", (("pipeline", "main"), ("sink", sink)))
+    assert m.get("sailseg_events_delivered_total", pipeline="other", sink="ok") == 60
+    assert m.get("sailseg_events_failed_total", pipeline="other", sink="ok") == 0
+    for pipeline, sink, delivered in (("main", "ok", 60), ("main", "picky", 40), ("other", "ok", 60)):
+        key = ("sailseg_delivery_latency_seconds", (("pipeline", pipeline), ("sink", sink)))
         assert sum(m.hist[key]) == delivered
         assert 0 < m.hist_sum[key] < delivered * 30

@@ -13,8 +13,10 @@ Workers: a pool of long-lived tasks, one per item being processed at the busiest
 far (never more than ``max_inflight``), takes the claimed items from an in-memory deque; so
 every claimed item starts at once, as it did with a task per item, without creating a task per
 item (an anyio ``start_soon`` cost several times a channel hand-off; issue 17's profile put the
-event loop and per-item tasks at ~130 us of a W1 event). An item whose only sink is a batching
-one is parked in the sink's batch (``SinkRunner.park``) and frees its worker: the batch's
+event loop and per-item tasks at ~130 us of a W1 event). While items park (below), idle
+workers are woken one at a time and each wakes the next as it takes an item, so items then
+start one scheduling turn apart (``Delivery._wake_workers``). An item whose only sink is a
+batching one is parked in the sink's batch (``SinkRunner.park``) and frees its worker: the batch's
 result hands its outcome to the completer. So a 50,000-member import job holds 50,000
 callbacks, not 50,000 workers. Not parked (the item awaits its batch as before): with an
 OpenTelemetry SDK installed (its deliver span covers the sink call) or a transform
@@ -319,10 +321,14 @@ class Delivery:
             self._tg.start_soon(self._worker)
 
     def _wake_workers(self) -> None:
-        """Wake idle workers for the queued items: one per item while items get outcomes of
-        their own (each suspends in its sink: an HTTP call), one at a time while they park in
-        a batching sink's batch (the last item processed tells which). Workers woken and not
-        yet running count as awake; each worker that takes an item calls this again.
+        """Wake idle workers for the queued items: one at a time while the last item
+        processed parked in a batching sink's batch, else one per queued item (items that get
+        an outcome of their own mostly suspend in their sink: an HTTP call). Workers woken
+        and not yet running count as awake; a worker that takes an item while more are
+        queued calls this again. The last item is only a guess for the next: a filtered or
+        skipped item also counts as suspending, and a node that runs bulk and real-time
+        pipelines together switches between the two ways; either way every queued item gets
+        a worker, only the number of wake-ups differs.
 
         Why: a parked item does not suspend, so the first woken worker takes a run of them
         (``_RUN``), and each other worker woken for the same claim found a few items or none
@@ -351,7 +357,9 @@ class Delivery:
         while True:
             if self._todo:
                 item = self._todo.popleft()
-                if self._todo and self._idle:  # more queued: wake the next, as this one works
+                # more queued: wake the next worker, while this one processes (while items
+                # park, only when no worker is woken already)
+                if self._todo and self._idle and not (self._parks and self._pending):
                     self._wake_workers()
                 await self._process_one(item)
                 run += 1

@@ -75,7 +75,11 @@ class Metrics:
         self.hist_sum[key] += seconds
 
     def observe_many(self, name: str, values: Iterable[float], **labels: str) -> None:
-        """:meth:`observe` each of ``values`` (seconds), with one label key for all of them."""
+        """:meth:`observe` each of ``values`` (seconds), with one label key for all of them;
+        no values, no series (as no ``observe`` call)."""
+        values = list(values)
+        if not values:
+            return
         key = (name, tuple(sorted(labels.items())))
         buckets = self.hist.get(key)
         if buckets is None:
