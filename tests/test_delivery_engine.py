@@ -1,12 +1,16 @@
-"""How the delivery engine hands claimed items to its workers.
+"""The delivery engine's workers and its counting of outcomes.
 
-A claim of items that park in a batching sink's batch (they do not suspend) is taken in runs
-by the worker already running: idle workers are woken one at a time, not one per item.
-Items that suspend (an HTTP call) each get a worker of their own, all in flight together. Both on the real runtime and store (SQLite and, with
+How claimed items are handed to workers: a claim of items that park in a batching sink's
+batch (they do not suspend) is taken in runs by the worker already running, idle workers
+woken one at a time, not one per item; items that suspend (an HTTP call) each get a worker
+of their own, all in flight together. And a recorded batch of outcomes is counted once per
+pipeline and sink: the counters and the latency histogram must say what counting outcome by
+outcome said. Both on the real runtime and store (SQLite and, with
 ``SAILSEG_TEST_POSTGRES_DSN``, PostgreSQL)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,9 @@ import anyio
 import pytest
 
 import sailseg
+from sailseg.config import parse_config
 from sailseg.delivery import _RUN
+from sailseg.metrics import Metrics
 from sailseg.plugins import build_registry, make_plugin_manager
 
 from .test_runtime import RECORDER, STORE_URLS, Runtime, client, config, ident, wait_for
@@ -92,6 +98,23 @@ class BarrierSink(sailseg.Sink):
         return {"ok": True}
 
 
+def _config(tmp_path: Path, sink_type: str, **delivery: int) -> Any:
+    """test_runtime's one-pipeline config with its sink of type ``sink_type`` and room for
+    big batches of events per request."""
+    cfg = config(tmp_path, delivery=delivery)
+    cfg.server.max_body = 1_000_000
+    spec = cfg.pipelines["main"].sinks[0]
+    spec.type, spec.options = sink_type, {}
+    return cfg
+
+
+async def _deliver(c: Any, engine: Any, path: str, events: list[dict[str, Any]], total: int) -> None:
+    """POST ``events`` to ``path`` (all accepted), then wait until the engine has processed
+    ``total`` items in all."""
+    assert (await c.post(path, json=events)).json()["accepted"] == len(events)
+    await wait_for(lambda: engine.processed == total)
+
+
 def _registry() -> Any:
     class Plugin:
         @sailseg.hookimpl
@@ -106,22 +129,15 @@ async def test_a_claim_of_parked_items_wakes_few_workers(tmp_path: Path, no_sdk:
     """Members of a batching sink park in its batch without suspending. After a first round
     has grown the worker pool, a second round of 600 items in claims of 200 wakes about one
     idle worker per run of ``_RUN`` items, not one per item (as it did before)."""
-    cfg = config(tmp_path, delivery={"claim_batch": 200, "max_inflight": 1000})
-    cfg.server.max_body = 1_000_000
-    spec = cfg.pipelines["main"].sinks[0]
-    spec.type, spec.options = "test.batches", {}
-    async with Runtime(cfg, registry=_registry()) as rt:
+    async with Runtime(_config(tmp_path, "test.batches", claim_batch=200, max_inflight=1000),
+                       registry=_registry()) as rt:
         engine = rt.delivery
         assert engine is not None
         async with await client(rt) as c:
-            first = [ident(f"a{i}", 1) for i in range(600)]
-            assert (await c.post("/in", json=first)).json()["accepted"] == 600
-            await wait_for(lambda: engine.processed == 600)
+            await _deliver(c, engine, "/in", [ident(f"a{i}", 1) for i in range(600)], 600)
             pool, woken = engine.workers, engine.wakeups
             assert pool >= 100  # the first claims started workers: later ones find them idle
-            second = [ident(f"b{i}", 1) for i in range(600)]
-            assert (await c.post("/in", json=second)).json()["accepted"] == 600
-            await wait_for(lambda: engine.processed == 1200)
+            await _deliver(c, engine, "/in", [ident(f"b{i}", 1) for i in range(600)], 1200)
         stats = await rt.store.stats()
     assert stats["main"].get("rec:delivered") == 1200, stats
     assert 1 <= engine.wakeups - woken <= 3 * (600 // _RUN + 3), engine.wakeups - woken
@@ -132,11 +148,8 @@ async def test_items_that_suspend_are_all_in_flight_together(tmp_path: Path) -> 
     that get outcomes of their own wakes an idle worker for each (the second round: the first
     grows the pool)."""
     global BARRIER
-    cfg = config(tmp_path, delivery={"claim_batch": 100, "max_inflight": 100})
-    cfg.server.max_body = 1_000_000
-    spec = cfg.pipelines["main"].sinks[0]
-    spec.type, spec.options = "test.barrier", {}
-    async with Runtime(cfg, registry=_registry()) as rt:
+    async with Runtime(_config(tmp_path, "test.barrier", claim_batch=100, max_inflight=100),
+                       registry=_registry()) as rt:
         engine = rt.delivery
         assert engine is not None
         async with await client(rt) as c:
@@ -144,8 +157,7 @@ async def test_items_that_suspend_are_all_in_flight_together(tmp_path: Path) -> 
             for round_ in range(2):
                 BARRIER = _Barrier(40)
                 batch = [ident(f"r{round_}-{i}", 1) for i in range(40)]
-                assert (await c.post("/in", json=batch)).json()["accepted"] == 40
-                await wait_for(lambda r=round_: engine.processed == 40 * (r + 1))
+                await _deliver(c, engine, "/in", batch, 40 * (round_ + 1))
                 assert BARRIER.most == 40
         stats = await rt.store.stats()
         assert stats["main"].get("rec:delivered") == 80, stats
@@ -169,21 +181,67 @@ async def test_suspending_items_after_parked_ones_still_get_a_worker_each(
             "calls": {"trigger": "live", "sinks": [{"type": "test.barrier", "name": "c"}]},
         },
     }
-    from sailseg.config import parse_config
-
     async with Runtime(parse_config(raw, env={}), registry=_registry()) as rt:
         engine = rt.delivery
         assert engine is not None
         async with await client(rt) as c:
-            bulk = [ident(f"p{i}", 1) for i in range(300)]
-            assert (await c.post("/bulk", json=bulk)).json()["accepted"] == 300
-            await wait_for(lambda: engine.processed == 300)
+            await _deliver(c, engine, "/bulk", [ident(f"p{i}", 1) for i in range(300)], 300)
             assert engine.workers >= 40
             BARRIER = _Barrier(40)
-            live = [ident(f"s{i}", 1) for i in range(40)]
-            assert (await c.post("/live", json=live)).json()["accepted"] == 40
-            await wait_for(lambda: engine.processed == 340)
+            await _deliver(c, engine, "/live", [ident(f"s{i}", 1) for i in range(40)], 340)
             assert BARRIER.most == 40
         stats = await rt.store.stats()
         assert stats["calls"].get("c:delivered") == 40, stats
         assert not await rt.store.list_dead_letters()
+
+
+def test_observe_many_is_observe_of_each() -> None:
+    rng = random.Random(7)
+    values = [rng.choice([0.0, 0.001, 0.0049, 0.3, 2.0, 59.0, 61.0, 1e-6]) for _ in range(500)]
+    one, many = Metrics(), Metrics()
+    for v in values:
+        one.observe("sailseg_delivery_latency_seconds", v, pipeline="p", sink="s")
+    many.observe_many("sailseg_delivery_latency_seconds", values[:200], sink="s", pipeline="p")
+    many.observe_many("sailseg_delivery_latency_seconds", iter(values[200:]), pipeline="p", sink="s")
+    many.observe_many("sailseg_delivery_latency_seconds", [], pipeline="p", sink="none")
+    assert many.hist == one.hist  # and no series for no values
+    assert many.hist_sum.keys() == one.hist_sum.keys()
+    for key, total in one.hist_sum.items():
+        assert many.hist_sum[key] == pytest.approx(total)
+
+
+async def test_counters_and_latencies_of_a_run_of_outcomes(tmp_path: Path) -> None:
+    """60 events into two sinks: ``ok`` delivers all, ``picky`` dead-letters the tracks; a
+    second pipeline on the same trigger delivers them through the same ``ok`` sink (its
+    counts and latencies are kept apart by pipeline)."""
+    raw = {
+        "store": {"url": STORE_URLS[str(tmp_path)]},
+        "server": {"max_body": 1_000_000},
+        "delivery": {"poll_interval": 0.02, "max_attempts": 1, "max_age": 0},
+        "triggers": {"web": {"type": "echo", "path": "/in"}},
+        "pipelines": {"main": {"trigger": "web", "sinks": [
+            {"type": "echo", "name": "ok"},
+            {"type": "echo", "name": "picky", "fail": "fatal", "fail_types": ["track"]},
+        ]}, "other": {"trigger": "web", "sinks": [
+            {"type": "echo", "name": "ok"},
+        ]}},
+    }
+    events = [ident(f"u{i}", 1) if i % 3 else
+              {"type": "track", "userId": f"u{i}", "messageId": f"t{i}", "event": "E"}
+              for i in range(60)]
+    async with Runtime(parse_config(raw, env={})) as rt:
+        async with await client(rt) as c:
+            assert (await c.post("/in", json=events)).json()["accepted"] == 60
+            assert rt.delivery is not None
+            await wait_for(lambda: rt.delivery is not None and rt.delivery.processed == 120)
+    m = rt.metrics
+    assert m.get("sailseg_events_delivered_total", pipeline="main", sink="ok") == 60
+    assert m.get("sailseg_events_delivered_total", pipeline="main", sink="picky") == 40
+    assert m.get("sailseg_events_failed_total", pipeline="main", sink="picky") == 20
+    assert m.get("sailseg_events_failed_total", pipeline="main", sink="ok") == 0
+    assert m.get("sailseg_events_delivered_total", pipeline="other", sink="ok") == 60
+    assert m.get("sailseg_events_failed_total", pipeline="other", sink="ok") == 0
+    for pipeline, sink, delivered in (("main", "ok", 60), ("main", "picky", 40), ("other", "ok", 60)):
+        key = ("sailseg_delivery_latency_seconds", (("pipeline", pipeline), ("sink", sink)))
+        assert sum(m.hist[key]) == delivered
+        assert 0 < m.hist_sum[key] < delivered * 30
