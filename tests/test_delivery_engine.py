@@ -208,6 +208,12 @@ def test_observe_many_is_observe_of_each() -> None:
     assert many.hist_sum.keys() == one.hist_sum.keys()
     for key, total in one.hist_sum.items():
         assert many.hist_sum[key] == pytest.approx(total)
+    # each value in the first bucket whose bound it does not exceed (le), 61 s in +Inf
+    (buckets,) = many.hist.values()
+    expected = {0: (0.0, 0.001, 1e-6), 2: (0.0049,), 8: (0.3,), 10: (2.0,), 14: (59.0,), 15: (61.0,)}
+    for index, among in expected.items():
+        assert buckets[index] == sum(v in among for v in values), index
+    assert sum(buckets) == len(values)
 
 
 async def test_counters_and_latencies_of_a_run_of_outcomes(tmp_path: Path) -> None:

@@ -67,12 +67,7 @@ class Metrics:
         self.counters[(name, tuple(sorted(labels.items())))] += value
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        buckets = self.hist.get(key)
-        if buckets is None:
-            buckets = self.hist[key] = [0.0] * (len(_BUCKETS) + 1)
-        buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
-        self.hist_sum[key] += seconds
+        self.observe_many(name, (seconds,), **labels)
 
     def observe_many(self, name: str, values: Iterable[float], **labels: str) -> None:
         """:meth:`observe` each of ``values`` (seconds), with one label key for all of them;
