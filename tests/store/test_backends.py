@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -235,34 +236,76 @@ async def test_postgres_housekeeping_never_waits_for_busy_rows(pg_url: str) -> N
         await store.close()
 
 
-@pytest.mark.postgres
-async def test_postgres_undecodable_rows_stay_leased_if_burying_them_fails(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+async def test_undecodable_rows_stay_leased_if_burying_them_fails(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The dead-lettering runs after the claim's transaction: should it fail, the claim still
-    hands out the good rows, and the bad one is buried by a claim after its lease ends."""
-    import sailseg.store.postgres as pg
+    """Both backends decode a claim's rows after its transaction (SQLite: outside the write
+    lock every process shares) and dead-letter the bad ones in a second one: should that
+    fail, the claim still hands out the good rows, and the bad one is buried by a claim
+    after its lease ends."""
+    backend = sys.modules[type(store).__module__]
+    await store.enqueue([qi("bad", "a"), qi("good", "b")], dedupe_window=0, now=NOW)
+    await store._execute("UPDATE sailseg_events SET event = ? WHERE id = 'bad'", b"junk")
 
-    store = PostgresStore(pg_url)
+    def broken(*_: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(backend, "undecodable_dead_row", broken)
+        (good,) = await store.claim("n", 10, lease=10, now=NOW)
+    assert good.id == "good"
+    await store.finish([Outcome(item=good, status="done")], now=NOW, owner="n")
+    assert "undecodable queue item(s) to the dead letters failed" in caplog.text
+    assert await store.list_dead_letters() == []
+    assert await store.claim("n", 10, lease=10, now=NOW + 9) == []  # still leased
+    assert await store.claim("n", 10, lease=10, now=NOW + 10) == []  # buried now
+    assert [d.error_type for d in await store.list_dead_letters()] == ["Undecodable"]
+    assert await store.backlog() == 0
+
+
+async def test_sqlite_finish_fixes_heads_only_for_keys_with_rows_left(tmp_path: Path) -> None:
+    """After a finish, one probe finds the keys that still have rows; the head statements
+    run only for those (a finish mostly empties its keys: W2 finishes 5,000 people at a
+    time), and the next row of a key that has one becomes its head."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
     await store.open()
     try:
         await store.migrate()
-        await store.enqueue([qi("bad", "a"), qi("good", "b")], dedupe_window=0, now=NOW)
-        await store._execute("UPDATE sailseg_events SET event = ? WHERE id = 'bad'", b"junk")
+        statements: list[str] = []
+        store._conn().set_trace_callback(statements.append)
+        await store.enqueue([qi("a1", "a"), qi("b1", "b"), qi("c1", "c")], dedupe_window=0, now=NOW)
+        claimed = await store.claim("n", 10, lease=10, now=NOW)
+        statements.clear()
+        await store.finish([Outcome(item=i, status="done") for i in claimed], now=NOW, owner="n")
+        assert not [s for s in statements if "head = 1" in s and "UPDATE" in s]
+        await store.enqueue([qi("d1", "d"), qi("d2", "d"), qi("e1", "e")], dedupe_window=0, now=NOW)
+        claimed = await store.claim("n", 10, lease=10, now=NOW)
+        assert [i.id for i in claimed] == ["d1", "e1"]
+        statements.clear()
+        await store.finish([Outcome(item=i, status="done") for i in claimed], now=NOW, owner="n")
+        assert [s for s in statements if "head = 1" in s and "UPDATE" in s]
+        assert '[["p","d"]]' in " ".join(statements)  # only the key with a row left
+        assert [i.id for i in await store.claim("n", 10, lease=10, now=NOW)] == ["d2"]
+    finally:
+        await store.close()
 
-        def broken(*_: object) -> None:
-            raise RuntimeError("disk on fire")
 
-        with monkeypatch.context() as patch:
-            patch.setattr(pg, "undecodable_dead_row", broken)
-            (good,) = await store.claim("n", 10, lease=10, now=NOW)
-        assert good.id == "good"
-        await store.finish([Outcome(item=good, status="done")], now=NOW, owner="n")
-        assert "undecodable queue item(s) to the dead letters failed" in caplog.text
-        assert await store.list_dead_letters() == []
-        assert await store.claim("n", 10, lease=10, now=NOW + 9) == []  # still leased
-        assert await store.claim("n", 10, lease=10, now=NOW + 10) == []  # buried now
-        assert [d.error_type for d in await store.list_dead_letters()] == ["Undecodable"]
+async def test_sqlite_burial_leaves_a_row_another_node_took_over(tmp_path: Path) -> None:
+    """SQLite buries in its own transaction after the claim's: a row another node leased in
+    between (this claim's lease lapsed) is left to that node, not dead-lettered by both."""
+    import sailseg.store.sqlite as lite
+
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        await store.enqueue([qi("bad", "a")], dedupe_window=0, now=NOW)
+        (row,) = await store._write(lite._claim, "n", 10, NOW + 10, NOW)
+        await store._execute("UPDATE sailseg_queue SET lease_owner = 'm' WHERE id = 'bad'")
+        await store._write(lite._bury, [(row, ValueError("junk"))], NOW, "n")
+        assert (await store.list_dead_letters(), await store.backlog()) == ([], 1)
+        await store._write(lite._bury, [(row, ValueError("junk"))], NOW, "m")
+        assert [d.item_id for d in await store.list_dead_letters()] == ["bad"]
         assert await store.backlog() == 0
     finally:
         await store.close()

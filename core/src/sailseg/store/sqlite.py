@@ -49,6 +49,7 @@ so no older page image holding the erased data stays in ``-wal``.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -112,6 +113,7 @@ CLAIM_SQL = (
     "(SELECT pipeline FROM sailseg_paused) ORDER BY q.due_at, q.id LIMIT ?"
 )
 _json = msgspec.json.Encoder()
+log = logging.getLogger("sailseg.store")
 
 
 def _ids(values: Sequence[str]) -> str:
@@ -264,9 +266,26 @@ class SQLiteStore(SQLStore):
             (_enqueue, (rows, items, bodies, dedupe_window, now, self.journal)), timeout=timeout)
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
+        """Lease the due heads in one transaction, then decode them outside it; rows that
+        cannot be decoded become dead letters in a second transaction (as the PostgreSQL
+        store does). Why outside: decoding is about half of a large claim's time, and while
+        the transaction runs, the write lock every process shares is held (W2's delivery
+        process claims 5,000 members at a time; bench/README.md, 2026-12-06, a tenth
+        session)."""
         if limit <= 0:
             return []
-        return await self._write(_claim, owner, limit, now + lease, now)
+        rows = await self._write(_claim, owner, limit, now + lease, now)
+        items, bad = decode_items(rows)
+        if bad:
+            log_undecodable(bad)
+            try:
+                await self._write(_bury, bad, now, owner)
+            except Exception:  # noqa: BLE001 - the good rows of the claim are handed out anyway
+                # they stay leased until their lease ends; the claim that takes them again
+                # buries them then
+                log.exception("moving %d undecodable queue item(s) to the dead letters failed",
+                              len(bad))
+        return items
 
     async def finish(
         self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None
@@ -476,6 +495,11 @@ def _grow(conn: sqlite3.Connection, n: int) -> None:
 
 _KEYS_OF_JSON = ("(SELECT json_extract(value, '$[0]') AS p, json_extract(value, '$[1]') AS o "
                  "FROM json_each(?)) k")
+#: the (pipeline, okey) pairs of a JSON list of pairs that have queue rows
+_KEYS_WITH_ROWS = (
+    f"SELECT k.p, k.o FROM {_KEYS_OF_JSON} WHERE EXISTS (SELECT 1 FROM sailseg_queue q "
+    "WHERE q.okey = k.o AND q.pipeline = k.p)"
+)
 #: per (pipeline, okey) of a JSON list of pairs that has a head: the head (id, lease end) and
 #: its key's oldest row
 _HEADS_OF_KEYS = (
@@ -496,15 +520,25 @@ _MARK_HEADLESS = (
 def _fix_heads(conn: sqlite3.Connection, keys: Iterable[HeadKey], now: float) -> None:
     """Re-mark the oldest row of each (pipeline, okey) as its head (see ``plan_heads``).
 
-    Keys that still have a head go through ``plan_heads`` (a leased head keeps its mark;
-    rare: a released parked item older than its key's head); then one statement marks the
-    oldest row of every key left without a head. Why two steps: after a finish most keys
-    have no head, and reading each key's row back into Python to decide what the statement
-    can decide cost ~15 ms per 2,000 keys (bench W3, 2026-12-05)."""
+    First one probe per key finds the keys that have rows left; a finish mostly empties its
+    keys (one event per person in flight), and then nothing else runs. Why: the two
+    statements below cost about three index probes per key, ~4 us per finished member of
+    W2's 5,000-member finishes, inside the write lock (bench/README.md, 2026-12-06, a tenth
+    session). Of the keys left, those that still have a head go through ``plan_heads`` (a
+    leased head keeps its mark; rare: a released parked item older than its key's head);
+    then one statement marks the oldest row of every key left without a head. Why two
+    steps: after a finish most keys have no head, and reading each key's row back into
+    Python to decide what the statement can decide cost ~15 ms per 2,000 keys (bench W3,
+    2026-12-05)."""
     unique = sorted(set(keys))
     if not unique:
         return
     arg = _json.encode(unique).decode()
+    left = conn.execute(_KEYS_WITH_ROWS, (arg,)).fetchall()
+    if not left:
+        return
+    if len(left) < len(unique):
+        arg = _json.encode(left).decode()
     heads: dict[HeadKey, tuple[str, float]] = {}
     oldest: dict[HeadKey, str | None] = {}
     for pipeline, okey, head_id, lease_until, first in conn.execute(_HEADS_OF_KEYS, (arg,)):
@@ -616,28 +650,25 @@ def _summed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [(*key, n) for key, n in total.items()]
 
 
-def _claim(
-    conn: sqlite3.Connection, owner: str, limit: int, until: float, now: float
-) -> list[QueueItem]:
-    """Lease the due heads; a row that cannot be decoded becomes a dead letter instead."""
+def _claim(conn: sqlite3.Connection, owner: str, limit: int, until: float, now: float) -> list[Row]:
+    """Lease the due heads; return their rows (``ITEM_READ``), decoded by the caller."""
     rows = conn.execute(CLAIM_SQL, (now, now, limit)).fetchall()
-    items, bad = decode_items(rows)
-    if items:
+    if rows:
         conn.execute(f"UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id {_IN}",
-                     (owner, until, _ids([i.id for i in items])))
-    if bad:
-        _bury(conn, bad, now)
-    return items
+                     (owner, until, _ids([r[0] for r in rows])))
+    return rows
 
 
-def _bury(conn: sqlite3.Connection, bad: list[tuple[Row, Exception]], now: float) -> None:
-    """Move undecodable queue rows to the dead letters (see ``undecodable_dead_row``)."""
-    log_undecodable(bad)
-    gone = sum(conn.execute("DELETE FROM sailseg_queue WHERE id = ?", (r[0],)).rowcount
-               for r, _ in bad)
-    _grow(conn, -gone)
-    conn.executemany(DEAD_INSERT, [undecodable_dead_row(r, exc, now) for r, exc in bad])
-    _fix_heads(conn, [head_key(r) for r, _ in bad], now)
+def _bury(
+    conn: sqlite3.Connection, bad: list[tuple[Row, Exception]], now: float, owner: str
+) -> None:
+    """Move claimed queue rows that cannot be decoded, still leased by ``owner``, to the
+    dead letters (see ``undecodable_dead_row``)."""
+    buried = [(r, exc) for r, exc in bad if conn.execute(
+        "DELETE FROM sailseg_queue WHERE id = ? AND lease_owner = ?", (r[0], owner)).rowcount]
+    _grow(conn, -len(buried))
+    conn.executemany(DEAD_INSERT, [undecodable_dead_row(r, exc, now) for r, exc in buried])
+    _fix_heads(conn, [head_key(r) for r, _ in buried], now)
 
 
 def _finish(
