@@ -270,7 +270,7 @@ class SQLiteStore(SQLStore):
         cannot be decoded become dead letters in a second transaction (as the PostgreSQL
         store does). Why outside: decoding is about half of a large claim's time, and while
         the transaction runs, the write lock every process shares is held (W2's delivery
-        process claims 5,000 members at a time; bench/README.md, 2026-12-06, a tenth
+        process claims 5,000 members at a time; bench/README.md, 2026-12-06, an eleventh
         session)."""
         if limit <= 0:
             return []
@@ -523,7 +523,7 @@ def _fix_heads(conn: sqlite3.Connection, keys: Iterable[HeadKey], now: float) ->
     First one probe per key finds the keys that have rows left; a finish mostly empties its
     keys (one event per person in flight), and then nothing else runs. Why: the two
     statements below cost about three index probes per key, ~4 us per finished member of
-    W2's 5,000-member finishes, inside the write lock (bench/README.md, 2026-12-06, a tenth
+    W2's 5,000-member finishes, inside the write lock (bench/README.md, 2026-12-06, an eleventh
     session). Of the keys left, those that still have a head go through ``plan_heads`` (a
     leased head keeps its mark; rare: a released parked item older than its key's head);
     then one statement marks the oldest row of every key left without a head. Why two
