@@ -15,6 +15,7 @@ import pytest
 from sailseg.errors import StoreError
 from sailseg.events import Event
 from sailseg.plugins import build_registry, make_plugin_manager
+from sailseg.store._rows import decode_items
 from sailseg.store.base import Outcome, QueueItem, Store
 from sailseg.store.postgres import PostgresStore, _parse_url
 from sailseg.store.sqlite import SQLiteStore
@@ -286,6 +287,48 @@ async def test_sqlite_finish_fixes_heads_only_for_keys_with_rows_left(tmp_path: 
         assert [s for s in statements if "head = 1" in s and "UPDATE" in s]
         assert '[["p","d"]]' in " ".join(statements)  # only the key with a row left
         assert [i.id for i in await store.claim("n", 10, lease=10, now=NOW)] == ["d2"]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_claim_leases_only_what_is_still_claimable_since_its_read(
+    tmp_path: Path,
+) -> None:
+    """A SQLite claim reads the due heads outside the write lock, then leases them: the lease
+    re-checks each row, and takes what a finish changed since the read from the row itself
+    (a holder whose lease lapsed may still finish its row as a retry: its fence is the
+    owner)."""
+    import sailseg.store.sqlite as lite
+
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        await store.enqueue([qi("r1", "r"), qi("t1", "t"), qi("u1", "u"), qi("v1", "v")],
+                            dedupe_window=0, now=NOW)
+        (r1, *_) = await store.claim("old", 1, lease=10, now=NOW)
+        assert r1.id == "r1"
+        seen = await store._fetch(lite.CLAIM_SQL, NOW + 10, NOW + 10, 10)  # r1's lease lapsed
+        assert [r[0] for r in seen] == ["r1", "t1", "u1", "v1"]
+        # meanwhile: the lapsed holder retries r1 at once, another node takes t1, u1 is
+        # finished; while the pipeline is paused, nothing is leased
+        await store.finish([Outcome(item=r1, status="retry", sinks=["s2"], attempt=2,
+                                    due_at=NOW + 5, error="503")], now=NOW + 10, owner="old")
+        (t1,) = [i for i in await store.claim("other", 10, lease=10, now=NOW + 10) if i.id == "t1"]
+        await store._execute("UPDATE sailseg_queue SET lease_owner = NULL, lease_until = 0 "
+                             "WHERE lease_owner = 'other' AND id <> 't1'")
+        await store.finish([Outcome(item=qi("u1", "u"), status="done")], now=NOW + 10)
+        assert await store.pause_pipeline("p", actor="test", now=NOW + 10)
+        assert await store._write(lite._lease, "new", seen, NOW + 30, NOW + 10) == []
+        assert await store.resume_pipeline("p")
+        rows = await store._write(lite._lease, "new", seen, NOW + 30, NOW + 10)
+        assert [r[0] for r in rows] == ["r1", "v1"]
+        (item, _), _ = decode_items(rows)
+        assert (item.id, item.sinks, item.attempt, item.due_at, item.last_error) == (
+            "r1", ["s2"], 2, NOW + 5, "503")  # the row as the retry left it, not the read
+        assert (await store._fetch("SELECT lease_owner FROM sailseg_queue WHERE id = 'r1'")
+                ) == [("new",)]
+        assert t1.id == "t1"
     finally:
         await store.close()
 

@@ -25,7 +25,8 @@ async def test_calls_queued_behind_the_other_process_share_one_transaction(
     store = SQLiteStore(f"sqlite:///{tmp_path}/s.db", process_lock=True)
     await store.open()
     await store.migrate()
-    await store.enqueue([item("a1", "userId:u1")], dedupe_window=0, now=NOW)
+    await store.enqueue([item("a1", "userId:u1"), item("c0", "userId:u0")], dedupe_window=0,
+                        now=NOW)
     (held,) = await store.claim("n", 1, lease=30, now=NOW)
     begins: list[str] = []
     assert store._wconn is not None
@@ -57,11 +58,13 @@ async def test_calls_queued_behind_the_other_process_share_one_transaction(
         fcntl.flock(other, fcntl.LOCK_UN)
     os.close(other)
     assert got["accept"] == [True] and got["finish"] is True
-    assert got["claim"] == ["b1"]  # in call order: the accept before it, in one transaction
+    # a claim reads what is committed (c0; not b1, which waited for the lock too), then its
+    # lease waits for the lock and shares the others' transaction
+    assert got["claim"] == ["c0"]
     assert len(begins) == 1, begins
     # and the lock is free again: a write goes through at once
     with anyio.fail_after(5):
-        assert await store.backlog() == 1
+        assert await store.backlog() == 2
         await store.enqueue([item("c1", "userId:u3")], dedupe_window=0, now=NOW)
     assert len(begins) == 2
     await store.close()

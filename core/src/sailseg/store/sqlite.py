@@ -266,15 +266,23 @@ class SQLiteStore(SQLStore):
             (_enqueue, (rows, items, bodies, dedupe_window, now, self.journal)), timeout=timeout)
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
-        """Lease the due heads in one transaction, then decode them outside it; rows that
-        cannot be decoded become dead letters in a second transaction (as the PostgreSQL
-        store does). Why outside: decoding is about half of a large claim's time, and while
-        the transaction runs, the write lock every process shares is held (W2's delivery
-        process claims 5,000 members at a time; bench/README.md, 2026-12-06, an eleventh
-        session)."""
+        """Read the due heads and their events on the read connection, lease those still
+        claimable in a write transaction, then decode them; rows that cannot be decoded
+        become dead letters in a second transaction (as the PostgreSQL store does).
+
+        Why only the lease inside the transaction: while it runs, the write lock every
+        process on the file shares is held, and the read (the events' join most of it) and
+        the decoding were most of a large claim's time (W2's delivery process claims 5,000
+        members at a time; bench/README.md, 2026-12-06, an eleventh session). The read is a
+        snapshot: the lease re-checks every condition of the claim and takes the columns a
+        finish may have changed since from the row itself (``_lease``)."""
         if limit <= 0:
             return []
-        rows = await self._write(_claim, owner, limit, now + lease, now)
+        if self._rconn is None:  # in-memory: one connection, read and lease in one go
+            rows = await self._write(_claim, owner, limit, now + lease, now)
+        else:
+            seen = await self._fetch(CLAIM_SQL, now, now, limit)
+            rows = await self._write(_lease, owner, seen, now + lease, now) if seen else []
         items, bad = decode_items(rows)
         if bad:
             log_undecodable(bad)
@@ -657,6 +665,33 @@ def _claim(conn: sqlite3.Connection, owner: str, limit: int, until: float, now: 
         conn.execute(f"UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id {_IN}",
                      (owner, until, _ids([r[0] for r in rows])))
     return rows
+
+
+#: lease the rows of a snapshot that are still claimable (``CLAIM_SQL``'s conditions); the
+#: columns a finish (a retry) may have changed since the snapshot come from the row itself
+_LEASE_SQL = (
+    f"UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id {_IN} AND head = 1 "
+    "AND due_at <= ? AND lease_until <= ? AND pipeline NOT IN (SELECT pipeline FROM "
+    "sailseg_paused) RETURNING id, sinks, attempt, due_at, last_error"
+)
+
+
+def _lease(conn: sqlite3.Connection, owner: str, seen: list[Row], until: float, now: float) -> list[Row]:
+    """Lease the rows ``seen`` (``CLAIM_SQL`` rows read outside this transaction) that are
+    still due, unleased heads of running pipelines; return them (``ITEM_READ``), in the
+    snapshot's order, with their current ``sinks``, ``attempt``, ``due_at`` and
+    ``last_error``. Why those four: a holder whose lease lapsed may still have finished its
+    row as a retry since the snapshot (its fence is the owner, not the lease's end); the
+    other columns never change after the insert."""
+    fresh = {r[0]: r for r in conn.execute(
+        _LEASE_SQL, (owner, until, _ids([r[0] for r in seen]), now, now))}
+    out: list[Row] = []
+    for row in seen:
+        now_row = fresh.get(row[0])
+        if now_row is not None:
+            _, sinks, attempt, due_at, last_error = now_row
+            out.append((*row[:4], sinks, attempt, row[6], due_at, last_error, *row[9:]))
+    return out
 
 
 def _bury(
