@@ -304,31 +304,32 @@ async def test_sqlite_claim_leases_only_what_is_still_claimable_since_its_read(
     await store.open()
     try:
         await store.migrate()
-        await store.enqueue([qi("r1", "r"), qi("t1", "t"), qi("u1", "u"), qi("v1", "v")],
-                            dedupe_window=0, now=NOW)
-        (r1, *_) = await store.claim("old", 1, lease=10, now=NOW)
-        assert r1.id == "r1"
-        seen = await store._fetch(lite.CLAIM_SQL, NOW + 10, NOW + 10, 10)  # r1's lease lapsed
-        assert [r[0] for r in seen] == ["r1", "t1", "u1", "v1"]
-        # meanwhile: the lapsed holder retries r1 at once, another node takes t1, u1 is
-        # finished; while the pipeline is paused, nothing is leased
+        await store.enqueue([qi("r1", "r"), qi("s1", "s"), qi("t1", "t"), qi("u1", "u"),
+                             qi("v1", "v"), qi("w1", "w")], dedupe_window=0, now=NOW)
+        r1, s1 = await store.claim("old", 2, lease=10, now=NOW)
+        seen = await store._fetch(lite.CLAIM_SQL, NOW + 10, NOW + 10, 10)  # old's leases lapsed
+        assert [r[0] for r in seen] == ["r1", "s1", "t1", "u1", "v1", "w1"]
+        # meanwhile: the lapsed holder retries r1 (due again) and s1 (not yet due), another
+        # node takes t1, u1 is finished, an older row of v's arrives and becomes its head;
+        # while the pipeline is paused, nothing is leased
         await store.finish([Outcome(item=r1, status="retry", sinks=["s2"], attempt=2,
-                                    due_at=NOW + 5, error="503")], now=NOW + 10, owner="old")
-        (t1,) = [i for i in await store.claim("other", 10, lease=10, now=NOW + 10) if i.id == "t1"]
-        await store._execute("UPDATE sailseg_queue SET lease_owner = NULL, lease_until = 0 "
-                             "WHERE lease_owner = 'other' AND id <> 't1'")
+                                    due_at=NOW + 5, error="503"),
+                            Outcome(item=s1, status="retry", sinks=["s2"], attempt=2,
+                                    due_at=NOW + 20, error="503")], now=NOW + 10, owner="old")
+        await store._execute("UPDATE sailseg_queue SET lease_owner = 'other', lease_until = ? "
+                             "WHERE id = 't1'", NOW + 100)
         await store.finish([Outcome(item=qi("u1", "u"), status="done")], now=NOW + 10)
+        await store.enqueue([qi("v0", "v")], dedupe_window=0, now=NOW + 10)
         assert await store.pause_pipeline("p", actor="test", now=NOW + 10)
         assert await store._write(lite._lease, "new", seen, NOW + 30, NOW + 10) == []
         assert await store.resume_pipeline("p")
         rows = await store._write(lite._lease, "new", seen, NOW + 30, NOW + 10)
-        assert [r[0] for r in rows] == ["r1", "v1"]
-        (item, _), _ = decode_items(rows)
+        assert [r[0] for r in rows] == ["w1", "r1"]  # oldest due first: r1's retry moved it
+        (_, item), _ = decode_items(rows)
         assert (item.id, item.sinks, item.attempt, item.due_at, item.last_error) == (
             "r1", ["s2"], 2, NOW + 5, "503")  # the row as the retry left it, not the read
-        assert (await store._fetch("SELECT lease_owner FROM sailseg_queue WHERE id = 'r1'")
-                ) == [("new",)]
-        assert t1.id == "t1"
+        leased = await store._fetch("SELECT id FROM sailseg_queue WHERE lease_owner = 'new'")
+        assert sorted(r[0] for r in leased) == ["r1", "w1"]
     finally:
         await store.close()
 

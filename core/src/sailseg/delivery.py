@@ -296,9 +296,9 @@ class Delivery:
                 held = self.inflight.get(item.id)
                 if held is not None:
                     if item.attempt > held.attempt:
-                        # the claim ran after this item's retry was written but before the
-                        # completer let go of it (both in one group commit): the claim is
-                        # its next attempt, which starts when the completer releases it
+                        # the claim leased this item after its retry was written but
+                        # before the completer let go of it: the claim is its next
+                        # attempt, which starts when the completer releases it
                         self._reclaimed[item.id] = item
                     # else our own lease lapsed while it was processed: that run goes on
                     continue

@@ -4,7 +4,8 @@ Writes: one connection, driven from worker threads, one transaction at a time. E
 call (enqueue, claim, finish, kv, ...) joins the next transaction through
 :class:`~sailseg.store._sql.GroupCommit`, so concurrent callers share one commit and one fsync;
 each call runs inside its own savepoint, so one failing call does not undo the others.
-Reads use a second connection, which WAL mode lets run beside the writer.
+Reads use a second connection, which WAL mode lets run beside the writer. A claim reads
+there too, and only leases what it read in a write transaction (:meth:`SQLiteStore.claim`).
 
 Several processes may open one file (``sailseg dlq replay`` beside ``sailseg serve``): write
 transactions start with ``BEGIN IMMEDIATE`` and wait up to ``busy_timeout`` for each other.
@@ -546,7 +547,7 @@ def _fix_heads(conn: sqlite3.Connection, keys: Iterable[HeadKey], now: float) ->
     if not left:
         return
     if len(left) < len(unique):
-        arg = _json.encode(left).decode()
+        arg = _json.encode([(p, o) for p, o in left]).decode()
     heads: dict[HeadKey, tuple[str, float]] = {}
     oldest: dict[HeadKey, str | None] = {}
     for pipeline, okey, head_id, lease_until, first in conn.execute(_HEADS_OF_KEYS, (arg,)):
@@ -678,9 +679,8 @@ _LEASE_SQL = (
 
 def _lease(conn: sqlite3.Connection, owner: str, seen: list[Row], until: float, now: float) -> list[Row]:
     """Lease the rows ``seen`` (``CLAIM_SQL`` rows read outside this transaction) that are
-    still due, unleased heads of running pipelines; return them (``ITEM_READ``), in the
-    snapshot's order, with their current ``sinks``, ``attempt``, ``due_at`` and
-    ``last_error``. Why those four: a holder whose lease lapsed may still have finished its
+    still due, unleased heads of running pipelines; return them (``ITEM_READ``) with their
+    current ``sinks``, ``attempt``, ``due_at`` and ``last_error``, oldest due first. Why those four: a holder whose lease lapsed may still have finished its
     row as a retry since the snapshot (its fence is the owner, not the lease's end); the
     other columns never change after the insert."""
     fresh = {r[0]: r for r in conn.execute(
@@ -691,6 +691,7 @@ def _lease(conn: sqlite3.Connection, owner: str, seen: list[Row], until: float, 
         if now_row is not None:
             _, sinks, attempt, due_at, last_error = now_row
             out.append((*row[:4], sinks, attempt, row[6], due_at, last_error, *row[9:]))
+    out.sort(key=lambda r: (r[7], r[0]))  # a retry since the read may have moved its due time
     return out
 
 
