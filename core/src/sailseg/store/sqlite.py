@@ -680,9 +680,10 @@ _LEASE_SQL = (
 def _lease(conn: sqlite3.Connection, owner: str, seen: list[Row], until: float, now: float) -> list[Row]:
     """Lease the rows ``seen`` (``CLAIM_SQL`` rows read outside this transaction) that are
     still due, unleased heads of running pipelines; return them (``ITEM_READ``) with their
-    current ``sinks``, ``attempt``, ``due_at`` and ``last_error``, oldest due first. Why those four: a holder whose lease lapsed may still have finished its
-    row as a retry since the snapshot (its fence is the owner, not the lease's end); the
-    other columns never change after the insert."""
+    current ``sinks``, ``attempt``, ``due_at`` and ``last_error``, oldest due first. Why
+    those four: a holder whose lease lapsed may still have finished its row as a retry
+    since the snapshot (its fence is the owner, not the lease's end); the other columns
+    never change after the insert."""
     fresh = {r[0]: r for r in conn.execute(
         _LEASE_SQL, (owner, until, _ids([r[0] for r in seen]), now, now))}
     out: list[Row] = []
