@@ -279,11 +279,8 @@ class SQLiteStore(SQLStore):
         finish may have changed since from the row itself (``_lease``)."""
         if limit <= 0:
             return []
-        if self._rconn is None:  # in-memory: one connection, read and lease in one go
-            rows = await self._write(_claim, owner, limit, now + lease, now)
-        else:
-            seen = await self._fetch(CLAIM_SQL, now, now, limit)
-            rows = await self._write(_lease, owner, seen, now + lease, now) if seen else []
+        seen = await self._fetch(CLAIM_SQL, now, now, limit)
+        rows = await self._write(_lease, owner, seen, now + lease, now) if seen else []
         items, bad = decode_items(rows)
         if bad:
             log_undecodable(bad)
@@ -657,15 +654,6 @@ def _summed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     for *key, n in rows:
         total[tuple(key)] = total.get(tuple(key), 0) + n
     return [(*key, n) for key, n in total.items()]
-
-
-def _claim(conn: sqlite3.Connection, owner: str, limit: int, until: float, now: float) -> list[Row]:
-    """Lease the due heads; return their rows (``ITEM_READ``), decoded by the caller."""
-    rows = conn.execute(CLAIM_SQL, (now, now, limit)).fetchall()
-    if rows:
-        conn.execute(f"UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id {_IN}",
-                     (owner, until, _ids([r[0] for r in rows])))
-    return rows
 
 
 #: lease the rows of a snapshot that are still claimable (``CLAIM_SQL``'s conditions); the
