@@ -225,6 +225,20 @@ async def test_a_firing_alert_repeats_after_the_repeat_interval(tmp_path: Path) 
         recv.close()
 
 
+async def test_the_runtime_is_ready_only_once_the_alert_baseline_is_stored(tmp_path: Path) -> None:
+    """A dead letter right after start counts: the rules' baseline (the first sample) is
+    stored before the runtime accepts anything."""
+    from sailseg.alerts.engine import SAMPLE_NS
+
+    cfg = config(f"sqlite:///{tmp_path}/s.db", 9)
+    cfg.alerts.interval = 3600.0  # no tick but the first one before the check
+    async with Runtime(cfg, alerts=True) as rt:
+        samples = await rt.store.kv_scan(SAMPLE_NS)
+        assert len(samples) == 1, samples
+        counts = json.loads(samples[0][1])["c"]
+        assert not any(k.endswith(":failed") and v for c in counts.values() for k, v in c.items())
+
+
 async def test_a_failing_notifier_does_not_silence_the_others(tmp_path: Path) -> None:
     from sailseg.alerts import AlertService, Notification
 

@@ -296,7 +296,7 @@ class Runtime:
             await svc.start()
             stack.push_async_callback(svc.stop)
             self.alert_service = svc
-            tg.start_soon(svc.engine.run)
+            await tg.start(svc.engine.run)  # its first sample is the rules' baseline
         self._backlog = await self.store.backlog()
         tg.start_soon(self.store_health.run, self.store, self.node_id,
                       cfg.server.store_probe_interval)

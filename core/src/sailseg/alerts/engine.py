@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 from .config import AlertsConfig
 from .notifiers import Notification, Notifier, scrubbed
@@ -94,8 +95,22 @@ class AlertEngine:
         horizon = max([r.window for r in config.rules.values() if r.enabled] + [0.0])
         self.keep = horizon + 3 * config.interval
 
-    async def run(self) -> None:
-        """Tick forever (cancelled with the runtime's task group)."""
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Store a first sample, report started, then tick forever (cancelled with the
+        runtime's task group).
+
+        Why the first sample before ``started``: a rule counts what changed since its oldest
+        sample, so a dead letter that happened before that sample is never counted. The
+        runtime starts the engine with ``tg.start`` before it is ready, so everything that
+        happens once it accepts events lies after the baseline (a runtime under load once
+        dead-lettered its first events before the engine's first tick, and the alert never
+        fired)."""
+        try:
+            await self.sample(self.clock())
+        except Exception:
+            log.exception("the alert engine's first sample failed; trying again in %.0fs",
+                          self.cfg.interval)
+        task_status.started()
         while True:
             try:
                 await self.tick()
