@@ -128,10 +128,12 @@ def run_size(n: int) -> dict:
         th.start()
         submitted_s = imported_s = None
         last: dict = {}
+        timeline: list[tuple[float, int, int, int]] = []  # (s, submitted, jobs, completed)
         while time.perf_counter() - t0 < TIMEOUT:
             time.sleep(0.5)
             last = _get(stats_url)
             el = time.perf_counter() - t0
+            timeline.append((round(el, 2), last["members_submitted"], last["jobs"], last["jobs_completed"]))
             if submitted_s is None and last["members_submitted"] >= n:
                 submitted_s = round(el, 2)
             if submitted_s is not None and last["jobs_completed"] == last["jobs"]:
@@ -145,7 +147,7 @@ def run_size(n: int) -> dict:
             "api_calls": last.get("api_calls"), "requests": last.get("requests"), "jobs": last.get("jobs"),
             "job_members": last.get("job_members"),
             "api_calls_per_100k": round(last.get("api_calls", 0) / n * 100_000, 1),
-            "sut_cpu_cores": cpu.stop(),
+            "sut_cpu_cores": cpu.stop(), "timeline": timeline,
         })
     finally:
         # the peak while every process of the server is alive: its delivery child stops
@@ -176,7 +178,7 @@ def main() -> None:
     for n in SIZES:
         r = run_size(n)
         rows.append(r)
-        print(f"  {n} members: {json.dumps(r)}", file=sys.stderr)
+        print(f"  {n} members: {json.dumps({k: v for k, v in r.items() if k != 'timeline'})}", file=sys.stderr)
     print(f"W2 bulk audience -> one Sailthru list via jobs (emulator), batches of {BATCH} members per "
           f"webhook POST, {CONC} in flight:\n")
     print("| members | sent (acked, durable) s | all submitted in jobs s | jobs completed s | API calls "
