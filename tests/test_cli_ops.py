@@ -196,6 +196,39 @@ def test_dlq_replay_waits_with_progress_until_delivered_or_dead(tmp_path: Path, 
         assert "Error: 3 event(s) were dead-lettered again" in res.output
 
 
+@pytest.mark.parametrize("fixed", [True, False])
+def test_the_wait_counts_what_a_node_finished_before_it_first_looked(tmp_path: Path, fixed: bool) -> None:
+    """``--wait`` counts from the counters read before the replay: a node that delivers (or
+    dead-letters again) every replayed event before the command reads the counters again is
+    still counted. (Read after the replay, under load, they were not: "delivered 0".)"""
+    from sailseg.cli.base import registry
+    from sailseg.cli.progress import baseline, wait_for_pipelines
+    from sailseg.runtime import open_store
+
+    cfg = write_config(tmp_path)
+    anyio.run(feed, cfg, [{"type": "track", "userId": f"u{i}", "event": "A", "messageId": f"m{i}"}
+                          for i in range(3)], 3)
+
+    async def go() -> Any:
+        store = open_store(load_config(cfg).store.url, registry())
+        await store.open()
+        try:
+            before = baseline(await store.stats(), ["main"])
+            n = await store.replay_dead_letters(None, now=time.time())
+            assert n == 3
+            # a node finishes all three before the wait's first read
+            await feed(write_config(tmp_path, fail="" if fixed else "fatal"), [], 3)
+            assert (await store.stats())["main"]["backlog"] == 0
+            return await wait_for_pipelines(store, ["main"], label="replaying", timeout=5,
+                                            before=before, queued=n, from_dead=True)
+        finally:
+            await store.close()
+
+    result = anyio.run(go)
+    assert (result.delivered, result.dead) == ((3, 0) if fixed else (0, 3)), result
+    assert result.total == 3 and result.remaining == 0 and not result.timed_out
+
+
 def test_replay_wait_and_timeout_without_a_node(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, fail="")
     anyio.run(feed, cfg, [{"type": "identify", "userId": "u1", "messageId": "i1", "traits": {}}], 1)

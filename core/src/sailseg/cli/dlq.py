@@ -19,7 +19,7 @@ from ..errors import ConfigError, SailsegError
 from .base import config_option, handle_errors, run_async, store_option
 from .opened import fmt_time, with_store
 from .output import json_option, one_line
-from .progress import WaitResult, should_wait, wait_for_pipelines, wait_option
+from .progress import WaitResult, baseline, should_wait, wait_for_pipelines, wait_option
 
 __all__ = ["dlq"]
 
@@ -109,19 +109,23 @@ def dlq_replay(config_path: str | None, store_url: str | None, ids: tuple[str, .
 
     async def go(store: Any) -> tuple[int, WaitResult | None]:
         if which is None:
-            pipelines = {p for p, s in (await store.stats()).items() if s.get("dead")}
+            stats = await store.stats()
+            pipelines = {p for p, s in stats.items() if s.get("dead")}
         else:
             rows = [await store.get_dead_letter(i) for i in which]
             missing = [i for i, r in zip(which, rows, strict=True) if r is None]
             if missing:
                 raise ConfigError(f"no dead letter with id {missing[0]!r} (see `sailseg dlq list`)")
             pipelines = {r.pipeline for r in rows if r is not None}
+            stats = await store.stats() if waiting else {}
+        before = baseline(stats, pipelines)  # before the replay: a node may deliver at once
         n = await store.replay_dead_letters(which, now=time.time())
         click.echo(f"replayed {n} dead letter(s)")
         if not waiting or not n:
             return n, None
         return n, await wait_for_pipelines(store, sorted(pipelines), label="replaying",
-                                           timeout=timeout)
+                                           timeout=timeout, before=before, queued=n,
+                                           from_dead=True)
 
     _n, result = run_async(with_store, config_path, store_url, go)
     if result is not None:

@@ -7,10 +7,12 @@ store until their queue is empty, showing delivered / dead / parked counts, and 
 some of them were dead-lettered again.
 
 What is counted: the store's per-pipeline counters (``Store.stats``), read every
-``interval`` seconds. The wait ends when the queue of those pipelines is empty (every event
-replayed, and any other event queued meanwhile in those pipelines, is delivered, dead or
-parked). Other traffic in the same pipelines shows up in the counts; the bar's total is the
-pipelines' backlog right after the replay.
+``interval`` seconds, as changes from a :func:`baseline` read *before* the replay (a running
+node may deliver replayed events before the command reads the counters again: read after,
+they were not counted, and the bar said "delivered 0"). The wait ends when the queue of those
+pipelines is empty (every event replayed, and any other event queued meanwhile in those
+pipelines, is delivered, dead or parked). Other traffic in the same pipelines shows up in
+the counts; the bar's total is the pipelines' backlog right after the replay.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import click
 
-__all__ = ["WaitResult", "should_wait", "wait_option", "wait_for_pipelines"]
+__all__ = ["WaitResult", "baseline", "should_wait", "wait_option", "wait_for_pipelines"]
 
 
 def wait_option(f: Any) -> Any:
@@ -75,15 +77,28 @@ def _sums(stats: dict[str, dict[str, int]], pipelines: Collection[str]) -> dict[
     return out
 
 
+def baseline(stats: dict[str, dict[str, int]], pipelines: Collection[str]) -> dict[str, int]:
+    """The counters :func:`wait_for_pipelines` counts from: ``stats`` (``Store.stats``) read
+    before the replay, summed over ``pipelines``."""
+    return _sums(stats, pipelines)
+
+
 async def wait_for_pipelines(store: Any, pipelines: Collection[str], *, label: str,
-                             timeout: float, interval: float = 0.25) -> WaitResult:
+                             timeout: float, before: dict[str, int], queued: int,
+                             from_dead: bool = False, interval: float = 0.25) -> WaitResult:
     """Follow ``pipelines`` until their queue is empty (or ``timeout``), drawing a rich
-    progress bar on stderr; return the counts (deltas from the start)."""
+    progress bar on stderr; return the counts (deltas from the start).
+
+    :param before: :func:`baseline` of the counters before the replay.
+    :param queued: how many events the replay put in the queue.
+    :param from_dead: they came out of the dead letters (which then hold that many fewer)."""
     import anyio
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    start = _sums(await store.stats(), pipelines)
+    # the counters as they were right after the replay, had nothing been delivered since
+    start = {**before, "backlog": before["backlog"] + queued,
+             "dead": before["dead"] - (queued if from_dead else 0)}
     result = WaitResult(total=start["backlog"], remaining=start["backlog"])
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

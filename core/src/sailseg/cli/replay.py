@@ -11,7 +11,7 @@ import click
 from ..errors import ConfigError, SailsegError
 from .base import config_option, handle_errors, load, parse_since, run_async, store_option
 from .output import format_reports, json_option
-from .progress import should_wait, wait_for_pipelines, wait_option
+from .progress import baseline, should_wait, wait_for_pipelines, wait_option
 
 __all__ = ["replay"]
 
@@ -72,6 +72,8 @@ async def _replay(cfg: Any, pipeline: str, since: float, dry_run: bool, waiting:
     try:
         await store.check_schema(auto_migrate=store.url.startswith("sqlite"))
         now = time.time()
+        # before the re-enqueue: a running node may deliver them at once
+        before = baseline(await store.stats(), [pipeline]) if waiting else {}
         batch: list[QueueItem] = []
         n = 0
         from ..events import new_id
@@ -88,7 +90,7 @@ async def _replay(cfg: Any, pipeline: str, since: float, dry_run: bool, waiting:
         if not waiting or not n:
             return n, None
         return n, await wait_for_pipelines(store, [pipeline], label="replaying",
-                                           timeout=timeout)
+                                           timeout=timeout, before=before, queued=n)
     finally:
         await store.close()
 
