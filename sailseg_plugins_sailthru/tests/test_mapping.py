@@ -74,3 +74,22 @@ def test_snake_case_off_keeps_the_case() -> None:
     assert flatten_vars({"firstName": "G", "co": {"zipCode": "1"}}, snake=False) == {
         "firstName": "G", "co_zipCode": "1",
     }
+
+
+def test_flattening_leaves_no_cyclic_garbage() -> None:
+    """Every W1 delivery flattens traits: a walk that leaves reference cycles (a nested
+    recursive function does: it holds its own closure cell) hands the garbage collector
+    objects to find on every event. Reference counting must free everything at once."""
+    import gc
+
+    traits = {"firstName": "Grace", "company": {"name": "Initech", "address": {"city": "Berlin"}},
+              "tags": ["a", "b"], "scores": (1, 2)}
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            flatten_vars(traits)
+            flatten_vars(traits, flatten_arrays=True)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -88,37 +88,43 @@ def flatten_vars(
     """Nested objects become ``parent_child`` vars with sanitised names; arrays stay arrays
     (Sailthru stores array vars) unless ``flatten_arrays`` (``a_0``, ``a_1``...)."""
     out: dict[str, Any] = {}
-
-    def walk(obj: Mapping[str, Any], prefix: str) -> None:
-        for k, v in obj.items():
-            if not prefix and k in exclude:
-                continue
-            key = k if type(k) is str else str(k)
-            if prefix:
-                part = _clean_part(key, snake)
-                name = f"{prefix}{sep}{part}" if part else None
-            else:
-                name = _top_var_name(key, snake)
-            if not name:
-                continue
-            # JSON's scalars first, by exact type: most traits are one, and for them the
-            # Mapping ABC check below cost as much as the rest of the walk (W1's identify:
-            # 11.4 -> 5.7 us in a micro-benchmark); subclasses take the general path
-            kind = type(v)
-            if kind is str or kind is int or kind is float or kind is bool or v is None:
-                out[name] = v
-                continue
-            if kind is dict or isinstance(v, Mapping):
-                if v:
-                    walk(v, name)
-                continue
-            if isinstance(v, (list, tuple)) and flatten_arrays:
-                walk({str(i): x for i, x in enumerate(v)}, name)
-                continue
-            out[name] = list(v) if isinstance(v, tuple) else v
-
-    walk(data, "")
+    _walk(out, data, "", sep, snake, exclude, flatten_arrays)
     return out
+
+
+def _walk(out: dict[str, Any], obj: Mapping[str, Any], prefix: str, sep: str, snake: bool,
+          exclude: frozenset[str] | set[str], flatten_arrays: bool) -> None:
+    """:func:`flatten_vars`'s walk, a module function: a nested recursive ``walk`` held its
+    own closure cell, so each call left a cycle (the function, its closure and 6 cells) for
+    the garbage collector, ~8 objects of cyclic garbage per W1 event (the delivery
+    process's only cyclic garbage; gc callbacks at W1 saturation)."""
+    for k, v in obj.items():
+        if not prefix and k in exclude:
+            continue
+        key = k if type(k) is str else str(k)
+        if prefix:
+            part = _clean_part(key, snake)
+            name = f"{prefix}{sep}{part}" if part else None
+        else:
+            name = _top_var_name(key, snake)
+        if not name:
+            continue
+        # JSON's scalars first, by exact type: most traits are one, and for them the
+        # Mapping ABC check below cost as much as the rest of the walk (W1's identify:
+        # 11.4 -> 5.7 us in a micro-benchmark); subclasses take the general path
+        kind = type(v)
+        if kind is str or kind is int or kind is float or kind is bool or v is None:
+            out[name] = v
+            continue
+        if kind is dict or isinstance(v, Mapping):
+            if v:
+                _walk(out, v, name, sep, snake, exclude, flatten_arrays)
+            continue
+        if isinstance(v, (list, tuple)) and flatten_arrays:
+            _walk(out, {str(i): x for i, x in enumerate(v)}, name, sep, snake, exclude,
+                  flatten_arrays)
+            continue
+        out[name] = list(v) if isinstance(v, tuple) else v
 
 
 def to_cents(value: Any, *, field: str = "price") -> int:
