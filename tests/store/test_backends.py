@@ -370,3 +370,41 @@ async def test_both_backends_report_their_accept_commits(store: Store, item: Any
     assert sum(calls for _, calls in seen) == 20
     assert len(seen) < 20  # some shared a commit
     assert all(seconds > 0 for seconds, _ in seen)
+
+
+async def test_items_in_flight_and_their_outcomes_give_the_collector_little_to_scan(
+        tmp_path: Path) -> None:
+    """A bulk delivery holds tens of thousands of claimed items, then their prepared
+    outcomes; the cyclic garbage collector scans every tracked object each holds. A claimed
+    item costs only its event's own tracked objects (here: the Event, its payload and one
+    nested object), and a delivered outcome's prepared rows add no empty containers."""
+    import gc
+
+    from sailseg.store._rows import prepare_outcomes
+
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        items = [qi(f"i{n:05d}", f"k{n}") for n in range(2000)]
+        for it in items:
+            it.event.payload["context"] = {"personas": {"computation_class": "audience"}}
+        await store.enqueue(items, dedupe_window=0, now=NOW)
+        del items
+        gc.collect()
+        base = len(gc.get_objects())
+        claimed = await store.claim("me", 2000, lease=60, now=NOW)
+        gc.collect()  # (which also stops tracking tuples of plain values)
+        per_item = (len(gc.get_objects()) - base) / len(claimed)
+        assert len(claimed) == 2000 and per_item < 3.5, per_item
+        outcomes = [Outcome(item=i, status="done", delivered=["s"], counts={"s:delivered": 1})
+                    for i in claimed]
+        gc.collect()
+        base = len(gc.get_objects())
+        prepared = prepare_outcomes(outcomes, NOW, journal=False)
+        gc.collect()
+        per_outcome = (len(gc.get_objects()) - base) / len(prepared)
+        # the prepared tuple and its list of counts (its rows are tuples of plain values)
+        assert per_outcome < 2.5, per_outcome
+    finally:
+        await store.close()

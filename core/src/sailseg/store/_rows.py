@@ -342,13 +342,13 @@ class PreparedOutcome(NamedTuple):
     #: ``ITEM_COLS`` but ``body`` + (parked_at, expires_at, reason) for a parked item
     parked: tuple[Any, ...] | None
     #: (kind, value, item_id) rows for a parked item
-    park_keys: list[tuple[str, str, str]]
+    park_keys: Sequence[tuple[str, str, str]]
     #: ``DEAD_COLS`` rows but ``body``
-    dead: list[tuple[Any, ...]]
+    dead: Sequence[tuple[Any, ...]]
     #: (pipeline, name, increment)
     counts: list[tuple[str, str, int]]
     #: ``JOURNAL_WRITE_COLS`` rows (see ``_journal``)
-    journal: list[tuple[Any, ...]] = []
+    journal: Sequence[tuple[Any, ...]] = ()
 
     def refs(self) -> int:
         """How the count of rows naming the item's event changes when this is applied."""
@@ -381,7 +381,7 @@ def prepare_outcomes(
         seen.add(item.id)
         okey = clean(item.okey)
         retry = parked = delivered = None
-        keys: list[tuple[str, str, str]] = []
+        keys: Sequence[tuple[str, str, str]] = ()
         if o.status == "retry":
             retry = (encode_sinks(o.sinks), o.attempt, o.due_at, _clean_opt(o.error))
         elif o.status == "parked":
@@ -398,11 +398,11 @@ def prepare_outcomes(
                 created_at=now, body=None,
             )[:10]
             for d in o.dead
-        ]
+        ] if o.dead else ()
         counts = [(item.pipeline, clean(k), n) for k, n in o.counts.items() if n]
         out.append(PreparedOutcome(item.id, item.pipeline, okey, o.status, retry, delivered,
                                    parked, keys, dead, counts,
-                                   outcome_rows(o, now) if journaled(journal, item.pipeline) else []))
+                                   outcome_rows(o, now) if journaled(journal, item.pipeline) else ()))
     return out
 
 

@@ -58,7 +58,7 @@ STORE_FIX = "change [store] url, --store URL or SAILSEG_STORE"
 SCHEMA_VERSION = 5
 
 
-class QueueItem(msgspec.Struct, kw_only=True):
+class QueueItem(msgspec.Struct, kw_only=True, gc=False):
     """One event waiting for delivery through one pipeline.
 
     :param id: unique, sortable (``events.new_id()``); also the FIFO order within
@@ -76,6 +76,12 @@ class QueueItem(msgspec.Struct, kw_only=True):
         the same ``body`` (one accepted message fanned out to several pipelines) share one
         stored copy of the event, which must then be the same apart from ``pipeline``, as
         must ``okey``. None: the item's own ``id`` (also how a claim returns that case).
+
+    Not tracked by the cyclic garbage collector (``gc=False``, as :class:`Outcome` and
+    :class:`DeadLetterRecord`): a bulk delivery holds tens of thousands of items in flight,
+    and the collector scanned each of them, and each outcome, for cycles they cannot be
+    part of (their event never refers back to them; plugins never see them). Nothing an
+    item holds may refer back to it.
     """
 
     id: str
@@ -91,7 +97,7 @@ class QueueItem(msgspec.Struct, kw_only=True):
     body: str | None = None
 
 
-class DeadLetterRecord(msgspec.Struct, kw_only=True):
+class DeadLetterRecord(msgspec.Struct, kw_only=True, gc=False):
     """A permanent failure to write, produced by the runtime for one (item, sink)."""
 
     sink: str
@@ -100,7 +106,7 @@ class DeadLetterRecord(msgspec.Struct, kw_only=True):
     response: Any = None
 
 
-class Outcome(msgspec.Struct, kw_only=True):
+class Outcome(msgspec.Struct, kw_only=True, gc=False):
     """What the runtime decided for one claimed item; :meth:`Store.finish` applies it.
 
     - ``done``: remove from queue; if ``delivered`` is non-empty, keep the event in
@@ -112,6 +118,7 @@ class Outcome(msgspec.Struct, kw_only=True):
 
     ``dead`` records are written as dead letters in the same transaction, whatever the status.
     ``counts`` maps "<sink or ->:<delivered|failed|skipped|filtered|retried>" -> increment.
+    Not tracked by the cyclic garbage collector, as :class:`QueueItem`.
     """
 
     item: QueueItem
