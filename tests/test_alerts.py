@@ -239,6 +239,24 @@ async def test_the_runtime_is_ready_only_once_the_alert_baseline_is_stored(tmp_p
         assert not any(k.endswith(":failed") and v for c in counts.values() for k, v in c.items())
 
 
+async def test_dead_letters_of_a_backlog_left_from_before_the_start_are_counted(
+        tmp_path: Path) -> None:
+    """A node that starts on a backlog (left by a stopped node) takes its alert baseline
+    before its delivery claims anything: what it dead-letters at once still fires."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    async with Runtime(config(url, 9), deliver=False) as rt:  # accepts only
+        await rt.accept("web", [{"type": "track", "userId": f"u{i}", "event": "E", "messageId": f"m{i}"}
+                                for i in range(3)])
+    recv = Receiver()
+    try:
+        async with Runtime(config(url, recv.port, window="1h"), alerts=True):
+            await wait_for(lambda: firing_of(recv, "dead_letters:main"))
+        (fired,) = firing_of(recv, "dead_letters:main")
+        assert fired["value"] == 3, fired
+    finally:
+        recv.close()
+
+
 async def test_a_failing_notifier_does_not_silence_the_others(tmp_path: Path) -> None:
     from sailseg.alerts import AlertService, Notification
 

@@ -229,6 +229,36 @@ def test_the_wait_counts_what_a_node_finished_before_it_first_looked(tmp_path: P
     assert result.total == 3 and result.remaining == 0 and not result.timed_out
 
 
+def test_the_wait_counts_a_dead_letter_written_between_its_reading_and_the_replay(
+        tmp_path: Path) -> None:
+    """``dlq replay --all`` moves every dead letter, also one a node wrote after the command
+    read its counters: that one is not "dead again" once it is delivered."""
+    from sailseg.cli.base import registry
+    from sailseg.cli.progress import baseline, wait_for_pipelines
+    from sailseg.runtime import open_store
+
+    cfg = write_config(tmp_path)
+    anyio.run(feed, cfg, [{"type": "track", "userId": f"u{i}", "event": "A", "messageId": f"m{i}"}
+                          for i in range(3)], 3)
+
+    async def go() -> Any:
+        store = open_store(load_config(cfg).store.url, registry())
+        await store.open()
+        try:
+            before = baseline(await store.stats(), ["main"])
+            await feed(cfg, [{"type": "track", "userId": "u9", "event": "A", "messageId": "m9"}], 1)
+            n = await store.replay_dead_letters(None, now=time.time())
+            assert n == 4
+            await feed(write_config(tmp_path, fail=""), [], 4)
+            return await wait_for_pipelines(store, ["main"], label="replaying", timeout=5,
+                                            before=before, queued=n, from_dead=True)
+        finally:
+            await store.close()
+
+    result = anyio.run(go)
+    assert (result.delivered, result.dead, result.remaining) == (4, 0, 0), result
+
+
 def test_replay_wait_and_timeout_without_a_node(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, fail="")
     anyio.run(feed, cfg, [{"type": "identify", "userId": "u1", "messageId": "i1", "traits": {}}], 1)

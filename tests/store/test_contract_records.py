@@ -98,6 +98,10 @@ async def test_delivered_since_is_ordered_inclusive_and_pages(store: Store, item
     assert sorted(got) == sorted(i.event.id for i in items) and len(got) == len(set(got))
     later = [e.id async for e in store.delivered_since("p", NOW + 40)]
     assert 0 < len(later) < len(items)
+    # until: what was delivered before it, page after page (the replay's bound)
+    early = [e.id async for e in store.delivered_since("p", NOW, until=NOW + 800)]
+    rest = [e.id async for e in store.delivered_since("p", NOW + 800)]
+    assert len(early) > 500 and rest and sorted(early + rest) == sorted(got)
     assert [e async for e in store.delivered_since("other", 0)] == []
 
 

@@ -274,6 +274,17 @@ class Runtime:
         tg = anyio.create_task_group()
         await stack.enter_async_context(tg)
         self._tg = tg
+        if self.alerts and cfg.alerts.enabled:
+            from .alerts import AlertService
+
+            svc = AlertService(cfg, self.registry, self.store, node_id=self.node_id, env=self.env,
+                               transport=self.transport, clock=self.clock)
+            await svc.start()
+            stack.push_async_callback(svc.stop)
+            self.alert_service = svc
+            # first, before delivery and the triggers start: its first sample is the rules'
+            # baseline, so nothing this node delivers or dead-letters happens before it
+            await tg.start(svc.engine.run)
         if self.deliver:
             self.delivery = Delivery(
                 store=self.store, pipelines=self.pipelines, config=cfg.delivery,
@@ -288,15 +299,6 @@ class Runtime:
                 tg.start_soon(self._run_trigger, comp)
         if self.deliver:
             tg.start_soon(self._publish_signals)
-        if self.alerts and cfg.alerts.enabled:
-            from .alerts import AlertService
-
-            svc = AlertService(cfg, self.registry, self.store, node_id=self.node_id, env=self.env,
-                               transport=self.transport, clock=self.clock)
-            await svc.start()
-            stack.push_async_callback(svc.stop)
-            self.alert_service = svc
-            await tg.start(svc.engine.run)  # its first sample is the rules' baseline
         self._backlog = await self.store.backlog()
         tg.start_soon(self.store_health.run, self.store, self.node_id,
                       cfg.server.store_probe_interval)

@@ -101,15 +101,14 @@ class AlertEngine:
 
         Why the first sample before ``started``: a rule counts what changed since its oldest
         sample, so a dead letter that happened before that sample is never counted. The
-        runtime starts the engine with ``tg.start`` before it is ready, so everything that
-        happens once it accepts events lies after the baseline (a runtime under load once
-        dead-lettered its first events before the engine's first tick, and the alert never
-        fired)."""
+        runtime starts the engine with ``tg.start`` before delivery and the triggers, so
+        everything the node accepts, delivers or dead-letters lies after the baseline (a
+        runtime under load once dead-lettered its first events before the engine's first
+        tick, and the alert never fired)."""
         try:
             await self.sample(self.clock())
         except Exception:
-            log.exception("the alert engine's first sample failed; trying again in %.0fs",
-                          self.cfg.interval)
+            log.exception("the alert engine's first sample failed; the first tick tries again")
         task_status.started()
         while True:
             try:

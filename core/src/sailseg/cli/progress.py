@@ -97,8 +97,9 @@ async def wait_for_pipelines(store: Any, pipelines: Collection[str], *, label: s
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     # the counters as they were right after the replay, had nothing been delivered since
+    # (at least none dead: `dlq replay --all` also moves dead letters written after `before`)
     start = {**before, "backlog": before["backlog"] + queued,
-             "dead": before["dead"] - (queued if from_dead else 0)}
+             "dead": max(0, before["dead"] - (queued if from_dead else 0))}
     result = WaitResult(total=start["backlog"], remaining=start["backlog"])
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

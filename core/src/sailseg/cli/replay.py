@@ -78,7 +78,9 @@ async def _replay(cfg: Any, pipeline: str, since: float, dry_run: bool, waiting:
         n = 0
         from ..events import new_id
 
-        async for ev in store.delivered_since(pipeline, since):
+        # up to now: a running node delivers what this puts back, and those deliveries
+        # must not come round again in this very read
+        async for ev in store.delivered_since(pipeline, since, until=now):
             batch.append(QueueItem(id=new_id(), event=ev, pipeline=pipeline, okey=ordering_key(ev.payload),
                                    dedupe_key=None, first_seen=now, due_at=now))
             if len(batch) >= 500:

@@ -583,12 +583,14 @@ class SQLStore(ViewQueries, Store):
         )
 
     # -- delivered (replay) ----------------------------------------------------------
-    async def delivered_since(self, pipeline: str, since: float) -> AsyncIterator[Event]:
+    async def delivered_since(self, pipeline: str, since: float,
+                              until: float | None = None) -> AsyncIterator[Event]:
         cols = ("SELECT d.delivered_at, d.id, e.event FROM sailseg_delivered d "
                 "JOIN sailseg_events e ON e.id = d.body WHERE d.pipeline = ? ")
+        bound, upto = ("AND d.delivered_at < ? ", (until,)) if until is not None else ("", ())
         rows = await self._fetch(
-            f"{cols}AND d.delivered_at >= ? ORDER BY d.delivered_at, d.id LIMIT ?",
-            pipeline, since, _PAGE,
+            f"{cols}AND d.delivered_at >= ? {bound}ORDER BY d.delivered_at, d.id LIMIT ?",
+            pipeline, since, *upto, _PAGE,
         )
         while rows:
             for row in rows:
@@ -597,8 +599,9 @@ class SQLStore(ViewQueries, Store):
                 return
             last_at, last_id = rows[-1][0], rows[-1][1]
             rows = await self._fetch(
-                f"{cols}AND (d.delivered_at, d.id) > (?, ?) ORDER BY d.delivered_at, d.id LIMIT ?",
-                pipeline, last_at, last_id, _PAGE,
+                f"{cols}AND (d.delivered_at, d.id) > (?, ?) {bound}"
+                "ORDER BY d.delivered_at, d.id LIMIT ?",
+                pipeline, last_at, last_id, *upto, _PAGE,
             )
 
     async def prune(self, *, now: float, delivered_retention: float, dedupe_window: float) -> None:

@@ -348,8 +348,13 @@ class Store(abc.ABC):
 
     # -- delivered (replay) ----------------------------------------------------------
     @abc.abstractmethod
-    def delivered_since(self, pipeline: str, since: float) -> AsyncIterator[Event]:
-        """Events delivered through ``pipeline`` at or after ``since``, oldest first."""
+    def delivered_since(self, pipeline: str, since: float,
+                        until: float | None = None) -> AsyncIterator[Event]:
+        """Events delivered through ``pipeline`` at or after ``since`` (and before ``until``,
+        when given), oldest first.
+
+        ``until``: ``sailseg replay`` re-enqueues what it reads while a node may deliver
+        those very events again; bounded by the time it started, it never reads them back."""
 
     @abc.abstractmethod
     async def prune(self, *, now: float, delivered_retention: float, dedupe_window: float) -> None:
