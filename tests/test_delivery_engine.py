@@ -251,3 +251,27 @@ async def test_counters_and_latencies_of_a_run_of_outcomes(tmp_path: Path) -> No
         key = ("sailseg_delivery_latency_seconds", (("pipeline", pipeline), ("sink", sink)))
         assert sum(m.hist[key]) == delivered
         assert 0 < m.hist_sum[key] < delivered * 30
+
+
+async def test_a_retry_whose_sink_left_the_pipeline_delivers_the_rest(tmp_path: Path) -> None:
+    """An item retried for two sinks, one of which a new config removed: the other gets the
+    event; the gone one becomes a dead letter saying so (not silently dropped)."""
+    import time
+
+    from sailseg.events import Event
+    from sailseg.store.base import QueueItem
+
+    now = time.time()
+    ev = Event(id="ev-1", source="web", pipeline="main", payload=ident("u1", 1), received_at=now)
+    async with Runtime(config(tmp_path), deliver=False) as rt:
+        assert await rt.store.enqueue(
+            [QueueItem(id="it-1", event=ev, pipeline="main", okey="u1", sinks=["gone", "rec"],
+                       attempt=2, first_seen=now, due_at=now)], dedupe_window=0, now=now) == [True]
+    async with Runtime(config(tmp_path)) as rt:
+        assert rt.delivery is not None
+        await wait_for(lambda: rt.delivery.processed >= 1)
+        dead = await rt.store.list_dead_letters()
+    assert [r["payload"]["messageId"] for r in RECORDER.records["rec"]] == ["u1-1"]
+    (letter,) = dead
+    assert (letter.sink, letter.error_type) == ("gone", "ConfigError")
+    assert "no longer in pipeline 'main'" in letter.error
