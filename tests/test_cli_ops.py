@@ -196,11 +196,11 @@ def test_dlq_replay_waits_with_progress_until_delivered_or_dead(tmp_path: Path, 
         assert "Error: 3 event(s) were dead-lettered again" in res.output
 
 
-@pytest.mark.parametrize("fixed", [True, False])
-def test_the_wait_counts_what_a_node_finished_before_it_first_looked(tmp_path: Path, fixed: bool) -> None:
-    """``--wait`` counts from the counters read before the replay: a node that delivers (or
-    dead-letters again) every replayed event before the command reads the counters again is
-    still counted. (Read after the replay, under load, they were not: "delivered 0".)"""
+def _replay_all_then_wait(tmp_path: Path, *, node_fail: str,
+                          between: list[dict[str, Any]] | None = None) -> tuple[int, Any]:
+    """Three dead letters; the wait's baseline read; ``between`` fed (dead-lettered too);
+    every dead letter replayed; a node with ``node_fail`` finishing them all *before* the
+    wait's first read; then the wait. Returns (replayed, the wait's result)."""
     from sailseg.cli.base import registry
     from sailseg.cli.progress import baseline, wait_for_pipelines
     from sailseg.runtime import open_store
@@ -209,22 +209,31 @@ def test_the_wait_counts_what_a_node_finished_before_it_first_looked(tmp_path: P
     anyio.run(feed, cfg, [{"type": "track", "userId": f"u{i}", "event": "A", "messageId": f"m{i}"}
                           for i in range(3)], 3)
 
-    async def go() -> Any:
+    async def go() -> tuple[int, Any]:
         store = open_store(load_config(cfg).store.url, registry())
         await store.open()
         try:
             before = baseline(await store.stats(), ["main"])
+            if between:
+                await feed(cfg, between, len(between))
             n = await store.replay_dead_letters(None, now=time.time())
-            assert n == 3
-            # a node finishes all three before the wait's first read
-            await feed(write_config(tmp_path, fail="" if fixed else "fatal"), [], 3)
+            await feed(write_config(tmp_path, fail=node_fail), [], n)
             assert (await store.stats())["main"]["backlog"] == 0
-            return await wait_for_pipelines(store, ["main"], label="replaying", timeout=5,
-                                            before=before, queued=n, from_dead=True)
+            return n, await wait_for_pipelines(store, ["main"], label="replaying", timeout=5,
+                                               before=before, queued=n, from_dead=True)
         finally:
             await store.close()
 
-    result = anyio.run(go)
+    return anyio.run(go)
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_the_wait_counts_what_a_node_finished_before_it_first_looked(tmp_path: Path, fixed: bool) -> None:
+    """``--wait`` counts from the counters read before the replay: a node that delivers (or
+    dead-letters again) every replayed event before the command reads the counters again is
+    still counted. (Read after the replay, under load, they were not: "delivered 0".)"""
+    n, result = _replay_all_then_wait(tmp_path, node_fail="" if fixed else "fatal")
+    assert n == 3
     assert (result.delivered, result.dead) == ((3, 0) if fixed else (0, 3)), result
     assert result.total == 3 and result.remaining == 0 and not result.timed_out
 
@@ -233,29 +242,10 @@ def test_the_wait_counts_a_dead_letter_written_between_its_reading_and_the_repla
         tmp_path: Path) -> None:
     """``dlq replay --all`` moves every dead letter, also one a node wrote after the command
     read its counters: that one is not "dead again" once it is delivered."""
-    from sailseg.cli.base import registry
-    from sailseg.cli.progress import baseline, wait_for_pipelines
-    from sailseg.runtime import open_store
-
-    cfg = write_config(tmp_path)
-    anyio.run(feed, cfg, [{"type": "track", "userId": f"u{i}", "event": "A", "messageId": f"m{i}"}
-                          for i in range(3)], 3)
-
-    async def go() -> Any:
-        store = open_store(load_config(cfg).store.url, registry())
-        await store.open()
-        try:
-            before = baseline(await store.stats(), ["main"])
-            await feed(cfg, [{"type": "track", "userId": "u9", "event": "A", "messageId": "m9"}], 1)
-            n = await store.replay_dead_letters(None, now=time.time())
-            assert n == 4
-            await feed(write_config(tmp_path, fail=""), [], 4)
-            return await wait_for_pipelines(store, ["main"], label="replaying", timeout=5,
-                                            before=before, queued=n, from_dead=True)
-        finally:
-            await store.close()
-
-    result = anyio.run(go)
+    n, result = _replay_all_then_wait(
+        tmp_path, node_fail="",
+        between=[{"type": "track", "userId": "u9", "event": "A", "messageId": "m9"}])
+    assert n == 4
     assert (result.delivered, result.dead, result.remaining) == (4, 0, 0), result
 
 
