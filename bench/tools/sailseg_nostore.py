@@ -28,7 +28,8 @@ from sailseg.store.sqlite import SQLiteStore
 
 
 async def _enqueue_without_writing(
-    self: SQLiteStore, items: Sequence[QueueItem], *, dedupe_window: float, now: float
+    self: SQLiteStore, items: Sequence[QueueItem], *, dedupe_window: float, now: float,
+    timeout: float | None = None,
 ) -> list[bool]:
     rows = [item_row(i) for i in items]  # built, as the real enqueue does, then dropped
     encode_bodies(items)
