@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import anyio
 import pytest
 
 from sailseg.events import payload_fingerprint
@@ -123,6 +124,28 @@ async def test_minute_counts_add_up_accepts_and_outcomes_per_pipeline(
     m0, m1 = int(NOW // 60), int(NOW // 60) + 1
     assert counts == {(m0, "p", "in"): 2, (m0, "q", "in"): 1, (m1, "p", "delivered"): 2,
                       (m1, "p", "filtered"): 1, (m1, "q", "dead"): 1}
+
+
+async def test_concurrent_accepts_each_get_their_accepted_row_and_count(
+        store: Store, item: Item) -> None:
+    # SQLite writes the calls that share a transaction as one: every accepted item keeps its
+    # journal row, with a time among the calls', and its per-minute count; a repeat gets none
+    async def one(i: int) -> None:
+        await store.enqueue([item(f"c{i:02d}", f"u{i}", key=f"p:m{i % 25}", pipeline="p")],
+                            dedupe_window=3600, now=NOW + i / 100)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(30):  # the last 5 repeat messages of the first ones
+            tg.start_soon(one, i)
+    v = views(store)
+    rows = await v._fetch("SELECT item_id, at FROM sailseg_journal WHERE stage = 'accepted'")
+    accepted = {r[0] for r in rows}
+    assert len(rows) == len(accepted) == 25
+    queued = {r[0] for r in await v._fetch("SELECT id FROM sailseg_queue")}
+    assert accepted == queued
+    assert all(NOW <= r[1] <= NOW + 0.3 for r in rows)
+    counts = await store.minute_counts(NOW - 60)
+    assert sum(n for _, p, name, n in counts if (p, name) == ("p", "in")) == 25
 
 
 async def test_dead_letters_group_by_pipeline_sink_and_error_type(store: Store, item: Item) -> None:
