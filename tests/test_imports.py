@@ -48,3 +48,22 @@ def test_aiohttp_is_loaded_only_when_a_download_needs_it() -> None:
     out = subprocess.run([sys.executable, "-c", ALOOF], capture_output=True, text=True,
                          check=True, timeout=60)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+DELIVERY_ONLY = """
+import json, sys
+import sailseg.split  # what ``python -m sailseg.split`` (the delivery process) starts from
+from sailseg.plugins import build_registry, make_plugin_manager
+reg = build_registry(make_plugin_manager())  # every installed plugin, console panels included
+assert reg.kind_map("panel"), "no console panel registered: the probe proves nothing"
+heavy = ("jinja2", "click", "uvicorn", "sailseg.cli", "sailseg.server", "sailseg.console.routes")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+
+def test_the_delivery_process_loads_no_console_pages_and_no_cli() -> None:
+    # ~5 MB per delivery process: a plugin's console panel class is registered there too,
+    # and it must not bring the console's pages (jinja2) or a plugin's CLI (click) along
+    out = subprocess.run([sys.executable, "-c", DELIVERY_ONLY], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -22,7 +22,7 @@ from sailseg.errors import ConfigError, SailsegError
 from sailseg.store.base import Store
 
 from . import audit
-from .graph import KINDS, IdentityGraph
+from .graph import IdentityGraph, parse_id
 from .timeutil import iso
 
 __all__ = ["audit_group", "identity_group", "parse_id", "privacy_group"]
@@ -70,17 +70,6 @@ def _run(fn: Callable[[Store], Awaitable[Any]], config_path: str | None, store_u
             await store.close()
 
     return anyio.run(main)
-
-
-def parse_id(text: str) -> list[tuple[str, str]]:
-    """``kind:value`` (kind one of userId, anonymousId, email, sid, extid), an email, or a bare
-    value tried as userId then anonymousId."""
-    kind, sep, value = text.partition(":")
-    if sep and kind in KINDS and value:
-        return [(kind, value)]
-    if "@" in text:
-        return [("email", text)]
-    return [("userId", text), ("anonymousId", text)]
 
 
 @click.group("identity")

@@ -54,6 +54,7 @@ __all__ = [
     "ParkFlag",
     "identifiers",
     "normalise",
+    "parse_id",
     "sink_keys",
 ]
 
@@ -63,6 +64,18 @@ KINDS: tuple[str, ...] = ("userId", "email", "anonymousId", "extid", "sid")
 OKEY_KINDS: tuple[str, ...] = ("userId", "anonymousId", "email")
 _HISTORY_MAX = 200
 _CHAIN_MAX = 256
+
+
+def parse_id(text: str) -> list[tuple[str, str]]:
+    """``kind:value`` (kind one of userId, anonymousId, email, sid, extid), an email, or a bare
+    value tried as userId then anonymousId (what ``sailseg identity show`` and the console
+    panel take; here, not in the CLI module, so the panel imports no click)."""
+    kind, sep, value = text.partition(":")
+    if sep and kind in KINDS and value:
+        return [(kind, value)]
+    if "@" in text:
+        return [("email", text)]
+    return [("userId", text), ("anonymousId", text)]
 
 
 class Link(msgspec.Struct, omit_defaults=True):

@@ -16,8 +16,7 @@ from sailseg.console.panels import ConsolePanel, Section
 from sailseg.store.facades import KV
 from sailseg.tracing import hash_email
 
-from .cli import parse_id
-from .graph import IdentityGraph
+from .graph import IdentityGraph, parse_id
 from .ledger import NS as CONSENT_NS
 from .ledger import Entry
 
