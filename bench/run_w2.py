@@ -169,7 +169,10 @@ def run_size(n: int) -> dict:
             res["peak_rss_mb"] = rss.get("sum_vmhwm_mb")
         except (OSError, ValueError):
             res["peak_rss_mb"] = None
-        shutil.rmtree(data, ignore_errors=True)
+        if os.environ.get("KEEP"):
+            res["data_dir"] = data
+        else:
+            shutil.rmtree(data, ignore_errors=True)
     return res
 
 
