@@ -399,8 +399,9 @@ async def test_an_item_claimed_again_while_its_retry_is_recorded_is_delivered(tm
 
 @pytest.mark.parametrize("journal", [True, False])
 async def test_only_journaled_pipelines_fingerprint_what_the_sinks_got(tmp_path: Path, journal: bool) -> None:
-    """The payload's fingerprint serves the journal alone (its row names the stored event
-    when no transform changed it): a pipeline with ``journal = false`` does not compute it."""
+    """The payload's fingerprint and the notes of what the sinks got and returned serve the
+    journal alone (its row names the stored event when no transform changed it): a pipeline
+    with ``journal = false`` computes neither."""
     from sailseg.events import payload_fingerprint
 
     cfg = config(tmp_path)
@@ -419,11 +420,12 @@ async def test_only_journaled_pipelines_fingerprint_what_the_sinks_got(tmp_path:
         async with await client(rt) as c:
             assert (await c.post("/in", json=ident("fp", 1))).status_code == 200
             await wait_for(lambda: len(seen) == 1)
-    stored = seen[0].notes["-"]["stored"]
+    notes = seen[0].notes
     if journal:
-        assert stored == payload_fingerprint(ident("fp", 1))
+        assert notes["-"]["stored"] == payload_fingerprint(ident("fp", 1))
+        assert set(notes) == {"-", "rec"}  # what the sink was given, and what it returned
     else:
-        assert stored is None
+        assert notes is None
     assert seen[0].status == "done"
 
 

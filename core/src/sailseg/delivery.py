@@ -598,9 +598,12 @@ class Delivery:
     ) -> Outcome:
         # for the journal: what the sinks were given (with the stored payload's fingerprint:
         # the journal names the stored event instead of copying a payload no transform
-        # changed), and below what each returned
-        notes: dict[str, Any] = {"-": {"sent": {"payload": event.payload, "meta": event.meta},
-                                       "stored": stored}}
+        # changed), and below what each returned; a pipeline without a journal needs none
+        # (W2 holds tens of thousands of outcomes at once: four dicts each for nothing)
+        notes: dict[str, Any] | None = (
+            {"-": {"sent": {"payload": event.payload, "meta": event.meta}, "stored": stored}}
+            if journaled(self.journal, item.pipeline) else None
+        )
         delivered: list[str] = []
         retry: list[str] = []
         dead: list[DeadLetterRecord] = []
@@ -614,7 +617,8 @@ class Delivery:
             if kind is None:
                 delivered.append(s)
                 counts[f"{s}:delivered"] = 1
-                notes[s] = {"response": res}
+                if notes is not None:
+                    notes[s] = {"response": res}
             elif kind == SKIPPED:
                 counts[f"{s}:skipped"] = 1
             elif kind == RETRY:

@@ -135,8 +135,8 @@ class Outcome(msgspec.Struct, kw_only=True, gc=False):
     #: for the journal (the console's event lookup): ``{"-": {"sent": <the event as the
     #: sinks got it>, "stored": <events.payload_fingerprint of the payload as stored, or
     #: None>}, "<sink>": {"response": <what the sink returned>}}``; summarized (emails
-    #: hashed, secrets redacted) before it is written
-    notes: dict[str, Any] = {}
+    #: hashed, secrets redacted) before it is written; None when the pipeline keeps no journal
+    notes: dict[str, Any] | None = None
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):

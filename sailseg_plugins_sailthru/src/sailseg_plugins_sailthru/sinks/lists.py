@@ -162,12 +162,20 @@ class ListSink(SailthruSink):
                 for i, _ in members:
                     results[i] = exc
                 return results
+            # one result per (list, operation), shared by its members: a backfill's job of
+            # 50,000 would otherwise build 50,000 equal dicts (results are only read)
+            ok: dict[tuple[str, bool], dict[str, Any]] = {}
             for i, m in members:
-                err = failed.get(m.email.lower())
-                results[i] = (sailseg.FatalError(f"Sailthru job rejected the row: {err}",
-                                                 response={"job_row_error": err})
-                              if err else {"ok": True, "via": "job", "list": m.list,
-                                           "op": "add" if m.add else "remove"})
+                err = failed.get(m.email.lower()) if failed else None
+                if err:
+                    results[i] = sailseg.FatalError(f"Sailthru job rejected the row: {err}",
+                                                    response={"job_row_error": err})
+                    continue
+                res = ok.get((m.list, m.add))
+                if res is None:
+                    res = ok[(m.list, m.add)] = {"ok": True, "via": "job", "list": m.list,
+                                                 "op": "add" if m.add else "remove"}
+                results[i] = res
         return results
 
     async def _run_jobs(self, members: list[Membership]) -> dict[str, str]:
