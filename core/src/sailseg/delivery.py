@@ -15,7 +15,9 @@ every claimed item starts at once, as it did with a task per item, without creat
 item (an anyio ``start_soon`` cost several times a channel hand-off; issue 17's profile put the
 event loop and per-item tasks at ~130 us of a W1 event). While items park (below), idle
 workers are woken one at a time and each wakes the next as it takes an item, so items then
-start one scheduling turn apart (``Delivery._wake_workers``). An item whose only sink is a
+start one scheduling turn apart (``Delivery._wake_workers``); a worker is added the same way,
+only when none is idle, so parked items grow the pool by about one per ``_RUN`` of them, not
+by one per claimed item. An item whose only sink is a
 batching one is parked in the sink's batch (``SinkRunner.park``) and frees its worker: the batch's
 result hands its outcome to the completer. So a 50,000-member import job holds 50,000
 callbacks, not 50,000 workers. Not parked (the item awaits its batch as before): with an
@@ -186,9 +188,10 @@ class Delivery:
         self._todo: deque[QueueItem] = deque()
         self._idle: list[anyio.Event] = []
         self._workers = 0
-        #: the last item processed parked in a batching sink's batch; workers woken and
-        #: not running yet (see :meth:`_wake_workers`)
-        self._parks = False
+        #: the last item processed parked in a batching sink's batch (True before the first:
+        #: the first claim of a bulk pipeline must not start a worker per item); workers
+        #: woken or started and not running yet (see :meth:`_wake_workers`)
+        self._parks = True
         self._pending = 0
         self._wakeups = 0
         #: items handed to the workers and not yet processed (or parked)
@@ -314,8 +317,21 @@ class Delivery:
     def _start_workers(self) -> None:
         """Wake idle workers for the queued items (see :meth:`_wake_workers`), then start
         one worker per item being processed (an item waiting in a batching sink's batch or
-        for the completer holds none, see `SinkRunner.park`)."""
+        for the completer holds none, see `SinkRunner.park`).
+
+        While items park, only one: when none is idle or on its way, one worker is started
+        (counted as woken), and it adds the next the same way as it takes an item. Why: a
+        claim of parked items is processed by the first worker in runs of ``_RUN`` without
+        suspending, so a worker per claimed item mostly sat idle. W3's claims of 2,000 kept
+        2,000 idle workers (four coroutines, a task and its events each) in the delivery
+        process, W2's claims of 5,000 more."""
         self._wake_workers()
+        if self._parks:
+            if self._todo and not self._pending and self._workers < self._active:
+                self._pending += 1
+                self._workers += 1
+                self._tg.start_soon(self._worker, True)
+            return
         while self._workers < self._active:
             self._workers += 1
             self._tg.start_soon(self._worker)
@@ -345,22 +361,29 @@ class Delivery:
             self._wakeups += 1
             self._idle.pop().set()
 
-    async def _worker(self) -> None:
-        """Process claimed items one after another, for the life of the node.
+    async def _worker(self, woken: bool = False) -> None:
+        """Process claimed items one after another, for the life of the node (``woken``:
+        started as the next worker while items park, counted in ``_pending``).
 
         A deque and an event per idle worker, not a memory object stream: the stream's
         receive made a checkpoint, an event and a receiver object per item (W2's profile: ~6%
         of the node's samples in handing items over). Items that do not suspend (parked in a
         batch) are taken one after another; a checkpoint every ``_RUN`` of them lets the
         event loop (ingest) in."""
+        if woken:
+            self._pending -= 1
         run = 0
         while True:
             if self._todo:
                 item = self._todo.popleft()
-                # more queued: wake the next worker, while this one processes (while items
-                # park, only when no worker is woken already)
-                if self._todo and self._idle and not (self._parks and self._pending):
-                    self._wake_workers()
+                # more queued: wake the next worker, while this one processes; while items
+                # park, wake or start one, only when no worker is on its way already
+                if self._todo:
+                    if self._parks:
+                        if not self._pending:
+                            self._start_workers()
+                    elif self._idle:
+                        self._wake_workers()
                 await self._process_one(item)
                 run += 1
                 if run >= _RUN:
