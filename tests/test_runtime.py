@@ -15,6 +15,7 @@ import pytest
 from sailseg.config import parse_config
 from sailseg.runtime import Runtime as _Runtime
 from sailseg.server import build_app
+from sailseg.store._views import ViewQueries
 from sailseg_plugins_echo import RECORDER_KEY, Recorder
 
 pytestmark = pytest.mark.anyio
@@ -397,14 +398,31 @@ async def test_an_item_claimed_again_while_its_retry_is_recorded_is_delivered(tm
     assert RECORDED["rec"][0]["attempt"] == 2
 
 
-@pytest.mark.parametrize("journal", [True, False])
-async def test_only_journaled_pipelines_fingerprint_what_the_sinks_got(tmp_path: Path, journal: bool) -> None:
-    """The payload's fingerprint and the notes of what the sinks got and returned serve the
-    journal alone (its row names the stored event when no transform changed it): a pipeline
-    with ``journal = false`` computes neither."""
+#: (journal, transforms, what the outcome's notes say of the stored payload)
+_STORED_CASES = [
+    (False, [], "no notes"),
+    # no transform, or only ones that never edit a payload in place: told by identity
+    (True, [], True),
+    (True, [{"type": "map", "fields": {"meta.sailthru.vars.plan": "traits.plan"}}], True),
+    # a map writing a payload field replaces the payload: not the one stored
+    (True, [{"type": "map", "fields": {"traits.plan": "'gold'"}}], None),
+    # a transform that does not say how it edits: the payload's fingerprint, as stored
+    (True, [{"type": "echo"}], "fingerprint"),
+]
+
+
+@pytest.mark.parametrize(("journal", "transforms", "stored"), _STORED_CASES)
+async def test_what_the_journal_is_told_of_the_payload_the_sinks_got(
+    tmp_path: Path, journal: bool, transforms: list[dict[str, Any]], stored: Any
+) -> None:
+    """The notes of what the sinks got and returned serve the journal alone (its row names
+    the stored event when the sinks got the payload as stored): a pipeline with ``journal =
+    false`` builds none. Whether the payload is the stored one is told by identity when the
+    pipeline's transforms never edit a payload in place (``Transform.edits_payload_in_place``
+    False: map and filter), else by the payload's fingerprint taken before the transforms."""
     from sailseg.events import payload_fingerprint
 
-    cfg = config(tmp_path)
+    cfg = config(tmp_path, transforms=transforms)
     cfg.pipelines["main"].journal = journal
     seen: list[Any] = []
     async with Runtime(cfg) as rt:
@@ -420,14 +438,24 @@ async def test_only_journaled_pipelines_fingerprint_what_the_sinks_got(tmp_path:
         async with await client(rt) as c:
             assert (await c.post("/in", json=ident("fp", 1))).status_code == 200
             await wait_for(lambda: len(seen) == 1)
+        store = rt.store
+        assert isinstance(store, ViewQueries)
+        rows = await store.journal_lookup(message_id="fp-1") if journal else []
     notes = seen[0].notes
-    if journal:
-        assert notes["-"]["stored"] == payload_fingerprint(ident("fp", 1))
-        assert set(notes) == {"-", "rec"}  # what the sink was given, and what it returned
-    else:
-        assert notes is None
     assert seen[0].status == "done"
-
+    if stored == "no notes":
+        assert notes is None
+        return
+    assert set(notes) == {"-", "rec"}  # what the sink was given, and what it returned
+    if stored == "fingerprint":
+        assert notes["-"]["stored"] == payload_fingerprint(ident("fp", 1))
+    else:
+        assert notes["-"]["stored"] is stored
+    delivered = [r for r in rows if r.stage == "delivered"]
+    assert len(delivered) == 1, rows
+    # read back either way: the stored payload when named, else the journal's own copy
+    plan = delivered[0].detail["sent"]["payload"]["traits"].get("plan")
+    assert plan == ("gold" if stored is None else None)
 
 
 class _SlowEnqueue:

@@ -231,8 +231,9 @@ async def test_without_the_journal_nothing_is_journaled_but_minutes_still_count(
     assert counts == {"in": 1, "delivered": 1}
 
 
+@pytest.mark.parametrize("told", ["fingerprint", "identity"])
 async def test_a_payload_no_transform_changed_is_named_not_copied_and_read_back(
-    store: Store, item: Item
+    store: Store, item: Item, told: str
 ) -> None:
     it = item("a1", "userId:u1", traits={"email": "Ann@Example.com", "plan": "gold-plan-x"},
               context={"traits": {"api_key": "k-123"}})
@@ -242,7 +243,8 @@ async def test_a_payload_no_transform_changed_is_named_not_copied_and_read_back(
     sent = {"payload": given, "meta": {"sailthru": {"vars": {"tier": "t-1"}}}}
     await store.finish([Outcome(item=claimed, status="done", delivered=["s1"],
                                 counts={"s1:delivered": 1},
-                                notes={"-": {"sent": sent, "stored": payload_fingerprint(given)},
+                                notes={"-": {"sent": sent, "stored": payload_fingerprint(given)
+                                             if told == "fingerprint" else True},
                                        "s1": {"response": {"ok": True}}})], now=NOW + 1)
     v = views(store)
     (raw,) = await v._fetch("SELECT detail FROM sailseg_journal WHERE stage = 'delivered'")

@@ -460,6 +460,15 @@ class SignedSample(msgspec.Struct, frozen=True):
 class Transform(Component):
     """Changes or filters one event. Return the (possibly new) event, or None to drop it."""
 
+    #: False declares that :meth:`process` never changes the objects of ``event.payload`` in
+    #: place: it leaves ``event.payload`` as it is or sets a new one (copy on write). When
+    #: every transform of a pipeline says so (and it has no identity resolver), delivery tells
+    #: by identity whether the sinks got the payload as stored, so the journal names the
+    #: stored event instead of keeping a copy, without encoding the payload before and after
+    #: the pipeline (``events.payload_fingerprint``, two JSON encodes per event). True, the
+    #: default, for a transform that does not say: its pipelines compare fingerprints.
+    edits_payload_in_place: ClassVar[bool] = True
+
     def added_identifiers(self) -> frozenset[str] | None:
         """Identifier names this transform may add to an event; None when not known (then
         ``sailseg validate`` cannot prove a pipeline undeliverable and stays quiet)."""

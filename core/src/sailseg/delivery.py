@@ -539,8 +539,12 @@ class Delivery:
         event = item.event
         event.attempt = item.attempt
         event.pipeline = item.pipeline
-        # for the journal: was the payload the sinks got the stored one? (see _sink_outcome)
-        stored = payload_fingerprint(event.payload) if journaled(self.journal, item.pipeline) else None
+        # for the journal: was the payload the sinks got the stored one? (see _sink_outcome):
+        # the payload object itself when the pipeline's transforms never edit one in place
+        # (identity tells), else its fingerprint
+        stored: Any = None
+        if journaled(self.journal, item.pipeline):
+            stored = event.payload if pipeline.keeps_payload else payload_fingerprint(event.payload)
         if not tracing_enabled():  # no SDK: skip the no-op spans (see tracing.enabled)
             return await self._run(item, pipeline, event, now, NO_OBSERVER, stored)
         parent = extract(event.trace)
@@ -560,7 +564,7 @@ class Delivery:
 
     async def _run(
         self, item: QueueItem, pipeline: PipelineRuntime, event: Event, now: float,
-        observer: StageObserver, stored: int | None,
+        observer: StageObserver, stored: Any,
     ) -> Outcome | None:
         counts: dict[str, int] = {}
         targets = item.sinks or list(pipeline.sinks)
@@ -603,7 +607,7 @@ class Delivery:
         await _settled(pipeline, event, outcome, targets)
         return outcome
 
-    def _parked(self, item: QueueItem, event: Event, sink: str, stored: int | None,
+    def _parked(self, item: QueueItem, event: Event, sink: str, stored: Any,
                 result: Any) -> None:
         """The result of an item parked in a batching sink (:meth:`SinkRunner.park`)."""
         try:
@@ -617,16 +621,17 @@ class Delivery:
 
     def _sink_outcome(
         self, item: QueueItem, event: Event, targets: list[str], unknown: list[str],
-        results: dict[str, Any], counts: dict[str, int], now: float, stored: int | None,
+        results: dict[str, Any], counts: dict[str, int], now: float, stored: Any,
     ) -> Outcome:
         # for the journal: what the sinks were given (with the stored payload's fingerprint:
         # the journal names the stored event instead of copying a payload no transform
         # changed), and below what each returned; a pipeline without a journal needs none
         # (W2 holds tens of thousands of outcomes at once: four dicts each for nothing)
-        notes: dict[str, Any] | None = (
-            {"-": {"sent": {"payload": event.payload, "meta": event.meta}, "stored": stored}}
-            if journaled(self.journal, item.pipeline) else None
-        )
+        notes: dict[str, Any] | None = None
+        if journaled(self.journal, item.pipeline):
+            if type(stored) is not int and stored is not None:  # the stored payload object
+                stored = event.payload is stored or None
+            notes = {"-": {"sent": {"payload": event.payload, "meta": event.meta}, "stored": stored}}
         delivered: list[str] = []
         retry: list[str] = []
         dead: list[DeadLetterRecord] = []

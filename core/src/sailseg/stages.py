@@ -301,9 +301,15 @@ class PipelineRuntime:
     #: a transform implements ``Transform.settled`` (told after each attempt which sinks are
     #: done): its items await their sinks, never parked in a batch (worked out once, not per item)
     settles: bool = field(init=False)
+    #: no transform edits a payload in place (``Transform.edits_payload_in_place``) and no
+    #: resolver runs: the payload the sinks get is the stored one exactly when it is the same
+    #: object (worked out once, not per item)
+    keeps_payload: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.settles = any(type(t).settled is not Transform.settled for _, t in self.transforms)
+        self.keeps_payload = self.resolver is None and not any(
+            type(t).edits_payload_in_place for _, t in self.transforms)
 
 
 

@@ -21,6 +21,7 @@ __all__ = ["Filter"]
 class Filter(Transform):
     name = "filter"
     description = "Keep events matching a JMESPath expression, types and/or event names"
+    edits_payload_in_place = False  # it only reads the event
 
     class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         """:param where: JMESPath expression over the message (``_identity``/``_meta`` too);

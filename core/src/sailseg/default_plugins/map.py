@@ -195,6 +195,8 @@ def _get_path(root: dict[str, Any], parts: list[str]) -> Any:
 class Map(Transform):
     name = "map"
     description = "Set fields from JMESPath expressions with type coercion, defaults, flattening"
+    # copy on write (below): the payload it gets is never changed, only replaced
+    edits_payload_in_place = False
 
     class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         """:param fields: target path -> JMESPath expression, or ``{expr, type, default,
@@ -233,6 +235,8 @@ class Map(Transform):
             if parts[0] in ("meta", "identity") and len(parts) < 2:
                 raise ConfigError(f"`fields`: target {target!r} needs a key after {parts[0]!r}")
             self._fields.append((target, parts, compile_expr(spec.expr, field=f"fields.{target}"), spec))
+        #: some target is in the payload (not ``meta.*`` or ``identity.*``): it gets a copy
+        self._payload_targets = any(parts[0] not in ("meta", "identity") for _t, parts, _e, _s in self._fields)
 
     def added_identifiers(self) -> frozenset[str]:
         """The identifiers a ``fields`` target may set: a top-level ``userId``/``anonymousId``
@@ -266,7 +270,10 @@ class Map(Transform):
         cfg = self.config
         drop = self._drop
         deep = bool(cfg.remove or cfg.flatten or drop)
-        payload = copy.deepcopy(event.payload) if deep else dict(event.payload)
+        # no payload target and nothing to remove, flatten or drop: the payload stays the
+        # object it was (delivery then knows by identity that the sinks got it as stored)
+        payload = (copy.deepcopy(event.payload) if deep
+                   else dict(event.payload) if self._payload_targets else event.payload)
         meta = dict(event.meta)
         fresh = {id(payload), id(meta)}
         identity = dict(event.identity)

@@ -242,8 +242,8 @@ def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:
     if raw_sent is not None:
         payload = raw_sent.get("payload") if isinstance(raw_sent, dict) else None
         fingerprint = given.get("stored")
-        if fingerprint is not None and payload is not None \
-                and payload_fingerprint(payload) == fingerprint:
+        if payload is not None and (fingerprint is True or (
+                type(fingerprint) is int and payload_fingerprint(payload) == fingerprint)):
             # the payload as stored: name the stored event (read back by ``journal_lookup``)
             # instead of summarizing a copy per outcome -- most of a delivery's journal cost
             # (bench/README.md, 2026-12-05)

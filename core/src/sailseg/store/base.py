@@ -133,7 +133,8 @@ class Outcome(msgspec.Struct, kw_only=True, gc=False):
     park_expires_at: float = 0.0
     counts: dict[str, int] = {}
     #: for the journal (the console's event lookup): ``{"-": {"sent": <the event as the
-    #: sinks got it>, "stored": <events.payload_fingerprint of the payload as stored, or
+    #: sinks got it>, "stored": <events.payload_fingerprint of the payload as stored; True:
+    #: the sinks got the stored payload object itself, no transform editing in place; or
     #: None>}, "<sink>": {"response": <what the sink returned>}}``; summarized (emails
     #: hashed, secrets redacted) before it is written; None when the pipeline keeps no journal
     notes: dict[str, Any] | None = None
