@@ -7,6 +7,7 @@ import base64
 import json
 import sys
 import threading
+from itertools import accumulate
 from typing import Any
 
 import msgspec
@@ -52,6 +53,28 @@ def test_json_depth_matches_a_parser(value: Any, ascii_only: bool) -> None:
 @given(st.binary(max_size=300))
 def test_json_depth_never_raises_on_garbage(data: bytes) -> None:
     assert json_depth(data) >= 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="[]{}", max_size=200))
+def test_json_depth_of_any_brackets_is_their_highest_running_count(brackets: str) -> None:
+    # the bytes of brackets alone, well nested or not: the passes that drop innermost pairs
+    # and the walk they hand over to must give the same answer
+    running = list(accumulate(1 if c in "[{" else -1 for c in brackets))
+    assert json_depth(brackets.encode()) == max([0, *running])
+
+
+def test_a_large_batch_is_measured_and_one_deep_member_in_it_still_refused() -> None:
+    members = [{"type": "identify", "traits": {"email": f"m{i}@example.com"},
+                "context": {"personas": {"computation_class": "audience"}}} for i in range(500)]
+    assert json_depth(json.dumps(members).encode()) == 4
+    check_json_depth(json.dumps(members).encode())
+    members[250]["traits"]["deep"] = json.loads("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)
+    body = json.dumps(members).encode()
+    assert json_depth(body) == MAX_JSON_DEPTH + 3
+    with pytest.raises(InputError) as err:
+        check_json_depth(body)
+    assert f"JSON nested {MAX_JSON_DEPTH + 3} levels deep" in str(err.value)
 
 
 def test_deep_nesting_is_a_400_well_before_msgspec_gives_up() -> None:

@@ -132,6 +132,7 @@ async def serving(route: Route, request: Request) -> Response:
 
 
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
 _DELTA = [0] * 256
 for _b in b"[{":
     _DELTA[_b] = 1
@@ -150,13 +151,38 @@ def json_depth(body: bytes) -> int:
     odd pieces between quotes. Malformed JSON gives some number, never an error; the decoder
     rejects it afterwards.
     """
+    return _depth(_brackets(body))
+
+
+def _brackets(body: bytes) -> bytes:
+    """The brackets of ``body`` outside its strings, in order (see :func:`json_depth`)."""
     if b"\\" in body:
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
     kept = body.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
     if b'"' in kept:
         kept = b"".join(kept.split(b'"')[::2])
+    return kept
+
+
+def _depth(kept: bytes) -> int:
+    """The deepest nesting of the brackets ``kept`` (:func:`_brackets`)."""
     if not kept:
         return 0
+    # Well-nested brackets (what valid JSON has): each pass drops the innermost pairs, one
+    # level, at C speed; the passes it takes to empty them is the depth. Why: the walk below
+    # makes a Python-level call per bracket (over half of scanning a 500-member batch).
+    # A pass that drops under an eighth of what is left (malformed, or many levels to go)
+    # hands over to the walk, which gives the same answer on every input: the passes before
+    # it drop at least that much each, so no input costs much more than the walk alone.
+    nested = kept.translate(_ONE_KIND)
+    depth = 0
+    while nested:
+        shorter = nested.replace(b"[]", b"")
+        if len(shorter) * 8 > len(nested) * 7:
+            break
+        nested, depth = shorter, depth + 1
+    if not nested:
+        return depth
     return max(0, max(accumulate(map(_DELTA.__getitem__, kept))))
 
 
@@ -166,9 +192,14 @@ def check_json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> None:
 
     :raises InputError: 400 naming the depth and the limit.
     """
-    if body.count(b"[") + body.count(b"{") <= limit:  # cannot be deeper: skip the scan
+    # cannot be deeper: skip the scan (a count of a small body is the cheaper test; a large
+    # one, a 500-member batch, costs more to count than to reduce to its brackets)
+    if len(body) <= 16_384 and body.count(b"[") + body.count(b"{") <= limit:
         return
-    depth = json_depth(body)
+    kept = _brackets(body)
+    if len(kept) <= limit:
+        return
+    depth = _depth(kept)
     if depth > limit:
         raise InputError(f"JSON nested {depth} levels deep; the limit is {limit}")
 
