@@ -104,13 +104,20 @@ SENT_EVENT = "sent_event"
 _STR_LIMIT = 500
 
 
-def _secret_key(key: str, _cache: dict[str, bool] = {}) -> bool:  # noqa: B006 - a cache
-    hit = _cache.get(key)
+_SECRET_CACHE: dict[str, bool] = {}
+
+
+def _secret_key(key: str) -> bool:
+    hit = _SECRET_CACHE.get(key)
     if hit is None:
         hit = bool(_SECRET_KEY.search(key))
-        if len(_cache) < 10_000:
-            _cache[key] = hit
+        if len(_SECRET_CACHE) < 10_000:
+            _SECRET_CACHE[key] = hit
     return hit
+
+
+def _hash_emails(text: str) -> str:
+    return _EMAIL.sub(lambda m: hash_email(m.group(0)), text)
 
 
 def summarize(value: Any, key: str = "", depth: int = 0, budget: list[int] | None = None) -> Any:
@@ -126,9 +133,11 @@ def summarize(value: Any, key: str = "", depth: int = 0, budget: list[int] | Non
         if budget is not None:
             budget[0] -= 5
         return "***"
+    if type(value) is dict:  # the usual value: an object (tested first, then the rest in turn)
+        return _summarize_dict(value, depth, budget)
     if isinstance(value, str):
         if "@" in value:
-            value = _EMAIL.sub(lambda m: hash_email(m.group(0)), value)
+            value = _hash_emails(value)
         out = value if len(value) <= _STR_LIMIT else value[:_STR_LIMIT] + "…"
         if budget is not None:
             budget[0] -= len(out) + 2
@@ -142,33 +151,7 @@ def summarize(value: Any, key: str = "", depth: int = 0, budget: list[int] | Non
             budget[0] -= 3
         return "…"
     if isinstance(value, dict):
-        if len(value) > 100:
-            value = dict(list(value.items())[:100])
-        if budget is not None:
-            budget[0] -= 2
-        cut: dict[str, Any] = {}
-        for k, v in value.items():
-            name = k if type(k) is str else str(k)
-            if "@" in name:  # a key may be an email too (traits or lists keyed by address)
-                name = _EMAIL.sub(lambda m: hash_email(m.group(0)), name)
-            if budget is not None:
-                if budget[0] < 0:
-                    break
-                budget[0] -= len(name) + 3
-            kind = type(v)
-            # the common leaves inline (as the calls below would return them): most of a
-            # payload is short strings and numbers under keys that are not secret
-            if kind is str and len(v) <= _STR_LIMIT and "@" not in v and not _secret_key(name):
-                if budget is not None:
-                    budget[0] -= len(v) + 2
-                cut[name] = v
-            elif (kind is int or kind is float or kind is bool or v is None) and not _secret_key(name):
-                if budget is not None:
-                    budget[0] -= 1
-                cut[name] = v
-            else:
-                cut[name] = summarize(v, name, depth + 1, budget)
-        return cut
+        return _summarize_dict(value, depth, budget)
     if isinstance(value, (list, tuple)):
         if budget is None:
             return [summarize(v, key, depth + 1) for v in value[:50]]
@@ -184,6 +167,59 @@ def summarize(value: Any, key: str = "", depth: int = 0, budget: list[int] | Non
     if isinstance(value, msgspec.Struct):
         return summarize(msgspec.to_builtins(value, enc_hook=repr), key, depth, budget)
     return summarize(repr(value), key, depth, budget)
+
+
+def _summarize_dict(value: dict[Any, Any], depth: int, budget: list[int] | None) -> Any:
+    """:func:`summarize` of a dict (its key was checked already).
+
+    Why its own function, with the common entries inline: the journal summarizes every
+    delivered outcome's notes (W1: the meta a map wrote, three objects deep, and the sink's
+    answer), so most calls are a small object of short strings and numbers under keys that
+    are not secret, and a nested object under such a key; neither needs a call of
+    :func:`summarize` per entry to come out the same."""
+    if depth > 6:
+        if budget is not None:
+            budget[0] -= 3
+        return "…"
+    if len(value) > 100:
+        value = dict(list(value.items())[:100])
+    if budget is not None:
+        budget[0] -= 2
+    cache = _SECRET_CACHE
+    cut: dict[str, Any] = {}
+    for k, v in value.items():
+        name = k if type(k) is str else str(k)
+        if "@" in name:  # a key may be an email too (traits or lists keyed by address)
+            name = _hash_emails(name)
+        if budget is not None:
+            if budget[0] < 0:
+                break
+            budget[0] -= len(name) + 3
+        secret = cache.get(name)
+        if secret is None:
+            secret = _secret_key(name)
+        if secret:
+            if budget is not None:
+                budget[0] -= 5
+            cut[name] = "***"
+            continue
+        kind = type(v)
+        if kind is str:
+            if len(v) <= _STR_LIMIT and "@" not in v:
+                if budget is not None:
+                    budget[0] -= len(v) + 2
+                cut[name] = v
+            else:
+                cut[name] = summarize(v, "", depth + 1, budget)
+        elif kind is int or kind is float or kind is bool or v is None:
+            if budget is not None:
+                budget[0] -= 1
+            cut[name] = v
+        elif kind is dict:
+            cut[name] = _summarize_dict(v, depth + 1, budget)
+        else:
+            cut[name] = summarize(v, name, depth + 1, budget)
+    return cut
 
 
 def trace_id(trace: dict[str, str]) -> str | None:
