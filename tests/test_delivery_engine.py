@@ -198,6 +198,37 @@ async def test_suspending_items_after_parked_ones_still_get_a_worker_each(
         assert not await rt.store.list_dead_letters()
 
 
+async def test_a_claim_that_stops_parking_midway_still_puts_every_item_in_flight(
+    tmp_path: Path, no_sdk: None
+) -> None:
+    """A fresh engine (or one after a parked run) starts workers one at a time. When an item
+    of the claim gets an outcome of its own without suspending (filtered here), the items
+    after it suspend: they must still all be in flight together, each with a worker started
+    for it, not shared by the one or two workers there were."""
+    global BARRIER
+    raw = {
+        "store": {"url": STORE_URLS.get(str(tmp_path), f"sqlite:///{tmp_path}/s.db")},
+        "server": {"max_body": 1_000_000},
+        "delivery": {"poll_interval": 0.02, "claim_batch": 100, "max_inflight": 100},
+        "triggers": {"live": {"type": "echo", "path": "/live"}},
+        "pipelines": {"calls": {"trigger": "live",
+                                "transforms": [{"type": "filter", "where": "traits.n != `0`"}],
+                                "sinks": [{"type": "test.barrier", "name": "c"}]}},
+    }
+    async with Runtime(parse_config(raw, env={}), registry=_registry()) as rt:
+        engine = rt.delivery
+        assert engine is not None
+        async with await client(rt) as c:
+            BARRIER = _Barrier(40)
+            batch = [ident("first", 0)] + [ident(f"s{i}", 1) for i in range(40)]
+            await _deliver(c, engine, "/live", batch, 41)
+            assert BARRIER.most == 40
+        stats = await rt.store.stats()
+        assert stats["calls"].get("c:delivered") == 40, stats
+        assert stats["calls"].get("-:filtered") == 1, stats
+        assert not await rt.store.list_dead_letters()
+
+
 def test_observe_many_is_observe_of_each() -> None:
     rng = random.Random(7)
     values = [rng.choice([0.0, 0.001, 0.0049, 0.3, 2.0, 59.0, 61.0, 1e-6]) for _ in range(500)]

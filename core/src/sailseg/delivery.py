@@ -377,13 +377,15 @@ class Delivery:
             if self._todo:
                 item = self._todo.popleft()
                 # more queued: wake the next worker, while this one processes; while items
-                # park, wake or start one, only when no worker is on its way already
+                # park, wake or start one, only when no worker is on its way already; once
+                # they suspend again (a parked run, or start-up, left few workers and an item
+                # got an outcome of its own), start the ones missing for the rest of the claim
                 if self._todo:
                     if self._parks:
                         if not self._pending:
                             self._start_workers()
-                    elif self._idle:
-                        self._wake_workers()
+                    elif self._idle or self._workers < self._active:
+                        self._start_workers()
                 await self._process_one(item)
                 run += 1
                 if run >= _RUN:
