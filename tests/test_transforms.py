@@ -105,6 +105,29 @@ async def test_map_bad_config() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("options", [
+    {},  # the payload is kept as it is: the same object for the sinks (no copy)
+    {"nulls": "drop"},  # dropping nulls of meta targets needs no copy of the payload either
+])
+async def test_map_writing_only_meta_keeps_the_payload_and_never_edits_it(options: dict[str, Any]) -> None:
+    """No payload target: the payload stays the very object (``Transform.edits_payload_in_place``
+    is False for map, so delivery tells the journal by identity), and a meta target that holds
+    it (``@``) with another below it writes into a copy, not into the payload."""
+    import copy
+
+    payload = copy.deepcopy(IDENTIFY)
+    m = await make("transform", "map", fields={
+        "meta.raw": "@", "meta.raw.tag": "'x'", "meta.sailthru.vars.plan": "traits.plan",
+        "meta.sailthru.vars.gone": "traits.gone", "identity.email": "traits.email"}, **options)
+    assert type(m).edits_payload_in_place is False
+    out = await m.process(Event(id="1", source="test", payload=payload))
+    assert out.payload is payload and payload == IDENTIFY
+    assert out.meta["raw"] == {**IDENTIFY, "tag": "x"} and out.meta["raw"] is not payload
+    assert out.meta["sailthru"]["vars"]["plan"] == "pro"
+    assert ("gone" in out.meta["sailthru"]["vars"]) is (options.get("nulls") != "drop")
+
+
+@pytest.mark.anyio
 async def test_map_never_changes_the_input_objects_and_plain_paths_match_jmespath() -> None:
     import copy
 

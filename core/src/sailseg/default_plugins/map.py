@@ -269,13 +269,16 @@ class Map(Transform):
         # so they still work on a deep copy.
         cfg = self.config
         drop = self._drop
-        deep = bool(cfg.remove or cfg.flatten or drop)
-        # no payload target and nothing to remove, flatten or drop: the payload stays the
-        # object it was (delivery then knows by identity that the sinks got it as stored)
+        # dropping nulls edits only payload targets (meta and identity ones are skipped)
+        deep = bool(cfg.remove or cfg.flatten or (drop and self._payload_targets))
+        # no payload target and nothing to remove or flatten: the payload stays the object
+        # it was (delivery then knows by identity that the sinks got it as stored), and is
+        # not marked fresh, so a meta target holding it (``"meta.raw": "@"``) and one below
+        # it (``"meta.raw.tag"``) copy it before writing
         payload = (copy.deepcopy(event.payload) if deep
                    else dict(event.payload) if self._payload_targets else event.payload)
         meta = dict(event.meta)
-        fresh = {id(payload), id(meta)}
+        fresh = {id(meta)} if payload is event.payload else {id(payload), id(meta)}
         identity = dict(event.identity)
         for _target, parts, value, present in values:
             if not present or (value is None and drop):
