@@ -543,7 +543,9 @@ class Delivery:
         event.pipeline = item.pipeline
         # for the journal: was the payload the sinks got the stored one? (see _sink_outcome):
         # the payload object itself when the pipeline's transforms never edit one in place
-        # (identity tells), else its fingerprint
+        # (identity tells), else its fingerprint. What counts is what the sinks were given:
+        # with identity, a sink that edits its event's payload while sending is not seen
+        # (the fingerprint, taken at the outcome, saw it)
         stored: Any = None
         if journaled(self.journal, item.pipeline):
             stored = event.payload if pipeline.keeps_payload else payload_fingerprint(event.payload)
