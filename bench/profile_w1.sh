@@ -3,7 +3,9 @@
 #   bench/profile_w1.sh [SECONDS] [OUTDIR]
 # Writes OUTDIR/pyspy.txt (collapsed stacks), OUTDIR/profile.md (top functions by own and by
 # inclusive samples, per thread) and OUTDIR/pyspy.svg (flame graph). Ports: STUB_PORT 9100,
-# SUT_PORT 9200. Env: SAT_CONNS (64), PYSPY_RATE (samples/s, 200), SUT_CMD (default w1/serve.sh).
+# SUT_PORT 9200. Env: SAT_CONNS (64), PYSPY_RATE (samples/s, 200), SUT_CMD (default w1/serve.sh),
+# RATE (a fixed rate of events/s from load.py instead of saturating with wrk: where the CPU goes
+# at 1000/s, where each wake-up carries a few events, differs from where it goes at saturation).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BENCH_VENV=${BENCH_VENV:-$HERE/.venv-bench}
@@ -25,7 +27,12 @@ bash -c "exec $SUT_CMD" >"$OUT/sut.log" 2>&1 & SUT_PID=$!; PIDS+=($SUT_PID)
 INGEST=${SUT_INGEST_URL:-http://127.0.0.1:$SUT_PORT/v1/identify}
 (cd "$HERE" && "$PY" load.py ready --url "$INGEST" --stub "http://127.0.0.1:$STUB_PORT" --runid "prof-$$" --timeout 60) >/dev/null
 (cd "$HERE" && "$PY" -c 'import load; load.write_lua_inputs()')
-wrk -t1 -c"${SAT_CONNS:-64}" -d"$((SECS + 4))s" --timeout 10s -s "$HERE/lua/w1_identify.lua" "$INGEST" -- "prof-$$" >"$OUT/wrk.txt" 2>&1 &
+if [ -n "${RATE:-}" ]; then
+  (cd "$HERE" && exec "$PY" load.py fixed --url "$INGEST" --stub "http://127.0.0.1:$STUB_PORT" --rate "$RATE" \
+     --warmup 2 --duration "$((SECS + 4))" --system sailseg --runid "prof-$$" --sut-pid "$SUT_PID") >"$OUT/wrk.txt" 2>&1 &
+else
+  wrk -t1 -c"${SAT_CONNS:-64}" -d"$((SECS + 4))s" --timeout 10s -s "$HERE/lua/w1_identify.lua" "$INGEST" -- "prof-$$" >"$OUT/wrk.txt" 2>&1 &
+fi
 WRK=$!; PIDS+=($WRK)
 sleep 2
 "$BENCH_VENV/bin/py-spy" record --pid "$SUT_PID" --duration "$SECS" --rate "${PYSPY_RATE:-200}" --nonblocking \
@@ -35,5 +42,5 @@ sleep 2
 wait "$WRK" || true
 stats=$(curl -s "http://127.0.0.1:$STUB_PORT/stats")
 "$PY" "$HERE/tools/collapse_top.py" "$OUT/pyspy.txt" >"$OUT/profile.md"
-{ echo "wrk: $(grep -E 'Requests/sec' "$OUT/wrk.txt")"; echo "stub: $stats"; } | tee -a "$OUT/profile.md"
+{ echo "load: $(grep -E 'Requests/sec|p99' "$OUT/wrk.txt")"; echo "stub: $stats"; } | tee -a "$OUT/profile.md"
 echo "profile: $OUT/profile.md"
