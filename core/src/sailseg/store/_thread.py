@@ -54,10 +54,6 @@ def _serve(calls: queue.SimpleQueue[_Call | None]) -> None:
 class ConnectionThread:
     """One daemon thread, started on first use, that runs calls one at a time in order.
 
-    A daemon, unlike anyio's workers: a call still running when the interpreter exits is cut
-    off, and SQLite rolls its transaction back; its caller was never answered, so nothing
-    acknowledged is lost (an unfinished ``finish`` means a redelivery).
-
     :param name: the thread's name (shown by py-spy and in thread dumps).
     """
 
@@ -71,12 +67,9 @@ class ConnectionThread:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if self._thread is None:
-            # a queue per thread: a stopped thread still finishing a call never takes the
-            # next one's calls; recorded only once started, so a failed start fails each call
-            calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-            thread = threading.Thread(target=_serve, args=(calls,), name=self.name, daemon=True)
-            thread.start()
-            self._thread, self._calls = thread, calls
+            self._thread = threading.Thread(target=_serve, args=(self._calls,), name=self.name,
+                                            daemon=True)
+            self._thread.start()
         self._calls.put((loop, fut, fn, args))
         with anyio.CancelScope(shield=True):  # the call runs to its end: wait for it
             return await fut
