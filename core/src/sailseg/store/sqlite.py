@@ -1,11 +1,10 @@
 """SQLite store: the embedded, zero-setup default (``sqlite:///.sailseg/sailseg.db``).
 
-Writes: one connection, driven from a thread of its own (``_thread.ConnectionThread``, a
-cheaper hand-off than ``anyio.to_thread``), one transaction at a time. Every write call
-(enqueue, claim, finish, kv, ...) joins the next transaction through
+Writes: one connection, driven from worker threads, one transaction at a time. Every write
+call (enqueue, claim, finish, kv, ...) joins the next transaction through
 :class:`~sailseg.store._sql.GroupCommit`, so concurrent callers share one commit and one fsync;
 each call runs inside its own savepoint, so one failing call does not undo the others.
-Reads use a second connection, on a second thread, which WAL mode lets run beside the writer. A claim reads
+Reads use a second connection, which WAL mode lets run beside the writer. A claim reads
 there too, and only leases what it read in a write transaction (:meth:`SQLiteStore.claim`).
 
 Several processes may open one file (``sailseg dlq replay`` beside ``sailseg serve``): write
@@ -100,7 +99,6 @@ from ._sql import (
     purge_sql,
     release_sql,
 )
-from ._thread import ConnectionThread
 from .base import SCHEMA_VERSION, STORE_FIX, Outcome, QueueItem
 
 __all__ = ["SQLiteStore"]
@@ -140,9 +138,6 @@ class SQLiteStore(SQLStore):
         self._rconn: sqlite3.Connection | None = None
         self._rlock = anyio.Lock()
         self._writer: GroupCommit[Op] = GroupCommit(self._flush)
-        #: the threads that run the write and the read connection's calls (``_thread.py``)
-        self._wthread = ConnectionThread("sailseg-sqlite-writer")
-        self._rthread = ConnectionThread("sailseg-sqlite-reader")
 
     # -- plumbing --------------------------------------------------------------------
     async def open(self) -> None:
@@ -188,9 +183,7 @@ class SQLiteStore(SQLStore):
         await self._writer.wait_idle()
         async with self._rlock:  # and no read is running on the other connection
             if self._wconn is not None:
-                await self._wthread.run(self._close_connections)
-            self._wthread.stop()
-            self._rthread.stop()
+                await anyio.to_thread.run_sync(self._close_connections)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -211,16 +204,16 @@ class SQLiteStore(SQLStore):
     async def _flush(self, batch: list[Pending[Op]]) -> None:
         conn = self._conn()
         if not self.process_lock:
-            await self._wthread.run(_run_batch, conn, batch)
+            await anyio.to_thread.run_sync(_run_batch, conn, batch)
             return
         if self._lock_fd < 0:
             self._lock_fd = os.open(self.path + ".split-lock", os.O_RDWR | os.O_CREAT, 0o600)
         # wait for the other process's transaction first, then write with this batch the
         # calls that arrived meanwhile (GroupCommit.absorb): one turn at the lock for both
-        await self._wthread.run(_lock, self._lock_fd)
+        await anyio.to_thread.run_sync(_lock, self._lock_fd)
         try:
             batch.extend(self._writer.absorb())
-            await self._wthread.run(_run_batch, conn, batch)
+            await anyio.to_thread.run_sync(_run_batch, conn, batch)
         finally:
             _unlock(self._lock_fd)
 
@@ -228,7 +221,7 @@ class SQLiteStore(SQLStore):
         if self._rconn is None:  # in-memory: one connection for everything
             return await self._write(_fetchall, sql, args)
         async with self._rlock:
-            return await self._rthread.run(_fetchall, self._rconn, sql, args)
+            return await anyio.to_thread.run_sync(_fetchall, self._rconn, sql, args)
 
     async def _execute(self, sql: str, *args: Any) -> int:
         return await self._write(_rowcount, sql, args)
@@ -384,7 +377,7 @@ def _parse_url(url: str) -> tuple[str, str, int, int]:
     return path, synchronous, busy, checkpoint
 
 
-# -- everything below runs in a connection's thread, inside a transaction ----------------
+# -- everything below runs in a worker thread, inside a transaction ----------------------
 
 
 class _CallFailed(Exception):
@@ -406,7 +399,7 @@ def _run_batch(conn: sqlite3.Connection, batch: list[Pending[Op]]) -> None:
 
 
 def _lock(fd: int) -> None:
-    """Take the exclusive ``flock`` of ``process_lock`` (blocks: run in the writer's thread)."""
+    """Take the exclusive ``flock`` of ``process_lock`` (blocks: run in a worker thread)."""
     import fcntl
 
     fcntl.flock(fd, fcntl.LOCK_EX)
