@@ -147,7 +147,7 @@ def run_size(n: int) -> dict:
             "api_calls": last.get("api_calls"), "requests": last.get("requests"), "jobs": last.get("jobs"),
             "job_members": last.get("job_members"),
             "api_calls_per_100k": round(last.get("api_calls", 0) / n * 100_000, 1),
-            "sut_cpu_cores": cpu.stop(), "timeline": timeline,
+            "sut_cpu_cores": cpu.stop(), "sut_cpu_s": cpu.each, "timeline": timeline,
         })
     finally:
         # the peak while every process of the server is alive: its delivery child stops
