@@ -291,6 +291,15 @@ async def test_sqlite_finish_fixes_heads_only_for_keys_with_rows_left(tmp_path: 
         await store.close()
 
 
+async def lease(store: SQLiteStore, owner: str, seen: list[Any], until: float, now: float) -> Any:
+    """What a SQLite claim does after its read: the lease's transaction, then the merge of
+    what it leased into the rows read (outside the transaction)."""
+    import sailseg.store.sqlite as lite
+
+    fresh = await store._write(lite._lease, owner, lite._ids([r[0] for r in seen]), until, now)
+    return lite._leased(seen, fresh)
+
+
 async def test_sqlite_claim_leases_only_what_is_still_claimable_since_its_read(
     tmp_path: Path,
 ) -> None:
@@ -321,9 +330,9 @@ async def test_sqlite_claim_leases_only_what_is_still_claimable_since_its_read(
         await store.finish([Outcome(item=qi("u1", "u"), status="done")], now=NOW + 10)
         await store.enqueue([qi("v0", "v")], dedupe_window=0, now=NOW + 10)
         assert await store.pause_pipeline("p", actor="test", now=NOW + 10)
-        assert await store._write(lite._lease, "new", seen, NOW + 30, NOW + 10) == []
+        assert await lease(store, "new", seen, NOW + 30, NOW + 10) == []
         assert await store.resume_pipeline("p")
-        rows = await store._write(lite._lease, "new", seen, NOW + 30, NOW + 10)
+        rows = await lease(store, "new", seen, NOW + 30, NOW + 10)
         assert [r[0] for r in rows] == ["w1", "r1"]  # oldest due first: r1's retry moved it
         (_, item), _ = decode_items(rows)
         assert (item.id, item.sinks, item.attempt, item.due_at, item.last_error) == (
@@ -345,7 +354,7 @@ async def test_sqlite_burial_leaves_a_row_another_node_took_over(tmp_path: Path)
         await store.migrate()
         await store.enqueue([qi("bad", "a")], dedupe_window=0, now=NOW)
         seen = await store._fetch(lite.CLAIM_SQL, NOW, NOW, 10)
-        (row,) = await store._write(lite._lease, "n", seen, NOW + 10, NOW)
+        (row,) = await lease(store, "n", seen, NOW + 10, NOW)
         await store._execute("UPDATE sailseg_queue SET lease_owner = 'm' WHERE id = 'bad'")
         await store._write(lite._bury, [(row, ValueError("junk"))], NOW, "n")
         assert (await store.list_dead_letters(), await store.backlog()) == ([], 1)

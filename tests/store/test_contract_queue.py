@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 
 from sailseg.errors import StoreError
@@ -541,6 +542,30 @@ async def test_one_finish_of_many_keys_applies_only_what_the_owner_holds(
     assert sorted([e.id async for e in store.delivered_since("p", 0)]) == [
         "e-a1", "e-b1", "e-c1", "e-d1", "e-f1"]
     assert (await store.stats())["p"]["s:delivered"] == 5
+
+
+async def test_a_finish_names_the_event_its_row_names_whatever_the_item_says(
+    store: Store, item: Item
+) -> None:
+    """The rows a finish writes name the stored event their queue row names. The SQLite
+    store builds them before its transaction from each item as it was claimed, and checks
+    that against the rows: an outcome whose item names another event (built by hand, or
+    claimed from a row older than schema 4) is worked out again inside it, with the same
+    rows, and beside it the outcomes that fit keep theirs."""
+    a = msgspec.structs.replace(item("a1", "A"), body="ev-a")
+    await store.enqueue([a, item("b1", "B"), item("c1", "C")], dedupe_window=0, now=NOW)
+    claimed = {i.id: i for i in await store.claim("n", 10, lease=10, now=NOW)}
+    assert claimed["a1"].body == "ev-a"
+    stray = msgspec.structs.replace(claimed["a1"], body=None)  # says event "a1"
+    await store.finish([Outcome(item=stray, status="done", delivered=["s"]),
+                        Outcome(item=claimed["b1"], status="done", delivered=["s"]),
+                        Outcome(item=claimed["c1"], status="retry", sinks=["s"], attempt=2,
+                                due_at=NOW + 50, error="503")], now=NOW + 1, owner="n")
+    assert sorted([e.id async for e in store.delivered_since("p", 0)]) == ["e-a1", "e-b1"]
+    events = await store._fetch(  # type: ignore[attr-defined]
+        "SELECT id, refs FROM sailseg_events ORDER BY id")
+    assert [tuple(r) for r in events] == [("b1", 1), ("c1", 1), ("ev-a", 1)]
+    assert await store.backlog() == 1  # c1, retried
 
 
 async def test_finish_without_owner_applies_whoever_holds_the_row(store: Store, item: Item) -> None:

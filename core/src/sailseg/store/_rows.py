@@ -326,8 +326,9 @@ class PreparedOutcome(NamedTuple):
     """One :class:`Outcome` turned into the rows :meth:`Store.finish` writes.
 
     Encoding happens here, before any transaction, so a value that cannot be stored fails
-    the caller's own call and nothing else. The rows that name the item's stored event get
-    its id from the queue row itself, in the transaction (:meth:`rows`).
+    the caller's own call and nothing else. The rows that name the item's stored event take
+    its id from the queue row itself: read in the transaction, or (the SQLite store) built
+    before it from ``body`` and checked against the row in it (``sqlite.FinishPlan``).
     """
 
     id: str
@@ -349,6 +350,10 @@ class PreparedOutcome(NamedTuple):
     counts: list[tuple[str, str, int]]
     #: ``JOURNAL_WRITE_COLS`` rows (see ``_journal``)
     journal: Sequence[tuple[Any, ...]] = ()
+    #: the stored event the item's queue row named when it was claimed (``item.body`` or
+    #: its id): what a store may build the rows naming it from before its transaction, and
+    #: check against the row inside it (see ``sqlite.FinishPlan``)
+    body: str | None = None
 
     def refs(self) -> int:
         """How the count of rows naming the item's event changes when this is applied."""
@@ -402,7 +407,8 @@ def prepare_outcomes(
         counts = [(item.pipeline, clean(k), n) for k, n in o.counts.items() if n]
         out.append(PreparedOutcome(item.id, item.pipeline, okey, o.status, retry, delivered,
                                    parked, keys, dead, counts,
-                                   outcome_rows(o, now) if journaled(journal, item.pipeline) else ()))
+                                   outcome_rows(o, now) if journaled(journal, item.pipeline) else (),
+                                   item.body or item.id))
     return out
 
 

@@ -280,7 +280,10 @@ class SQLiteStore(SQLStore):
         if limit <= 0:
             return []
         seen = await self._fetch(CLAIM_SQL, now, now, limit)
-        rows = await self._write(_lease, owner, seen, now + lease, now) if seen else []
+        if not seen:
+            return []
+        rows = _leased(seen, await self._write(_lease, owner, _ids([r[0] for r in seen]),
+                                               now + lease, now))
         items, bad = decode_items(rows)
         if bad:
             log_undecodable(bad)
@@ -298,7 +301,7 @@ class SQLiteStore(SQLStore):
     ) -> None:
         prepared = prepare_outcomes(outcomes, now, journal=self.journal)
         if prepared:
-            applied = await self._write(_finish, prepared, now, owner)
+            applied = await self._write(_finish, FinishPlan(prepared, now), now, owner)
             log_skipped(prepared, applied, owner)
 
     # -- parking ---------------------------------------------------------------------
@@ -523,7 +526,14 @@ _MARK_HEADLESS = (
 )
 
 
-def _fix_heads(conn: sqlite3.Connection, keys: Iterable[HeadKey], now: float) -> None:
+def _keys_arg(keys: Iterable[HeadKey]) -> tuple[str, int]:
+    """What :func:`_fix_heads` takes: (pipeline, okey) keys as the JSON list of their sorted,
+    unique pairs, and how many there are (worked out before a transaction when they can be)."""
+    unique = sorted(set(keys))
+    return _json.encode(unique).decode(), len(unique)
+
+
+def _fix_heads(conn: sqlite3.Connection, keys: tuple[str, int], now: float) -> None:
     """Re-mark the oldest row of each (pipeline, okey) as its head (see ``plan_heads``).
 
     First one probe per key finds the keys that have rows left; a finish mostly empties its
@@ -536,14 +546,13 @@ def _fix_heads(conn: sqlite3.Connection, keys: Iterable[HeadKey], now: float) ->
     steps: after a finish most keys have no head, and reading each key's row back into
     Python to decide what the statement can decide cost ~15 ms per 2,000 keys (bench W3,
     2026-12-05)."""
-    unique = sorted(set(keys))
-    if not unique:
+    arg, count = keys
+    if not count:
         return
-    arg = _json.encode(unique).decode()
     left = conn.execute(_KEYS_WITH_ROWS, (arg,)).fetchall()
     if not left:
         return
-    if len(left) < len(unique):
+    if len(left) < count:
         arg = _json.encode([(p, o) for p, o in left]).decode()
     heads: dict[HeadKey, tuple[str, float]] = {}
     oldest: dict[HeadKey, str | None] = {}
@@ -575,7 +584,7 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
     conn.executemany(QUEUE_INSERT_HEAD, [(*r, int(r[0] in mark)) for r in rows])
     _grow(conn, len(rows))
     if older:
-        _fix_heads(conn, older, now)
+        _fix_heads(conn, _keys_arg(older), now)
 
 
 def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueItem],
@@ -657,18 +666,26 @@ _LEASE_SQL = (
 )
 
 
-def _lease(conn: sqlite3.Connection, owner: str, seen: list[Row], until: float, now: float) -> list[Row]:
-    """Lease the rows ``seen`` (``CLAIM_SQL`` rows read outside this transaction) that are
-    still due, unleased heads of running pipelines; return them (``ITEM_READ``) with their
-    current ``sinks``, ``attempt``, ``due_at`` and ``last_error``, oldest due first. Why
-    those four: a holder whose lease lapsed may still have finished its row as a retry
+def _lease(conn: sqlite3.Connection, owner: str, ids: str, until: float, now: float) -> list[Row]:
+    """Lease the rows of ``ids`` (a JSON list: the ``CLAIM_SQL`` rows read outside this
+    transaction) that are still due, unleased heads of running pipelines; return
+    (id, sinks, attempt, due_at, last_error) of each, for :func:`_leased`. Only the
+    statement runs here: the write lock every process on the file shares is held meanwhile,
+    and merging 5,000 rows into the snapshot was a fifth of a W2 lease (bench/README.md,
+    2026-12-07, a sixteenth session)."""
+    return conn.execute(_LEASE_SQL, (owner, until, ids, now, now)).fetchall()
+
+
+def _leased(seen: list[Row], fresh: list[Row]) -> list[Row]:
+    """The rows ``seen`` (``ITEM_READ``) that :func:`_lease` leased, oldest due first, with
+    their current ``sinks``, ``attempt``, ``due_at`` and ``last_error`` (from ``fresh``).
+    Why those four: a holder whose lease lapsed may still have finished its row as a retry
     since the snapshot (its fence is the owner, not the lease's end); the other columns
     never change after the insert."""
-    fresh = {r[0]: r for r in conn.execute(
-        _LEASE_SQL, (owner, until, _ids([r[0] for r in seen]), now, now))}
+    now_rows = {r[0]: r for r in fresh}
     out: list[Row] = []
     for row in seen:
-        now_row = fresh.get(row[0])
+        now_row = now_rows.get(row[0])
         if now_row is not None:
             _, sinks, attempt, due_at, last_error = now_row
             out.append((*row[:4], sinks, attempt, row[6], due_at, last_error, *row[9:]))
@@ -685,27 +702,48 @@ def _bury(
         "DELETE FROM sailseg_queue WHERE id = ? AND lease_owner = ?", (r[0], owner)).rowcount]
     _grow(conn, -len(buried))
     conn.executemany(DEAD_INSERT, [undecodable_dead_row(r, exc, now) for r, exc in buried])
-    _fix_heads(conn, [head_key(r) for r, _ in buried], now)
+    _fix_heads(conn, _keys_arg(head_key(r) for r, _ in buried), now)
+
+
+class FinishPlan:
+    """A finish's writes, worked out before its transaction from what the claim saw.
+
+    Why: a finish runs inside the write lock every process on the file shares, and W2's
+    delivery process (finishes of 5,000 members) held that lock for ~45% of the run, its
+    serve process ~35% (bench/README.md, 2026-12-07, a sixteenth session). Building the
+    rows, counting event references and encoding the keys is Python that needs no lock.
+    The plan assumes every outcome applies, each row still naming the event its item was
+    claimed with (``PreparedOutcome.body``); :func:`_finish` checks that against the rows it
+    deletes or updates and works the writes out again when it does not hold (a row finished
+    elsewhere, purged, or leased to another owner)."""
+
+    __slots__ = ("bodies", "gone", "keys", "prepared", "writes")
+
+    def __init__(self, prepared: list[PreparedOutcome], now: float) -> None:
+        self.prepared = prepared
+        #: id -> stored event of every outcome, as the rows should return them
+        self.bodies: dict[str, str | None] = {p.id: p.body for p in prepared}
+        #: the rows leaving the queue (done, parked), as one JSON list
+        gone = [p.id for p in prepared if p.retry is None]
+        self.gone = _ids(gone) if gone else None
+        self.writes = finish_writes(prepared, now, self.bodies)
+        self.keys = _keys_arg([(p.pipeline, p.okey) for p in prepared])
 
 
 def _finish(
-    conn: sqlite3.Connection, prepared: list[PreparedOutcome], now: float, owner: str | None
+    conn: sqlite3.Connection, plan: FinishPlan, now: float, owner: str | None
 ) -> list[PreparedOutcome]:
     """Apply outcomes whose row is still there (and, with ``owner``, still leased by it);
     return those applied."""
     fence = "" if owner is None else " AND lease_owner = ?"
     extra = () if owner is None else (owner,)
-    bodies: dict[str, str | None] = {}
-    removed = 0
+    prepared = plan.prepared
     # the rows leaving the queue (done, parked) in one statement; retries one at a time
-    gone = [p.id for p in prepared if p.retry is None]
-    if gone:
-        for item_id, body in conn.execute(
-            f"DELETE FROM sailseg_queue WHERE id {_IN}{fence} RETURNING id, body",
-            (_ids(gone), *extra),
-        ):
-            bodies[item_id] = body
-            removed += 1
+    bodies: dict[str, str | None] = dict(conn.execute(
+        f"DELETE FROM sailseg_queue WHERE id {_IN}{fence} RETURNING id, body",
+        (plan.gone, *extra),
+    )) if plan.gone is not None else {}
+    removed = len(bodies)
     for p in prepared:
         if p.retry is not None:
             hit = conn.execute(
@@ -715,13 +753,17 @@ def _finish(
             ).fetchone()
             if hit is not None:
                 bodies[p.id] = hit[0]
-    # else finished elsewhere, purged, or no longer ours: record nothing
-    applied = [p for p in prepared if p.id in bodies]
     _grow(conn, -removed)
-    for sql, rows in finish_writes(applied, now, bodies):
+    if bodies == plan.bodies:  # the usual finish: every row there, as claimed
+        applied, writes, keys = prepared, plan.writes, plan.keys
+    else:  # else finished elsewhere, purged, or no longer ours: record nothing for those
+        applied = [p for p in prepared if p.id in bodies]
+        writes = finish_writes(applied, now, bodies)
+        keys = _keys_arg([(p.pipeline, p.okey) for p in applied])
+    for sql, rows in writes:
         if rows:
             conn.executemany(sql, rows)
-    _fix_heads(conn, [(p.pipeline, p.okey) for p in applied], now)
+    _fix_heads(conn, keys, now)
     return applied
 
 
