@@ -52,11 +52,12 @@ __all__ = [
     "JOURNAL_WRITE_COLS",
     "JournalScope",
     "JOURNAL_INSERT",
+    "JOURNAL_INSERT_NO_EMAIL",
     "MINUTES_UPSERT",
     "SENT_EVENT",
     "SHARD",
-    "accepted_row",
     "accepted_rows",
+    "blob",
     "minute_rows",
     "outcome_rows",
     "summarize",
@@ -86,12 +87,32 @@ JOURNAL_COLS = f"id, {JOURNAL_WRITE_COLS}"
 JOURNAL_INSERT = (
     f"INSERT INTO sailseg_journal ({JOURNAL_WRITE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: rows without an email hash (an outcome's, an accepted event that names no email):
+#: ``JOURNAL_WRITE_COLS`` but ``email_hash``, NULL in the statement (see :func:`blob` for why)
+JOURNAL_INSERT_NO_EMAIL = (
+    f"INSERT INTO sailseg_journal ({JOURNAL_WRITE_COLS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)"
+)
 MINUTES_UPSERT = (
     "INSERT INTO sailseg_minutes (minute, pipeline, name, shard, n) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (minute, pipeline, name, shard) DO UPDATE SET n = sailseg_minutes.n + excluded.n"
 )
 
 _enc = msgspec.json.Encoder(enc_hook=repr)
+
+
+def blob(encoder: msgspec.json.Encoder, obj: Any) -> bytearray:
+    """``encoder``'s JSON of ``obj`` as a ``bytearray``: how the stores' hot writes bind a BLOB.
+
+    Why not ``bytes``: Python's ``sqlite3`` binds an int, float, str or bytearray directly,
+    but asks its adapter registry about any other value (``bytes`` and ``None`` included: a
+    tuple built, a dict probed, two attribute lookups), ~500 ns a value, inside the write
+    lock (bench/README.md, 2026-12-07, a seventeenth session). Hence also the statements
+    that write a NULL column as a literal (``JOURNAL_INSERT_NO_EMAIL``).
+    asyncpg takes any buffer for a ``bytea``."""
+    buf = bytearray()
+    encoder.encode_into(obj, buf)
+    return buf
+
 _SECRET_KEY = re.compile(r"secret|token|password|passwd|api_?key|authorization|signature|^sig$",
                          re.IGNORECASE)
 _EMAIL = re.compile(r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+\.[A-Za-z]{2,}")
@@ -234,19 +255,18 @@ def _who(item: QueueItem) -> tuple[str, str | None]:
     return clean(str(payload.get("messageId") or "")), hash_email(email) if email else None
 
 
-def accepted_row(item: QueueItem, now: float) -> tuple[Any, ...]:
-    """The ``accepted`` journal row of a queue item (``JOURNAL_WRITE_COLS`` order). On the ingest
-    path: the few fields it keeps are encoded as they are (only the track name, which a
-    client writes, goes through :func:`summarize`)."""
-    return accepted_rows([item], now)[0]
-
-
-def accepted_rows(items: Iterable[QueueItem], now: float) -> list[tuple[Any, ...]]:
-    """:func:`accepted_row` of each item; what comes from the event (messageId, email hash,
+def accepted_rows(
+    items: Iterable[QueueItem], now: float
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The ``accepted`` journal rows of queue items: those with an email hash
+    (``JOURNAL_INSERT``), and those without (``JOURNAL_INSERT_NO_EMAIL``). On the ingest path:
+    the few fields kept are encoded as they are (only the track name, which a client writes,
+    goes through :func:`summarize`); what comes from the event (messageId, email hash,
     detail) is worked out once for the items sharing a stored event (one accepted message
     fanned out to several pipelines)."""
     rows: list[tuple[Any, ...]] = []
-    shared: dict[str, tuple[str, str | None, bytes]] = {}
+    bare: list[tuple[Any, ...]] = []
+    shared: dict[str, tuple[str, str | None, bytearray]] = {}
     for item in items:
         body = item.body or item.id
         known = shared.get(body)
@@ -254,19 +274,24 @@ def accepted_rows(items: Iterable[QueueItem], now: float) -> list[tuple[Any, ...
             message_id, email = _who(item)
             payload = item.event.payload
             name = payload.get("event")
-            detail = _enc.encode({"trigger": item.event.source, "type": str(payload.get("type", "")),
-                                  "event": summarize(name) if name is not None else None,
-                                  "trace_id": trace_id(item.event.trace)})
+            detail = blob(_enc, {"trigger": item.event.source, "type": str(payload.get("type", "")),
+                                 "event": summarize(name) if name is not None else None,
+                                 "trace_id": trace_id(item.event.trace)})
             known = shared[body] = (message_id, email, detail)
-        rows.append((now, item.id, item.pipeline, clean(item.okey), known[0], known[1],
-                     "accepted", "-", 0, known[2]))
-    return rows
+        if known[1] is None:
+            bare.append((now, item.id, item.pipeline, clean(item.okey), known[0],
+                         "accepted", "-", 0, known[2]))
+        else:
+            rows.append((now, item.id, item.pipeline, clean(item.okey), known[0], known[1],
+                         "accepted", "-", 0, known[2]))
+    return rows, bare
 
 
 def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:
-    """The journal rows of one outcome: one per sink it delivered, dead-lettered, retried or
-    skipped, or one for the pipeline when it was filtered or parked. Found through their
-    item's ``accepted`` row (by item id), so they carry no email hash."""
+    """The journal rows of one outcome (``JOURNAL_INSERT_NO_EMAIL``): one per sink it
+    delivered, dead-lettered, retried or skipped, or one for the pipeline when it was
+    filtered or parked. Found through their item's ``accepted`` row (by item id), so they
+    carry no email hash."""
     item = o.item
     message_id = clean(str(item.event.payload.get("messageId") or ""))
     okey = clean(item.okey)
@@ -297,10 +322,10 @@ def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:
             safe["sent"] = sent
             if stored_event is not None:
                 safe[SENT_EVENT] = stored_event
-        raw = _enc.encode(safe)
+        raw = blob(_enc, safe)
         if len(raw) > DETAIL_LIMIT:
-            raw = _enc.encode({"truncated": raw[:DETAIL_LIMIT].decode("utf-8", "ignore")})
-        rows.append((now, item.id, item.pipeline, okey, message_id, None,
+            raw = blob(_enc, {"truncated": raw[:DETAIL_LIMIT].decode("utf-8", "ignore")})
+        rows.append((now, item.id, item.pipeline, okey, message_id,
                      stage, clean(sink), item.attempt, raw))
 
     for key in o.counts:

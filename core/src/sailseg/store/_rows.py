@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from ..events import Event, new_id
-from ._journal import JournalScope, journaled, outcome_rows
+from ._journal import JournalScope, blob, journaled, outcome_rows
 from .base import AuditRecord, DeadLetter, Outcome, QueueItem
 
 __all__ = [
@@ -113,28 +113,28 @@ def encode_sinks(sinks: Sequence[str] | None) -> str | None:
     return None if sinks is None else _event_encoder.encode(list(sinks)).decode()
 
 
-def encode_bodies(items: Iterable[QueueItem]) -> dict[str, tuple[str, bytes]]:
+def encode_bodies(items: Iterable[QueueItem]) -> dict[str, tuple[str, bytearray]]:
     """``{body id: (okey, encoded event)}`` of items about to be enqueued: each body encoded
-    once, from the first item naming it.
+    once, from the first item naming it (a ``bytearray``: see ``_journal.blob``).
 
     :raises ValueError: two items share a body but not an ordering key (an erasure of one
         person deletes the events their rows name, so one event must not serve two people).
     """
-    out: dict[str, tuple[str, bytes]] = {}
+    out: dict[str, tuple[str, bytearray]] = {}
     for item in items:
         body = item.body or item.id
         okey = clean(item.okey)
         known = out.get(body)
         if known is None:
-            out[body] = (okey, _event_encoder.encode(item.event))
+            out[body] = (okey, blob(_event_encoder, item.event))
         elif known[0] != okey:
             raise ValueError(f"items sharing body {body!r} have different ordering keys")
     return out
 
 
 def body_inserts(
-    accepted: Iterable[Row], bodies: dict[str, tuple[str, bytes]]
-) -> list[tuple[str, str, int, bytes]]:
+    accepted: Iterable[Row], bodies: dict[str, tuple[str, bytearray]]
+) -> list[tuple[str, str, int, bytearray]]:
     """The ``BODY_INSERT`` rows for the accepted queue rows (``ITEM_COLS``): each body once,
     with as many refs as rows name it."""
     refs = Counter(r[9] for r in accepted)

@@ -22,6 +22,7 @@ from ..errors import CommitTimeout
 from ..events import Event
 from ._journal import (
     JOURNAL_INSERT,
+    JOURNAL_INSERT_NO_EMAIL,
     MINUTES_UPSERT,
     JournalScope,
     accepted_rows,
@@ -132,7 +133,7 @@ def finish_writes(
         (REFS_DELETE, [(body,) for n, body in refs if n < 0]),
         # sorted, so that concurrent finishes on several nodes lock counter rows in one order
         (_COUNTS_UPSERT, [(pl, name, n) for (pl, name), n in sorted(counts.items())]),
-        (JOURNAL_INSERT, [j for p in applied for j in p.journal]),
+        (JOURNAL_INSERT_NO_EMAIL, [j for p in applied for j in p.journal]),
         (MINUTES_UPSERT, minute_rows(((pl, name, n) for (pl, name), n in counts.items()), now)),
     ]
 
@@ -146,8 +147,10 @@ def accept_writes(
     for i in items:
         counts[i.pipeline] = counts.get(i.pipeline, 0) + 1
     kept = items if journal is True else [i for i in items if journaled(journal, i.pipeline)]
+    emailed, bare = accepted_rows(kept, now) if kept else ([], [])
     return [
-        (JOURNAL_INSERT, accepted_rows(kept, now) if kept else []),
+        (JOURNAL_INSERT, emailed),
+        (JOURNAL_INSERT_NO_EMAIL, bare),
         (MINUTES_UPSERT, minute_rows(((p, "in", n) for p, n in counts.items()), now)),
     ]
 

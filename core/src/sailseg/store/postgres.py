@@ -77,7 +77,7 @@ __all__ = ["PostgresStore"]
 Row = Sequence[Any]
 # rows, dedupe window, now, the items (for their journal rows), their encoded events
 EnqueueCall = tuple[list[tuple[Any, ...]], float, float, Sequence[QueueItem],
-                    dict[str, tuple[str, bytes]]]
+                    dict[str, tuple[str, bytearray]]]
 
 _IN = "= ANY(?::text[])"
 #: due heads, found through the partial index on (due_at, id), oldest due first
@@ -249,7 +249,7 @@ class PostgresStore(SQLStore):
             journal: list[QueueItem] = []
             results: list[list[bool]] = []
             decided: set[str] = set()
-            bodies: dict[str, tuple[str, bytes]] = {}
+            bodies: dict[str, tuple[str, bytearray]] = {}
             for entry in batch:
                 rows, window, _, items, encoded = entry.payload
                 bodies.update(encoded)
