@@ -43,3 +43,28 @@ def test_delete_needs_no_ids_beyond_user() -> None:
 def test_numeric_zero_user_id_is_an_id() -> None:
     (msg,) = decode_messages(b'{"type":"identify","userId":0}')
     assert identity_keys(msg) == {"userId": "0"} and ordering_key(msg) == "userId:0"
+
+
+def test_ids_are_the_microsecond_then_a_sequence_then_the_node_and_sort_in_creation_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queue's per-person order is the order of these ids, including against ids that
+    an earlier version wrote to the database: the layout stays 14 hex digits of
+    microseconds, 8 of a per-microsecond sequence, 10 of the process's node."""
+    from sailseg import events
+
+    now = 1_764_000_000_123_456_789
+    monkeypatch.setattr(events, "_time_ns", lambda: now)
+    monkeypatch.setattr(events, "_last_us", 0)
+    same = [events.new_id() for _ in range(3)]
+    us = now // 1000
+    assert [i[:14] for i in same] == [f"{us:014x}"] * 3
+    assert [i[14:22] for i in same] == ["00000000", "00000001", "00000002"]
+    assert {i[22:] for i in same} == {events._node}
+    now += 1000  # a microsecond later: the sequence starts again, and the id sorts after
+    later = events.new_id()
+    assert later[:22] == f"{us + 1:014x}00000000" and later > same[-1]
+    now -= 5_000_000  # the clock stepped back: ids still sort after the ones made before
+    assert same[-1] < later < events.new_id()
+    ids = [events.new_id() for _ in range(1000)]
+    assert ids == sorted(ids) and len(set(ids)) == 1000
+    assert all(len(i) == 32 and i == i.lower() and int(i, 16) >= 0 for i in ids)

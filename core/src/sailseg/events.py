@@ -96,6 +96,7 @@ MESSAGE_TYPES: tuple[str, ...] = ("identify", "track", "page", "screen", "group"
 _last_us = 0
 _seq = 0
 _node = uuid.uuid4().hex[:10]
+_time_ns = time.time_ns
 
 
 def new_id() -> str:
@@ -108,13 +109,15 @@ def new_id() -> str:
     was acknowledged. Nodes on different machines rely on synchronised clocks (NTP) for this.
     """
     global _last_us, _seq
-    us = time.time_ns() // 1_000
+    us = _time_ns() // 1_000
     if us <= _last_us:
         us = _last_us
         _seq += 1
     else:
         _last_us, _seq = us, 0
-    return f"{us:014x}{_seq:08x}{_node}"
+    # the 14 hex digits of ``us`` then the 8 of ``_seq``, as one 88-bit number: half the
+    # time of formatting the two (~400 against ~790 ns; two ids per accepted event)
+    return (us << 32 | _seq).to_bytes(11, "big").hex() + _node
 
 
 def validate_message(data: Any, *, where: str = "$", schema_checked: bool = False) -> JSON:
