@@ -55,6 +55,7 @@ def test_ids_are_the_microsecond_then_a_sequence_then_the_node_and_sort_in_creat
     now = 1_764_000_000_123_456_789
     monkeypatch.setattr(events, "_time_ns", lambda: now)
     monkeypatch.setattr(events, "_last_us", 0)
+    monkeypatch.setattr(events, "_seq", 0)
     same = [events.new_id() for _ in range(3)]
     us = now // 1000
     assert [i[:14] for i in same] == [f"{us:014x}"] * 3

@@ -465,3 +465,29 @@ async def test_sqlite_accepts_and_finishes_bind_no_value_sqlite3_must_adapt(
         assert len(await store.claim("me", 50, lease=60, now=NOW)) == 7  # the next heads
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("emails", [(None, "a@example.com"), ("a@example.com", None), (None, None)])
+async def test_the_journal_keeps_the_order_of_a_transactions_accepts_with_or_without_email(
+        tmp_path: Path, emails: tuple[str | None, str | None]) -> None:
+    """A person's timeline is the journal in id order: a track without an email then an
+    identify with one, accepted together, keep that order (rows with and without an email
+    hash go through different statements only when a transaction has one kind)."""
+    import sqlite3
+
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        store.journal = True
+        items = [qi(f"i{n}", "k") for n in range(2)]
+        for item, email in zip(items, emails, strict=True):
+            if email is not None:
+                item.event.payload["traits"] = {"email": email}
+        await store.enqueue(items, dedupe_window=0, now=NOW)
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        rows = conn.execute("SELECT item_id, email_hash IS NOT NULL FROM sailseg_journal "
+                            "WHERE stage = 'accepted' ORDER BY id").fetchall()
+    assert rows == [("i0", emails[0] is not None), ("i1", emails[1] is not None)]

@@ -255,18 +255,18 @@ def _who(item: QueueItem) -> tuple[str, str | None]:
     return clean(str(payload.get("messageId") or "")), hash_email(email) if email else None
 
 
-def accepted_rows(
-    items: Iterable[QueueItem], now: float
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The ``accepted`` journal rows of queue items: those with an email hash
-    (``JOURNAL_INSERT``), and those without (``JOURNAL_INSERT_NO_EMAIL``). On the ingest path:
-    the few fields kept are encoded as they are (only the track name, which a client writes,
-    goes through :func:`summarize`); what comes from the event (messageId, email hash,
-    detail) is worked out once for the items sharing a stored event (one accepted message
-    fanned out to several pipelines)."""
-    rows: list[tuple[Any, ...]] = []
-    bare: list[tuple[Any, ...]] = []
+def accepted_rows(items: Iterable[QueueItem], now: float) -> tuple[str, list[tuple[Any, ...]]]:
+    """The ``accepted`` journal rows of queue items, in their order, and the statement that
+    writes them: ``JOURNAL_INSERT_NO_EMAIL`` when none has an email hash, else
+    ``JOURNAL_INSERT`` (one statement either way: the journal's ids keep the items' order,
+    which a person's timeline follows). On the ingest path: the few fields kept are encoded
+    as they are (only the track name, which a client writes, goes through
+    :func:`summarize`); what comes from the event (messageId, email hash, detail) is worked
+    out once for the items sharing a stored event (one accepted message fanned out to
+    several pipelines)."""
+    found: list[tuple[QueueItem, tuple[str, str | None, bytearray]]] = []
     shared: dict[str, tuple[str, str | None, bytearray]] = {}
+    emailed = False
     for item in items:
         body = item.body or item.id
         known = shared.get(body)
@@ -278,13 +278,13 @@ def accepted_rows(
                                  "event": summarize(name) if name is not None else None,
                                  "trace_id": trace_id(item.event.trace)})
             known = shared[body] = (message_id, email, detail)
-        if known[1] is None:
-            bare.append((now, item.id, item.pipeline, clean(item.okey), known[0],
-                         "accepted", "-", 0, known[2]))
-        else:
-            rows.append((now, item.id, item.pipeline, clean(item.okey), known[0], known[1],
-                         "accepted", "-", 0, known[2]))
-    return rows, bare
+            emailed = emailed or email is not None
+        found.append((item, known))
+    if emailed:
+        return JOURNAL_INSERT, [(now, i.id, i.pipeline, clean(i.okey), k[0], k[1], "accepted", "-",
+                                 0, k[2]) for i, k in found]
+    return JOURNAL_INSERT_NO_EMAIL, [(now, i.id, i.pipeline, clean(i.okey), k[0], "accepted", "-",
+                                      0, k[2]) for i, k in found]
 
 
 def outcome_rows(o: Outcome, now: float) -> list[tuple[Any, ...]]:

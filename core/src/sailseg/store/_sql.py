@@ -147,10 +147,9 @@ def accept_writes(
     for i in items:
         counts[i.pipeline] = counts.get(i.pipeline, 0) + 1
     kept = items if journal is True else [i for i in items if journaled(journal, i.pipeline)]
-    emailed, bare = accepted_rows(kept, now) if kept else ([], [])
+    journal_sql, rows = accepted_rows(kept, now) if kept else (JOURNAL_INSERT, [])
     return [
-        (JOURNAL_INSERT, emailed),
-        (JOURNAL_INSERT_NO_EMAIL, bare),
+        (journal_sql, rows),
         (MINUTES_UPSERT, minute_rows(((p, "in", n) for p, n in counts.items()), now)),
     ]
 
