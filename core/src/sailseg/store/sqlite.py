@@ -592,18 +592,21 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
     mark, older = plan_new_heads([(head_key(r), r[0]) for r in rows], heads)
     # the NULL columns of an accepted item are not bound: a bound None costs ~500 ns of
     # adapter lookups inside the write lock (see ``_journal.blob``)
-    keyed = [(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[9], int(r[0] in mark))
-             for r in rows if r[4] is None and r[8] is None and r[3] is not None]
-    if keyed:
-        conn.executemany(_QUEUE_INSERT_FRESH[True], keyed)
-    if len(keyed) < len(rows):
-        unkeyed = [(r[0], r[1], r[2], r[5], r[6], r[7], r[9], int(r[0] in mark))
-                   for r in rows if r[4] is None and r[8] is None and r[3] is None]
-        if unkeyed:
-            conn.executemany(_QUEUE_INSERT_FRESH[False], unkeyed)
-        if len(keyed) + len(unkeyed) < len(rows):
-            conn.executemany(QUEUE_INSERT_HEAD, [(*r, int(r[0] in mark)) for r in rows
-                                                 if r[4] is not None or r[8] is not None])
+    keyed: list[Row] = []
+    unkeyed: list[Row] = []
+    other: list[Row] = []
+    for r in rows:
+        head = int(r[0] in mark)
+        if r[4] is not None or r[8] is not None:
+            other.append((*r, head))
+        elif r[3] is not None:
+            keyed.append((r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[9], head))
+        else:
+            unkeyed.append((r[0], r[1], r[2], r[5], r[6], r[7], r[9], head))
+    for sql, batch in ((_QUEUE_INSERT_FRESH[True], keyed), (_QUEUE_INSERT_FRESH[False], unkeyed),
+                       (QUEUE_INSERT_HEAD, other)):
+        if batch:
+            conn.executemany(sql, batch)
     _grow(conn, len(rows))
     if older:
         _fix_heads(conn, _keys_arg(older), now)
