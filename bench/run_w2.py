@@ -2,6 +2,7 @@
 
     bench/.venv-bench/bin/python bench/run_w2.py                 # SIZES="100000 1000000"
     SIZES=100000 bench/.venv-bench/bin/python bench/run_w2.py    # one size
+    JOB_POLLS=20 SIZES=300000 bench/.venv-bench/bin/python bench/run_w2.py   # ~10 s per job
 
 Per size: the Sailthru emulator (bench/w2/emulator_server.py, its own process) and
 `sailseg serve` with bench/w2/sailseg.toml (fresh data dir) start; the sender POSTs the
@@ -40,6 +41,10 @@ SIZES = [int(x) for x in os.environ.get("SIZES", "100000 1000000").split()]
 BATCH = int(os.environ.get("BATCH", "500"))
 CONC = int(os.environ.get("CONC", "4"))
 TIMEOUT = float(os.environ.get("TIMEOUT", "900"))
+#: GET /job polls before the emulator completes a job (1: at the first poll). With the W2
+#: config's job_poll_interval of 0.5 s, JOB_POLLS=20 makes each job take ~10 s, nearer a real
+#: Sailthru import (minutes) than the default
+JOB_POLLS = int(os.environ.get("JOB_POLLS", "1"))
 SUT_PORT = int(os.environ.get("W2_PORT", "9401"))
 EMU_PORT = int(os.environ.get("EMU_PORT", "9400"))
 KEY, SECRET = "w2-bench-key", "w2-bench-secret"
@@ -108,7 +113,7 @@ def run_size(n: int) -> dict:
                SAILTHRU_API_URL=f"http://127.0.0.1:{EMU_PORT}", SAILTHRU_API_KEY=KEY,
                SAILTHRU_API_SECRET=SECRET)
     emu = subprocess.Popen([WS_PY, os.path.join(HERE, "w2", "emulator_server.py"), "--port", str(EMU_PORT),
-                            "--api-key", KEY, "--api-secret", SECRET],
+                            "--api-key", KEY, "--api-secret", SECRET, "--job-polls", str(JOB_POLLS)],
                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "emu.log"), "w"))
     sut = subprocess.Popen([os.path.join(HERE, "w1", "serve.sh")], env=env,
                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "serve.log"), "w"))
@@ -116,7 +121,7 @@ def run_size(n: int) -> dict:
     mon = subprocess.Popen([sys.executable, os.path.join(HERE, "load.py"), "rssmon", "--pid", str(sut.pid),
                             "--out", rss_out, "--max-seconds", str(int(TIMEOUT) + 120)])
     stats_url = f"http://127.0.0.1:{EMU_PORT}/_bench/stats"
-    res: dict = {"members": n, "batch": BATCH, "conc": CONC}
+    res: dict = {"members": n, "batch": BATCH, "conc": CONC, "job_polls": JOB_POLLS}
     try:
         _wait(stats_url)
         _wait(f"http://127.0.0.1:{SUT_PORT}/healthz")

@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 import sailseg
+import sailseg.stages
 from sailseg.config import parse_config
 from sailseg.delivery import _RUN
 from sailseg.metrics import Metrics
@@ -98,6 +99,40 @@ class BarrierSink(sailseg.Sink):
         return {"ok": True}
 
 
+class _Jobs:
+    """What :class:`JobSink`'s batches saw, and the gate its verdicts wait on."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.release = anyio.Event()
+        self.failed_once = False
+
+
+JOBS = _Jobs()
+
+
+class JobSink(sailseg.Sink):
+    """A two-phase batching sink (``submit_batch``): a batch is taken at once, its verdict
+    waits for ``JOBS.release``; the first batch's verdict is a retryable failure."""
+
+    name = "test.jobs"
+    max_batch = 20
+    batch_linger = 0.05
+
+    async def submit_batch(self, events: Sequence[sailseg.Event]) -> sailseg.BatchVerdict:
+        ids = [str(e.payload["messageId"]) for e in events]
+        JOBS.batches.append(ids)
+
+        async def verdict() -> list[Any]:
+            await JOBS.release.wait()
+            if not JOBS.failed_once:
+                JOBS.failed_once = True
+                raise sailseg.RetryableError("the job failed")
+            return [{"ok": True} for _ in ids]
+
+        return verdict
+
+
 def _config(tmp_path: Path, sink_type: str, **delivery: int) -> Any:
     """test_runtime's one-pipeline config with its sink of type ``sink_type`` and room for
     big batches of events per request."""
@@ -121,6 +156,7 @@ def _registry() -> Any:
         def register_sinks(self, register: Any) -> None:
             register(Batches)
             register(BarrierSink)
+            register(JobSink)
 
     return build_registry(make_plugin_manager(plugins=[Plugin()]))
 
@@ -309,3 +345,36 @@ async def test_a_retry_whose_sink_left_the_pipeline_delivers_the_rest(tmp_path: 
     (letter,) = dead
     assert (letter.sink, letter.error_type) == ("gone", "ConfigError")
     assert "no longer in pipeline 'main'" in letter.error
+
+
+async def test_members_awaiting_a_verdict_leave_room_and_keep_their_event_for_the_journal(
+        tmp_path: Path, no_sdk: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A two-phase sink took a batch (``Sink.submit_batch``) and its verdict is slow (past
+    ``VERDICT_PATIENCE``): its members count apart from
+    ``max_inflight``, so the next batch is claimed and submitted before the first verdict
+    (one batch's worth is the bound here); beyond ``max_inflight`` awaiting ones they count
+    again, so the third waits. The pipeline keeps a journal, whose outcome rows record
+    what was sent: those members keep their whole event. A verdict that fails retries its
+    members, which are then delivered."""
+    global JOBS
+    JOBS = _Jobs()
+    monkeypatch.setattr(sailseg.stages, "VERDICT_PATIENCE", 0.1)
+    async with Runtime(_config(tmp_path, "test.jobs", claim_batch=20, max_inflight=20),
+                       registry=_registry()) as rt:
+        engine = rt.delivery
+        assert engine is not None
+        async with await client(rt) as c:
+            assert (await c.post("/in", json=[ident(f"j{i}", 1) for i in range(50)])).json()["accepted"] == 50
+            await wait_for(lambda: len(JOBS.batches) == 2 and engine.awaiting == 40)
+            await anyio.sleep(0.3)  # room for a third batch, which must not come
+            assert [len(b) for b in JOBS.batches] == [20, 20]
+            assert engine.awaiting == len(engine.inflight) == 40
+            assert all(i.event.payload.get("traits") == {"n": 1} for i in engine.inflight.values())
+            JOBS.release.set()
+            await wait_for(lambda: rt.metrics.get("sailseg_events_delivered_total",
+                                                  pipeline="main", sink="rec") == 50)
+            await wait_for(lambda: not engine.inflight)
+    assert engine.awaiting == 0
+    assert rt.metrics.get("sailseg_events_retried_total", pipeline="main", sink="rec") == 20
+    retried = set(JOBS.batches[0])
+    assert sorted(m for b in JOBS.batches[2:] for m in b if m in retried) == sorted(retried)

@@ -2,9 +2,11 @@
 
 Why a runtime test: how full a job gets is decided by the runtime's batching (``SinkRunner``)
 and the delivery engine's claims, not by the sink. Members reach the sink in claims of
-``claim_batch``; while a job is out its members hold the in-flight capacity, so arrivals stop
-until the job is recorded. On main the linger cut batches at those pauses (W2: jobs of
-1,000-6,000 members at ``max_batch`` 10,000, 42 API calls per 100k members instead of 20).
+``claim_batch``; while a job is being submitted (and its outcomes recorded) arrivals pause.
+On main the linger cut batches at those pauses (W2: jobs of 1,000-6,000 members at
+``max_batch`` 10,000, 42 API calls per 100k members instead of 20). Once Sailthru has
+accepted a job, its members wait for its verdict apart from the in-flight bound
+(``Sink.submit_batch``), so the next job fills meanwhile.
 Real SQLite store, real delivery loops, the Sailthru emulator over real HTTP.
 """
 
@@ -18,6 +20,7 @@ import pytest
 from sailthru_testing import KEY, SECRET, Server
 
 import sailseg.delivery
+import sailseg.stages
 import sailseg_plugins_sailthru
 from sailseg.testing import open_runtime
 from sailseg.testing.harness import wait_for
@@ -105,3 +108,40 @@ async def test_a_draining_node_sends_the_batch_it_was_filling(tmp_path: Path,
             assert h.runtime.delivery.workers <= CLAIM
         assert job_sizes(emu) == [3 * CLAIM]
     assert sum(1 for u in emu.state.users.values() if "bulk" in u.lists) == 3 * CLAIM
+
+
+async def test_the_next_job_fills_while_sailthru_works_on_the_last(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job Sailthru has accepted and not completed after ``VERDICT_PATIENCE`` holds only
+    part of the node's in-flight capacity (``Sink.submit_batch``): with ``max_inflight`` one
+    job's worth, the second job is submitted while the first is still pending. Before, its members held the whole bound
+    until it completed, so claims stopped and a backfill went at Sailthru's job pace.
+    Members awaiting a verdict count only beyond ``max_inflight`` of them, so a third job
+    waits; they keep no event (no journal); every member lands once the jobs complete."""
+    emu = SailthruEmulator(EmulatorSettings(accounts={KEY: SECRET}, job_polls_to_complete=10**6))
+    monkeypatch.setattr(sailseg.delivery, "tracing_enabled", lambda: False)  # members park
+    monkeypatch.setattr(sailseg.stages, "VERDICT_PATIENCE", 0.2)  # a slow job: 2 s by default
+    raw = config(MAX_BATCH)
+    raw["sinks"]["audience"]["job_poll_interval"] = 0.05
+    raw["pipelines"]["p"]["journal"] = False
+    total = 2 * MAX_BATCH + 30
+    with Server(emu) as srv:
+        env = {"SAILTHRU_API_URL": srv.url, "SAILTHRU_API_KEY": KEY, "SAILTHRU_API_SECRET": SECRET}
+        async with open_runtime(raw, plugins=[sailseg_plugins_sailthru], tmp_path=tmp_path, env=env) as h:
+            engine = h.runtime.delivery
+            await h.send(*(member(i) for i in range(total)))
+            await wait_for(lambda: len(job_sizes(emu)) >= 2 and h.runtime.delivery.awaiting == 2 * MAX_BATCH,
+                           timeout=30, what="a second job out and waited on")
+            await anyio.sleep(0.5)  # room for a third job, which must not come
+            assert job_sizes(emu) == [MAX_BATCH, MAX_BATCH]
+            assert {j["status"] for j in emu.state.jobs.values()} == {"pending"}
+            assert engine.awaiting == len(engine.inflight) == 2 * MAX_BATCH
+            payloads = [i.event.payload for i in engine.inflight.values()]
+            assert all(list(p) == ["messageId"] for p in payloads), payloads[0]
+            emu.settings.job_polls_to_complete = 1  # Sailthru catches up
+            await wait_for(lambda: sum(job_sizes(emu)) == total, timeout=30, what="every member in a job")
+            await h.settle(timeout=30)
+            assert engine.awaiting == 0 and not engine.inflight
+            assert await h.dead_letters() == []
+    assert job_sizes(emu) == [MAX_BATCH, MAX_BATCH, 30]
+    assert sum(1 for u in emu.state.users.values() if "bulk" in u.lists) == total

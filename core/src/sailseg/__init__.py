@@ -19,6 +19,7 @@ if "httpx" not in _sys.modules:
 from .checks import Check
 from .components import (
     AcceptResult,
+    BatchVerdict,
     ComponentContext,
     EmptyConfig,
     IdentityResolver,
@@ -57,6 +58,7 @@ __all__ = [
     "IdentityResolver",
     "Sink",
     "SinkResult",
+    "BatchVerdict",
     "ComponentContext",
     "KV",
     "Audit",

@@ -44,6 +44,7 @@ __all__ = [
     "Transform",
     "SinkResult",
     "IdentityResolver",
+    "BatchVerdict",
     "Sink",
     "ComponentContext",
     "default_transport",
@@ -87,6 +88,10 @@ class AcceptResult(msgspec.Struct):
 
 
 AcceptFn = Callable[..., Awaitable[AcceptResult]]
+
+#: what :meth:`Sink.submit_batch` returns: called once, it waits for the destination's
+#: verdict on the batch and returns one entry per event, as :meth:`Sink.send_batch` does
+BatchVerdict = Callable[[], Awaitable[list[Any]]]
 
 
 def _takes_timeout(fn: AcceptFn) -> bool:
@@ -546,6 +551,31 @@ class Sink(Component):
             except Exception as exc:  # noqa: BLE001 - the runtime classifies it
                 out.append(exc)
         return out
+
+    async def submit_batch(self, events: Sequence[Event]) -> BatchVerdict:
+        """The first half of a batch, for destinations that take a batch at once and work
+        through it later (Sailthru's job API: a job is accepted in one call and completes
+        minutes after). Hand ``events`` to the destination, then return a callable that
+        waits for the destination's verdict and returns one entry per event, as
+        :meth:`send_batch` does. Raising here fails every event of the batch.
+
+        When the runtime calls it: instead of :meth:`send_batch` for a batching sink that
+        overrides it. Why: between the two halves the members only wait for the verdict.
+        Once that wait has lasted ``sailseg.stages.VERDICT_PATIENCE`` (2 s), the runtime
+        counts them apart from ``max_inflight`` (up to another ``max_inflight`` of them)
+        and, for a pipeline without a journal, keeps no more of them than their id, so
+        claims go on and the next batch fills while the destination works, instead of the
+        backfill's pace following the destination's job time. So the verdict must not
+        hold on to ``events`` or to anything large built from them: what it needs to map the
+        destination's answer back to the events (row numbers, emails) is enough. It is
+        called once, in the same task, and a sink's concurrency slot is held until it
+        returns. Default: :meth:`send_batch`, with a verdict that returns its results."""
+        results = await self.send_batch(events)
+
+        async def verdict() -> list[Any]:
+            return results
+
+        return verdict
 
     async def preview(self, event: Event) -> Any:
         """What ``send`` would transmit for this event, without sending (dry runs)."""

@@ -20,7 +20,11 @@ only when none is idle, so parked items grow the pool by about one per ``_RUN`` 
 by one per claimed item. An item whose only sink is a
 batching one is parked in the sink's batch (``SinkRunner.park``) and frees its worker: the batch's
 result hands its outcome to the completer. So a 50,000-member import job holds 50,000
-callbacks, not 50,000 workers. Not parked (the item awaits its batch as before): with an
+callbacks, not 50,000 workers. A two-phase sink (``Sink.submit_batch``: Sailthru's import
+jobs) reports when the destination has had a batch for ``VERDICT_PATIENCE`` seconds; its
+members then wait for the verdict apart from ``max_inflight`` (``Delivery._free``), holding
+little more than their ids, so claims go on while the destination works
+(``Delivery._submitted``). Not parked (the item awaits its batch as before): with an
 OpenTelemetry SDK installed (its deliver span covers the sink call) or a transform
 implementing ``Transform.settled`` (awaited after the sinks).
 
@@ -196,6 +200,9 @@ class Delivery:
         self._wakeups = 0
         #: items handed to the workers and not yet processed (or parked)
         self._active = 0
+        #: ids of in-flight items whose batch a two-phase sink took and whose verdict is
+        #: slow in coming (:meth:`_submitted`): they hold only part of ``max_inflight``
+        self._awaiting: set[str] = set()
         #: the last claim came back full (more is queued); the claimer waits for capacity;
         #: outcomes are being recorded (see :meth:`more_coming`)
         self._backlog = False
@@ -207,6 +214,11 @@ class Delivery:
     def workers(self) -> int:
         """Worker tasks started so far (the most items processed at once, see the module doc)."""
         return self._workers
+
+    @property
+    def awaiting(self) -> int:
+        """In-flight items waiting for a two-phase sink's slow verdict (:meth:`_submitted`)."""
+        return len(self._awaiting)
 
     @property
     def wakeups(self) -> int:
@@ -266,7 +278,7 @@ class Delivery:
                 self._claimer_idle.set()  # no claim is running: drain may release safely
                 await anyio.sleep(0.05)
                 continue
-            free = self.cfg.max_inflight - len(self.inflight)
+            free = self._free()
             if free <= 0:
                 self._blocked = True
                 self._capacity = anyio.Event()
@@ -307,6 +319,18 @@ class Delivery:
                     continue
                 self._take(item)
             self._start_workers()
+
+    def _free(self) -> int:
+        """Items the claimer may claim now: ``max_inflight`` less the items in flight, where
+        items awaiting a two-phase sink's verdict count only beyond ``max_inflight`` of them.
+
+        Why: a submitted Sailthru import job completes minutes later; its 50,000 members in
+        flight held the whole bound until then, so claims stopped and the backfill went at
+        the pace of the destination's jobs, not of the store. Awaiting members keep only
+        their id and lease (:meth:`_submitted`), so the node's memory stays bounded
+        by about ``max_inflight`` events plus ``max_inflight`` small records."""
+        cap = self.cfg.max_inflight
+        return cap - len(self.inflight) + min(len(self._awaiting), cap)
 
     def _take(self, item: QueueItem) -> None:
         """Hold a claimed item in flight and queue it for a worker."""
@@ -604,16 +628,38 @@ class Delivery:
                 and (runner := pipeline.sinks[targets[0]]).parks and not pipeline.settles:
             # a batching sink: the item waits for its batch holding neither this worker nor
             # anything built for its outcome (memory: W2 parks 50,000 at a time)
-            runner.park(event, partial(self._parked, item, event, targets[0], stored))
+            runner.park(event, partial(self._parked, item, event, targets[0], stored),
+                        partial(self._submitted, item, event, stored) if runner.two_phase else None)
             return None
         results = await call_sinks(pipeline, targets, event, SinkRunner.submit, observer)
         outcome = self._sink_outcome(item, event, targets, unknown, results, counts, now, stored)
         await _settled(pipeline, event, outcome, targets)
         return outcome
 
+    def _submitted(self, item: QueueItem, event: Event, stored: Any) -> None:
+        """An item parked in a two-phase sink's batch, which the destination took and whose
+        verdict is slow in coming (``SinkRunner.park``, ``stages.VERDICT_PATIENCE``): it
+        counts apart from ``max_inflight`` (:meth:`_free`) until its result comes and, when
+        its pipeline keeps no journal (``stored`` None; the journal's outcome rows record
+        what was sent), keeps of its event only what an outcome still reads (id, messageId,
+        trace, times): a 50,000-member import job waiting minutes for Sailthru must not hold
+        50,000 decoded payloads. The events are the claim's own decoded copy and what the
+        transforms made of it, which nothing else holds once the sink has the batch: they
+        are emptied in place."""
+        if stored is None:
+            for ev in (item.event,) if event is item.event else (item.event, event):
+                mid = ev.payload.get("messageId")
+                ev.payload = {} if mid is None else {"messageId": mid}
+                ev.meta = {}
+        self._awaiting.add(item.id)
+        if not self._capacity.is_set():
+            self._capacity.set()
+
     def _parked(self, item: QueueItem, event: Event, sink: str, stored: Any,
                 result: Any) -> None:
         """The result of an item parked in a batching sink (:meth:`SinkRunner.park`)."""
+        if self._awaiting:
+            self._awaiting.discard(item.id)
         try:
             outcome = self._sink_outcome(item, event, [sink], [], {sink: result}, {}, self.clock(),
                                          stored)

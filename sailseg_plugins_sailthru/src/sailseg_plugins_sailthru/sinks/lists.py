@@ -146,8 +146,17 @@ class ListSink(SailthruSink):
         return await super().send(event)
 
     async def send_batch(self, events: Sequence[sailseg.Event]) -> list[Any]:
+        return await (await self.submit_batch(events))()
+
+    async def submit_batch(self, events: Sequence[sailseg.Event]) -> sailseg.BatchVerdict:
+        """Submit the batch's jobs; the verdict polls them and maps ``failed_rows`` back.
+
+        Why two phases: a Sailthru job completes minutes after it is accepted; meanwhile
+        (past a short patience) the runtime counts the members apart from ``max_inflight``
+        and keeps claiming, so the next job fills (``Sink.submit_batch``). The verdict keeps of each member its
+        position, email, list and direction, not the event."""
         if self.config.mode != "backfill" and len(events) < self.config.job_threshold:
-            return await super().send_batch(events)
+            return _given(await super().send_batch(events))
         results: list[Any] = [None] * len(events)
         members: list[tuple[int, Membership]] = []
         for i, ev in enumerate(events):
@@ -155,31 +164,45 @@ class ListSink(SailthruSink):
                 members.append((i, self.membership(ev)))
             except sailseg.DeliveryError as exc:
                 results[i] = exc
-        if members:
+        if not members:
+            return _given(results)
+        try:
+            job_ids = await self._submit_jobs([m for _, m in members])
+        except sailseg.DeliveryError as exc:
+            for i, _ in members:
+                results[i] = exc
+            return _given(results)
+        kept = [(i, m.email, m.list, m.add) for i, m in members]
+        del members
+        interval, timeout = self.config.job_poll_interval, self.config.job_timeout
+
+        async def verdict() -> list[Any]:
             try:
-                failed = await self._run_jobs([m for _, m in members])
+                failed = await self._wait_jobs(job_ids, interval, timeout)
             except sailseg.DeliveryError as exc:
-                for i, _ in members:
+                for i, *_ in kept:
                     results[i] = exc
                 return results
             # one result per (list, operation), shared by its members: a backfill's job of
             # 50,000 would otherwise build 50,000 equal dicts (results are only read)
             ok: dict[tuple[str, bool], dict[str, Any]] = {}
-            for i, m in members:
-                err = failed.get(m.email.lower()) if failed else None
+            for i, email, lst, add in kept:
+                err = failed.get(email.lower()) if failed else None
                 if err:
                     results[i] = sailseg.FatalError(f"Sailthru job rejected the row: {err}",
                                                     response={"job_row_error": err})
                     continue
-                res = ok.get((m.list, m.add))
+                res = ok.get((lst, add))
                 if res is None:
-                    res = ok[(m.list, m.add)] = {"ok": True, "via": "job", "list": m.list,
-                                                 "op": "add" if m.add else "remove"}
+                    res = ok[(lst, add)] = {"ok": True, "via": "job", "list": lst,
+                                            "op": "add" if add else "remove"}
                 results[i] = res
-        return results
+            return results
 
-    async def _run_jobs(self, members: list[Membership]) -> dict[str, str]:
-        """Submit import/update jobs, wait for them, return {email: error} for failed rows."""
+        return verdict
+
+    async def _submit_jobs(self, members: list[Membership]) -> list[str]:
+        """Submit import/update jobs for ``members``; return their job ids."""
         imports: dict[str, list[str]] = {}
         update_rows: list[dict[str, Any]] = []
         for m in members:
@@ -198,14 +221,25 @@ class ListSink(SailthruSink):
             content = b"".join(msgspec.json.encode(r) + b"\n" for r in update_rows)
             body = await self.client.post("job", {"job": "update"}, file=("update.jsonl", content))
             job_ids.append(str(body["job_id"]))
+        return job_ids
+
+    async def _wait_jobs(self, job_ids: list[str], interval: float,
+                         timeout: float) -> dict[str, str]:
+        """Wait for the jobs; return {email (lower case): error} of their failed rows."""
         failed: dict[str, str] = {}
         for jid in job_ids:
-            status = await wait_for_job(self.client, jid, interval=self.config.job_poll_interval,
-                                        timeout=self.config.job_timeout)
+            status = await wait_for_job(self.client, jid, interval=interval, timeout=timeout)
             for row in status.get("failed_rows") or []:
                 if isinstance(row, dict) and row.get("email"):
                     failed[str(row["email"]).lower()] = str(row.get("errormsg", "failed"))
         return failed
+
+
+def _given(results: list[Any]) -> sailseg.BatchVerdict:
+    """A verdict already known (nothing left to wait for)."""
+    async def verdict() -> list[Any]:
+        return results
+    return verdict
 
 
 async def wait_for_job(client: Any, job_id: str, *, interval: float, timeout: float) -> dict[str, Any]:
