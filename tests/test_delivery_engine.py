@@ -347,29 +347,37 @@ async def test_a_retry_whose_sink_left_the_pipeline_delivers_the_rest(tmp_path: 
     assert "no longer in pipeline 'main'" in letter.error
 
 
-async def test_members_awaiting_a_verdict_leave_room_and_keep_their_event_for_the_journal(
-        tmp_path: Path, no_sdk: None, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("journal", [False, True])
+async def test_members_awaiting_a_slow_verdict_leave_room_unless_journaled(
+        tmp_path: Path, no_sdk: None, monkeypatch: pytest.MonkeyPatch, journal: bool) -> None:
     """A two-phase sink took a batch (``Sink.submit_batch``) and its verdict is slow (past
-    ``VERDICT_PATIENCE``): its members count apart from
-    ``max_inflight``, so the next batch is claimed and submitted before the first verdict
-    (one batch's worth is the bound here); beyond ``max_inflight`` awaiting ones they count
-    again, so the third waits. The pipeline keeps a journal, whose outcome rows record
-    what was sent: those members keep their whole event. A verdict that fails retries its
-    members, which are then delivered."""
+    ``VERDICT_PATIENCE``). Without a journal its members keep only their messageId and
+    count apart from ``max_inflight``, so the next batch is claimed and submitted before the
+    first verdict (one batch's worth is the bound here); beyond ``max_inflight`` awaiting
+    ones they count again, so the third waits. With a journal, whose outcome rows record
+    what was sent, they keep their whole event and their place: one batch out. A verdict
+    that fails retries its members, which are then delivered."""
     global JOBS
     JOBS = _Jobs()
     monkeypatch.setattr(sailseg.stages, "VERDICT_PATIENCE", 0.1)
-    async with Runtime(_config(tmp_path, "test.jobs", claim_batch=20, max_inflight=20),
-                       registry=_registry()) as rt:
+    cfg = _config(tmp_path, "test.jobs", claim_batch=20, max_inflight=20)
+    cfg.pipelines["main"].journal = journal
+    out = 1 if journal else 2
+    async with Runtime(cfg, registry=_registry()) as rt:
         engine = rt.delivery
         assert engine is not None
         async with await client(rt) as c:
             assert (await c.post("/in", json=[ident(f"j{i}", 1) for i in range(50)])).json()["accepted"] == 50
-            await wait_for(lambda: len(JOBS.batches) == 2 and engine.awaiting == 40)
-            await anyio.sleep(0.3)  # room for a third batch, which must not come
-            assert [len(b) for b in JOBS.batches] == [20, 20]
-            assert engine.awaiting == len(engine.inflight) == 40
-            assert all(i.event.payload.get("traits") == {"n": 1} for i in engine.inflight.values())
+            await wait_for(lambda: len(JOBS.batches) == out)
+            await anyio.sleep(0.4)  # past the patience: room for one more batch, which must not come
+            assert [len(b) for b in JOBS.batches] == [20] * out
+            assert len(engine.inflight) == 20 * out
+            assert engine.awaiting == (0 if journal else 40)
+            payloads = [i.event.payload for i in engine.inflight.values()]
+            if journal:
+                assert all(p.get("traits") == {"n": 1} for p in payloads)
+            else:
+                assert all(list(p) == ["messageId"] for p in payloads), payloads[0]
             JOBS.release.set()
             await wait_for(lambda: rt.metrics.get("sailseg_events_delivered_total",
                                                   pipeline="main", sink="rec") == 50)

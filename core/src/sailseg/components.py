@@ -562,10 +562,11 @@ class Sink(Component):
         When the runtime calls it: instead of :meth:`send_batch` for a batching sink that
         overrides it. Why: between the two halves the members only wait for the verdict.
         Once that wait has lasted ``sailseg.stages.VERDICT_PATIENCE`` (2 s), the runtime
-        counts them apart from ``max_inflight`` (up to another ``max_inflight`` of them)
-        and, for a pipeline without a journal, keeps no more of them than their id, so
-        claims go on and the next batch fills while the destination works, instead of the
-        backfill's pace following the destination's job time. So the verdict must not
+        keeps no more of the members of a pipeline without a journal than their id and
+        counts them apart from ``max_inflight`` (up to another ``max_inflight`` of them),
+        so claims go on and the next batch fills while the destination works, instead of
+        the backfill's pace following the destination's job time (a journaled member keeps
+        its event, which its outcome row records, and its place). So the verdict must not
         hold on to ``events`` or to anything large built from them: what it needs to map the
         destination's answer back to the events (row numbers, emails) is enough. It is
         called once, in the same task, and a sink's concurrency slot is held until it

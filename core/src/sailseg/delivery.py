@@ -21,10 +21,10 @@ by one per claimed item. An item whose only sink is a
 batching one is parked in the sink's batch (``SinkRunner.park``) and frees its worker: the batch's
 result hands its outcome to the completer. So a 50,000-member import job holds 50,000
 callbacks, not 50,000 workers. A two-phase sink (``Sink.submit_batch``: Sailthru's import
-jobs) reports when the destination has had a batch for ``VERDICT_PATIENCE`` seconds; its
-members then wait for the verdict apart from ``max_inflight`` (``Delivery._free``), holding
-little more than their ids, so claims go on while the destination works
-(``Delivery._submitted``). Not parked (the item awaits its batch as before): with an
+jobs) reports when the destination has had a batch for ``VERDICT_PATIENCE`` seconds; the
+members of a pipeline without a journal then wait for the verdict apart from ``max_inflight``
+(``Delivery._free``), holding little more than their ids, so claims go on while the
+destination works (``Delivery._submitted``). Not parked (the item awaits its batch as before): with an
 OpenTelemetry SDK installed (its deliver span covers the sink call) or a transform
 implementing ``Transform.settled`` (awaited after the sinks).
 
@@ -638,19 +638,23 @@ class Delivery:
 
     def _submitted(self, item: QueueItem, event: Event, stored: Any) -> None:
         """An item parked in a two-phase sink's batch, which the destination took and whose
-        verdict is slow in coming (``SinkRunner.park``, ``stages.VERDICT_PATIENCE``): it
-        counts apart from ``max_inflight`` (:meth:`_free`) until its result comes and, when
+        verdict is slow in coming (``SinkRunner.park``, ``stages.VERDICT_PATIENCE``). When
         its pipeline keeps no journal (``stored`` None; the journal's outcome rows record
-        what was sent), keeps of its event only what an outcome still reads (id, messageId,
-        trace, times): a 50,000-member import job waiting minutes for Sailthru must not hold
-        50,000 decoded payloads. The events are the claim's own decoded copy and what the
+        what was sent, so a journaled item keeps its event and its place in the bound), it
+        keeps of its event only what an outcome still reads (id, messageId, trace, times)
+        and counts apart from ``max_inflight`` (:meth:`_free`) until its result comes: a
+        50,000-member import job waiting minutes for Sailthru must not hold 50,000 decoded
+        payloads, nor the node's claims. The events are the claim's own decoded copy and what the
         transforms made of it, which nothing else holds once the sink has the batch: they
         are emptied in place."""
-        if stored is None:
-            for ev in (item.event,) if event is item.event else (item.event, event):
-                mid = ev.payload.get("messageId")
-                ev.payload = {} if mid is None else {"messageId": mid}
-                ev.meta = {}
+        if stored is not None:
+            # journaled: its outcome rows record what was sent, so it keeps its event and
+            # stays in the bound (else 2 x max_inflight whole events could be held)
+            return
+        for ev in (item.event,) if event is item.event else (item.event, event):
+            mid = ev.payload.get("messageId")
+            ev.payload = {} if mid is None else {"messageId": mid}
+            ev.meta = {}
         self._awaiting.add(item.id)
         if not self._capacity.is_set():
             self._capacity.set()

@@ -215,8 +215,9 @@ class SinkRunner:
         """Add ``event`` to the pending batch and return at once (only when :attr:`parks`);
         ``done(result)`` is called with its result or exception once the batch was sent.
         ``submitted()``, for a :attr:`two_phase` sink, once the destination took the batch
-        and its verdict has been awaited for :data:`VERDICT_PATIENCE` seconds (the runner
-        holds the event no longer from the moment the batch is taken).
+        and its verdict has been awaited for :data:`VERDICT_PATIENCE` seconds (the runner's
+        list of the batch's events is dropped when the batch is taken; what the callbacks
+        hold is the caller's to slim, ``Delivery._submitted``).
 
         Why: a member waiting for its batch then holds no task. A 50,000-member import job
         kept 50,000 suspended callers (W2: ~60,000 tasks at ``max_inflight`` 60,000); a
@@ -317,6 +318,10 @@ class SinkRunner:
         no gain; bench/README.md, an eighteenth session)."""
         verdict = await self.sink.submit_batch(batch.events)
         batch.events = []  # awaiting members read their result by position, not their event
+        # the batch still counts as being sent until its verdict: a pause in arrivals
+        # meanwhile may be the in-flight bound (journaled members keep their place, and
+        # awaiting ones count again beyond max_inflight), so batch_idle must not cut the
+        # next batch there
         timer = asyncio.get_running_loop().call_later(VERDICT_PATIENCE, self._submitted, batch)
         try:
             return await verdict()
@@ -324,13 +329,19 @@ class SinkRunner:
             timer.cancel()
 
     def _submitted(self, batch: _Batch) -> None:
+        failed = 0
         for _, _, submitted in batch.callbacks:
             if submitted is not None:
                 try:
                     submitted()
                 except Exception:  # bookkeeping: the member still gets its result
-                    log.exception("sink %s: handling a submitted batch member failed",
-                                  self.instance)
+                    if not failed:
+                        log.exception("sink %s: handling a submitted batch member failed",
+                                      self.instance)
+                    failed += 1
+        if failed > 1:
+            log.error("sink %s: handling %d submitted batch members failed (first above)",
+                      self.instance, failed)
 
 
 @dataclass

@@ -231,7 +231,7 @@ class ListSink(SailthruSink):
             status = await wait_for_job(self.client, jid, interval=interval, timeout=timeout)
             for row in status.get("failed_rows") or []:
                 if isinstance(row, dict) and row.get("email"):
-                    failed[str(row["email"]).lower()] = str(row.get("errormsg", "failed"))
+                    failed[str(row["email"]).lower()] = str(row.get("errormsg") or "failed")
         return failed
 
 
