@@ -24,9 +24,9 @@ callbacks, not 50,000 workers. A two-phase sink (``Sink.submit_batch``: Sailthru
 jobs) reports when the destination has had a batch for ``VERDICT_PATIENCE`` seconds; the
 members of a pipeline without a journal then wait for the verdict apart from ``max_inflight``
 (``Delivery._free``), holding little more than their ids, so claims go on while the
-destination works (``Delivery._submitted``). Not parked (the item awaits its batch as before): with an
-OpenTelemetry SDK installed (its deliver span covers the sink call) or a transform
-implementing ``Transform.settled`` (awaited after the sinks).
+destination works (``Delivery._submitted``). Not parked (the item awaits its batch as
+before): with an OpenTelemetry SDK installed (its deliver span covers the sink call) or a
+transform implementing ``Transform.settled`` (awaited after the sinks).
 
 Ordering: the store hands out only the oldest unfinished item of each ordering key, and the
 next one becomes claimable only after ``finish`` removed (or rescheduled) that item, so the
@@ -644,9 +644,9 @@ class Delivery:
         keeps of its event only what an outcome still reads (id, messageId, trace, times)
         and counts apart from ``max_inflight`` (:meth:`_free`) until its result comes: a
         50,000-member import job waiting minutes for Sailthru must not hold 50,000 decoded
-        payloads, nor the node's claims. The events are the claim's own decoded copy and what the
-        transforms made of it, which nothing else holds once the sink has the batch: they
-        are emptied in place."""
+        payloads, nor the node's claims. The events are the claim's own decoded copy and
+        what the transforms made of it, which nothing else holds once the sink has the
+        batch: they are emptied in place."""
         if stored is not None:
             # journaled: its outcome rows record what was sent, so it keeps its event and
             # stays in the bound (else 2 x max_inflight whole events could be held)

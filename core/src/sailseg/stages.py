@@ -161,9 +161,9 @@ class SinkRunner:
     arrive in claims; under a backlog a slow store leaves gaps between claims, and while a
     batch is being sent (and then recorded) its members hold the node's in-flight capacity,
     so arrivals stop (a :attr:`two_phase` sink's members stop holding most of it once the
-    destination took their batch: ``Delivery._free``). Neither gap is the end of the stream, and cutting batches there is what
-    under-filled W2's import jobs on main (jobs of 1,000-6,000 members at ``max_batch``
-    10,000; batches cut at claim boundaries).
+    destination has had their batch a while: ``Delivery._free``). Neither gap is the end of
+    the stream, and cutting batches there is what under-filled W2's import jobs on main (jobs
+    of 1,000-6,000 members at ``max_batch`` 10,000; batches cut at claim boundaries).
     """
 
     def __init__(self, sink: Sink, instance: str, concurrency: int, plugin: str) -> None:

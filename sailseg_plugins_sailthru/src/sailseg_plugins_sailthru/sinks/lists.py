@@ -153,8 +153,8 @@ class ListSink(SailthruSink):
 
         Why two phases: a Sailthru job completes minutes after it is accepted; meanwhile
         (past a short patience) the runtime counts the members apart from ``max_inflight``
-        and keeps claiming, so the next job fills (``Sink.submit_batch``). The verdict keeps of each member its
-        position, email, list and direction, not the event."""
+        and keeps claiming, so the next job fills (``Sink.submit_batch``). The verdict keeps
+        of each member its position, email, list and direction, not the event."""
         if self.config.mode != "backfill" and len(events) < self.config.job_threshold:
             return _given(await super().send_batch(events))
         results: list[Any] = [None] * len(events)
@@ -174,11 +174,10 @@ class ListSink(SailthruSink):
             return _given(results)
         kept = [(i, m.email, m.list, m.add) for i, m in members]
         del members
-        interval, timeout = self.config.job_poll_interval, self.config.job_timeout
 
         async def verdict() -> list[Any]:
             try:
-                failed = await self._wait_jobs(job_ids, interval, timeout)
+                failed = await self._wait_jobs(job_ids)
             except sailseg.DeliveryError as exc:
                 for i, *_ in kept:
                     results[i] = exc
@@ -223,12 +222,12 @@ class ListSink(SailthruSink):
             job_ids.append(str(body["job_id"]))
         return job_ids
 
-    async def _wait_jobs(self, job_ids: list[str], interval: float,
-                         timeout: float) -> dict[str, str]:
+    async def _wait_jobs(self, job_ids: list[str]) -> dict[str, str]:
         """Wait for the jobs; return {email (lower case): error} of their failed rows."""
         failed: dict[str, str] = {}
         for jid in job_ids:
-            status = await wait_for_job(self.client, jid, interval=interval, timeout=timeout)
+            status = await wait_for_job(self.client, jid, interval=self.config.job_poll_interval,
+                                        timeout=self.config.job_timeout)
             for row in status.get("failed_rows") or []:
                 if isinstance(row, dict) and row.get("email"):
                     failed[str(row["email"]).lower()] = str(row.get("errormsg") or "failed")
