@@ -159,19 +159,22 @@ def test_form_quote_matches_quote_plus() -> None:
         assert form_quote_bytes(text.encode()) == quote_plus(text).encode(), text
 
 
-def test_rate_headers_read_like_httpx_lookups() -> None:
-    """The one-pass reader of the x-rate-limit-* headers gives what ``headers[k]`` gives."""
+def test_answer_headers_read_like_httpx_lookups() -> None:
+    """The one-pass reader of the x-rate-limit-* and content-type headers gives what
+    ``headers[k]`` and ``headers.get("content-type", "")`` give."""
     import httpx
 
-    from sailseg_plugins_sailthru.client import _rate_headers
+    from sailseg_plugins_sailthru.client import _answer_headers
 
     names = ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset")
     for raw in (
         [(b"X-Rate-Limit-Limit", b"40"), (b"content-type", b"application/json"),
          (b"x-rate-limit-remaining", b"39"), (b"X-RATE-LIMIT-RESET", b"1700000000")],
         [(b"x-rate-limit-remaining", b"3"), (b"x-rate-limit-remaining", b"2")],
-        [(b"x-other", b"\xc3\xa9"), (b"x-rate-limit-reset", b"5")],
+        [(b"x-other", b"\xc3\xa9"), (b"x-rate-limit-reset", b"5"),
+         (b"Content-Type", b"text/html; charset=utf-8"), (b"content-type", b"text/xml")],
         [],
     ):
         headers = httpx.Headers(raw)
-        assert _rate_headers(headers) == {k: headers[k] for k in names if k in headers}
+        assert _answer_headers(headers) == (
+            {k: headers[k] for k in names if k in headers}, headers.get("content-type", ""))

@@ -40,6 +40,7 @@ are used up. :class:`FatalError` (or any unexpected exception) dead-letters at o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -80,6 +81,7 @@ from .store._journal import JournalScope, journaled
 from .store.base import DeadLetterRecord, Outcome, QueueItem
 from .tracing import enabled as tracing_enabled
 from .tracing import event_attributes, extract
+from .wakeup import Wakeup
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -190,7 +192,7 @@ class Delivery:
         self._store_lost = False
         #: claimed items not yet taken by a worker, and the wake-up events of idle workers
         self._todo: deque[QueueItem] = deque()
-        self._idle: list[anyio.Event] = []
+        self._idle: list[Wakeup] = []
         self._workers = 0
         #: the last item processed parked in a batching sink's batch (True before the first:
         #: the first claim of a bulk pipeline must not start a worker per item); workers
@@ -396,6 +398,7 @@ class Delivery:
         event loop (ingest) in."""
         if woken:
             self._pending -= 1
+        loop = asyncio.get_running_loop()
         run = 0
         while True:
             if self._todo:
@@ -417,7 +420,7 @@ class Delivery:
                     await anyio.lowlevel.checkpoint()
                 continue
             run = 0
-            wake = anyio.Event()
+            wake = Wakeup(loop)
             self._idle.append(wake)
             try:
                 await wake.wait()

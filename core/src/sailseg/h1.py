@@ -148,6 +148,20 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _headers(raw: list[tuple[bytes, bytes]]) -> httpx.Headers:
+    """``httpx.Headers(raw)`` for the parser's byte pairs, without its per-name and per-value
+    type checks (``Headers`` keeps (name, lower-cased name, value) in ``_list``; where a
+    release does not, the public constructor)."""
+    if not _RAW_HEADERS:
+        return httpx.Headers(raw)
+    headers = httpx.Headers()
+    headers._list = [(name, name.lower(), value) for name, value in raw]
+    return headers
+
+
+_RAW_HEADERS = isinstance(getattr(httpx.Headers(), "_list", None), list)
+
+
 def _expire(conn: _Connection, read: float) -> None:
     """The read timer: fail the wait when no byte came for ``read`` seconds, else re-arm."""
     waiter = conn.waiter
@@ -329,7 +343,7 @@ class H1Transport(httpx.AsyncBaseTransport):
         ext: dict[str, Any] = dict(_HTTP11)
         if reason:
             ext["reason_phrase"] = reason
-        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(content),
+        return httpx.Response(status, headers=_headers(headers), stream=httpx.ByteStream(content),
                               request=request, extensions=ext)
 
     async def _delegate(self, request: httpx.Request) -> httpx.Response:

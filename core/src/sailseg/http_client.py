@@ -38,7 +38,9 @@ try:  # httpx internals the direct path needs (httpx 0.27-0.28); a release that 
     from httpx._client import BoundAsyncStream, ClientState, UseClientDefault
     from httpx._exceptions import RequestError
 
-    DIRECT = True
+    # the direct paths also fill ``httpx.Headers._list`` (raw name, lower-cased name, value)
+    # and ``httpx.Request._content`` (the body read) themselves
+    DIRECT = isinstance(getattr(httpx.Headers({"a": "b"}), "_list", None), list)
 except ImportError:  # pragma: no cover - depends on the installed httpx
     DIRECT = False
 
@@ -105,7 +107,7 @@ class Client(httpx.AsyncClient):
             or not url.is_absolute_url
             or (headers is not None and type(headers) is not dict)
             or self.params
-            or self.cookies
+            or self._has_cookies()
         ):
             return super().build_request(
                 method, url, content=content, data=data, files=files, json=json, params=params,
@@ -135,10 +137,20 @@ class Client(httpx.AsyncClient):
         request = httpx.Request(method, url, stream=httpx.ByteStream(content),
                                 extensions={"timeout": timeout_ext[1]})
         request_headers = httpx.Headers(merged)
-        request_headers["Content-Length"] = str(len(content))
+        # what ``request_headers["Content-Length"] = ...`` stores: ``merged`` has no framing
+        # header to replace (``_merge_for``); and what ``request.read()`` stores
+        request_headers._list.append((b"Content-Length", b"content-length", b"%d" % len(content)))
         request.headers = request_headers
-        request.read()
+        request._content = content
         return request
+
+    def _has_cookies(self) -> bool:
+        """``bool(self.cookies)`` without iterating the jar (a generator and a lock each
+        time): the standard library's ``CookieJar`` keeps its cookies in the ``_cookies``
+        dict."""
+        jar = self._cookies.jar
+        cookies = getattr(jar, "_cookies", None)
+        return bool(cookies) if type(cookies) is dict else bool(self._cookies)
 
     def _merge_for(self, netloc: bytes, headers: dict[str, Any] | None) -> httpx.Headers | None:
         """Host, then the client's headers merged with ``headers`` as httpx merges them; None
@@ -168,8 +180,7 @@ class Client(httpx.AsyncClient):
             or self._event_hooks["request"]
             or self._event_hooks["response"]
             or self._state == ClientState.CLOSED
-            or request.url.username
-            or request.url.password
+            or request.url.userinfo  # a user name or password: httpx's auth from the URL
         ):
             return await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
         self._state = ClientState.OPENED

@@ -41,6 +41,7 @@ from opentelemetry.trace import Status, StatusCode
 from .components import Component, IdentityResolver, Sink, Transform
 from .errors import Backpressure, FatalError, ParkEvent, RetryableError, SkipEvent
 from .events import Event
+from .wakeup import Wakeup
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -109,20 +110,26 @@ class Slots:
     """A counting semaphore whose free slot costs nothing: ``acquire`` takes it without any
     anyio call (anyio's ``Semaphore``, even with ``fast_acquire``, asks for the current task
     and its cancel scope on every acquire: ~1% of ``sailseg serve``'s CPU at W1 saturation).
-    When none is free the caller waits on an event; ``release`` hands the slot straight to
-    the oldest waiter, so waiters are served in order and a newcomer cannot overtake them."""
+    When none is free the caller waits on a :class:`~sailseg.wakeup.Wakeup` (the loop is
+    kept from the first wait: a runner lives in one event loop); ``release`` hands the slot
+    straight to the oldest waiter, so waiters are served in order and a newcomer cannot
+    overtake them."""
 
-    __slots__ = ("free", "_waiters")
+    __slots__ = ("free", "_waiters", "_loop")
 
     def __init__(self, n: int) -> None:
         self.free = n
-        self._waiters: collections.deque[anyio.Event] = collections.deque()
+        self._waiters: collections.deque[Wakeup] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def acquire(self) -> None:
         if self.free > 0 and not self._waiters:
             self.free -= 1
             return
-        handed = anyio.Event()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        handed = Wakeup(loop)
         self._waiters.append(handed)
         try:
             await handed.wait()
