@@ -154,12 +154,13 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> httpx.Headers:
     release does not, the public constructor)."""
     if not _RAW_HEADERS:
         return httpx.Headers(raw)
-    headers = httpx.Headers()
+    headers = httpx.Headers(_NO_HEADERS)  # an exact Headers: no ABC check of None
     headers._list = [(name, name.lower(), value) for name, value in raw]
     return headers
 
 
 _RAW_HEADERS = isinstance(getattr(httpx.Headers(), "_list", None), list)
+_NO_HEADERS = httpx.Headers()
 
 
 def _expire(conn: _Connection, read: float) -> None:

@@ -134,13 +134,15 @@ class Client(httpx.AsyncClient):
         timeout_ext = self._timeout_ext
         if timeout_ext is None or timeout_ext[0] is not self._timeout:
             timeout_ext = self._timeout_ext = (self._timeout, self._timeout.as_dict())
-        request = httpx.Request(method, url, stream=httpx.ByteStream(content),
-                                extensions={"timeout": timeout_ext[1]})
         request_headers = httpx.Headers(merged)
         # what ``request_headers["Content-Length"] = ...`` stores: ``merged`` has no framing
-        # header to replace (``_merge_for``); and what ``request.read()`` stores
+        # header to replace (``_merge_for``); given to ``Request`` as a ``Headers``, whose
+        # copy needs no ABC check (``Headers(None)`` makes two); and what ``request.read()``
+        # stores
         request_headers._list.append((b"Content-Length", b"content-length", b"%d" % len(content)))
-        request.headers = request_headers
+        request = httpx.Request(method, url, headers=request_headers,
+                                stream=httpx.ByteStream(content),
+                                extensions={"timeout": timeout_ext[1]})
         request._content = content
         return request
 

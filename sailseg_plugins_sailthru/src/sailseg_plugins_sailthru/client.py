@@ -428,6 +428,9 @@ def _answer_headers(headers: httpx.Headers) -> tuple[dict[str, str], str]:
 def _records(tracer: Any) -> bool:
     """Whether spans from ``tracer`` can be recorded. The runtime's tracer is the API's proxy,
     a no-op until an SDK is installed: then span work is skipped on the hot path."""
+    kind = type(tracer)
+    if kind is _otel_trace.ProxyTracer:  # the usual one, told without an ABC check
+        return tracing_enabled()
     if tracer is None or isinstance(tracer, _otel_trace.NoOpTracer):
         return False
     if isinstance(tracer, _otel_trace.ProxyTracer):

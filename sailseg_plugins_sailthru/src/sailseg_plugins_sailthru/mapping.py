@@ -184,6 +184,12 @@ def user_ref(event: sailseg.Event, key: str = "email", *, fallback_to_extid: boo
     raise sailseg.SkipEvent("no email, userId or sid known for this event")
 
 
+def _mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)``, a plain dict (JSON's objects) told by its type first:
+    the ABC check costs a call into ``ABCMeta`` each time."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def apply_overrides(request: dict[str, Any], overrides: Any) -> dict[str, Any]:
     """Merge ``event.meta["sailthru"]`` into a computed request.
 
@@ -194,13 +200,13 @@ def apply_overrides(request: dict[str, Any], overrides: Any) -> dict[str, Any]:
     """
     if not overrides:
         return request
-    if not isinstance(overrides, Mapping):
+    if type(overrides) is not dict and not isinstance(overrides, Mapping):
         raise sailseg.FatalError(f"meta.sailthru must be an object, got {type(overrides).__name__}")
     out = dict(request)
     for k, v in overrides.items():
         if v is None:
             out.pop(k, None)
-        elif k in MERGED_FIELDS and isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+        elif k in MERGED_FIELDS and _mapping(v) and _mapping(out.get(k)):
             out[k] = {**out[k], **v}
         else:
             out[k] = v
