@@ -373,6 +373,11 @@ async def test_members_awaiting_a_slow_verdict_leave_room_unless_journaled(
             assert [len(b) for b in JOBS.batches] == [20] * out
             assert len(engine.inflight) == 20 * out
             assert engine.awaiting == (0 if journal else 40)
+            # what an operator sees of it on /metrics
+            text = (await c.get("/metrics")).text
+            assert f"sailseg_delivery_inflight {20 * out}\n" in text, text
+            assert f"sailseg_delivery_awaiting_verdict {0 if journal else 40}\n" in text
+            assert "sailseg_delivery_max_inflight 20\n" in text
             payloads = [i.event.payload for i in engine.inflight.values()]
             if journal:
                 assert all(p.get("traits") == {"n": 1} for p in payloads)
@@ -382,6 +387,9 @@ async def test_members_awaiting_a_slow_verdict_leave_room_unless_journaled(
             await wait_for(lambda: rt.metrics.get("sailseg_events_delivered_total",
                                                   pipeline="main", sink="rec") == 50)
             await wait_for(lambda: not engine.inflight)
+            text = (await c.get("/metrics")).text
+            assert "sailseg_delivery_inflight 0\n" in text
+            assert "sailseg_delivery_awaiting_verdict 0\n" in text
     assert engine.awaiting == 0
     assert rt.metrics.get("sailseg_events_retried_total", pipeline="main", sink="rec") == 20
     retried = set(JOBS.batches[0])

@@ -237,6 +237,10 @@ def test_default_splits_on_two_cores_and_the_child_metrics_reach_the_parent(tmp_
             metric(port, "sailseg_events_delivered_total")
         assert metric(port, "sailseg_delivery_latency_seconds_count") == 30
         assert metric(port, "sailseg_events_in_total") == 30  # the parent's own counter
+        # the child's in-flight gauges, sent with its totals
+        assert wait_for(lambda: metric(port, "sailseg_delivery_max_inflight") == 1024, 5), \
+            metric(port, "sailseg_delivery_max_inflight")
+        assert wait_for(lambda: metric(port, "sailseg_delivery_inflight") == 0, 5)
         # both processes' group commits, told apart (they take turns at one write lock)
         assert metric(port, 'sailseg_store_commit_seconds_count{process="serve"}') >= 1
         assert wait_for(

@@ -54,6 +54,32 @@ def test_totals_flow_and_restarts_never_go_backwards() -> None:
     assert "sailseg_events_delivered_total" in parent_m.render()
 
 
+def test_the_childs_gauges_of_the_moment_reach_the_parent_and_end_with_it() -> None:
+    """A gauge source of the child (its delivery's in-flight figures) is read when a snapshot
+    is taken; the parent sets the values as sent, not added up; once the child is gone they
+    read 0."""
+    parent_m, parent_a = Metrics(), Activity()
+    child_m, child_a = Metrics(), Activity()
+    held = [5.0]
+    child_m.gauge_sources.append(lambda: [("sailseg_delivery_inflight", {}, held[0]),
+                                          ("sailseg_delivery_max_inflight", {}, 20.0)])
+    r, w = os.pipe()
+    writer = TelemetryWriter(w, child_m, child_a)
+    reader = TelemetryReader(r, parent_m, parent_a)
+    writer.send()
+    reader.drain()
+    assert "sailseg_delivery_inflight 5\n" in parent_m.render()
+    held[0] = 3.0
+    writer.send()
+    reader.drain()
+    text = parent_m.render()
+    assert "sailseg_delivery_inflight 3\n" in text and "sailseg_delivery_max_inflight 20\n" in text
+    os.close(w)
+    assert reader.drain() is False
+    reader.close()
+    assert "sailseg_delivery_inflight 0\n" in parent_m.render()
+
+
 def test_a_frame_the_pipe_cannot_take_is_finished_before_the_next() -> None:
     child_m, child_a = Metrics(), Activity()
     for i in range(3000):  # a snapshot larger than the pipe's buffer

@@ -247,6 +247,8 @@ class Delivery:
         for runner in (r for p in self.pipelines.values() for r in p.sinks.values()):
             runner.bind(tg, self.more_coming)
         self._tg = tg
+        if self._gauges not in self.metrics.gauge_sources:
+            self.metrics.gauge_sources.append(self._gauges)
         tg.start_soon(self._claimer)
         tg.start_soon(self._completer)
         tg.start_soon(self._lease_keeper)
@@ -272,6 +274,13 @@ class Delivery:
         self._done_event.set()
         await self.store.release(self.owner)
         return drained
+
+    def _gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        """This node's in-flight figures for ``/metrics`` (:attr:`Metrics.gauge_sources`):
+        read when rendered or sent, never per event."""
+        return [("sailseg_delivery_inflight", {}, float(len(self.inflight))),
+                ("sailseg_delivery_awaiting_verdict", {}, float(len(self._awaiting))),
+                ("sailseg_delivery_max_inflight", {}, float(self.cfg.max_inflight))]
 
     # -- loops -----------------------------------------------------------------------
     async def _claimer(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["HELP", "Metrics"]
 
@@ -37,6 +37,13 @@ HELP: dict[str, str] = {
                                          "process, by component.",
     "sailseg_rate_limit_wait_seconds_total": "Seconds this process waited for a vendor rate limit, "
                                              "by component.",
+    "sailseg_delivery_inflight": "Events this node's delivery holds now: claimed and not yet "
+                                 "recorded (with a delivery process: its figure, sent twice a "
+                                 "second).",
+    "sailseg_delivery_awaiting_verdict": "Of those, members of a batch a two-phase sink handed to "
+                                         "the vendor (a Sailthru import job) whose verdict is slow: "
+                                         "they no longer hold the in-flight bound.",
+    "sailseg_delivery_max_inflight": "The [delivery] max_inflight bound of this node's claims.",
     "sailseg_vendor_drift_total": "Vendor answers that did not match the expected shape, by vendor, "
                                   "endpoint and kind (see docs/drift.md).",
 }
@@ -62,6 +69,20 @@ class Metrics:
         #: ``/metrics`` adds to this process's own when it renders them (credential
         #: failures, rate-limit waits: their source is :mod:`sailseg.alerts.signals`)
         self.from_children: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        #: functions giving gauges of the moment as (name, labels, value), read when the
+        #: metrics are rendered or sent by a delivery child (:meth:`refresh_gauges`): the
+        #: delivery engine's in-flight figures cost nothing per event this way
+        self.gauge_sources: list[Callable[[], Iterable[tuple[str, dict[str, str], float]]]] = []
+
+    def refresh_gauges(self) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+        """Set the gauges of :attr:`gauge_sources` from their current values; return them."""
+        out = []
+        for source in self.gauge_sources:
+            for name, labels, value in source():
+                key = (name, tuple(sorted(labels.items())))
+                self.gauges[key] = value
+                out.append((*key, value))
+        return out
 
     def inc(self, name: str, value: float = 1, **labels: str) -> None:
         self.counters[(name, tuple(sorted(labels.items())))] += value
@@ -92,6 +113,7 @@ class Metrics:
         return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
 
     def render(self) -> str:
+        self.refresh_gauges()
         lines: list[str] = []
         seen: set[str] = set()
         def help_line(name: str) -> str:

@@ -64,6 +64,9 @@ class Snapshot(msgspec.Struct, array_like=True):
     sinks: list[SinkState]
     #: the child's process-local alert signals as counters (:func:`signals.as_counters`)
     signals: list[tuple[str, _Labels, float]] = []
+    #: the child's gauges of the moment (:meth:`Metrics.refresh_gauges`: its delivery's
+    #: in-flight figures), set as they are in the parent
+    gauges: list[tuple[str, _Labels, float]] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -72,9 +75,11 @@ _HEADER = struct.Struct(">I")
 
 
 def take_snapshot(metrics: Metrics, activity: Activity) -> Snapshot:
-    """The totals of ``metrics`` (counters and histograms; gauges are the reader's own),
-    of ``activity``'s sinks and of this process's alert signals."""
+    """The totals of ``metrics`` (counters and histograms; of the gauges, only those of its
+    :attr:`~sailseg.metrics.Metrics.gauge_sources`: the rest are the reader's own), of
+    ``activity``'s sinks and of this process's alert signals."""
     return Snapshot(
+        gauges=[(name, list(labels), v) for name, labels, v in metrics.refresh_gauges()],
         signals=[(name, list(labels), v)
                  for (name, labels), v in signals.as_counters(signals.snapshot()).items()],
         counters=[(name, list(labels), v) for (name, labels), v in metrics.counters.items()],
@@ -97,6 +102,8 @@ def apply_snapshot(new: Snapshot, old: Snapshot | None, metrics: Metrics, activi
         prev_c = {(n, tuple(lb)): v for n, lb, v in old.counters}
         prev_h = {(n, tuple(lb)): (b, s) for n, lb, b, s in old.hist}
         prev_s = {s.name: s for s in old.sinks}
+    for name, labels, value in new.gauges:  # values of the moment, not totals
+        metrics.gauges[(name, tuple(labels))] = value
     for name, labels, value in new.counters:
         key = (name, tuple(labels))
         delta = value - prev_c.get(key, 0.0)
@@ -254,6 +261,9 @@ class TelemetryReader:
         if not self.closed:
             self.closed = True
             os.close(self.fd)
+            if self._last is not None:  # a gone child holds nothing in flight
+                for name, labels, _value in self._last.gauges:
+                    self.metrics.gauges[(name, tuple(labels))] = 0.0
 
 
 def snapshot_bytes(snapshot: Snapshot) -> bytes:
