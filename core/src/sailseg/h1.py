@@ -305,7 +305,10 @@ class H1Transport(httpx.AsyncBaseTransport):
                 or (method == b"GET" and not body)):
             return await self._delegate(request)
         lines = [b"%b %b HTTP/1.1" % (method, url.raw_path)]
-        lines.extend(b"%b: %b" % header for header in request.headers.raw)
+        if _RAW_HEADERS:  # (name, lower-cased name, value): ``raw`` would build a list first
+            lines.extend([b"%b: %b" % (name, value) for name, _, value in request.headers._list])
+        else:
+            lines.extend(b"%b: %b" % header for header in request.headers.raw)
         head = b"\r\n".join(lines)
         if head.count(b"\n") != len(lines) - 1 or head.count(b"\r") != len(lines) - 1:
             raise httpx.LocalProtocolError("line break in the request line or a header", request=request)

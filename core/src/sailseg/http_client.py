@@ -116,7 +116,7 @@ class Client(httpx.AsyncClient):
         netloc = url.netloc
         try:
             # the client's headers are part of the key: they can be changed in place
-            key = (netloc, tuple(self._headers.raw), tuple(headers.items()) if headers else ())
+            key = (netloc, tuple(self._headers._list), tuple(headers.items()) if headers else ())
             merged = self._merged.get(key)
         except AttributeError:  # the first request
             self._merged = {}
@@ -199,8 +199,8 @@ class Client(httpx.AsyncClient):
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.request = request
         cookies = encoded = False
-        for name, _ in response.headers.raw:  # one pass, not a scan per lookup
-            name = name.lower()
+        # one pass, not a scan per lookup, over the names ``Headers`` keeps lower-cased
+        for _, name, _ in response.headers._list:
             if name in _SET_COOKIE:
                 cookies = True
             elif name == b"content-encoding":

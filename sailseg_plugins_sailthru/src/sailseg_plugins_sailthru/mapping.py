@@ -149,12 +149,17 @@ def find_email(event: sailseg.Event) -> str | None:
     if email:
         return str(email).strip()
     p = event.payload
-    for holder in (p.get("traits"), (p.get("context") or {}).get("traits"), p.get("properties")):
+    for where in _EMAIL_HOLDERS:
+        holder = p.get(where) if where != "context.traits" else (p.get("context") or {}).get("traits")
         if isinstance(holder, dict):
             v = holder.get("email")
             if isinstance(v, str) and v.strip():
                 return v.strip()
     return None
+
+
+#: where :func:`find_email` looks, in order (each only when the ones before had none)
+_EMAIL_HOLDERS = ("traits", "context.traits", "properties")
 
 
 def user_id(event: sailseg.Event) -> str | None:
