@@ -319,3 +319,17 @@ async def test_slots_bound_concurrency_in_order_and_survive_cancellation() -> No
         scope_a.cancel()  # ...cancelled before it runs (asyncio lets a handed wait finish)
     # either a ran with the slot, or its cancellation passed the slot on: none was lost
     assert got in (["a", "b"], ["b"]) and slots.free == 1 and not slots._waiters
+
+    # the other order: a's wait is cancelled first, then the slot is handed to it before its
+    # handler runs (a node stopping while a sink is at its bound): the slot goes on to b
+    got.clear()
+    scope_a = anyio.CancelScope()
+    await slots.acquire()  # held, so both wait
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a)
+        await _until(lambda: len(slots._waiters) == 1)
+        tg.start_soon(b)
+        await _until(lambda: len(slots._waiters) == 2)
+        scope_a.cancel()  # a's wait is cancelled now, its handler runs later...
+        slots.release()  # ...and the slot is handed to it first
+    assert got == ["b"] and slots.free == 1 and not slots._waiters

@@ -173,6 +173,7 @@ def test_answer_headers_read_like_httpx_lookups() -> None:
         [(b"x-rate-limit-remaining", b"3"), (b"x-rate-limit-remaining", b"2")],
         [(b"x-other", b"\xc3\xa9"), (b"x-rate-limit-reset", b"5"),
          (b"Content-Type", b"text/html; charset=utf-8"), (b"content-type", b"text/xml")],
+        [(b"content-type", b""), (b"content-type", b"application/json")],
         [],
     ):
         headers = httpx.Headers(raw)

@@ -9,7 +9,8 @@ coroutines; about 4% of the delivery process's event-loop CPU in cProfile (bench
 Only for one waiter: when a task waiting on a future is cancelled, asyncio cancels the
 future too, which would wake every other task waiting on it with a ``CancelledError``.
 Cancellation by an anyio cancel scope works as with ``anyio.Event``: the waiting task gets
-``CancelledError`` and :meth:`Wakeup.is_set` tells whether the wake-up came first. The
+``CancelledError``, and :meth:`Wakeup.is_set` tells whether a wake-up came, before or after
+the cancellation (then the waiter passes on what it was handed). The
 runtime runs on asyncio only (``sailseg.process.run_loop``), like :mod:`sailseg.h1`.
 """
 
@@ -26,20 +27,24 @@ class Wakeup:
     :param loop: the running event loop, which the caller keeps: in CPython 3.11
         ``asyncio.get_running_loop`` makes a ``getpid`` system call on every call."""
 
-    __slots__ = ("_future",)
+    __slots__ = ("_future", "_set")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._future: asyncio.Future[None] = loop.create_future()
+        self._set = False
 
     def set(self) -> None:
-        """Wake the waiter (idempotent; nothing once its wait was cancelled)."""
+        """Wake the waiter (idempotent). Recorded even when its wait was cancelled already:
+        a cancelled task runs its handler later, so whoever handed it something (a slot, a
+        claimed item) learns from :meth:`is_set` that it must pass it on."""
+        self._set = True
         if not self._future.done():
             self._future.set_result(None)
 
     def is_set(self) -> bool:
-        """True when :meth:`set` ran before any cancellation of the wait."""
-        future = self._future
-        return future.done() and not future.cancelled()
+        """True once :meth:`set` ran, before or after a cancellation of the wait (as
+        ``anyio.Event``)."""
+        return self._set
 
     async def wait(self) -> None:
         """Return once :meth:`set` has run (at once if it has)."""

@@ -412,7 +412,7 @@ def _answer_headers(headers: httpx.Headers) -> tuple[dict[str, str], str]:
     header (``_check_media_type``'s one ``get`` was ~3% of the delivery process's loop in
     cProfile)."""
     out: dict[str, str] = {}
-    media = ""
+    media: str | None = None
     for name, value in headers.raw:
         key = name.lower()
         if key in _RATE_HEADERS:
@@ -421,8 +421,8 @@ def _answer_headers(headers: httpx.Headers) -> tuple[dict[str, str], str]:
             out[k] = f"{out[k]}, {v}" if k in out else v
         elif key == b"content-type":
             v = value.decode(headers.encoding)
-            media = f"{media}, {v}" if media else v
-    return out, media
+            media = v if media is None else f"{media}, {v}"  # an empty first one joins too
+    return out, media or ""
 
 
 def _records(tracer: Any) -> bool:
