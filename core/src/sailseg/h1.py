@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 import httpx
 
-from .http_client import DEFAULT_LIMITS
+from .http_client import DEFAULT_LIMITS, HEADERS_LIST
 
 if TYPE_CHECKING:
     from .transport import AiohttpTransport
@@ -152,14 +152,13 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> httpx.Headers:
     """``httpx.Headers(raw)`` for the parser's byte pairs, without its per-name and per-value
     type checks (``Headers`` keeps (name, lower-cased name, value) in ``_list``; where a
     release does not, the public constructor)."""
-    if not _RAW_HEADERS:
+    if not HEADERS_LIST:
         return httpx.Headers(raw)
     headers = httpx.Headers(_NO_HEADERS)  # an exact Headers: no ABC check of None
     headers._list = [(name, name.lower(), value) for name, value in raw]
     return headers
 
 
-_RAW_HEADERS = isinstance(getattr(httpx.Headers(), "_list", None), list)
 _NO_HEADERS = httpx.Headers()
 
 
@@ -305,7 +304,7 @@ class H1Transport(httpx.AsyncBaseTransport):
                 or (method == b"GET" and not body)):
             return await self._delegate(request)
         lines = [b"%b %b HTTP/1.1" % (method, url.raw_path)]
-        if _RAW_HEADERS:  # (name, lower-cased name, value): ``raw`` would build a list first
+        if HEADERS_LIST:  # (name, lower-cased name, value): ``raw`` would build a list first
             lines.extend([b"%b: %b" % (name, value) for name, _, value in request.headers._list])
         else:
             lines.extend(b"%b: %b" % header for header in request.headers.raw)

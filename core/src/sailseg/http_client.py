@@ -40,11 +40,16 @@ try:  # httpx internals the direct path needs (httpx 0.27-0.28); a release that 
 
     # the direct paths also fill ``httpx.Headers._list`` (raw name, lower-cased name, value)
     # and ``httpx.Request._content`` (the body read) themselves
-    DIRECT = isinstance(getattr(httpx.Headers({"a": "b"}), "_list", None), list)
+    DIRECT = True
 except ImportError:  # pragma: no cover - depends on the installed httpx
     DIRECT = False
+#: ``httpx.Headers`` keeps its entries as (raw name, lower-cased name, value) in ``_list``,
+#: which the direct paths here and :mod:`sailseg.h1` read and fill without ``Headers``'
+#: per-entry checks (a release that changes it turns them off)
+HEADERS_LIST = isinstance(getattr(httpx.Headers({"a": "b"}), "_list", None), list)
+DIRECT = DIRECT and HEADERS_LIST
 
-__all__ = ["DEFAULT_LIMITS", "Client"]
+__all__ = ["DEFAULT_LIMITS", "HEADERS_LIST", "Client"]
 
 #: the connection pool of sailseg's transports (``sailseg.h1.H1Transport`` and the
 #: ``sailseg.transport.AiohttpTransport`` it hands downloads to) unless given: 256

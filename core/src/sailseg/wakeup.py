@@ -10,8 +10,8 @@ Only for one waiter: when a task waiting on a future is cancelled, asyncio cance
 future too, which would wake every other task waiting on it with a ``CancelledError``.
 Cancellation by an anyio cancel scope works as with ``anyio.Event``: the waiting task gets
 ``CancelledError``, and :meth:`Wakeup.is_set` tells whether a wake-up came, before or after
-the cancellation (then the waiter passes on what it was handed). The
-runtime runs on asyncio only (``sailseg.process.run_loop``), like :mod:`sailseg.h1`.
+the cancellation (then the waiter passes on what it was handed). The runtime runs on asyncio
+only (``sailseg.process.run_loop``), like :mod:`sailseg.h1`.
 """
 
 from __future__ import annotations
