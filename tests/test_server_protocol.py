@@ -1,7 +1,8 @@
-"""``sailseg serve``'s HTTP protocol (:mod:`sailseg.deadlines`): one write per response, and
-the header and body deadlines in the protocol (``RouteApp(body_timeout=None)``).
+"""``sailseg serve``'s HTTP/1.1 connections (:mod:`sailseg.connection`): requests straight into
+the app, one write per response, the header and body deadlines in the protocol
+(``RouteApp(body_timeout=None)``), body limits that close the connection.
 
-Through a real uvicorn server on a loopback socket, plus the write coalescing against a
+Through a real uvicorn server on a loopback socket, plus the writes of one connection against a
 recording transport (a stand-in for asyncio's, where the system calls cannot be counted).
 """
 
@@ -12,12 +13,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.server import ServerState
 
-from sailseg.deadlines import _OneWrite, deadline_protocol
+from sailseg.connection import Connection, connection_class
 from sailseg.http import Request, Response, Route, json_response
 from sailseg.server import RouteApp
 from sailseg.testing.processes import free_port, trickle
@@ -27,18 +30,31 @@ BODY_TIMEOUT = 1.0
 SLACK = 4.0
 
 
+#: bodies the slow handler saw complete (it runs on even when its client has gone)
+FINISHED: list[bytes] = []
+
+
 async def echo(request: Request) -> Response:
     return json_response({"n": len(request.body), "path": request.path})
 
 
+async def slow(request: Request) -> Response:
+    await asyncio.sleep(0.3)
+    FINISHED.append(request.body)
+    return json_response({"n": len(request.body)})
+
+
+def app() -> RouteApp:
+    return RouteApp([Route("/in", echo, methods=("POST", "GET"), max_body=1000),
+                     Route("/slow", slow, methods=("POST",))], body_timeout=None)
+
+
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    app = RouteApp([Route("/in", echo, methods=("POST", "GET"), max_body=1000)],
-                   body_timeout=None)
     p = free_port()
     server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=p, log_level="error", lifespan="off", access_log=False,
-        http=deadline_protocol(HEADER_TIMEOUT, BODY_TIMEOUT)))  # type: ignore[arg-type]
+        app(), host="127.0.0.1", port=p, log_level="error", lifespan="off", access_log=False,
+        http=connection_class(HEADER_TIMEOUT, BODY_TIMEOUT)))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -71,8 +87,8 @@ def exchange(port: int, data: bytes, *, until_close: bool = False, want: int = 1
     return time.monotonic() - t0, got
 
 
-def post(body: bytes, extra: bytes = b"") -> bytes:
-    return (b"POST /in HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+def post(body: bytes, extra: bytes = b"", path: bytes = b"/in") -> bytes:
+    return (b"POST " + path + b" HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
 
 
@@ -91,7 +107,41 @@ def test_head_and_error_answers_are_written(port: int) -> None:
     _, got = exchange(port, b"GET /nope HTTP/1.1\r\nhost: x\r\n\r\n")
     assert got.startswith(b"HTTP/1.1 404 ") and b"no route for /nope" in got
     _, got = exchange(port, b"NOT HTTP\r\n\r\n", until_close=True)
-    assert got.startswith(b"HTTP/1.1 400 ")
+    assert got.startswith(b"HTTP/1.1 400 ") and b"malformed HTTP request" in got
+    # a HEAD answer never carries a body, an error's included: the next answer still parses
+    _, got = exchange(port, b"HEAD /nope HTTP/1.1\r\nhost: x\r\n\r\n" + post(b"{}"), want=2)
+    first, second = got.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"404 ") and first.endswith(b"\r\n\r\n") and b"content-length: %d" % len(b'{"error":"no route for /nope"}') in first
+    assert second.startswith(b"200 ") and second.endswith(b'{"n":2,"path":"/in"}')
+
+
+def test_a_body_over_the_limit_gets_413_and_the_connection_closes_unread(port: int) -> None:
+    # declared: answered from the head, before a byte of body is sent
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(post(b"").replace(b"content-length: 0", b"content-length: 5000"))
+        got = s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 413 ") and b"connection: close" in got, got
+        assert b"body of 5000 bytes exceeds the 1000-byte limit" in got
+        assert s.recv(65536) == b""  # closed, the body never read
+    # chunked: answered once the chunks pass the limit, then closed
+    chunk = b"%x\r\n%s\r\n" % (600, b"x" * 600)
+    head = (b"POST /in HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+    _, got = exchange(port, head + chunk + chunk, until_close=True)
+    assert got.startswith(b"HTTP/1.1 413 ") and got.endswith(b'{"error":"body exceeds the 1000-byte limit"}')
+
+
+def test_a_handler_runs_to_its_end_when_its_client_leaves(port: int) -> None:
+    FINISHED.clear()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(post(b'{"kept":1}', path=b"/slow"))
+        time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while not FINISHED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert FINISHED == [b'{"kept":1}']
+    # and the server still answers
+    _, got = exchange(port, post(b"{}"))
+    assert got.startswith(b"HTTP/1.1 200 ")
 
 
 def test_expect_100_continue_gets_the_interim_answer_then_the_response(port: int) -> None:
@@ -123,11 +173,12 @@ def test_slow_headers_get_408_and_an_idle_connection_is_closed(port: int) -> Non
 
 
 class Recorder:
-    """The transport API _OneWrite uses, recording each write (one per system call)."""
+    """The transport API a connection uses, recording each write (one per system call)."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closed = False
+        self.paused = 0
 
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
@@ -138,28 +189,39 @@ class Recorder:
     def close(self) -> None:
         self.closed = True
 
-    def get_write_buffer_size(self) -> int:
-        return 0
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else None
+
+    def pause_reading(self) -> None:
+        self.paused += 1
+
+    def resume_reading(self) -> None:
+        self.paused -= 1
 
 
-def test_one_write_per_response_and_nothing_held_back() -> None:
+def test_one_write_per_response_in_order_and_a_shutdown_closes_after_the_answers() -> None:
     async def main() -> None:
+        state = ServerState()
+        state.default_headers = [(b"date", b"Mon, 07 Dec 2026 00:00:00 GMT")]
+        config = SimpleNamespace(app=app(), timeout_keep_alive=5, limit_concurrency=None)
+        conn = Connection(config, state, None)
         rec = Recorder()
-        t = _OneWrite(rec, asyncio.get_running_loop())  # type: ignore[arg-type]
-        t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-        t.write(b"{}")
-        assert rec.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
-        # a head alone (streaming, 100-continue) goes out at the next loop turn
-        t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        assert len(rec.writes) == 1
-        await asyncio.sleep(0)
-        assert rec.writes[-1] == b"HTTP/1.1 100 Continue\r\n\r\n"
-        # a body chunk with nothing held goes out at once; close() writes what is held
-        t.write(b"chunk")
-        assert rec.writes[-1] == b"chunk"
-        t.write(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
-        t.close()
-        assert rec.writes[-1] == b"HTTP/1.1 408 Request Timeout\r\n\r\n" and rec.closed
-        assert t.get_write_buffer_size() == 0  # the rest of the API passes through
+        conn.connection_made(rec)  # type: ignore[arg-type]
+        assert state.connections == {conn}
+        # three pipelined requests in one read, the first slow: answered in order, one write each
+        conn.data_received(post(b"{}", path=b"/slow") + post(b'{"a":1}') + post(b"[]"))
+        conn.shutdown()  # graceful: what was asked is answered first
+        assert not rec.closed and len(state.tasks) == 1
+        while state.tasks:
+            await asyncio.sleep(0.05)
+        assert len(rec.writes) == 3, rec.writes
+        assert [w.split(b"\r\n", 1)[0] for w in rec.writes] == [b"HTTP/1.1 200 OK"] * 3
+        assert rec.writes[0].endswith(b'\r\n\r\n{"n":2}')
+        assert rec.writes[1].endswith(b'{"n":7,"path":"/in"}')
+        assert b"date: Mon, 07 Dec 2026 00:00:00 GMT\r\n" in rec.writes[0]
+        assert b"connection: close" in rec.writes[2] and rec.closed
+        assert state.total_requests == 3
+        conn.connection_lost(None)
+        assert not state.connections
 
     asyncio.run(main())

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 __all__ = ["RouteApp", "DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY", "build_app",
-           "OPERATIONAL_PREFIXES"]
+           "OPERATIONAL_PREFIXES", "parse_query", "too_large"]
 
 #: path prefixes of the routes :func:`build_app` adds besides the triggers'
 OPERATIONAL_PREFIXES = ("/admin", "/healthz", "/readyz", "/metrics", "/console")
@@ -32,6 +32,20 @@ DEFAULT_BODY_TIMEOUT = 30.0
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def too_large(limit: int) -> Response:
+    """The 413 of a body that grew past ``limit`` bytes while it was read."""
+    return error_response(413, f"body exceeds the {limit}-byte limit")
+
+
+def parse_query(raw: bytes) -> dict[str, str]:
+    """A raw query string as a dict (the last value of a repeated name wins)."""
+    if not raw:
+        return {}
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
 
 
 class _TooLarge(Exception):
@@ -58,7 +72,7 @@ class RouteApp:
         whole body rather than per read: a client sending one byte every few seconds never
         trips a per-read timeout, and would hold its connection (and its slot of
         ``[server] max_connections``) for as long as it likes. None: the server bounds the
-        body read instead (``sailseg serve``'s protocol, :mod:`sailseg.deadlines`), so the
+        body read instead (``sailseg serve``'s protocol, :mod:`sailseg.connection`), so the
         app reads it without a cancel scope per request.
     """
 
@@ -90,35 +104,14 @@ class RouteApp:
         if scope["type"] != "http":  # pragma: no cover - websockets are not served
             return
         path: str = scope["path"]
-        route = self.routes.get(path)
-        if route is None and path.endswith("/") and len(path) > 1:
-            route = self.routes.get(path.rstrip("/"))
-        if route is None:
-            await self._send(send, error_response(404, f"no route for {path}"))
-            return
         method: str = scope["method"]
-        if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
-            await self._send(
-                send,
-                error_response(405, f"{method} not allowed on {path}",
-                               headers={"allow": ", ".join(route.methods)}),
-            )
-            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers") or ()}
-        if route.admin and not self._admin_ok(headers):
-            status = 403 if self.admin_token is None else 401
-            await self._send(send, error_response(status, "admin bearer token required"))
+        checked = self.check(method, path, headers)
+        if isinstance(checked, Response):
+            await self._send(send, checked)
             return
-        limit = route.max_body or self.max_body
-        try:
-            clen = int(headers.get("content-length", "0") or 0)
-        except ValueError:
-            await self._send(send, error_response(400, "invalid Content-Length"))
-            return
-        if clen > limit:
-            await self._send(send, error_response(413, f"body of {clen} bytes exceeds the {limit}-byte limit"))
-            return
+        route, limit = checked
         try:
             body = await self._read_body(receive, limit, self.body_timeout)
         except _SlowBody:
@@ -127,33 +120,57 @@ class RouteApp:
                 headers={"connection": "close"}))
             return
         except _TooLarge:
-            await self._send(send, error_response(413, f"body exceeds the {limit}-byte limit"))
+            await self._send(send, too_large(limit))
             return
         except _Disconnected:
             return  # a truncated body is never handed to a trigger
-        qs = scope.get("query_string", b"").decode("latin-1")
-        query: dict[str, str] = {}
-        if qs:
-            from urllib.parse import parse_qsl
-
-            query = dict(parse_qsl(qs, keep_blank_values=True))
         client = scope.get("client")
         request = Request(
             method=method,
             path=path,
-            query=query,
+            query=parse_query(scope.get("query_string", b"")),
             headers=headers,
             body=body,
             client=f"{client[0]}:{client[1]}" if client else None,
         )
+        await self._send(send, await self.respond(route, request), head=method == "HEAD")
+
+    def check(self, method: str, path: str, headers: dict[str, str]) -> tuple[Route, int] | Response:
+        """What a request's head allows, before any of its body is read: its route and body
+        limit, or the answer that ends it (404 no route, 405 method, 401/403 admin token, 400
+        bad ``Content-Length``, 413 a declared length above the limit). Shared by the ASGI
+        entry point and ``sailseg serve``'s own protocol (:mod:`sailseg.connection`)."""
+        route = self.routes.get(path)
+        if route is None and path.endswith("/") and len(path) > 1:
+            route = self.routes.get(path.rstrip("/"))
+        if route is None:
+            return error_response(404, f"no route for {path}")
+        if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
+            return error_response(405, f"{method} not allowed on {path}",
+                                  headers={"allow": ", ".join(route.methods)})
+        if route.admin and not self._admin_ok(headers):
+            status = 403 if self.admin_token is None else 401
+            return error_response(status, "admin bearer token required")
+        limit = route.max_body or self.max_body
         try:
-            response = await serving(route, request)  # current_request() set for ingest
+            clen = int(headers.get("content-length", "0") or 0)
+        except ValueError:
+            return error_response(400, "invalid Content-Length")
+        if clen > limit:
+            return error_response(413, f"body of {clen} bytes exceeds the {limit}-byte limit")
+        return route, limit
+
+    @staticmethod
+    async def respond(route: Route, request: Request) -> Response:
+        """Run ``route``'s handler for a complete request; an exception is logged and answered
+        500 without its traceback."""
+        try:
+            return await serving(route, request)  # current_request() set for ingest
         except Exception as exc:  # noqa: BLE001 - never leak a traceback to the caller
             import logging
 
-            logging.getLogger("sailseg.server").exception("handler for %s failed", path)
-            response = error_response(500, f"internal error: {type(exc).__name__}")
-        await self._send(send, response, head=method == "HEAD")
+            logging.getLogger("sailseg.server").exception("handler for %s failed", request.path)
+            return error_response(500, f"internal error: {type(exc).__name__}")
 
     def _admin_ok(self, headers: dict[str, str]) -> bool:
         if self.admin_token is None:

@@ -56,10 +56,11 @@ async def serve_runtime(
     app = build_app(rt)
     http: Any = "h11"
     if has_module("httptools"):
-        from .deadlines import deadline_protocol
+        from .connection import connection_class
 
-        # header and body deadlines in the protocol (no cancel scope per request in the app)
-        http = deadline_protocol(server_cfg.header_timeout, server_cfg.body_timeout)
+        # sailseg's own HTTP/1.1 connections, straight into the app (no ASGI per request),
+        # with the header and body deadlines (no cancel scope per request in the app)
+        http = connection_class(server_cfg.header_timeout, server_cfg.body_timeout)
         app.body_timeout = None
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,

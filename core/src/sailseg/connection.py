@@ -1,0 +1,370 @@
+"""One HTTP/1.1 connection of ``sailseg serve``: httptools parses the request straight into a
+:class:`~sailseg.http.Request` for :class:`~sailseg.server.RouteApp`, without ASGI between.
+
+Why not uvicorn's protocol: per request it builds an ASGI scope, an ``asyncio.Event``, a
+request/response cycle and a task, copies the body through ``receive`` messages, checks every
+response header against two regular expressions in ``send``, and re-arms a keep-alive timer
+after each response; the app then turned the scope's header list back into a dict. sailseg's
+routes answer with whole :class:`~sailseg.http.Response` objects, so none of that is needed.
+uvicorn still runs the server (listening socket, signals, graceful shutdown, the ``date``
+header it refreshes each second): this class is its ``http`` protocol class.
+
+What it bounds, as the uvicorn protocol with ``sailseg.server``'s checks did:
+
+- **Slow clients.** One timer per connection at most: armed when a connection opens
+  (``header_timeout``, a client that sends nothing), when a read leaves a request's head
+  incomplete (``header_timeout``) or its body (``body_timeout``), and after a response with
+  nothing else to do (``timeout_keep_alive``, an idle keep-alive connection). A request whose
+  head and body arrive in one read creates no timer. A client in the middle of a request gets
+  ``408`` before the connection closes (a client trickling bytes never resets the deadline).
+- **Bodies.** The route's limit (``413``), from ``Content-Length`` before a byte of body is
+  read, and as chunks arrive; the connection then closes, so an oversize body is never read to
+  its end. A body cut short by a disconnect never reaches a handler.
+- **Connections.** ``[server] max_connections`` (uvicorn's ``limit_concurrency``): a request
+  arriving while that many connections are open gets ``503`` with ``Retry-After`` and the
+  connection closes.
+- **Pipelining.** Requests on one connection are answered in order, by one task per busy
+  connection; reading pauses while 8 answers are pending.
+- **Malformed requests** get ``400`` and the connection closes; an ``Upgrade`` is not taken
+  (the request is answered over HTTP/1.1, then the connection closes).
+
+Each response (head and body) is one socket write. A handler whose client went away still
+runs to its end (an event it stores is stored); only the write is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from .http import Request, Response, Route, error_response
+from .server import RouteApp, parse_query, too_large
+
+__all__ = ["Connection", "connection_class"]
+
+log = logging.getLogger("sailseg.server")
+
+#: what a connection is reading
+_BETWEEN, _IN_HEAD, _IN_BODY = 0, 1, 2
+#: answers pending on a connection before it stops reading (pipelined requests)
+_MAX_PENDING = 8
+
+_STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
+#: a response header name or value that would split the head
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _status_line(status: int) -> bytes:
+    return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n".encode("latin-1")
+
+
+class Connection(asyncio.Protocol):
+    """An HTTP/1.1 server connection serving a :class:`RouteApp` (see the module docstring).
+
+    Made by uvicorn's server for each accepted socket, with uvicorn's ``(config,
+    server_state, app_state)``: the app is ``config.app``; the connection registers in
+    ``server_state.connections`` and its tasks in ``server_state.tasks`` (what a graceful
+    shutdown waits for), and answers with ``server_state.default_headers`` (``date``).
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float | None = None
+
+    def __init__(self, config: Any, server_state: Any, app_state: Any = None,
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        # the app as given (uvicorn's middlewares, which ``loaded_app`` may wrap around it,
+        # act on ASGI scopes; none is used here)
+        app = config.app
+        if not isinstance(app, RouteApp):
+            raise TypeError(f"sailseg's HTTP protocol serves a RouteApp, not {type(app).__name__}")
+        self.app = app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.state = server_state
+        self.connections: set[Any] = server_state.connections
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks
+        self.keep_alive_timeout: float = config.timeout_keep_alive
+        self.max_connections: int | None = config.limit_concurrency
+        self.parser = httptools.HttpRequestParser(self)
+        try:  # answer the first of pipelined requests whose client half-closed (httptools >= 0.6.3)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        except AttributeError:  # pragma: no cover
+            pass
+        self.transport: asyncio.Transport | None = None
+        self.client: str | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.phase = _BETWEEN
+        #: answers (or requests to answer) in arrival order, with "keep the connection open"
+        self.pending: deque[tuple[tuple[Route, Request] | Response, bool, bool]] = deque()
+        self.running = False
+        self.closed = False  # the transport was closed or lost: nothing more is written
+        self.refusing = False  # an answer that closes the connection is queued: read no more
+        self.last_call = False  # close after what is pending (shutdown, an upgrade)
+        self.reading_paused = False
+        self.drained: asyncio.Future[None] | None = None
+        # the request being read
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.method = ""
+        self.path = ""
+        self.query = b""
+        self.route: Route | None = None
+        self.limit = 0
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.early: Response | None = None
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client = f"{peer[0]}:{peer[1]}"
+        self._arm(self.header_timeout)  # also bounds a connection that never sends a byte
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.closed = True
+        self._disarm()
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+        self.parser = None  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.refusing or self.closed:
+            return
+        if self.phase == _BETWEEN:
+            self._disarm()  # the idle (keep-alive) or first-byte timer
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # the request was complete; it is answered over HTTP/1.1, and nothing after the
+            # upgrade can be parsed as HTTP/1.1
+            self.refusing = self.last_call = True
+            if not self.pending and not self.running:
+                self._close()
+            return
+        except httptools.HttpParserError as exc:
+            self._refuse(error_response(400, f"malformed HTTP request: {exc}"))
+            return
+        if self.timer is None and not self.refusing:
+            if self.phase == _IN_HEAD:
+                self._arm(self.header_timeout)
+            elif self.phase == _IN_BODY and self.body_timeout is not None:
+                self._arm(self.body_timeout)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side once the answers are written (the transport closes)
+
+    def pause_writing(self) -> None:
+        if self.drained is None or self.drained.done():
+            self.drained = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    # -- what uvicorn's server calls
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close now when idle, else after what is pending (a request
+        whose body is arriving is read, bounded by the body deadline, and answered)."""
+        self.last_call = True
+        if not self.running and not self.pending and self.phase != _IN_BODY:
+            self._close()
+
+    # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.phase = _IN_HEAD
+        self.method = ""
+        self.url = b""
+        self.headers = {}
+        self.chunks = []
+        self.size = 0
+        self.route = None
+        self.early = None
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # as the ASGI entry point: lower-cased names, the last of a repeated header wins
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.phase = _IN_BODY
+        self._disarm()
+        self.method = method = self.parser.get_method().decode("ascii")
+        parsed = httptools.parse_url(self.url)
+        path = parsed.path.decode("ascii")
+        self.path = path = unquote(path) if "%" in path else path
+        self.query = parsed.query or b""
+        limit = self.max_connections
+        if limit is not None and len(self.connections) > limit:
+            self._refuse(error_response(
+                503, f"too many open connections (the limit, [server] max_connections, is "
+                f"{limit}); retry shortly", headers={"retry-after": "1"}))
+            return
+        checked = self.app.check(method, path, self.headers)
+        if isinstance(checked, Response):
+            if checked.status == 413:  # a declared length over the limit: not read at all
+                self._refuse(checked, method == "HEAD")
+            else:
+                self.early = checked  # answered once the (small) body is past
+                self.limit = self.app.max_body
+            return
+        self.route, self.limit = checked
+        if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self.refusing:
+            return
+        self.size += len(body)
+        if self.size > self.limit:
+            self._refuse(self.early or too_large(self.limit))
+        elif self.early is None:
+            self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.phase = _BETWEEN
+        self._disarm()
+        if self.refusing:
+            return
+        keep = self.parser.should_keep_alive()
+        head = self.method == "HEAD"
+        if self.early is not None or self.route is None:
+            self._queue(self.early or error_response(400, "malformed HTTP request"), keep, head)
+            return
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        request = Request(self.method, self.path, parse_query(self.query), self.headers, body,
+                          self.client)
+        self._queue((self.route, request), keep, head)
+
+    # -- answering
+
+    def _queue(self, item: tuple[Route, Request] | Response, keep: bool, head: bool) -> None:
+        """Answer ``item`` after what is pending; ``head``: a HEAD request's answer, written
+        without its body whatever answers it (the length is the client's framing)."""
+        self.pending.append((item, keep, head))
+        if len(self.pending) >= _MAX_PENDING and not self.reading_paused and self.transport:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        if not self.running:
+            self.running = True
+            task = self.loop.create_task(self._answer())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _refuse(self, response: Response, head: bool = False) -> None:
+        """Answer ``response`` after what is pending, then close; read nothing more."""
+        self.refusing = True
+        self._disarm()
+        self._queue(response, False, head)
+
+    async def _answer(self) -> None:
+        """Answer what is pending, in order (one task per busy connection)."""
+        pending = self.pending
+        try:
+            while pending:
+                item, keep, head = pending[0]
+                response = item if isinstance(item, Response) else await self.app.respond(*item)
+                pending.popleft()
+                if self.reading_paused and len(pending) < _MAX_PENDING // 2 and not self.closed:
+                    self.reading_paused = False
+                    self.transport.resume_reading()  # type: ignore[union-attr]
+                if self.closed:
+                    continue  # the client left: its handlers still ran
+                keep = keep and not (self.last_call and not pending)
+                try:
+                    keep = self._write(response, head, keep)
+                except Exception:  # a handler's header that would split the head
+                    log.exception("could not write the answer to %s", self.client or "?")
+                    keep = False
+                self.state.total_requests += 1
+                if not keep:
+                    self._close()
+                    return
+                if self.drained is not None and not self.drained.done():
+                    await self.drained
+        finally:
+            self.running = False
+        if self.last_call:
+            self._close()
+        elif self.phase == _BETWEEN and not self.closed:
+            self._arm(self.keep_alive_timeout)  # an idle keep-alive connection
+
+    def _write(self, response: Response, head: bool, keep: bool) -> bool:
+        """Write ``response`` as one socket write; returns whether the connection stays open
+        (False when the response itself says ``connection: close``)."""
+        body = response.body
+        parts = [_status_line(response.status)]
+        for name, value in self.state.default_headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"content-type: ", response.media_type.encode("latin-1"),
+                  b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n")
+        for k, v in response.headers.items():
+            if _UNSAFE.search(k) or _UNSAFE.search(v):
+                raise ValueError(f"response header {k!r} holds a control character")
+            name = k.lower()
+            if name == "connection" and "close" in v.lower():
+                keep = False
+            parts += (name.encode("latin-1"), b": ", v.encode("latin-1"), b"\r\n")
+        if not keep and "connection" not in response.headers:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if not head:
+            parts.append(body)
+        self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        return keep
+
+    def _close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    # -- the one timer
+
+    def _arm(self, seconds: float) -> None:
+        if self.timer is None:
+            self.timer = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expired(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        busy = self.running or bool(self.pending)
+        if self.phase == _BETWEEN:
+            if not busy:
+                self._close()  # idle: nothing was asked
+            return
+        part, seconds = (("body", self.body_timeout) if self.phase == _IN_BODY
+                         else ("headers", self.header_timeout))
+        log.info("closing a connection from %s: no complete request %s within %g s",
+                 self.client or "?", part, seconds)
+        self._refuse(error_response(408, f"request {part} not received within {seconds:g} s"))
+
+
+def connection_class(header_timeout: float, body_timeout: float | None = None) -> type[Connection]:
+    """A :class:`Connection` class for ``uvicorn.Config(http=...)`` with these deadlines:
+    ``header_timeout`` seconds for a request's line and headers (from the connection opening
+    or the request's first byte), and, when not None, ``body_timeout`` seconds for its body
+    once the headers are in. With a body timeout here the app need not bound its body read
+    (``RouteApp(body_timeout=None)``)."""
+    return type("Connection", (Connection,),
+                {"header_timeout": header_timeout, "body_timeout": body_timeout})
