@@ -74,6 +74,11 @@ class Connection(asyncio.Protocol):
     shutdown waits for), and answers with ``server_state.default_headers`` (``date``).
     """
 
+    __slots__ = ("app", "loop", "state", "connections", "tasks", "keep_alive_timeout",
+                 "max_connections", "parser", "transport", "client", "timer", "phase", "pending",
+                 "running", "closed", "refusing", "last_call", "reading_paused", "drained", "url",
+                 "headers", "method", "path", "query", "route", "limit", "chunks", "size", "early")
+
     header_timeout: float = 10.0
     body_timeout: float | None = None
 
@@ -92,7 +97,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive_timeout: float = config.timeout_keep_alive
         self.max_connections: int | None = config.limit_concurrency
         self.parser = httptools.HttpRequestParser(self)
-        try:  # answer the first of pipelined requests whose client half-closed (httptools >= 0.6.3)
+        try:  # pipelined data after a "connection: close" request is not an error (httptools >= 0.6.3)
             self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         except AttributeError:  # pragma: no cover
             pass
