@@ -44,9 +44,17 @@ async def slow(request: Request) -> Response:
     return json_response({"n": len(request.body)})
 
 
+async def odd_headers(request: Request) -> Response:
+    value = request.headers.get("x-value", "")
+    if value == "euro":
+        value = "\u20ac"  # not latin-1: a head cannot carry it
+    return json_response({"ok": True}, headers={"x-echo": value})
+
+
 def app() -> RouteApp:
     return RouteApp([Route("/in", echo, methods=("POST", "GET"), max_body=1000),
-                     Route("/slow", slow, methods=("POST",))], body_timeout=None)
+                     Route("/slow", slow, methods=("POST",)),
+                     Route("/headers", odd_headers, methods=("GET",))], body_timeout=None)
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +138,59 @@ def test_a_body_over_the_limit_gets_413_and_the_connection_closes_unread(port: i
     assert got.startswith(b"HTTP/1.1 413 ") and got.endswith(b'{"error":"body exceeds the 1000-byte limit"}')
 
 
+def test_a_refused_body_still_arriving_does_not_reset_the_answer_away(port: int) -> None:
+    # the client goes on sending its 4 MB body after the 413: the server half-closes and
+    # drops what follows for a while (a lingering close), so the answer is there to read
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(post(b"").replace(b"content-length: 0", b"content-length: 4000000")
+                  + b"x" * 100_000)
+        time.sleep(0.5)  # the 413 is written and the server has half-closed by now
+        # still read and dropped: a full close with unread input would have reset the
+        # connection (this send, or the next, fails with ECONNRESET/EPIPE)
+        for _ in range(3):
+            s.sendall(b"x" * 100_000)
+            time.sleep(0.1)
+        got = s.recv(65536)
+    assert got.startswith(b"HTTP/1.1 413 ") and b"exceeds the 1000-byte limit" in got, got
+
+
+def test_expect_100_continue_is_never_sent_ahead_of_an_earlier_answer(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(post(b"{}", path=b"/slow") + post(b"", b"expect: 100-continue\r\n").replace(
+            b"content-length: 0", b"content-length: 2"))
+        first = s.recv(65536)
+        while not first.endswith(b"}"):
+            first += s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b'{"n":2}'), first
+        s.sendall(b"{}")  # no interim answer came: the client sends its body after its wait
+        second = s.recv(65536)
+        while not second.endswith(b"}"):
+            second += s.recv(65536)
+    assert second.startswith(b"HTTP/1.1 200 ") and second.endswith(b'{"n":2,"path":"/in"}')
+    # an answer decided from the head (404 here) is given at once, not after a body timeout
+    took, got = exchange(port, b"POST /nope HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+                         b"content-length: 2\r\n\r\n", until_close=True)
+    assert got.startswith(b"HTTP/1.1 404 ") and b"100 Continue" not in got and took < 1, (took, got)
+
+
+def test_http_1_0_closes_after_its_answer_and_an_upgrade_with_a_body_is_refused(port: int) -> None:
+    _, got = exchange(port, b"GET /in HTTP/1.0\r\nconnection: keep-alive\r\n\r\n",
+                      until_close=True)
+    assert got.startswith(b"HTTP/1.1 200 ") and b"connection: close" in got
+    _, got = exchange(port, b"POST /in HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\n"
+                      b"upgrade: h2c\r\ncontent-length: 2\r\n\r\n{}", until_close=True)
+    assert got.startswith(b"HTTP/1.1 400 ") and b"must not carry a body" in got, got
+
+
+def test_a_header_that_cannot_be_sent_gets_500_and_a_tab_is_fine(port: int) -> None:
+    _, got = exchange(port, b"GET /headers HTTP/1.1\r\nhost: x\r\nx-value: a\tb\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200 ") and b"x-echo: a\tb\r\n" in got, got
+    # a value the head cannot carry (not latin-1): a 500, not a connection closed unanswered
+    _, got = exchange(port, b"GET /headers HTTP/1.1\r\nhost: x\r\nx-value: euro\r\n\r\n",
+                      until_close=True)
+    assert got.startswith(b"HTTP/1.1 500 ") and b"cannot be sent" in got, got
+
+
 def test_a_handler_runs_to_its_end_when_its_client_leaves(port: int) -> None:
     FINISHED.clear()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -198,6 +259,9 @@ class Recorder:
     def resume_reading(self) -> None:
         self.paused -= 1
 
+    def can_write_eof(self) -> bool:
+        return False
+
 
 def test_one_write_per_response_in_order_and_a_shutdown_closes_after_the_answers() -> None:
     async def main() -> None:
@@ -223,5 +287,42 @@ def test_one_write_per_response_in_order_and_a_shutdown_closes_after_the_answers
         assert state.total_requests == 3
         conn.connection_lost(None)
         assert not state.connections
+
+    asyncio.run(main())
+
+
+def test_running_handlers_count_against_the_limit_and_a_head_refusal_has_no_body() -> None:
+    async def main() -> None:
+        state = ServerState()
+        state.default_headers = []
+        config = SimpleNamespace(app=app(), timeout_keep_alive=5, limit_concurrency=2)
+        busy = Connection(config, state, None)
+        busy.connection_made(Recorder())  # type: ignore[arg-type]
+        # two handlers still running, their clients gone
+        busy.data_received(post(b"{}", path=b"/slow") * 1)
+        other = Connection(config, state, None)
+        other.connection_made(Recorder())  # type: ignore[arg-type]
+        other.data_received(post(b"{}", path=b"/slow"))
+        busy.connection_lost(None)
+        other.connection_lost(None)
+        assert len(state.tasks) == 2 and not state.connections
+        conn = Connection(config, state, None)
+        rec = Recorder()
+        conn.connection_made(rec)  # type: ignore[arg-type]
+        conn.data_received(b"HEAD /in HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.sleep(0)
+        assert len(rec.writes) == 1 and rec.writes[0].startswith(b"HTTP/1.1 503 "), rec.writes
+        assert b"retry-after: 1\r\n" in rec.writes[0] and rec.writes[0].endswith(b"\r\n\r\n")
+        assert rec.closed
+        while state.tasks:
+            await asyncio.sleep(0.05)
+        # once they finished, the same request is served
+        conn = Connection(config, state, None)
+        rec = Recorder()
+        conn.connection_made(rec)  # type: ignore[arg-type]
+        conn.data_received(b"GET /in HTTP/1.1\r\nhost: x\r\n\r\n")
+        while not rec.writes:
+            await asyncio.sleep(0.01)
+        assert rec.writes[0].startswith(b"HTTP/1.1 200 ")
 
     asyncio.run(main())

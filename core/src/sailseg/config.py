@@ -110,8 +110,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     header_timeout: float = 10.0
     #: ... and its whole body within this many seconds of the headers (408 otherwise)
     body_timeout: float = 30.0
-    #: open connections per process; above it new requests get 503 (uvicorn's
-    #: ``limit_concurrency``)
+    #: open connections per process; above it (or with that many connections' handlers
+    #: still running) new requests get 503 (uvicorn's ``limit_concurrency``)
     max_connections: int = 4096
     #: seconds without a commit after which the store health probe writes one row
     store_probe_interval: float = 2.0

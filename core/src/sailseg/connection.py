@@ -18,15 +18,28 @@ What it bounds, as the uvicorn protocol with ``sailseg.server``'s checks did:
   head and body arrive in one read creates no timer. A client in the middle of a request gets
   ``408`` before the connection closes (a client trickling bytes never resets the deadline).
 - **Bodies.** The route's limit (``413``), from ``Content-Length`` before a byte of body is
-  read, and as chunks arrive; the connection then closes, so an oversize body is never read to
-  its end. A body cut short by a disconnect never reaches a handler.
+  read, and as chunks arrive. The connection then closes, so an oversize body is never read to
+  its end; the close lingers (half-close, read and drop for up to 2 s or 1 MiB), because a
+  close with unread input makes the kernel reset the connection, which can destroy the 413
+  before the client reads it. A body cut short by a disconnect never reaches a handler.
 - **Connections.** ``[server] max_connections`` (uvicorn's ``limit_concurrency``): a request
-  arriving while that many connections are open gets ``503`` with ``Retry-After`` and the
-  connection closes.
+  arriving while more connections are open, or while that many connections' handlers are
+  still running (a handler whose client left runs on), gets ``503`` with ``Retry-After`` and
+  the connection closes.
 - **Pipelining.** Requests on one connection are answered in order, by one task per busy
-  connection; reading pauses while 8 answers are pending.
+  connection; reading pauses while 8 answers are pending. ``100 Continue`` is sent only to
+  an HTTP/1.1 request with nothing answered before it (else the client sends its body after
+  its own wait); an answer decided from the head (404, 405, 401/403) to a client waiting
+  for it is given at once and the connection closes.
 - **Malformed requests** get ``400`` and the connection closes; an ``Upgrade`` is not taken
-  (the request is answered over HTTP/1.1, then the connection closes).
+  (the request is answered over HTTP/1.1, then the connection closes; one with a body is
+  refused, as the parser would skip its body). HTTP/1.0 connections close after each answer.
+- **Answers.** A header name that is not a token, or a value with a control character or
+  outside latin-1, turns the answer into a ``500`` (logged), never into a split head.
+
+Handlers of requests pipelined on one connection run one after another in that connection's
+task, so they share its context: a handler resets the context variables it sets (as
+:func:`sailseg.http.serving` does).
 
 Each response (head and body) is one socket write. A handler whose client went away still
 runs to its end (an event it stores is stored); only the write is skipped.
@@ -57,8 +70,12 @@ _BETWEEN, _IN_HEAD, _IN_BODY = 0, 1, 2
 _MAX_PENDING = 8
 
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
-#: a response header name or value that would split the head
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+#: a response header's name (an RFC 9110 token), and what its value must not hold
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: a lingering close after a refusal: how long, and how many bytes, to read and drop
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 1 << 20
 
 
 def _status_line(status: int) -> bytes:
@@ -77,7 +94,8 @@ class Connection(asyncio.Protocol):
     __slots__ = ("app", "loop", "state", "connections", "tasks", "keep_alive_timeout",
                  "max_connections", "parser", "transport", "client", "timer", "phase", "pending",
                  "running", "closed", "refusing", "last_call", "reading_paused", "drained", "url",
-                 "headers", "method", "path", "query", "route", "limit", "chunks", "size", "early")
+                 "headers", "method", "path", "query", "route", "limit", "chunks", "size", "early",
+                 "keep", "lingering", "discarded")
 
     header_timeout: float = 10.0
     body_timeout: float | None = None
@@ -124,6 +142,9 @@ class Connection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.size = 0
         self.early: Response | None = None
+        self.keep = True
+        self.lingering = False
+        self.discarded = 0
 
     # -- asyncio.Protocol
 
@@ -145,6 +166,9 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.refusing or self.closed:
+            self.discarded += len(data)  # a refused request's rest, read and dropped
+            if self.discarded > _LINGER_BYTES and not self.closed:
+                self._close()
             return
         if self.phase == _BETWEEN:
             self._disarm()  # the idle (keep-alive) or first-byte timer
@@ -167,7 +191,9 @@ class Connection(asyncio.Protocol):
                 self._arm(self.body_timeout)
 
     def eof_received(self) -> bool | None:
-        return None  # close our side once the answers are written (the transport closes)
+        # the client half-closed: asyncio closes the transport once its buffer is written, so
+        # answers still being computed are not sent (their handlers still run), as in uvicorn
+        return None
 
     def pause_writing(self) -> None:
         if self.drained is None or self.drained.done():
@@ -213,30 +239,49 @@ class Connection(asyncio.Protocol):
         path = parsed.path.decode("ascii")
         self.path = path = unquote(path) if "%" in path else path
         self.query = parsed.query or b""
+        head = method == "HEAD"
+        parser = self.parser
+        # HTTP/1.0 connections close after each answer, as uvicorn did
+        v11 = parser.get_http_version() == "1.1"
+        self.keep = v11 and parser.should_keep_alive()
         limit = self.max_connections
-        if limit is not None and len(self.connections) > limit:
+        # handlers whose clients left still run: they count against the limit too
+        if limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit):
             self._refuse(error_response(
-                503, f"too many open connections (the limit, [server] max_connections, is "
-                f"{limit}); retry shortly", headers={"retry-after": "1"}))
+                503, f"too many open connections or requests in progress (the limit, [server] "
+                f"max_connections, is {limit}); retry shortly", headers={"retry-after": "1"}),
+                head)
             return
-        checked = self.app.check(method, path, self.headers)
+        headers = self.headers
+        if parser.should_upgrade() and ("content-length" in headers
+                                        or "transfer-encoding" in headers):
+            # the parser skips an upgrade request's body: refuse rather than hand on an empty one
+            self._refuse(error_response(400, "a request asking for a protocol upgrade must "
+                                        "not carry a body (upgrades are not served)"), head)
+            return
+        expect = headers.get("expect", "").lower() == "100-continue"
+        checked = self.app.check(method, path, headers)
         if isinstance(checked, Response):
-            if checked.status == 413:  # a declared length over the limit: not read at all
-                self._refuse(checked, method == "HEAD")
+            if checked.status == 413 or expect:
+                # a declared length over the limit, or a client waiting for "100 Continue"
+                # before its body: answered now, the body never read
+                self._refuse(checked, head)
             else:
                 self.early = checked  # answered once the (small) body is past
                 self.limit = self.app.max_body
             return
         self.route, self.limit = checked
-        if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if expect and v11 and not self.pending and not self.running:
+            # only when nothing is answered before it, so the interim answer cannot be taken
+            # for an earlier request's; otherwise the client sends its body after its own wait
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
 
     def on_body(self, body: bytes) -> None:
         if self.refusing:
             return
         self.size += len(body)
         if self.size > self.limit:
-            self._refuse(self.early or too_large(self.limit))
+            self._refuse(self.early or too_large(self.limit), self.method == "HEAD")
         elif self.early is None:
             self.chunks.append(body)
 
@@ -245,7 +290,7 @@ class Connection(asyncio.Protocol):
         self._disarm()
         if self.refusing:
             return
-        keep = self.parser.should_keep_alive()
+        keep = self.keep
         head = self.method == "HEAD"
         if self.early is not None or self.route is None:
             self._queue(self.early or error_response(400, "malformed HTTP request"), keep, head)
@@ -293,9 +338,11 @@ class Connection(asyncio.Protocol):
                 keep = keep and not (self.last_call and not pending)
                 try:
                     keep = self._write(response, head, keep)
-                except Exception:  # a handler's header that would split the head
+                except (ValueError, UnicodeEncodeError):  # a header that cannot be written
                     log.exception("could not write the answer to %s", self.client or "?")
-                    keep = False
+                    keep = self._write(error_response(
+                        500, "internal error: the answer had a header that cannot be sent"),
+                        head, False)
                 self.state.total_requests += 1
                 if not keep:
                     self._close()
@@ -318,14 +365,17 @@ class Connection(asyncio.Protocol):
             parts += (name, b": ", value, b"\r\n")
         parts += (b"content-type: ", response.media_type.encode("latin-1"),
                   b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n")
+        says_connection = False
         for k, v in response.headers.items():
-            if _UNSAFE.search(k) or _UNSAFE.search(v):
-                raise ValueError(f"response header {k!r} holds a control character")
+            if _TOKEN.fullmatch(k) is None or _UNSAFE_VALUE.search(v):
+                raise ValueError(f"response header {k!r} is not a valid name and value")
             name = k.lower()
-            if name == "connection" and "close" in v.lower():
-                keep = False
+            if name == "connection":
+                says_connection = True
+                if "close" in v.lower():
+                    keep = False
             parts += (name.encode("latin-1"), b": ", v.encode("latin-1"), b"\r\n")
-        if not keep and "connection" not in response.headers:
+        if not keep and not says_connection:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         if not head:
@@ -334,9 +384,22 @@ class Connection(asyncio.Protocol):
         return keep
 
     def _close(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.closed = True
-            self.transport.close()
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if self.refusing and self.phase != _BETWEEN and not self.lingering \
+                and transport.can_write_eof():
+            # a refused request's body may still be arriving: closing with unread input
+            # makes the kernel send a reset, which can destroy the answer before the client
+            # reads it. Half-close, read and drop for a while, then close (a lingering close)
+            self.lingering = True
+            transport.write_eof()
+            self._disarm()
+            self.timer = self.loop.call_later(_LINGER_SECONDS, self._close)
+            return
+        self.closed = True
+        self._disarm()
+        transport.close()
 
     # -- the one timer
 
@@ -362,6 +425,7 @@ class Connection(asyncio.Protocol):
                          else ("headers", self.header_timeout))
         log.info("closing a connection from %s: no complete request %s within %g s",
                  self.client or "?", part, seconds)
+        self.lingering = True  # a slow client: no lingering close either
         self._refuse(error_response(408, f"request {part} not received within {seconds:g} s"))
 
 
