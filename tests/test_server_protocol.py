@@ -138,6 +138,20 @@ def test_a_body_over_the_limit_gets_413_and_the_connection_closes_unread(port: i
     assert got.startswith(b"HTTP/1.1 413 ") and got.endswith(b'{"error":"body exceeds the 1000-byte limit"}')
 
 
+def test_an_answer_decided_from_the_head_comes_at_once_and_the_connection_goes_on(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        t0 = time.monotonic()
+        s.sendall(b"POST /nope HTTP/1.1\r\nhost: x\r\ncontent-length: 600\r\n\r\n")
+        got = s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 404 ") and time.monotonic() - t0 < 1, got
+        # the body follows after the answer: read and dropped, and the next request is served
+        s.sendall(b"x" * 600 + post(b"{}"))
+        got = s.recv(65536)
+        while not got.endswith(b"}"):
+            got += s.recv(65536)
+    assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b'{"n":2,"path":"/in"}'), got
+
+
 def test_a_refused_body_still_arriving_does_not_reset_the_answer_away(port: int) -> None:
     # the client goes on sending its 4 MB body after the 413: the server half-closes and
     # drops what follows for a while (a lingering close), so the answer is there to read
@@ -324,5 +338,25 @@ def test_running_handlers_count_against_the_limit_and_a_head_refusal_has_no_body
         while not rec.writes:
             await asyncio.sleep(0.01)
         assert rec.writes[0].startswith(b"HTTP/1.1 200 ")
+
+    asyncio.run(main())
+
+
+def test_an_idle_connection_closes_after_an_early_answer_and_its_late_body() -> None:
+    async def main() -> None:
+        state = ServerState()
+        state.default_headers = []
+        config = SimpleNamespace(app=app(), timeout_keep_alive=0.2, limit_concurrency=None)
+        conn = Connection(config, state, None)
+        rec = Recorder()
+        conn.connection_made(rec)  # type: ignore[arg-type]
+        conn.data_received(b"POST /nope HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\n")
+        while not rec.writes:
+            await asyncio.sleep(0.01)
+        assert rec.writes[0].startswith(b"HTTP/1.1 404 ") and not rec.closed
+        await asyncio.sleep(0.05)  # the answer's task is done; the body comes after it
+        conn.data_received(b"abc")
+        await asyncio.sleep(0.5)
+        assert rec.closed and len(rec.writes) == 1  # the keep-alive timeout, no second answer
 
     asyncio.run(main())

@@ -29,8 +29,9 @@ What it bounds, as the uvicorn protocol with ``sailseg.server``'s checks did:
 - **Pipelining.** Requests on one connection are answered in order, by one task per busy
   connection; reading pauses while 8 answers are pending. ``100 Continue`` is sent only to
   an HTTP/1.1 request with nothing answered before it (else the client sends its body after
-  its own wait); an answer decided from the head (404, 405, 401/403) to a client waiting
-  for it is given at once and the connection closes.
+  its own wait). An answer decided from the head (404, 405, 401/403) is given at once; the
+  body that follows is read and dropped (the connection stays open), or, for a client
+  waiting for ``100 Continue``, never asked for (the connection closes).
 - **Malformed requests** get ``400`` and the connection closes; an ``Upgrade`` is not taken
   (the request is answered over HTTP/1.1, then the connection closes; one with a body is
   refused, as the parser would skip its body). HTTP/1.0 connections close after each answer.
@@ -267,8 +268,11 @@ class Connection(asyncio.Protocol):
                 # before its body: answered now, the body never read
                 self._refuse(checked, head)
             else:
-                self.early = checked  # answered once the (small) body is past
+                # answered now, as the ASGI entry point does; the body that follows is read
+                # and dropped (up to the server's body limit) to keep the connection usable
+                self.early = checked
                 self.limit = self.app.max_body
+                self._queue(checked, self.keep, head)
             return
         self.route, self.limit = checked
         if expect and v11 and not self.pending and not self.running:
@@ -281,7 +285,12 @@ class Connection(asyncio.Protocol):
             return
         self.size += len(body)
         if self.size > self.limit:
-            self._refuse(self.early or too_large(self.limit), self.method == "HEAD")
+            if self.early is not None:  # answered already: only stop reading, then close
+                self.refusing = self.last_call = True
+                if not self.running and not self.pending:
+                    self._close()
+            else:
+                self._refuse(too_large(self.limit), self.method == "HEAD")
         elif self.early is None:
             self.chunks.append(body)
 
@@ -290,10 +299,17 @@ class Connection(asyncio.Protocol):
         self._disarm()
         if self.refusing:
             return
+        if self.early is not None:  # answered from its head; its body is past now
+            if not self.running and not self.pending:
+                if self.last_call:
+                    self._close()
+                else:
+                    self._arm(self.keep_alive_timeout)
+            return
         keep = self.keep
         head = self.method == "HEAD"
-        if self.early is not None or self.route is None:
-            self._queue(self.early or error_response(400, "malformed HTTP request"), keep, head)
+        if self.route is None:  # pragma: no cover - every head sets a route or an answer
+            self._queue(error_response(400, "malformed HTTP request"), keep, head)
             return
         chunks = self.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -417,6 +433,11 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         busy = self.running or bool(self.pending)
+        if self.early is not None and self.phase == _IN_BODY:
+            self.refusing = self.last_call = True  # answered; its body never came: close
+            if not busy:
+                self._close()
+            return
         if self.phase == _BETWEEN:
             if not busy:
                 self._close()  # idle: nothing was asked
