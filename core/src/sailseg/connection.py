@@ -242,9 +242,11 @@ class Connection(asyncio.Protocol):
         self.query = parsed.query or b""
         head = method == "HEAD"
         parser = self.parser
-        # HTTP/1.0 connections close after each answer, as uvicorn did
-        v11 = parser.get_http_version() == "1.1"
-        self.keep = v11 and parser.should_keep_alive()
+        # HTTP/1.0 connections close after each answer, as uvicorn did (an HTTP/1.0 request
+        # keeps its connection only with a "connection" header; the version is read then)
+        headers = self.headers
+        self.keep = parser.should_keep_alive() and (
+            "connection" not in headers or parser.get_http_version() == "1.1")
         limit = self.max_connections
         # handlers whose clients left still run: they count against the limit too
         if limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit):
@@ -253,7 +255,6 @@ class Connection(asyncio.Protocol):
                 f"max_connections, is {limit}); retry shortly", headers={"retry-after": "1"}),
                 head)
             return
-        headers = self.headers
         if parser.should_upgrade() and ("content-length" in headers
                                         or "transfer-encoding" in headers):
             # the parser skips an upgrade request's body: refuse rather than hand on an empty one
@@ -275,7 +276,8 @@ class Connection(asyncio.Protocol):
                 self._queue(checked, self.keep, head)
             return
         self.route, self.limit = checked
-        if expect and v11 and not self.pending and not self.running:
+        if expect and not self.pending and not self.running \
+                and parser.get_http_version() == "1.1":
             # only when nothing is answered before it, so the interim answer cannot be taken
             # for an earlier request's; otherwise the client sends its body after its own wait
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
