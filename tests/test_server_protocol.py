@@ -62,7 +62,7 @@ def port() -> Iterator[int]:
     p = free_port()
     server = uvicorn.Server(uvicorn.Config(
         app(), host="127.0.0.1", port=p, log_level="error", lifespan="off", access_log=False,
-        http=connection_class(HEADER_TIMEOUT, BODY_TIMEOUT)))  # type: ignore[arg-type]
+        http=connection_class(HEADER_TIMEOUT, BODY_TIMEOUT)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -277,14 +277,26 @@ class Recorder:
         return False
 
 
+def opened(config: Any, state: ServerState) -> tuple[Connection, Recorder]:
+    """A connection of ``config``'s app on a recording transport, as uvicorn's server makes it."""
+    conn = Connection(config, state, None)
+    rec = Recorder()
+    conn.connection_made(rec)  # type: ignore[arg-type]
+    return conn, rec
+
+
+async def first_write(rec: Recorder) -> bytes:
+    while not rec.writes:
+        await asyncio.sleep(0.01)
+    return rec.writes[0]
+
+
 def test_one_write_per_response_in_order_and_a_shutdown_closes_after_the_answers() -> None:
     async def main() -> None:
         state = ServerState()
         state.default_headers = [(b"date", b"Mon, 07 Dec 2026 00:00:00 GMT")]
         config = SimpleNamespace(app=app(), timeout_keep_alive=5, limit_concurrency=None)
-        conn = Connection(config, state, None)
-        rec = Recorder()
-        conn.connection_made(rec)  # type: ignore[arg-type]
+        conn, rec = opened(config, state)
         assert state.connections == {conn}
         # three pipelined requests in one read, the first slow: answered in order, one write each
         conn.data_received(post(b"{}", path=b"/slow") + post(b'{"a":1}') + post(b"[]"))
@@ -310,19 +322,13 @@ def test_running_handlers_count_against_the_limit_and_a_head_refusal_has_no_body
         state = ServerState()
         state.default_headers = []
         config = SimpleNamespace(app=app(), timeout_keep_alive=5, limit_concurrency=2)
-        busy = Connection(config, state, None)
-        busy.connection_made(Recorder())  # type: ignore[arg-type]
         # two handlers still running, their clients gone
-        busy.data_received(post(b"{}", path=b"/slow") * 1)
-        other = Connection(config, state, None)
-        other.connection_made(Recorder())  # type: ignore[arg-type]
-        other.data_received(post(b"{}", path=b"/slow"))
-        busy.connection_lost(None)
-        other.connection_lost(None)
+        for _ in range(2):
+            busy, _rec = opened(config, state)
+            busy.data_received(post(b"{}", path=b"/slow"))
+            busy.connection_lost(None)
         assert len(state.tasks) == 2 and not state.connections
-        conn = Connection(config, state, None)
-        rec = Recorder()
-        conn.connection_made(rec)  # type: ignore[arg-type]
+        conn, rec = opened(config, state)
         conn.data_received(b"HEAD /in HTTP/1.1\r\nhost: x\r\n\r\n")
         await asyncio.sleep(0)
         assert len(rec.writes) == 1 and rec.writes[0].startswith(b"HTTP/1.1 503 "), rec.writes
@@ -331,13 +337,9 @@ def test_running_handlers_count_against_the_limit_and_a_head_refusal_has_no_body
         while state.tasks:
             await asyncio.sleep(0.05)
         # once they finished, the same request is served
-        conn = Connection(config, state, None)
-        rec = Recorder()
-        conn.connection_made(rec)  # type: ignore[arg-type]
+        conn, rec = opened(config, state)
         conn.data_received(b"GET /in HTTP/1.1\r\nhost: x\r\n\r\n")
-        while not rec.writes:
-            await asyncio.sleep(0.01)
-        assert rec.writes[0].startswith(b"HTTP/1.1 200 ")
+        assert (await first_write(rec)).startswith(b"HTTP/1.1 200 ")
 
     asyncio.run(main())
 
@@ -347,13 +349,9 @@ def test_an_idle_connection_closes_after_an_early_answer_and_its_late_body() -> 
         state = ServerState()
         state.default_headers = []
         config = SimpleNamespace(app=app(), timeout_keep_alive=0.2, limit_concurrency=None)
-        conn = Connection(config, state, None)
-        rec = Recorder()
-        conn.connection_made(rec)  # type: ignore[arg-type]
+        conn, rec = opened(config, state)
         conn.data_received(b"POST /nope HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\n")
-        while not rec.writes:
-            await asyncio.sleep(0.01)
-        assert rec.writes[0].startswith(b"HTTP/1.1 404 ") and not rec.closed
+        assert (await first_write(rec)).startswith(b"HTTP/1.1 404 ") and not rec.closed
         await asyncio.sleep(0.05)  # the answer's task is done; the body comes after it
         conn.data_received(b"abc")
         await asyncio.sleep(0.5)
