@@ -178,9 +178,7 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             # the request was complete; it is answered over HTTP/1.1, and nothing after the
             # upgrade can be parsed as HTTP/1.1
-            self.refusing = self.last_call = True
-            if not self.pending and not self.running:
-                self._close()
+            self._last_read()
             return
         except httptools.HttpParserError as exc:
             self._refuse(error_response(400, f"malformed HTTP request: {exc}"))
@@ -288,9 +286,7 @@ class Connection(asyncio.Protocol):
         self.size += len(body)
         if self.size > self.limit:
             if self.early is not None:  # answered already: only stop reading, then close
-                self.refusing = self.last_call = True
-                if not self.running and not self.pending:
-                    self._close()
+                self._last_read()
             else:
                 self._refuse(too_large(self.limit), self.method == "HEAD")
         elif self.early is None:
@@ -303,10 +299,7 @@ class Connection(asyncio.Protocol):
             return
         if self.early is not None:  # answered from its head; its body is past now
             if not self.running and not self.pending:
-                if self.last_call:
-                    self._close()
-                else:
-                    self._arm(self.keep_alive_timeout)
+                self._idle()
             return
         keep = self.keep
         head = self.method == "HEAD"
@@ -369,10 +362,21 @@ class Connection(asyncio.Protocol):
                     await self.drained
         finally:
             self.running = False
+        self._idle()
+
+    def _idle(self) -> None:
+        """Nothing left to answer: close after a last call, else wait for the next request
+        (the keep-alive timer) once the current one is wholly read."""
         if self.last_call:
             self._close()
         elif self.phase == _BETWEEN and not self.closed:
-            self._arm(self.keep_alive_timeout)  # an idle keep-alive connection
+            self._arm(self.keep_alive_timeout)
+
+    def _last_read(self) -> None:
+        """Read nothing more; close once what is pending is answered."""
+        self.refusing = self.last_call = True
+        if not self.running and not self.pending:
+            self._close()
 
     def _write(self, response: Response, head: bool, keep: bool) -> bool:
         """Write ``response`` as one socket write; returns whether the connection stays open
@@ -436,9 +440,7 @@ class Connection(asyncio.Protocol):
             return
         busy = self.running or bool(self.pending)
         if self.early is not None and self.phase == _IN_BODY:
-            self.refusing = self.last_call = True  # answered; its body never came: close
-            if not busy:
-                self._close()
+            self._last_read()  # answered; its body never came: close
             return
         if self.phase == _BETWEEN:
             if not busy:
