@@ -50,11 +50,13 @@ so no older page image holding the erased data stays in ``-wal``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -128,6 +130,44 @@ log = logging.getLogger("sailseg.store")
 
 def _ids(values: Sequence[str]) -> str:
     return _json.encode(list(values)).decode()
+
+
+#: row counts of the multi-row statements :func:`_insert_many` writes, largest first
+_CHUNKS = (64, 16, 4)
+
+
+@functools.lru_cache(maxsize=128)
+def _multi_row(sql: str, rows: int) -> str:
+    """``sql`` (``INSERT ... VALUES (...) [ON CONFLICT ...]``, one tuple of values without
+    parentheses inside it) with ``rows`` tuples of values."""
+    head, sep, rest = sql.partition(" VALUES (")
+    end = rest.find(")")
+    if not sep or end < 0 or "(" in rest[:end]:
+        raise ValueError(f"not an INSERT ... VALUES statement: {sql!r}")
+    values = f"({rest[:end + 1]}"
+    return f"{head} VALUES {', '.join([values] * rows)}{rest[end + 1:]}"
+
+
+def _insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Row]) -> None:
+    """``conn.executemany(sql, rows)`` for an ``INSERT ... VALUES`` statement, as
+    multi-row statements of up to 64 rows (the rows in order, so conflicts resolve as
+    one by one).
+
+    Why: ``executemany`` gives up the GIL around every row's ``sqlite3_step`` and must take
+    it back for the next one. A writer thread holding the store's write lock (and, in the
+    delivery process, the process lock the serve process waits on) then waits for the event
+    loop, which holds the GIL while it runs, once per row; one step per 64 rows waits once."""
+    n = len(rows)
+    start = 0
+    for size in _CHUNKS:
+        if n - start < size:
+            continue
+        stmt = _multi_row(sql, size)
+        while n - start >= size:
+            conn.execute(stmt, list(chain.from_iterable(rows[start:start + size])))
+            start += size
+    if start < n:
+        conn.executemany(sql, rows[start:])
 
 
 class SQLiteStore(SQLStore):
@@ -606,7 +646,7 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
     for sql, batch in ((_QUEUE_INSERT_FRESH[True], keyed), (_QUEUE_INSERT_FRESH[False], unkeyed),
                        (QUEUE_INSERT_HEAD, other)):
         if batch:
-            conn.executemany(sql, batch)
+            _insert_many(conn, sql, batch)
     _grow(conn, len(rows))
     if older:
         _fix_heads(conn, _keys_arg(older), now)
@@ -665,11 +705,11 @@ def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -
             bodies.update(call_bodies)
             kept.extend(journal)
     if fresh:  # in call order: a key restarted twice keeps the later sighting
-        conn.executemany(
-            "INSERT INTO sailseg_dedupe (key, first_seen) VALUES (?, ?) "
+        _insert_many(
+            conn, "INSERT INTO sailseg_dedupe (key, first_seen) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET first_seen = excluded.first_seen", fresh)
     if accepted:
-        conn.executemany(BODY_INSERT, body_inserts(accepted, bodies))
+        _insert_many(conn, BODY_INSERT, body_inserts(accepted, bodies))
         # as of the first call: a key given a row older than its head has its heads fixed
         # (a head leased then keeps its mark), and the journal and per-minute rows of the
         # whole transaction are written once, as the PostgreSQL store does (per call, the
@@ -678,7 +718,7 @@ def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -
         _insert_items(conn, accepted, first)
         for sql, extra in accept_writes(kept, first, journal=calls[0][5]):
             if extra:
-                conn.executemany(sql, extra)
+                _insert_many(conn, sql, extra)
     return results
 
 
@@ -730,6 +770,14 @@ def _bury(
     _fix_heads(conn, _keys_arg(head_key(r) for r, _ in buried), now)
 
 
+#: how many rows of a JSON list of [id, body] pairs are in the queue naming that body (a
+#: lease fence may follow)
+_ROWS_AS_PLANNED = (
+    "SELECT count(*) FROM json_each(?) j JOIN sailseg_queue q ON q.id = json_extract(j.value, "
+    "'$[0]') WHERE q.body = json_extract(j.value, '$[1]')"
+)
+
+
 class FinishPlan:
     """A finish's writes, worked out before its transaction from what the claim saw.
 
@@ -742,7 +790,7 @@ class FinishPlan:
     deletes or updates and works the writes out again when it does not hold (a row finished
     elsewhere, purged, or leased to another owner)."""
 
-    __slots__ = ("bodies", "gone", "keys", "prepared", "writes")
+    __slots__ = ("bodies", "gone", "gone_bodies", "gone_count", "keys", "prepared", "writes")
 
     def __init__(self, prepared: list[PreparedOutcome], now: float) -> None:
         self.prepared = prepared
@@ -751,6 +799,9 @@ class FinishPlan:
         #: the rows leaving the queue (done, parked), as one JSON list
         gone = [p.id for p in prepared if p.retry is None]
         self.gone = _ids(gone) if gone else None
+        #: the same rows as one JSON list of [id, stored event] pairs, and their number
+        self.gone_bodies = _json.encode([(i, self.bodies[i]) for i in gone]).decode()
+        self.gone_count = len(gone)
         self.writes = finish_writes(prepared, now, self.bodies)
         self.keys = _keys_arg([(p.pipeline, p.okey) for p in prepared])
 
@@ -764,10 +815,21 @@ def _finish(
     extra = () if owner is None else (owner,)
     prepared = plan.prepared
     # the rows leaving the queue (done, parked) in one statement; retries one at a time
-    bodies: dict[str, str | None] = dict(conn.execute(
-        f"DELETE FROM sailseg_queue WHERE id {_IN}{fence} RETURNING id, body",
-        (plan.gone, *extra),
-    )) if plan.gone is not None else {}
+    bodies: dict[str, str | None] = {}
+    if plan.gone is not None:
+        there = conn.execute(_ROWS_AS_PLANNED + fence, (plan.gone_bodies, *extra)).fetchone()[0]
+        if there == plan.gone_count:
+            # the usual finish: every row is there (and ours), naming the event the plan
+            # names: deleted without reading them back, since every row a RETURNING hands
+            # back is a step of its own, and with it a wait for the GIL while holding the
+            # write lock (see ``_insert_many``)
+            conn.execute(f"DELETE FROM sailseg_queue WHERE id {_IN}{fence}", (plan.gone, *extra))
+            bodies = {p.id: p.body for p in prepared if p.retry is None}
+        else:
+            bodies = dict(conn.execute(
+                f"DELETE FROM sailseg_queue WHERE id {_IN}{fence} RETURNING id, body",
+                (plan.gone, *extra),
+            ))
     removed = len(bodies)
     for p in prepared:
         if p.retry is not None:
@@ -787,7 +849,10 @@ def _finish(
         keys = _keys_arg([(p.pipeline, p.okey) for p in applied])
     for sql, rows in writes:
         if rows:
-            conn.executemany(sql, rows)
+            if sql.startswith("INSERT"):
+                _insert_many(conn, sql, rows)
+            else:
+                conn.executemany(sql, rows)
     _fix_heads(conn, keys, now)
     return applied
 
