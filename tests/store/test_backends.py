@@ -294,10 +294,7 @@ async def test_sqlite_finish_fixes_heads_only_for_keys_with_rows_left(tmp_path: 
 async def lease(store: SQLiteStore, owner: str, seen: list[Any], until: float, now: float) -> Any:
     """What a SQLite claim does after its read: the lease's transaction, then the merge of
     what it leased into the rows read (outside the transaction)."""
-    import sailseg.store.sqlite as lite
-
-    fresh = await store._write(lite._lease, owner, lite._ids([r[0] for r in seen]), until, now)
-    return lite._leased(seen, fresh)
+    return await store._lease_seen(owner, seen, until, now)  # type: ignore[arg-type]
 
 
 async def test_sqlite_claim_leases_only_what_is_still_claimable_since_its_read(
@@ -339,6 +336,36 @@ async def test_sqlite_claim_leases_only_what_is_still_claimable_since_its_read(
             "r1", ["s2"], 2, NOW + 5, "503")  # the row as the retry left it, not the read
         leased = await store._fetch("SELECT id FROM sailseg_queue WHERE lease_owner = 'new'")
         assert sorted(r[0] for r in leased) == ["r1", "w1"]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_lease_of_every_row_read_still_takes_what_changed_since(tmp_path: Path) -> None:
+    """The usual SQLite lease takes every row it read, and hands out the rows as read only
+    when each still holds the values read; a row a lapsed holder retried in between (still
+    due, so leased too) comes out as the retry left it."""
+    import sailseg.store.sqlite as lite
+
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        await store.enqueue([qi("r1", "r"), qi("s1", "s")], dedupe_window=0, now=NOW)
+        (r1,) = await store.claim("old", 1, lease=10, now=NOW)
+        seen = await store._fetch(lite.CLAIM_SQL, NOW + 10, NOW + 10, 10)  # old's lease lapsed
+        assert [r[0] for r in seen] == ["r1", "s1"]
+        unchanged = await lease(store, "new", seen, NOW + 30, NOW + 10)
+        assert unchanged == seen  # nothing changed: the rows as read
+        await store._execute("UPDATE sailseg_queue SET lease_owner = NULL, lease_until = 0")
+        await store.finish([Outcome(item=r1, status="retry", sinks=["s2"], attempt=2,
+                                    due_at=NOW + 5, error="503")], now=NOW + 10)
+        rows = await lease(store, "new", seen, NOW + 30, NOW + 10)
+        assert [r[0] for r in rows] == ["s1", "r1"]  # oldest due first: r1's retry moved it
+        items, _ = decode_items(rows)
+        assert (items[1].sinks, items[1].attempt, items[1].due_at, items[1].last_error) == (
+            ["s2"], 2, NOW + 5, "503")  # the row as the retry left it, not as read
+        leased = await store._fetch("SELECT id FROM sailseg_queue WHERE lease_owner = 'new'")
+        assert sorted(r[0] for r in leased) == ["r1", "s1"]
     finally:
         await store.close()
 

@@ -335,8 +335,7 @@ class SQLiteStore(SQLStore):
         seen = await self._fetch(CLAIM_SQL, now, now, limit)
         if not seen:
             return []
-        rows = _leased(seen, await self._write(_lease, owner, _ids([r[0] for r in seen]),
-                                               now + lease, now))
+        rows = await self._lease_seen(owner, seen, now + lease, now)
         items, bad = decode_items(rows)
         if bad:
             log_undecodable(bad)
@@ -348,6 +347,15 @@ class SQLiteStore(SQLStore):
                 log.exception("moving %d undecodable queue item(s) to the dead letters failed",
                               len(bad))
         return items
+
+    async def _lease_seen(self, owner: str, seen: list[Row], until: float, now: float) -> list[Row]:
+        """Lease what a claim read (``CLAIM_SQL`` rows) and is still claimable, in one write
+        transaction; return those rows, oldest due first, as they are now."""
+        # what the lease checks the rows against: [id, sinks, attempt, due_at, last_error]
+        as_seen = _json.encode([(r[0], r[4], r[5], r[7], r[8]) for r in seen]).decode()
+        fresh = await self._write(_lease, owner, _ids([r[0] for r in seen]), until, now,
+                                  as_seen, len(seen))
+        return seen if fresh is None else _leased(seen, fresh)
 
     async def finish(
         self, outcomes: Sequence[Outcome], *, now: float, owner: str | None = None
@@ -734,23 +742,46 @@ def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -
     return results
 
 
-#: lease the rows of a snapshot that are still claimable (``CLAIM_SQL``'s conditions); the
-#: columns a finish (a retry) may have changed since the snapshot come from the row itself
+#: lease the rows of a snapshot that are still claimable (``CLAIM_SQL``'s conditions)
 _LEASE_SQL = (
     f"UPDATE sailseg_queue SET lease_owner = ?, lease_until = ? WHERE id {_IN} AND head = 1 "
     "AND due_at <= ? AND lease_until <= ? AND pipeline NOT IN (SELECT pipeline FROM "
-    "sailseg_paused) RETURNING id, sinks, attempt, due_at, last_error"
+    "sailseg_paused)"
+)
+#: how many of a JSON list of [id, sinks, attempt, due_at, last_error] rows the lease
+#: (owner, until) holds with those very values (a float survives JSON both ways exactly)
+_LEASED_AS_SEEN = (
+    "SELECT count(*) FROM json_each(?) j JOIN sailseg_queue q ON q.id = json_extract(j.value, "
+    "'$[0]') WHERE q.lease_owner = ? AND q.lease_until = ? AND q.sinks IS "
+    "json_extract(j.value, '$[1]') AND q.attempt = json_extract(j.value, '$[2]') AND "
+    "q.due_at = json_extract(j.value, '$[3]') AND q.last_error IS json_extract(j.value, '$[4]')"
+)
+#: the columns a finish (a retry) may have changed since the snapshot, of the rows of a
+#: JSON list of ids the lease (owner, until) holds
+_LEASED_ROWS = (
+    f"SELECT id, sinks, attempt, due_at, last_error FROM sailseg_queue WHERE id {_IN} "
+    "AND lease_owner = ? AND lease_until = ?"
 )
 
 
-def _lease(conn: sqlite3.Connection, owner: str, ids: str, until: float, now: float) -> list[Row]:
-    """Lease the rows of ``ids`` (a JSON list: the ``CLAIM_SQL`` rows read outside this
-    transaction) that are still due, unleased heads of running pipelines; return
-    (id, sinks, attempt, due_at, last_error) of each, for :func:`_leased`. Only the
-    statement runs here: the write lock every process on the file shares is held meanwhile,
-    and merging 5,000 rows into the snapshot was a fifth of a W2 lease (bench/README.md,
-    2026-12-07, a sixteenth session)."""
-    return conn.execute(_LEASE_SQL, (owner, until, ids, now, now)).fetchall()
+def _lease(conn: sqlite3.Connection, owner: str, ids: str, until: float, now: float,
+           as_seen: str, count: int) -> list[Row] | None:
+    """Lease the rows of ``ids`` (a JSON list: the ``count`` ``CLAIM_SQL`` rows read outside
+    this transaction, ``as_seen`` their [id, sinks, attempt, due_at, last_error]) that are
+    still due, unleased heads of running pipelines. None when it leased them all and each
+    still holds the values read (the usual claim); else (id, sinks, attempt, due_at,
+    last_error) of each row leased, for :func:`_leased`.
+
+    Why so: the write lock every process on the file shares is held meanwhile. Merging
+    5,000 rows into the snapshot was a fifth of a W2 lease (bench/README.md, 2026-12-07, a
+    sixteenth session), so only the statements run here; and reading the rows back (as a
+    ``RETURNING`` did) is a step per row, each a wait for the GIL the busy event loop holds
+    (see ``_insert_many``), where the two statements here are a step each."""
+    leased = conn.execute(_LEASE_SQL, (owner, until, ids, now, now)).rowcount
+    if leased == count and conn.execute(
+            _LEASED_AS_SEEN, (as_seen, owner, until)).fetchone()[0] == count:
+        return None
+    return conn.execute(_LEASED_ROWS, (ids, owner, until)).fetchall()
 
 
 def _leased(seen: list[Row], fresh: list[Row]) -> list[Row]:
