@@ -370,6 +370,34 @@ async def test_sqlite_lease_of_every_row_read_still_takes_what_changed_since(tmp
         await store.close()
 
 
+async def test_sqlite_lone_write_runs_without_a_savepoint_and_fails_alone(tmp_path: Path) -> None:
+    """A write transaction of one call takes no savepoint (inside one, SQLite keeps the
+    original of every page the transaction changes in memory: ~50 MB for W3's accepts); a
+    lone call that fails still fails alone: its error reaches its caller, what it wrote is
+    rolled back, and the store goes on."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        statements: list[str] = []
+        store._wconn.set_trace_callback(statements.append)  # type: ignore[union-attr]
+        await store.enqueue([qi("a1", "a")], dedupe_window=0, now=NOW)
+
+        def half_then_fail(conn: Any) -> None:
+            conn.execute("INSERT INTO sailseg_kv (ns, key, value) VALUES ('t', 'k', 'v')")
+            raise ValueError("boom")
+
+        with pytest.raises(ValueError, match="boom"):
+            await store._write(half_then_fail)
+        store._wconn.set_trace_callback(None)  # type: ignore[union-attr]
+        assert [s for s in statements if "SAVEPOINT" in s.upper()] == []
+        assert await store._fetch("SELECT count(*) FROM sailseg_kv WHERE ns = 't'") == [(0,)]
+        await store.enqueue([qi("b1", "b")], dedupe_window=0, now=NOW)
+        assert await store.backlog() == 2
+    finally:
+        await store.close()
+
+
 async def test_sqlite_burial_leaves_a_row_another_node_took_over(tmp_path: Path) -> None:
     """SQLite buries in its own transaction after the claim's: a row another node leased in
     between (this claim's lease lapsed) is left to that node, not dead-lettered by both."""
