@@ -294,7 +294,7 @@ async def test_sqlite_finish_fixes_heads_only_for_keys_with_rows_left(tmp_path: 
 async def lease(store: SQLiteStore, owner: str, seen: list[Any], until: float, now: float) -> Any:
     """What a SQLite claim does after its read: the lease's transaction, then the merge of
     what it leased into the rows read (outside the transaction)."""
-    return await store._lease_seen(owner, seen, until, now)  # type: ignore[arg-type]
+    return await store._lease_seen(owner, seen, until, now)
 
 
 async def test_sqlite_claim_leases_only_what_is_still_claimable_since_its_read(
@@ -354,8 +354,13 @@ async def test_sqlite_lease_of_every_row_read_still_takes_what_changed_since(tmp
         (r1,) = await store.claim("old", 1, lease=10, now=NOW)
         seen = await store._fetch(lite.CLAIM_SQL, NOW + 10, NOW + 10, 10)  # old's lease lapsed
         assert [r[0] for r in seen] == ["r1", "s1"]
+        statements: list[str] = []
+        store._wconn.set_trace_callback(statements.append)  # type: ignore[union-attr]
         unchanged = await lease(store, "new", seen, NOW + 30, NOW + 10)
-        assert unchanged == seen  # nothing changed: the rows as read
+        store._wconn.set_trace_callback(None)  # type: ignore[union-attr]
+        assert unchanged == seen  # nothing changed: the rows as read, none read back
+        assert [s for s in statements if "RETURNING" in s] == []
+        assert any(s.startswith("UPDATE sailseg_queue SET lease_owner") for s in statements)
         await store._execute("UPDATE sailseg_queue SET lease_owner = NULL, lease_until = 0")
         await store.finish([Outcome(item=r1, status="retry", sinks=["s2"], attempt=2,
                                     due_at=NOW + 5, error="503")], now=NOW + 10)

@@ -134,6 +134,8 @@ def _ids(values: Sequence[str]) -> str:
 
 #: row counts of the multi-row statements :func:`_insert_many` writes, largest first
 _CHUNKS = (64, 16, 4)
+#: the most parameters a statement may have on every SQLite (999 before 3.32)
+_MAX_PARAMETERS = 999
 
 
 @functools.lru_cache(maxsize=128)
@@ -159,8 +161,9 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Row]) -> Non
     loop, which holds the GIL while it runs, once per row; one step per 64 rows waits once."""
     n = len(rows)
     start = 0
+    width = len(rows[0]) if rows else 0
     for size in _CHUNKS:
-        if n - start < size:
+        if n - start < size or size * width > _MAX_PARAMETERS:
             continue
         stmt = _multi_row(sql, size)
         while n - start >= size:
@@ -210,9 +213,12 @@ class SQLiteStore(SQLStore):
             ) from exc
 
     def _new_connection(self) -> sqlite3.Connection:
+        # the statement cache holds every statement the write path uses, the multi-row
+        # forms of ``_insert_many`` (three per INSERT) included: Python's default of 128
+        # left little room
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False,
-            timeout=self.busy_timeout / 1000,
+            timeout=self.busy_timeout / 1000, cached_statements=256,
         )
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA temp_store = MEMORY")
@@ -268,7 +274,10 @@ class SQLiteStore(SQLStore):
         except BaseException:
             _unlock(self._lock_fd)
             raise
-        await anyio.to_thread.run_sync(_run_batch_unlocking, conn, batch, self._lock_fd)
+        try:
+            await anyio.to_thread.run_sync(_run_batch_unlocking, conn, batch, self._lock_fd)
+        finally:  # a no-op once the thread released it; not so if the thread never ran
+            _unlock(self._lock_fd)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
         if self._rconn is None:  # in-memory: one connection for everything
@@ -758,19 +767,19 @@ _LEASE_SQL = (
     "AND due_at <= ? AND lease_until <= ? AND pipeline NOT IN (SELECT pipeline FROM "
     "sailseg_paused)"
 )
-#: how many of a JSON list of [id, sinks, attempt, due_at, last_error] rows the lease
-#: (owner, until) holds with those very values (a float survives JSON both ways exactly)
-_LEASED_AS_SEEN = (
+#: ``_LEASE_SQL``, handing back the columns a finish (a retry) may have changed since the
+#: snapshot
+_LEASE_RETURNING = _LEASE_SQL + " RETURNING id, sinks, attempt, due_at, last_error"
+#: how many of a JSON list of [id, sinks, attempt, due_at, last_error] rows are still
+#: claimable (``CLAIM_SQL``'s conditions) with those very values. A float makes the trip
+#: through JSON unchanged wherever SQLite reads numbers correctly rounded (100,004 random
+#: ones did here); where not, a row only looks changed, and the lease reads it back.
+_CLAIMABLE_AS_SEEN = (
     "SELECT count(*) FROM json_each(?) j JOIN sailseg_queue q ON q.id = json_extract(j.value, "
-    "'$[0]') WHERE q.lease_owner = ? AND q.lease_until = ? AND q.sinks IS "
-    "json_extract(j.value, '$[1]') AND q.attempt = json_extract(j.value, '$[2]') AND "
-    "q.due_at = json_extract(j.value, '$[3]') AND q.last_error IS json_extract(j.value, '$[4]')"
-)
-#: the columns a finish (a retry) may have changed since the snapshot, of the rows of a
-#: JSON list of ids the lease (owner, until) holds
-_LEASED_ROWS = (
-    f"SELECT id, sinks, attempt, due_at, last_error FROM sailseg_queue WHERE id {_IN} "
-    "AND lease_owner = ? AND lease_until = ?"
+    "'$[0]') WHERE q.head = 1 AND q.due_at <= ? AND q.lease_until <= ? AND q.pipeline NOT IN "
+    "(SELECT pipeline FROM sailseg_paused) AND q.sinks IS json_extract(j.value, '$[1]') AND "
+    "q.attempt = json_extract(j.value, '$[2]') AND q.due_at = json_extract(j.value, '$[3]') "
+    "AND q.last_error IS json_extract(j.value, '$[4]')"
 )
 
 
@@ -778,20 +787,19 @@ def _lease(conn: sqlite3.Connection, owner: str, ids: str, until: float, now: fl
            as_seen: str, count: int) -> list[Row] | None:
     """Lease the rows of ``ids`` (a JSON list: the ``count`` ``CLAIM_SQL`` rows read outside
     this transaction, ``as_seen`` their [id, sinks, attempt, due_at, last_error]) that are
-    still due, unleased heads of running pipelines. None when it leased them all and each
-    still holds the values read (the usual claim); else (id, sinks, attempt, due_at,
-    last_error) of each row leased, for :func:`_leased`.
+    still due, unleased heads of running pipelines. None when every row read was still
+    claimable as read, and so leased (the usual claim); else (id, sinks, attempt, due_at,
+    last_error) of each row the lease took, for :func:`_leased`.
 
     Why so: the write lock every process on the file shares is held meanwhile. Merging
     5,000 rows into the snapshot was a fifth of a W2 lease (bench/README.md, 2026-12-07, a
-    sixteenth session), so only the statements run here; and reading the rows back (as a
-    ``RETURNING`` did) is a step per row, each a wait for the GIL the busy event loop holds
-    (see ``_insert_many``), where the two statements here are a step each."""
-    leased = conn.execute(_LEASE_SQL, (owner, until, ids, now, now)).rowcount
-    if leased == count and conn.execute(
-            _LEASED_AS_SEEN, (as_seen, owner, until)).fetchone()[0] == count:
+    sixteenth session), so only the statements run here; and reading the rows back (a
+    ``RETURNING``) is a step per row, each a wait for the GIL the busy event loop holds (see
+    ``_insert_many``), where the count and the update are a step each."""
+    if conn.execute(_CLAIMABLE_AS_SEEN, (as_seen, now, now)).fetchone()[0] == count:
+        conn.execute(_LEASE_SQL, (owner, until, ids, now, now))
         return None
-    return conn.execute(_LEASED_ROWS, (ids, owner, until)).fetchall()
+    return conn.execute(_LEASE_RETURNING, (owner, until, ids, now, now)).fetchall()
 
 
 def _leased(seen: list[Row], fresh: list[Row]) -> list[Row]:
