@@ -770,13 +770,16 @@ _LEASE_SQL = (
 #: ``_LEASE_SQL``, handing back the columns a finish (a retry) may have changed since the
 #: snapshot
 _LEASE_RETURNING = _LEASE_SQL + " RETURNING id, sinks, attempt, due_at, last_error"
+#: counts the queue rows of a JSON list of rows whose first element is the row's id; the
+#: WHERE of each use compares the rest (``j.value``) with the row (``q``)
+_COUNT_LISTED = ("SELECT count(*) FROM json_each(?) j JOIN sailseg_queue q "
+                 "ON q.id = json_extract(j.value, '$[0]') WHERE ")
 #: how many of a JSON list of [id, sinks, attempt, due_at, last_error] rows are still
 #: claimable (``CLAIM_SQL``'s conditions) with those very values. A float makes the trip
 #: through JSON unchanged wherever SQLite reads numbers correctly rounded (100,004 random
 #: ones did here); where not, a row only looks changed, and the lease reads it back.
-_CLAIMABLE_AS_SEEN = (
-    "SELECT count(*) FROM json_each(?) j JOIN sailseg_queue q ON q.id = json_extract(j.value, "
-    "'$[0]') WHERE q.head = 1 AND q.due_at <= ? AND q.lease_until <= ? AND q.pipeline NOT IN "
+_CLAIMABLE_AS_SEEN = _COUNT_LISTED + (
+    "q.head = 1 AND q.due_at <= ? AND q.lease_until <= ? AND q.pipeline NOT IN "
     "(SELECT pipeline FROM sailseg_paused) AND q.sinks IS json_extract(j.value, '$[1]') AND "
     "q.attempt = json_extract(j.value, '$[2]') AND q.due_at = json_extract(j.value, '$[3]') "
     "AND q.last_error IS json_extract(j.value, '$[4]')"
@@ -833,10 +836,7 @@ def _bury(
 
 #: how many rows of a JSON list of [id, body] pairs are in the queue naming that body (a
 #: lease fence may follow)
-_ROWS_AS_PLANNED = (
-    "SELECT count(*) FROM json_each(?) j JOIN sailseg_queue q ON q.id = json_extract(j.value, "
-    "'$[0]') WHERE q.body = json_extract(j.value, '$[1]')"
-)
+_ROWS_AS_PLANNED = _COUNT_LISTED + "q.body = json_extract(j.value, '$[1]')"
 
 
 class FinishPlan:
