@@ -14,7 +14,6 @@ import pytest
 
 from sailseg.store._views import ViewQueries
 from sailseg.store.base import SCHEMA_VERSION, Outcome, QueueItem, Store
-from sailseg.store.sqlite import SQLiteStore
 from sailseg.tracing import hash_email
 
 pytestmark = pytest.mark.anyio
@@ -61,20 +60,6 @@ async def test_an_email_lookup_needs_the_whole_hash_not_only_its_indexed_prefix(
     v = views(store)
     assert await v.journal_lookup(email_hash=twin) == []
     assert [r.item_id for r in await v.journal_lookup(email_hash=real)] == ["a1"]
-
-
-async def test_sqlite_email_lookup_reads_the_prefix_index(tmp_path: Any, item: Item) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
-    await store.open()
-    try:
-        await store.migrate()
-        plan = await store._fetch(
-            "EXPLAIN QUERY PLAN SELECT item_id FROM sailseg_journal WHERE stage = 'accepted' "
-            "AND substr(email_hash, 8, 16) = ? AND email_hash || '' = ? ORDER BY id DESC LIMIT ?",
-            "0" * 16, "sha256:" + "0" * 64, 10)
-        assert any("sailseg_journal_email" in str(r[-1]) for r in plan), plan
-    finally:
-        await store.close()
 
 
 async def test_prune_removes_rows_past_the_retention_in_chunks_and_keeps_the_rest(

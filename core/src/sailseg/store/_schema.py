@@ -260,6 +260,11 @@ CREATE INDEX sailseg_journal_email ON sailseg_journal (substr(email_hash, 8, 16)
 CREATE INDEX sailseg_journal_at ON sailseg_journal (at);
 """
 
+# Version 6: SQLite's journal lookups read a keys table filled in bulk (see
+# store/_journal_keys.py) instead of three partial indexes each accept wrote a random leaf of;
+# PostgreSQL keeps its indexes (the version changes nothing there).
+_V6 = ""
+
 # Statements only one dialect runs, after the shared ones of the same version. SQLite: the
 # queue's size, which every write call that adds or removes queue rows adjusts by its total in
 # its own transaction (one writer, so the single row costs nothing in contention; per-row
@@ -270,6 +275,25 @@ _DIALECT_MIGRATIONS: dict[tuple[Dialect, int], str] = {
 CREATE TABLE sailseg_queue_size (n INTEGER NOT NULL);
 INSERT INTO sailseg_queue_size (n) SELECT count(*) FROM sailseg_queue;
 """,
+    # the keys of the journal's accepted rows, sorted, then the watermark at its newest row
+    ("sqlite", 6): """
+CREATE TABLE sailseg_journal_keys (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    jid INTEGER NOT NULL,
+    PRIMARY KEY (kind, key, jid)
+) WITHOUT ROWID;
+CREATE TABLE sailseg_journal_indexed (upto INTEGER NOT NULL);
+INSERT INTO sailseg_journal_indexed (upto) SELECT coalesce(max(id), 0) FROM sailseg_journal;
+INSERT INTO sailseg_journal_keys (kind, key, jid) SELECT kind, key, jid FROM (
+    SELECT 'm' AS kind, message_id AS key, id AS jid FROM sailseg_journal WHERE stage = 'accepted' AND message_id <> ''
+    UNION ALL SELECT 'o', okey, id FROM sailseg_journal WHERE stage = 'accepted'
+    UNION ALL SELECT 'e', substr(email_hash, 8, 16), id FROM sailseg_journal WHERE stage = 'accepted' AND email_hash IS NOT NULL
+) ORDER BY kind, key, jid;
+DROP INDEX sailseg_journal_message;
+DROP INDEX sailseg_journal_okey;
+DROP INDEX sailseg_journal_email;
+""",
     # a renamed table keeps the names of what it owns: give them the journal's
     ("postgresql", 5): """
 ALTER SEQUENCE sailseg_journal_v5_id_seq RENAME TO sailseg_journal_id_seq;
@@ -278,7 +302,7 @@ ALTER INDEX sailseg_journal_v5_pkey RENAME TO sailseg_journal_pkey;
 }
 
 #: version -> the statements that upgrade the version before it
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "a migration is missing for SCHEMA_VERSION"
 
 

@@ -69,6 +69,11 @@ class ViewQueries(abc.ABC):
     @abc.abstractmethod
     def _list(self, values: Sequence[str]) -> Any: ...
 
+    async def _delete_journal(self, sql: str, *args: Any) -> int:
+        """Run a ``DELETE FROM sailseg_journal ...`` and return how many rows it deleted. A
+        backend that keeps more per journal row (SQLite: its lookup keys) deletes that too."""
+        return await self._execute(sql, *args)
+
     # -- pause -----------------------------------------------------------------------
     async def pause_pipeline(self, pipeline: str, *, actor: str, now: float) -> bool:
         """Stop handing out ``pipeline``'s items (every node: ``claim`` skips them); accepts
@@ -212,7 +217,7 @@ class ViewQueries(abc.ABC):
     ) -> list[tuple[str, tuple[Any, ...]]]:
         """The (SQL, arguments) that find the latest ``limit`` items' accepted rows for each
         key given; each reads its own partial index (``bench/console_pages.py`` prints their
-        plans)."""
+        plans). SQLite reads its keys table instead (``store/_journal_keys.py``)."""
         head = "SELECT item_id FROM sailseg_journal WHERE stage = 'accepted' AND "
         tail = " ORDER BY id DESC LIMIT ?"
         out: list[tuple[str, tuple[Any, ...]]] = []
@@ -241,11 +246,11 @@ class ViewQueries(abc.ABC):
         skip = getattr(self, "SKIP_LOCKED", "")
         items = ("DELETE FROM sailseg_journal WHERE item_id IN (SELECT item_id FROM "
                  f"sailseg_journal WHERE at < ? AND stage = 'accepted' LIMIT {_PRUNE_CHUNK}{skip})")
-        while await self._execute(items, before) >= _PRUNE_CHUNK:
+        while await self._delete_journal(items, before) >= _PRUNE_CHUNK:
             pass
         sql = ("DELETE FROM sailseg_journal WHERE id IN (SELECT id FROM sailseg_journal "
                f"WHERE at < ? LIMIT {_PRUNE_CHUNK}{skip})")
-        while await self._execute(sql, before) >= _PRUNE_CHUNK:
+        while await self._delete_journal(sql, before) >= _PRUNE_CHUNK:
             pass
         await self._execute("DELETE FROM sailseg_minutes WHERE minute < ?",
                             int(minutes_before // 60))

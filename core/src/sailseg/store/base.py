@@ -55,7 +55,7 @@ __all__ = [
 STORE_FIX = "change [store] url, --store URL or SAILSEG_STORE"
 
 #: The schema version this code understands. A store at another version refuses to start.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class QueueItem(msgspec.Struct, kw_only=True, gc=False):

@@ -19,8 +19,9 @@ URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
 - ``wal_autocheckpoint=<pages>`` (default 1000, SQLite's own): how many pages the WAL may
   hold before the commit that passes it copies them back into the database file. Raising it
   trades latency for ingest: every accepted event touches a leaf in a few randomly keyed
-  indexes (dedupe key, person, message id), so one commit of a 64-request group dirties a
-  few hundred pages and at 1000 a checkpoint runs every two or three commits, copying each
+  indexes (dedupe key, person; until schema 6 also the journal's message id, person and
+  email, now indexed in bulk, see ``_journal_keys``), so one commit of a 64-request group
+  dirties a few hundred pages and at 1000 a checkpoint runs every two or three commits, copying each
   page again each time; at 10000 a page many commits change is copied once (ingest-only
   benchmark +7-14%), but the commit that checkpoints copies up to ~40 MB while every other
   writer (the delivery process too) waits, and W1's p99 at 1000/s jumped to 50-160 ms in
@@ -65,6 +66,13 @@ import msgspec
 
 from ..errors import StoreError
 from ._journal import JournalScope
+from ._journal_keys import (
+    INDEX_EVERY,
+    delete_journal_rows,
+    index_journal,
+    lookup_queries,
+    purge_journal,
+)
 from ._rows import (
     BODY_INSERT,
     EVENT_OF_Q,
@@ -97,7 +105,6 @@ from ._sql import (
     log_skipped,
     log_undecodable,
     purge_events_sql,
-    purge_journal_sql,
     purge_sql,
     release_sql,
 )
@@ -190,6 +197,8 @@ class SQLiteStore(SQLStore):
         self._rconn: sqlite3.Connection | None = None
         self._rlock = anyio.Lock()
         self._writer: GroupCommit[Op] = GroupCommit(self._flush)
+        #: accepts since this process last asked for the journal's keys to be indexed
+        self._unindexed = 0
 
     # -- plumbing --------------------------------------------------------------------
     async def open(self) -> None:
@@ -297,6 +306,26 @@ class SQLiteStore(SQLStore):
     async def _delete_releasing(self, sql: str, *args: Any) -> int:
         return int(await self._write(_delete_releasing, sql, args))
 
+    async def _delete_journal(self, sql: str, *args: Any) -> int:
+        return int(await self._write(delete_journal_rows, sql, args))
+
+    def journal_queries(
+        self, *, message_id: str | None = None, okeys: Sequence[str] = (),
+        email_hash: str | None = None, limit: int = 500,
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The keys table and the rows past its watermark (``store/_journal_keys.py``)."""
+        return lookup_queries(message_id=message_id, okeys=okeys, email_hash=email_hash,
+                              limit=limit)
+
+    async def prune(self, *, now: float, delivered_retention: float, dedupe_window: float) -> None:
+        """The shared prune, then the journal's keys indexed up to its newest row (in chunks):
+        what the accepts have not indexed yet, so a quiet node's lookups read few rows by
+        range, and rows written by anything but an accept."""
+        await super().prune(now=now, delivered_retention=delivered_retention,
+                            dedupe_window=dedupe_window)
+        while await self._write(index_journal, INDEX_EVERY) >= INDEX_EVERY:
+            pass
+
     # -- schema ----------------------------------------------------------------------
     async def schema_version(self) -> int:
         if not await self._fetch(
@@ -325,8 +354,13 @@ class SQLiteStore(SQLStore):
         rows = [item_row(i) for i in items]
         bodies = encode_bodies(items)
         self._conn()
+        self._unindexed += len(items)
+        index = self._unindexed >= INDEX_EVERY
+        if index:  # this call's transaction indexes the journal's new keys (_journal_keys)
+            self._unindexed = 0
         return await self._writer.submit(
-            (_enqueue, (rows, items, bodies, dedupe_window, now, self.journal)), timeout=timeout)
+            (_enqueue, (rows, items, bodies, dedupe_window, now, self.journal, index)),
+            timeout=timeout)
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
         """Read the due heads and their events on the read connection, lease those still
@@ -693,8 +727,8 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
 
 def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueItem],
              bodies: dict[str, tuple[str, bytearray]], window: float, now: float,
-             journaled: JournalScope) -> list[bool]:
-    return _enqueue_calls(conn, [(rows, items, bodies, window, now, journaled)])[0]
+             journaled: JournalScope, index: bool) -> list[bool]:
+    return _enqueue_calls(conn, [(rows, items, bodies, window, now, journaled, index)])[0]
 
 
 def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -> list[list[bool]]:
@@ -715,7 +749,7 @@ def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -
     accepted: list[Row] = []
     bodies: dict[str, tuple[str, bytearray]] = {}
     kept: list[QueueItem] = []
-    for rows, items, call_bodies, window, now, _ in calls:
+    for rows, items, call_bodies, window, now, _, _ in calls:
         flags: list[bool] = []
         journal: list[QueueItem] = []
         seen: set[str] = set()
@@ -758,6 +792,8 @@ def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -
         for sql, extra in accept_writes(kept, first, journal=calls[0][5]):
             if extra:
                 _insert_many(conn, sql, extra)
+    if any(c[6] for c in calls):
+        index_journal(conn, 2 * INDEX_EVERY)
     return results
 
 
@@ -968,7 +1004,7 @@ def _purge(conn: sqlite3.Connection, okeys: str) -> int:
     parked = _take_parked(conn, f"okey {_IN}", okeys, "id, body")
     bodies = {r[1] for r in parked}
     queue, *others = purge_sql(_IN)
-    conn.execute(purge_journal_sql(_IN), (okeys,))
+    purge_journal(conn, okeys)
     dequeued = conn.execute(queue, (okeys,)).fetchall()
     _grow(conn, -len(dequeued))
     total = len(parked) + len(dequeued)

@@ -1,0 +1,226 @@
+"""Schema 6: SQLite finds journal rows through a keys table filled in bulk, past a watermark
+by id range (``store/_journal_keys.py``). A lookup and an erasure find a row whether or not
+its keys are indexed yet; the accept path and the maintenance index them; deleting rows
+deletes their keys; a new row whose id SQLite handed out again is still found. The lookup
+tests run against both backends (PostgreSQL keeps its partial indexes)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sailseg.store._views import ViewQueries
+from sailseg.store.base import SCHEMA_VERSION, QueueItem, Store
+from sailseg.store.sqlite import SQLiteStore
+from sailseg.tracing import hash_email
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_700_000_000.0
+FAR = 10 * 365 * 86400.0  # a retention nothing in these tests is older than
+Item = Callable[..., QueueItem]
+
+
+def views(store: Store) -> ViewQueries:
+    assert isinstance(store, ViewQueries)
+    return store
+
+
+async def _maintain(store: Store) -> None:
+    """A maintenance round that prunes nothing (SQLite: indexes every key past the mark)."""
+    await store.prune(now=NOW + 10, delivered_retention=FAR, dedupe_window=0)
+
+
+async def _keys(store: Store) -> list[tuple[str, str, int]]:
+    rows = await store._fetch("SELECT kind, key, jid FROM sailseg_journal_keys")  # type: ignore[attr-defined]
+    return sorted((r[0], r[1], int(r[2])) for r in rows)
+
+
+async def _found(store: Store) -> dict[str, list[str]]:
+    v = views(store)
+    return {
+        "ann by message": [r.item_id for r in await v.journal_lookup(message_id="m-a1")],
+        "ann by person": [r.item_id for r in await v.journal_lookup(okeys=["userId:ann"])],
+        "ann by email": [r.item_id for r in await v.journal_lookup(
+            email_hash=hash_email("ann@example.com"))],
+        "bo by person": [r.item_id for r in await v.journal_lookup(okeys=["userId:bo"])],
+    }
+
+
+async def test_lookups_find_rows_before_and_after_their_keys_are_indexed(
+    store: Store, item: Item
+) -> None:
+    await store.enqueue([item("a1", "userId:ann", traits={"email": "ann@example.com"}),
+                         item("b1", "userId:bo")], dedupe_window=0, now=NOW)
+    expected = {"ann by message": ["a1"], "ann by person": ["a1"], "ann by email": ["a1"],
+                "bo by person": ["b1"]}
+    assert await _found(store) == expected  # SQLite: read past the watermark
+    await _maintain(store)
+    if isinstance(store, SQLiteStore):
+        assert len(await _keys(store)) == 5  # 2 message ids, 2 people, 1 email
+    assert await _found(store) == expected  # SQLite: read through the keys table
+    # one row indexed, one not: a lookup takes both, in journal order, and honours the limit
+    await store.enqueue([item("a2", "userId:ann", traits={"email": "ann@example.com"})],
+                        dedupe_window=0, now=NOW + 1)
+    v = views(store)
+    assert [r.item_id for r in await v.journal_lookup(okeys=["userId:ann"])] == ["a1", "a2"]
+    assert [r.item_id for r in await v.journal_lookup(
+        email_hash=hash_email("ann@example.com"))] == ["a1", "a2"]
+    assert [r.item_id for r in await v.journal_lookup(okeys=["userId:ann"], limit=1)] == ["a2"]
+
+
+async def test_an_indexed_email_needs_the_whole_hash_not_only_its_key(
+    store: Store, item: Item
+) -> None:
+    await store.enqueue([item("a1", "userId:u1", traits={"email": "ann@example.com"})],
+                        dedupe_window=0, now=NOW)
+    await _maintain(store)
+    real = hash_email("ann@example.com")
+    twin = real[:23] + ("0" if real[23] != "0" else "1") + real[24:]  # the same 16 key digits
+    v = views(store)
+    assert await v.journal_lookup(email_hash=twin) == []
+    assert [r.item_id for r in await v.journal_lookup(email_hash=real)] == ["a1"]
+
+
+async def test_an_erasure_removes_indexed_and_unindexed_rows_and_their_keys(
+    store: Store, item: Item
+) -> None:
+    await store.enqueue([item("a1", "userId:ann", traits={"email": "ann@example.com"}),
+                         item("b1", "userId:bo", traits={"email": "bo@example.com"})],
+                        dedupe_window=0, now=NOW)
+    await _maintain(store)
+    await store.enqueue([item("a2", "userId:ann", traits={"email": "ann@example.com"})],
+                        dedupe_window=0, now=NOW + 1)  # not indexed yet
+    await store.purge_okeys(["userId:ann"])
+    found = await _found(store)
+    assert found == {"ann by message": [], "ann by person": [], "ann by email": [],
+                     "bo by person": ["b1"]}
+    if isinstance(store, SQLiteStore):
+        keys = await _keys(store)
+        assert {k[1] for k in keys} == {"m-b1", "userId:bo", hash_email("bo@example.com")[7:23]}
+
+
+async def test_sqlite_accepts_index_the_keys_every_index_every_accepts(
+    tmp_path: Any, item: Item, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sailseg.store.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "INDEX_EVERY", 3)
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        await store.enqueue([item("a1", "userId:a"), item("a2", "userId:b")], dedupe_window=0,
+                            now=NOW)
+        assert await _keys(store) == []
+        await store.enqueue([item("a3", "userId:c")], dedupe_window=0, now=NOW)  # the 3rd
+        assert [k[1] for k in await _keys(store)] == [
+            "m-a1", "m-a2", "m-a3", "userId:a", "userId:b", "userId:c"]
+        (upto,), = await store._fetch("SELECT upto FROM sailseg_journal_indexed")
+        (last,), = await store._fetch("SELECT max(id) FROM sailseg_journal")
+        assert upto == last
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_row_given_an_erased_rows_id_again_is_still_found(
+    tmp_path: Any, item: Item
+) -> None:
+    # erasing the newest rows lets SQLite hand their ids out again; the watermark must
+    # come back down with them, or the new row sits at or below it, never indexed or read
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        await store.enqueue([item("a1", "userId:ann"), item("b1", "userId:bo")],
+                            dedupe_window=0, now=NOW)
+        await _maintain(store)
+        (bo_id,), = await store._fetch("SELECT id FROM sailseg_journal WHERE item_id = 'b1'")
+        await store.purge_okeys(["userId:bo"])
+        await store.enqueue([item("c1", "userId:cy")], dedupe_window=0, now=NOW + 1)
+        (cy_id,), = await store._fetch("SELECT id FROM sailseg_journal WHERE item_id = 'c1'")
+        assert cy_id == bo_id  # the id was handed out again
+        v = views(store)
+        assert [r.item_id for r in await v.journal_lookup(okeys=["userId:cy"])] == ["c1"]
+        await _maintain(store)
+        assert [r.item_id for r in await v.journal_lookup(okeys=["userId:cy"])] == ["c1"]
+        assert [r.item_id for r in await v.journal_lookup(okeys=["userId:bo"])] == []
+    finally:
+        await store.close()
+
+
+async def test_sqlite_prune_deletes_the_keys_of_the_rows_it_deletes(
+    tmp_path: Any, item: Item
+) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        await store.enqueue([item(f"o{n:04d}", f"userId:o{n}") for n in range(700)],
+                            dedupe_window=0, now=NOW)
+        await store.enqueue([item("n1", "userId:n1")], dedupe_window=0, now=NOW + 100)
+        await _maintain(store)
+        assert len(await _keys(store)) == 2 * 701
+        await views(store).prune_journal(before=NOW + 50, minutes_before=0)  # chunks of 500
+        assert [k[1] for k in await _keys(store)] == ["m-n1", "userId:n1"]
+        # everything pruned: the watermark comes down to an empty journal's 0
+        await views(store).prune_journal(before=NOW + 200, minutes_before=0)
+        assert await _keys(store) == []
+        assert await store._fetch("SELECT upto FROM sailseg_journal_indexed") == [(0,)]
+        await store.enqueue([item("n2", "userId:n2")], dedupe_window=0, now=NOW + 300)
+        assert [r.item_id for r in await views(store).journal_lookup(okeys=["userId:n2"])] == ["n2"]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_lookups_read_the_keys_by_primary_key_and_new_rows_by_id_range(
+    tmp_path: Any,
+) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        queries = store.journal_queries(message_id="m", okeys=["userId:a", "userId:b"],
+                                        email_hash="sha256:" + "0" * 64, limit=10)
+        assert len(queries) == 3
+        for sql, args in queries:
+            plan = [str(r[-1]) for r in await store._fetch("EXPLAIN QUERY PLAN " + sql, *args)]
+            assert any(p.startswith("SEARCH k USING PRIMARY KEY (kind=? AND key=?)")
+                       for p in plan), plan
+            assert any("sailseg_journal USING INTEGER PRIMARY KEY (rowid>?)" in p
+                       for p in plan), plan
+            assert not any(p.split()[:2] in (["SCAN", "sailseg_journal"], ["SCAN", "j"])
+                           for p in plan), plan  # no scan of the journal itself
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_version_5_journal_gets_its_keys_and_loses_the_three_indexes(
+    open_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await open_store(at_version=5)
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("PostgreSQL keeps its partial indexes: version 6 changes nothing there")
+    mail = hash_email("bo@example.com")
+    for item_id, stage, email in (("i1", "accepted", mail), ("i1", "delivered", None),
+                                  ("i2", "accepted", None)):
+        await store._execute(
+            "INSERT INTO sailseg_journal (at, item_id, pipeline, okey, message_id, email_hash, "
+            "stage, sink, attempt, detail) VALUES (?, ?, 'p', 'userId:bo', ?, ?, ?, '-', 0, "
+            "x'7b7d')", NOW, item_id, f"m-{item_id}", email, stage)
+    with caplog.at_level(logging.WARNING, logger="sailseg.store"):
+        await store.check_schema(auto_migrate=True)
+    assert await store.schema_version() == SCHEMA_VERSION == 6
+    assert await _keys(store) == [("e", mail[7:23], 1), ("m", "m-i1", 1), ("m", "m-i2", 3),
+                                  ("o", "userId:bo", 1), ("o", "userId:bo", 3)]
+    assert await store._fetch("SELECT upto FROM sailseg_journal_indexed") == [(3,)]
+    indexes = {r[0] for r in await store._fetch(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sailseg_journal'")}
+    assert not indexes & {"sailseg_journal_message", "sailseg_journal_okey",
+                          "sailseg_journal_email"}
+    v = views(store)
+    assert [r.item_id for r in await v.journal_lookup(email_hash=mail)] == ["i1", "i1"]
+    assert [r.item_id for r in await v.journal_lookup(message_id="m-i2")] == ["i2"]
