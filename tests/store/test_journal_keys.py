@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sailseg.store._views import ViewQueries
-from sailseg.store.base import SCHEMA_VERSION, QueueItem, Store
+from sailseg.store.base import SCHEMA_VERSION, Outcome, QueueItem, Store
 from sailseg.store.sqlite import SQLiteStore
 from sailseg.tracing import hash_email
 
@@ -103,7 +103,7 @@ async def test_an_erasure_removes_indexed_and_unindexed_rows_and_their_keys(
         assert {k[1] for k in keys} == {"m-b1", "userId:bo", hash_email("bo@example.com")[7:23]}
 
 
-async def test_sqlite_accepts_index_the_keys_every_index_every_accepts(
+async def test_sqlite_an_accept_indexes_once_enough_rows_of_any_stage_lie_past_the_mark(
     tmp_path: Any, item: Item, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import sailseg.store.sqlite as sqlite_module
@@ -113,17 +113,64 @@ async def test_sqlite_accepts_index_the_keys_every_index_every_accepts(
     await store.open()
     try:
         await store.migrate()
-        await store.enqueue([item("a1", "userId:a"), item("a2", "userId:b")], dedupe_window=0,
-                            now=NOW)
-        assert await _keys(store) == []
-        await store.enqueue([item("a3", "userId:c")], dedupe_window=0, now=NOW)  # the 3rd
-        assert [k[1] for k in await _keys(store)] == [
-            "m-a1", "m-a2", "m-a3", "userId:a", "userId:b", "userId:c"]
+        await store.enqueue([item("a1", "userId:a")], dedupe_window=0, now=NOW)
+        (claimed,) = await store.claim("n", 1, lease=30, now=NOW + 1)
+        await store.finish([Outcome(item=claimed, status="done", delivered=["s"])], now=NOW + 2)
+        assert await _keys(store) == []  # two rows past the mark: an accept and an outcome
+        await store.enqueue([item("a2", "userId:b")], dedupe_window=0, now=NOW + 3)  # the 3rd
+        assert [k[1] for k in await _keys(store)] == ["m-a1", "m-a2", "userId:a", "userId:b"]
         (upto,), = await store._fetch("SELECT upto FROM sailseg_journal_indexed")
         (last,), = await store._fetch("SELECT max(id) FROM sailseg_journal")
-        assert upto == last
+        assert upto == last == 3
     finally:
         await store.close()
+
+
+async def test_sqlite_outcome_rows_get_no_keys_and_an_erasure_leaves_no_key_on_disk(
+    tmp_path: Any, item: Item
+) -> None:
+    person = "userId:zq-erased-person-7"
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        await store.migrate()
+        await store.enqueue([item("a1", person), item("b1", "userId:bo")], dedupe_window=0,
+                            now=NOW)
+        claimed = await store.claim("n", 2, lease=30, now=NOW + 1)
+        await store.finish([Outcome(item=c, status="done", delivered=["s"]) for c in claimed],
+                           now=NOW + 2)
+        await _maintain(store)  # the accepted rows' keys, not the outcome rows'
+        assert [(k[0], k[1]) for k in await _keys(store)] == [
+            ("m", "m-a1"), ("m", "m-b1"), ("o", "userId:bo"), ("o", person)]
+        await store.purge_okeys([person])
+        await store.scrub()
+        assert [(k[0], k[1]) for k in await _keys(store)] == [("m", "m-b1"), ("o", "userId:bo")]
+    finally:
+        await store.close()
+    found = {p.name: p.read_bytes().count(person.encode()) for p in tmp_path.iterdir()}
+    assert sum(found.values()) == 0, found
+
+
+async def test_sqlite_two_stores_on_one_file_share_the_watermark(tmp_path: Any, item: Item) -> None:
+    # one process indexes, the other erases the newest rows, the first accepts again
+    url = f"sqlite:///{tmp_path}/s.db"
+    first, second = SQLiteStore(url), SQLiteStore(url)
+    await first.open()
+    await second.open()
+    try:
+        await first.migrate()
+        await first.enqueue([item("a1", "userId:ann"), item("b1", "userId:bo")],
+                            dedupe_window=0, now=NOW)
+        await _maintain(first)
+        await second.purge_okeys(["userId:bo"])
+        await first.enqueue([item("c1", "userId:cy")], dedupe_window=0, now=NOW + 1)
+        for store in (first, second, first):
+            assert [r.item_id for r in await views(store).journal_lookup(
+                okeys=["userId:cy", "userId:ann", "userId:bo"])] == ["a1", "c1"]
+            await _maintain(store)
+    finally:
+        await second.close()
+        await first.close()
 
 
 async def test_sqlite_a_row_given_an_erased_rows_id_again_is_still_found(

@@ -11,14 +11,16 @@ and the email index alone a fifth of the rate (bench/README.md, 2026-12-08, a tw
 session).
 
 So, for SQLite only, the keys live in ``sailseg_journal_keys`` (kind, key, journal row id),
-filled in bulk: every :data:`INDEX_EVERY` accepts, and at each maintenance round, one
-statement copies the keys of the accepted rows past the watermark
-(``sailseg_journal_indexed.upto``), sorted, and moves the watermark, in the transaction of the
-accepts that triggered it. Sorted inserts of thousands of keys dirty each leaf they reach
-once, however many keys land on it. Rows past the watermark (at most a few thousand) are read
-by id range: a lookup is one statement, the keys table joined to the journal UNION ALL the
-rows past the watermark, so it sees one snapshot and finds a row whether or not it was
-indexed yet.
+filled in bulk: one statement copies the keys of the accepted rows past the watermark
+(``sailseg_journal_indexed.upto``), sorted, and moves the watermark. An accept transaction
+does so once :data:`INDEX_EVERY` journal rows (of any stage: outcome rows too) lie past the
+mark, and every maintenance round indexes what is left. Sorted inserts of thousands of keys
+dirty each leaf they reach once, however many keys land on it. Rows past the watermark (about
+:data:`INDEX_EVERY`, or what the delivery process wrote since the last round while nothing
+was accepted) are read by id range: a lookup is one statement, the keys table joined to the
+journal UNION ALL the rows past the watermark, so it sees one snapshot and finds a row
+whether or not it was indexed yet. The keys branch checks the joined row too (stage and key),
+so a key row that outlived its row could never show another row.
 
 What a bulk insert saves depends on the table's size: where the keys table has many more
 leaves than a bulk insert has keys, each key still dirties a leaf of its own. The insert then
@@ -49,8 +51,8 @@ __all__ = [
     "purge_journal",
 ]
 
-#: accepts between two bulk indexings on the accept path (a process's own count), and so
-#: about how many rows past the watermark a lookup reads by range. Why this size: a sorted
+#: journal rows past the watermark at which an accept transaction indexes them, and so about
+#: how many rows a lookup reads by range. Why this size: a sorted
 #: bulk insert dirties each leaf it reaches once, so the more keys per indexing the fewer
 #: pages per key while the keys table is small; but the indexing holds the write lock (the
 #: delivery process's too) for ~2 us a key, ~25 ms at 4,096 accepts of three keys each
@@ -60,7 +62,10 @@ _IN = "IN (SELECT value FROM json_each(?))"
 _json = msgspec.json.Encoder()
 _UPTO = "(SELECT upto FROM sailseg_journal_indexed)"
 #: the key rows of the accepted journal rows with ?1 < id <= ?2, sorted (the prefix of the
-#: hash, as the schema-5 email index held it: 64 bits; a lookup checks the whole hash)
+#: hash, as the schema-5 email index held it: 64 bits; a lookup checks the whole hash).
+#: ``OR IGNORE``: a statement that cannot abort needs no statement journal (SQLite keeps one
+#: in memory here, a copy of every page it changes), and an accept must never fail over its
+#: index; the invariants make a conflict impossible, and lookups check the row anyway
 _INDEX = (
     "INSERT OR IGNORE INTO sailseg_journal_keys (kind, key, jid) SELECT kind, key, jid FROM ("
     "SELECT 'm' AS kind, message_id AS key, id AS jid FROM sailseg_journal "
@@ -78,12 +83,14 @@ _CLAMP = (
 )
 
 
-def index_journal(conn: sqlite3.Connection, limit: int | None = None) -> int:
-    """Index the accepted rows past the watermark (at most ``limit`` ids of them) and move it;
-    return how many ids it moved over. Runs inside the caller's write transaction."""
+def index_journal(conn: sqlite3.Connection, every: int = 1, limit: int | None = None) -> int:
+    """Once at least ``every`` journal rows lie past the watermark, index the accepted ones
+    (of at most ``limit`` ids) and move the mark; return how many ids it moved over. Runs
+    inside the caller's write transaction (two primary-key reads when there is nothing to
+    do)."""
     (upto,) = conn.execute("SELECT upto FROM sailseg_journal_indexed").fetchone()
     (last,) = conn.execute("SELECT max(id) FROM sailseg_journal").fetchone()
-    if last is None or last <= upto:
+    if last is None or last - upto < every:
         return 0
     if limit is not None:
         last = min(last, upto + limit)
@@ -99,11 +106,12 @@ def lookup_queries(
     each key given: the indexed rows through the keys table, the newer ones by id range."""
     out: list[tuple[str, tuple[Any, ...]]] = []
     if message_id:
-        out.append((_union("k.key = ?", "message_id = ?"),
+        out.append((_union("k.key = ? AND j.message_id = k.key", "message_id = ?"),
                     (message_id, limit, message_id, limit, limit)))
     if okeys:
         arg = _json.encode(list(okeys)).decode()
-        out.append((_union(f"k.key {_IN}", f"okey {_IN}", "o"), (arg, limit, arg, limit, limit)))
+        out.append((_union(f"k.key {_IN} AND j.okey = k.key", f"okey {_IN}", "o"),
+                    (arg, limit, arg, limit, limit)))
     if email_hash:
         out.append((_union("k.key = ? AND j.email_hash = ?", "email_hash = ?", "e"),
                     (email_hash[7:23], email_hash, limit, email_hash, limit, limit)))
@@ -112,11 +120,13 @@ def lookup_queries(
 
 def _union(indexed: str, recent: str, kind: str = "m", limit: str = " LIMIT ?") -> str:
     """Each part takes its own latest rows (a key's rows are read newest first along the
-    keys table's primary key), then the union its latest."""
+    keys table's primary key), then the union its latest. The keys part checks the joined
+    row (``indexed`` compares its key column; the stage here)."""
     return (
         "SELECT item_id FROM (SELECT * FROM (SELECT j.id AS jid, j.item_id FROM "
         f"sailseg_journal_keys k JOIN sailseg_journal j ON j.id = k.jid WHERE k.kind = '{kind}' "
-        f"AND {indexed} ORDER BY k.jid DESC{limit}) UNION ALL SELECT * FROM (SELECT id, item_id "
+        f"AND {indexed} AND j.stage = 'accepted' ORDER BY k.jid DESC{limit}) "
+        "UNION ALL SELECT * FROM (SELECT id, item_id "
         f"FROM sailseg_journal WHERE id > {_UPTO} AND stage = 'accepted' AND {recent} "
         f"ORDER BY id DESC{limit})) ORDER BY jid DESC{limit}"
     )
@@ -149,7 +159,7 @@ def purge_journal(conn: sqlite3.Connection, okeys: str) -> None:
     """An erasure's delete of the journal: every row of the items whose accepted row has one
     of ``okeys`` (a JSON list), and their key rows."""
     items = [r[0] for r in conn.execute(
-        _union(f"k.key {_IN}", f"okey {_IN}", "o", limit=""), (okeys, okeys))]
+        _union(f"k.key {_IN} AND j.okey = k.key", f"okey {_IN}", "o", limit=""), (okeys, okeys))]
     if items:
         delete_journal_rows(conn, f"DELETE FROM sailseg_journal WHERE item_id {_IN}",
                             (_json.encode(sorted(set(items))).decode(),))

@@ -275,7 +275,9 @@ _DIALECT_MIGRATIONS: dict[tuple[Dialect, int], str] = {
 CREATE TABLE sailseg_queue_size (n INTEGER NOT NULL);
 INSERT INTO sailseg_queue_size (n) SELECT count(*) FROM sailseg_queue;
 """,
-    # the keys of the journal's accepted rows, sorted, then the watermark at its newest row
+    # the watermark at the journal's newest row, and the keys of its accepted rows, each kind
+    # read in key order from the index it replaces (no sort: the write connection sorts in
+    # memory, and a journal of millions of rows would need GBs), appended in key order
     ("sqlite", 6): """
 CREATE TABLE sailseg_journal_keys (
     kind TEXT NOT NULL,
@@ -285,11 +287,9 @@ CREATE TABLE sailseg_journal_keys (
 ) WITHOUT ROWID;
 CREATE TABLE sailseg_journal_indexed (upto INTEGER NOT NULL);
 INSERT INTO sailseg_journal_indexed (upto) SELECT coalesce(max(id), 0) FROM sailseg_journal;
-INSERT INTO sailseg_journal_keys (kind, key, jid) SELECT kind, key, jid FROM (
-    SELECT 'm' AS kind, message_id AS key, id AS jid FROM sailseg_journal WHERE stage = 'accepted' AND message_id <> ''
-    UNION ALL SELECT 'o', okey, id FROM sailseg_journal WHERE stage = 'accepted'
-    UNION ALL SELECT 'e', substr(email_hash, 8, 16), id FROM sailseg_journal WHERE stage = 'accepted' AND email_hash IS NOT NULL
-) ORDER BY kind, key, jid;
+INSERT INTO sailseg_journal_keys (kind, key, jid) SELECT 'e', substr(email_hash, 8, 16), id FROM sailseg_journal INDEXED BY sailseg_journal_email WHERE stage = 'accepted' AND substr(email_hash, 8, 16) IS NOT NULL ORDER BY substr(email_hash, 8, 16), id;
+INSERT INTO sailseg_journal_keys (kind, key, jid) SELECT 'm', message_id, id FROM sailseg_journal INDEXED BY sailseg_journal_message WHERE stage = 'accepted' AND message_id <> '' ORDER BY message_id, id;
+INSERT INTO sailseg_journal_keys (kind, key, jid) SELECT 'o', okey, id FROM sailseg_journal INDEXED BY sailseg_journal_okey WHERE stage = 'accepted' ORDER BY okey, id;
 DROP INDEX sailseg_journal_message;
 DROP INDEX sailseg_journal_okey;
 DROP INDEX sailseg_journal_email;

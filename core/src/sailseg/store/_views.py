@@ -163,7 +163,8 @@ class ViewQueries(abc.ABC):
         """Journal rows of the items matching a messageId, one of the ordering keys
         (``userId:<id>``, ``anonymousId:<id>``, ``email:<address>``) or an email hash,
         oldest first: the latest ``limit`` matching items' accepted rows (each condition
-        reads its own partial index), then every row of those items (by item id)."""
+        reads its own partial index; SQLite: its keys table and the rows past its watermark,
+        ``store/_journal_keys.py``), then every row of those items (by item id)."""
         items: set[str] = set()
         for sql, args in self.journal_queries(message_id=message_id, okeys=okeys,
                                               email_hash=email_hash, limit=limit):
@@ -240,9 +241,9 @@ class ViewQueries(abc.ABC):
         old (one whose item has no accepted row).
 
         Why whole items: a person's rows are found through their items' accepted rows
-        (``purge_okeys``, the console's lookups, which read the partial indexes of accepted
-        rows). Pruning by time alone deleted an item's accepted row and left its later
-        outcome rows behind, where an erasure could no longer reach them."""
+        (``purge_okeys``, the console's lookups, which read the partial indexes, on SQLite
+        the keys, of accepted rows). Pruning by time alone deleted an item's accepted row and
+        left its later outcome rows behind, where an erasure could no longer reach them."""
         skip = getattr(self, "SKIP_LOCKED", "")
         items = ("DELETE FROM sailseg_journal WHERE item_id IN (SELECT item_id FROM "
                  f"sailseg_journal WHERE at < ? AND stage = 'accepted' LIMIT {_PRUNE_CHUNK}{skip})")

@@ -197,8 +197,6 @@ class SQLiteStore(SQLStore):
         self._rconn: sqlite3.Connection | None = None
         self._rlock = anyio.Lock()
         self._writer: GroupCommit[Op] = GroupCommit(self._flush)
-        #: accepts since this process last asked for the journal's keys to be indexed
-        self._unindexed = 0
 
     # -- plumbing --------------------------------------------------------------------
     async def open(self) -> None:
@@ -323,7 +321,7 @@ class SQLiteStore(SQLStore):
         range, and rows written by anything but an accept."""
         await super().prune(now=now, delivered_retention=delivered_retention,
                             dedupe_window=dedupe_window)
-        while await self._write(index_journal, INDEX_EVERY) >= INDEX_EVERY:
+        while await self._write(index_journal, 1, INDEX_EVERY) >= INDEX_EVERY:
             pass
 
     # -- schema ----------------------------------------------------------------------
@@ -354,13 +352,8 @@ class SQLiteStore(SQLStore):
         rows = [item_row(i) for i in items]
         bodies = encode_bodies(items)
         self._conn()
-        self._unindexed += len(items)
-        index = self._unindexed >= INDEX_EVERY
-        if index:  # this call's transaction indexes the journal's new keys (_journal_keys)
-            self._unindexed = 0
         return await self._writer.submit(
-            (_enqueue, (rows, items, bodies, dedupe_window, now, self.journal, index)),
-            timeout=timeout)
+            (_enqueue, (rows, items, bodies, dedupe_window, now, self.journal)), timeout=timeout)
 
     async def claim(self, owner: str, limit: int, *, lease: float, now: float) -> list[QueueItem]:
         """Read the due heads and their events on the read connection, lease those still
@@ -727,8 +720,8 @@ def _insert_items(conn: sqlite3.Connection, rows: list[Row], now: float) -> None
 
 def _enqueue(conn: sqlite3.Connection, rows: list[Row], items: Sequence[QueueItem],
              bodies: dict[str, tuple[str, bytearray]], window: float, now: float,
-             journaled: JournalScope, index: bool) -> list[bool]:
-    return _enqueue_calls(conn, [(rows, items, bodies, window, now, journaled, index)])[0]
+             journaled: JournalScope) -> list[bool]:
+    return _enqueue_calls(conn, [(rows, items, bodies, window, now, journaled)])[0]
 
 
 def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -> list[list[bool]]:
@@ -749,7 +742,7 @@ def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -
     accepted: list[Row] = []
     bodies: dict[str, tuple[str, bytearray]] = {}
     kept: list[QueueItem] = []
-    for rows, items, call_bodies, window, now, _, _ in calls:
+    for rows, items, call_bodies, window, now, _ in calls:
         flags: list[bool] = []
         journal: list[QueueItem] = []
         seen: set[str] = set()
@@ -792,8 +785,8 @@ def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -
         for sql, extra in accept_writes(kept, first, journal=calls[0][5]):
             if extra:
                 _insert_many(conn, sql, extra)
-    if any(c[6] for c in calls):
-        index_journal(conn, 2 * INDEX_EVERY)
+        # the journal's lookup keys, in bulk once enough rows lie past their watermark
+        index_journal(conn, INDEX_EVERY)
     return results
 
 
