@@ -7,7 +7,7 @@ tests run against both backends (PostgreSQL keeps its partial indexes)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -22,6 +22,16 @@ pytestmark = pytest.mark.anyio
 NOW = 1_700_000_000.0
 FAR = 10 * 365 * 86400.0  # a retention nothing in these tests is older than
 Item = Callable[..., QueueItem]
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Any) -> AsyncIterator[SQLiteStore]:
+    """For the SQLite-only tests: a migrated store on a file of its own."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    await store.migrate()
+    yield store
+    await store.close()
 
 
 def views(store: Store) -> ViewQueries:
@@ -104,49 +114,63 @@ async def test_an_erasure_removes_indexed_and_unindexed_rows_and_their_keys(
 
 
 async def test_sqlite_an_accept_indexes_once_enough_rows_of_any_stage_lie_past_the_mark(
-    tmp_path: Any, item: Item, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SQLiteStore, item: Item, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import sailseg.store.sqlite as sqlite_module
+    import sailseg.store._journal_keys as journal_keys
 
-    monkeypatch.setattr(sqlite_module, "INDEX_EVERY", 3)
-    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
-    await store.open()
-    try:
-        await store.migrate()
-        await store.enqueue([item("a1", "userId:a")], dedupe_window=0, now=NOW)
-        (claimed,) = await store.claim("n", 1, lease=30, now=NOW + 1)
-        await store.finish([Outcome(item=claimed, status="done", delivered=["s"])], now=NOW + 2)
-        assert await _keys(store) == []  # two rows past the mark: an accept and an outcome
-        await store.enqueue([item("a2", "userId:b")], dedupe_window=0, now=NOW + 3)  # the 3rd
-        assert [k[1] for k in await _keys(store)] == ["m-a1", "m-a2", "userId:a", "userId:b"]
-        (upto,), = await store._fetch("SELECT upto FROM sailseg_journal_indexed")
-        (last,), = await store._fetch("SELECT max(id) FROM sailseg_journal")
-        assert upto == last == 3
-    finally:
-        await store.close()
+    monkeypatch.setattr(journal_keys, "INDEX_LEAST", 3)
+    monkeypatch.setattr(journal_keys, "INDEX_PER_EVENT", 1)
+    store = sqlite_store
+    await store.enqueue([item("a1", "userId:a")], dedupe_window=0, now=NOW)
+    (claimed,) = await store.claim("n", 1, lease=30, now=NOW + 1)
+    await store.finish([Outcome(item=claimed, status="done", delivered=["s"])], now=NOW + 2)
+    assert await _keys(store) == []  # two rows past the mark: an accept and an outcome
+    await store.enqueue([item("a2", "userId:b")], dedupe_window=0, now=NOW + 3)  # the 3rd
+    assert [k[1] for k in await _keys(store)] == ["m-a1", "m-a2", "userId:a", "userId:b"]
+    (upto,), = await store._fetch("SELECT upto FROM sailseg_journal_indexed")
+    (last,), = await store._fetch("SELECT max(id) FROM sailseg_journal")
+    assert upto == last == 3
+
+
+async def test_sqlite_an_accept_indexes_more_rows_at_once_the_more_events_it_accepts(
+    sqlite_store: SQLiteStore, item: Item, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sailseg.store._journal_keys as journal_keys
+
+    monkeypatch.setattr(journal_keys, "INDEX_LEAST", 2)
+    monkeypatch.setattr(journal_keys, "INDEX_EVERY", 6)
+    monkeypatch.setattr(journal_keys, "INDEX_PER_EVENT", 1)
+    store = sqlite_store
+
+    async def upto() -> int:
+        return int((await store._fetch("SELECT upto FROM sailseg_journal_indexed"))[0][0])
+
+    await store.enqueue([item("a1", "userId:a")], dedupe_window=0, now=NOW)
+    assert await upto() == 0  # one row past the mark; a lone accept indexes at 2
+    await store.enqueue([item("a2", "userId:a")], dedupe_window=0, now=NOW)
+    assert await upto() == 2
+    await store.enqueue([item(f"b{n}", f"userId:b{n}") for n in range(7)], dedupe_window=0,
+                        now=NOW)
+    assert await upto() == 8  # 7 accepts: up to 6 rows at once (INDEX_EVERY), one left
+    assert len(await views(store).journal_lookup(okeys=[f"userId:b{n}" for n in range(7)])) == 7
 
 
 async def test_sqlite_outcome_rows_get_no_keys_and_an_erasure_leaves_no_key_on_disk(
-    tmp_path: Any, item: Item
+    sqlite_store: SQLiteStore, item: Item, tmp_path: Any
 ) -> None:
     person = "userId:zq-erased-person-7"
-    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
-    await store.open()
-    try:
-        await store.migrate()
-        await store.enqueue([item("a1", person), item("b1", "userId:bo")], dedupe_window=0,
-                            now=NOW)
-        claimed = await store.claim("n", 2, lease=30, now=NOW + 1)
-        await store.finish([Outcome(item=c, status="done", delivered=["s"]) for c in claimed],
-                           now=NOW + 2)
-        await _maintain(store)  # the accepted rows' keys, not the outcome rows'
-        assert [(k[0], k[1]) for k in await _keys(store)] == [
-            ("m", "m-a1"), ("m", "m-b1"), ("o", "userId:bo"), ("o", person)]
-        await store.purge_okeys([person])
-        await store.scrub()
-        assert [(k[0], k[1]) for k in await _keys(store)] == [("m", "m-b1"), ("o", "userId:bo")]
-    finally:
-        await store.close()
+    store = sqlite_store
+    await store.enqueue([item("a1", person), item("b1", "userId:bo")], dedupe_window=0,
+                        now=NOW)
+    claimed = await store.claim("n", 2, lease=30, now=NOW + 1)
+    await store.finish([Outcome(item=c, status="done", delivered=["s"]) for c in claimed],
+                       now=NOW + 2)
+    await _maintain(store)  # the accepted rows' keys, not the outcome rows'
+    assert [(k[0], k[1]) for k in await _keys(store)] == [
+        ("m", "m-a1"), ("m", "m-b1"), ("o", "userId:bo"), ("o", person)]
+    await store.purge_okeys([person])
+    await store.scrub()
+    assert [(k[0], k[1]) for k in await _keys(store)] == [("m", "m-b1"), ("o", "userId:bo")]
     found = {p.name: p.read_bytes().count(person.encode()) for p in tmp_path.iterdir()}
     assert sum(found.values()) == 0, found
 
@@ -174,75 +198,60 @@ async def test_sqlite_two_stores_on_one_file_share_the_watermark(tmp_path: Any, 
 
 
 async def test_sqlite_a_row_given_an_erased_rows_id_again_is_still_found(
-    tmp_path: Any, item: Item
+    sqlite_store: SQLiteStore, item: Item
 ) -> None:
     # erasing the newest rows lets SQLite hand their ids out again; the watermark must
     # come back down with them, or the new row sits at or below it, never indexed or read
-    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
-    await store.open()
-    try:
-        await store.migrate()
-        await store.enqueue([item("a1", "userId:ann"), item("b1", "userId:bo")],
-                            dedupe_window=0, now=NOW)
-        await _maintain(store)
-        (bo_id,), = await store._fetch("SELECT id FROM sailseg_journal WHERE item_id = 'b1'")
-        await store.purge_okeys(["userId:bo"])
-        await store.enqueue([item("c1", "userId:cy")], dedupe_window=0, now=NOW + 1)
-        (cy_id,), = await store._fetch("SELECT id FROM sailseg_journal WHERE item_id = 'c1'")
-        assert cy_id == bo_id  # the id was handed out again
-        v = views(store)
-        assert [r.item_id for r in await v.journal_lookup(okeys=["userId:cy"])] == ["c1"]
-        await _maintain(store)
-        assert [r.item_id for r in await v.journal_lookup(okeys=["userId:cy"])] == ["c1"]
-        assert [r.item_id for r in await v.journal_lookup(okeys=["userId:bo"])] == []
-    finally:
-        await store.close()
+    store = sqlite_store
+    await store.enqueue([item("a1", "userId:ann"), item("b1", "userId:bo")],
+                        dedupe_window=0, now=NOW)
+    await _maintain(store)
+    (bo_id,), = await store._fetch("SELECT id FROM sailseg_journal WHERE item_id = 'b1'")
+    await store.purge_okeys(["userId:bo"])
+    await store.enqueue([item("c1", "userId:cy")], dedupe_window=0, now=NOW + 1)
+    (cy_id,), = await store._fetch("SELECT id FROM sailseg_journal WHERE item_id = 'c1'")
+    assert cy_id == bo_id  # the id was handed out again
+    v = views(store)
+    assert [r.item_id for r in await v.journal_lookup(okeys=["userId:cy"])] == ["c1"]
+    await _maintain(store)
+    assert [r.item_id for r in await v.journal_lookup(okeys=["userId:cy"])] == ["c1"]
+    assert [r.item_id for r in await v.journal_lookup(okeys=["userId:bo"])] == []
 
 
 async def test_sqlite_prune_deletes_the_keys_of_the_rows_it_deletes(
-    tmp_path: Any, item: Item
+    sqlite_store: SQLiteStore, item: Item
 ) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
-    await store.open()
-    try:
-        await store.migrate()
-        await store.enqueue([item(f"o{n:04d}", f"userId:o{n}") for n in range(700)],
-                            dedupe_window=0, now=NOW)
-        await store.enqueue([item("n1", "userId:n1")], dedupe_window=0, now=NOW + 100)
-        await _maintain(store)
-        assert len(await _keys(store)) == 2 * 701
-        await views(store).prune_journal(before=NOW + 50, minutes_before=0)  # chunks of 500
-        assert [k[1] for k in await _keys(store)] == ["m-n1", "userId:n1"]
-        # everything pruned: the watermark comes down to an empty journal's 0
-        await views(store).prune_journal(before=NOW + 200, minutes_before=0)
-        assert await _keys(store) == []
-        assert await store._fetch("SELECT upto FROM sailseg_journal_indexed") == [(0,)]
-        await store.enqueue([item("n2", "userId:n2")], dedupe_window=0, now=NOW + 300)
-        assert [r.item_id for r in await views(store).journal_lookup(okeys=["userId:n2"])] == ["n2"]
-    finally:
-        await store.close()
+    store = sqlite_store
+    await store.enqueue([item(f"o{n:04d}", f"userId:o{n}") for n in range(700)],
+                        dedupe_window=0, now=NOW)
+    await store.enqueue([item("n1", "userId:n1")], dedupe_window=0, now=NOW + 100)
+    await _maintain(store)
+    assert len(await _keys(store)) == 2 * 701
+    await views(store).prune_journal(before=NOW + 50, minutes_before=0)  # chunks of 500
+    assert [k[1] for k in await _keys(store)] == ["m-n1", "userId:n1"]
+    # everything pruned: the watermark comes down to an empty journal's 0
+    await views(store).prune_journal(before=NOW + 200, minutes_before=0)
+    assert await _keys(store) == []
+    assert await store._fetch("SELECT upto FROM sailseg_journal_indexed") == [(0,)]
+    await store.enqueue([item("n2", "userId:n2")], dedupe_window=0, now=NOW + 300)
+    assert [r.item_id for r in await views(store).journal_lookup(okeys=["userId:n2"])] == ["n2"]
 
 
 async def test_sqlite_lookups_read_the_keys_by_primary_key_and_new_rows_by_id_range(
-    tmp_path: Any,
+    sqlite_store: SQLiteStore,
 ) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/s.db")
-    await store.open()
-    try:
-        await store.migrate()
-        queries = store.journal_queries(message_id="m", okeys=["userId:a", "userId:b"],
-                                        email_hash="sha256:" + "0" * 64, limit=10)
-        assert len(queries) == 3
-        for sql, args in queries:
-            plan = [str(r[-1]) for r in await store._fetch("EXPLAIN QUERY PLAN " + sql, *args)]
-            assert any(p.startswith("SEARCH k USING PRIMARY KEY (kind=? AND key=?)")
-                       for p in plan), plan
-            assert any("sailseg_journal USING INTEGER PRIMARY KEY (rowid>?)" in p
-                       for p in plan), plan
-            assert not any(p.split()[:2] in (["SCAN", "sailseg_journal"], ["SCAN", "j"])
-                           for p in plan), plan  # no scan of the journal itself
-    finally:
-        await store.close()
+    store = sqlite_store
+    queries = store.journal_queries(message_id="m", okeys=["userId:a", "userId:b"],
+                                    email_hash="sha256:" + "0" * 64, limit=10)
+    assert len(queries) == 3
+    for sql, args in queries:
+        plan = [str(r[-1]) for r in await store._fetch("EXPLAIN QUERY PLAN " + sql, *args)]
+        assert any(p.startswith("SEARCH k USING PRIMARY KEY (kind=? AND key=?)")
+                   for p in plan), plan
+        assert any("sailseg_journal USING INTEGER PRIMARY KEY (rowid>?)" in p
+                   for p in plan), plan
+        assert not any(p.split()[:2] in (["SCAN", "sailseg_journal"], ["SCAN", "j"])
+                       for p in plan), plan  # no scan of the journal itself
 
 
 async def test_sqlite_a_version_5_journal_gets_its_keys_and_loses_the_three_indexes(

@@ -13,9 +13,10 @@ session).
 So, for SQLite only, the keys live in ``sailseg_journal_keys`` (kind, key, journal row id),
 filled in bulk: one statement copies the keys of the accepted rows past the watermark
 (``sailseg_journal_indexed.upto``), sorted, and moves the watermark. An accept transaction
-does so once :data:`INDEX_EVERY` journal rows (of any stage: outcome rows too) lie past the
-mark, and every maintenance round indexes what is left. Sorted inserts of thousands of keys
-dirty each leaf they reach once, however many keys land on it. Rows past the watermark (about
+does so once enough journal rows (of any stage: outcome rows too) lie past the mark
+(:func:`index_chunk`: more the more events the transaction accepts), and every maintenance
+round indexes what is left. Sorted inserts of thousands of keys dirty each leaf they reach
+once, however many keys land on it. Rows past the watermark (at most about
 :data:`INDEX_EVERY`, or what the delivery process wrote since the last round while nothing
 was accepted) are read by id range: a lookup is one statement, the keys table joined to the
 journal UNION ALL the rows past the watermark, so it sees one snapshot and finds a row
@@ -45,18 +46,41 @@ import msgspec
 
 __all__ = [
     "INDEX_EVERY",
+    "INDEX_LEAST",
+    "INDEX_PER_EVENT",
     "delete_journal_rows",
+    "index_chunk",
     "index_journal",
     "lookup_queries",
     "purge_journal",
 ]
 
-#: journal rows past the watermark at which an accept transaction indexes them, and so about
-#: how many rows a lookup reads by range. Why this size: a sorted
-#: bulk insert dirties each leaf it reaches once, so the more keys per indexing the fewer
-#: pages per key while the keys table is small; but the indexing holds the write lock (the
-#: delivery process's too) for ~2 us a key, ~25 ms at 4,096 accepts of three keys each
+#: the most journal rows one indexing takes (on the accept path and per maintenance chunk),
+#: and so about the most a lookup reads by range. Why this size: a sorted bulk insert dirties
+#: each leaf it reaches once, so the more keys per indexing the fewer pages per key while the
+#: keys table is small; but the indexing holds the write lock (the delivery process's too)
+#: for ~2 us a key, ~25 ms at 4,096 accepts of three keys each
 INDEX_EVERY = 4096
+#: the fewest (see :func:`index_chunk`)
+INDEX_LEAST = 256
+#: rows per event an accept transaction takes between the two
+INDEX_PER_EVENT = 64
+
+
+def index_chunk(accepted: int) -> int:
+    """How many journal rows past the watermark make an accept transaction of ``accepted``
+    events index them, and how many it then takes: :data:`INDEX_PER_EVENT` per event accepted,
+    within
+    [:data:`INDEX_LEAST`, :data:`INDEX_EVERY`].
+
+    Why it scales with the transaction: a large chunk is what saves pages, and a transaction
+    of many accepts means a busy writer, whose callers already wait for a commit of that
+    size. A small transaction means a writer with time to spare and callers that notice a
+    stall: with chunks of 4,096 at all times, W1 at 1000/s (transactions of a few events) had
+    an indexing hold the lock ~25 ms every ~2 s, and more commits over 25 ms in both
+    processes (6 and 8 against 3 and 2 in 30 s), which showed in the p99."""
+    return min(INDEX_EVERY, max(INDEX_LEAST, INDEX_PER_EVENT * accepted))
+
 
 _IN = "IN (SELECT value FROM json_each(?))"
 _json = msgspec.json.Encoder()

@@ -69,6 +69,7 @@ from ._journal import JournalScope
 from ._journal_keys import (
     INDEX_EVERY,
     delete_journal_rows,
+    index_chunk,
     index_journal,
     lookup_queries,
     purge_journal,
@@ -786,7 +787,8 @@ def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -
             if extra:
                 _insert_many(conn, sql, extra)
         # the journal's lookup keys, in bulk once enough rows lie past their watermark
-        index_journal(conn, INDEX_EVERY)
+        chunk = index_chunk(len(accepted))
+        index_journal(conn, chunk, chunk)
     return results
 
 
