@@ -69,9 +69,8 @@ INDEX_PER_EVENT = 64
 
 def index_chunk(accepted: int) -> int:
     """How many journal rows past the watermark make an accept transaction of ``accepted``
-    events index them, and how many it then takes: :data:`INDEX_PER_EVENT` per event accepted,
-    within
-    [:data:`INDEX_LEAST`, :data:`INDEX_EVERY`].
+    events index them, and how many it then takes: :data:`INDEX_PER_EVENT` per event
+    accepted, within [:data:`INDEX_LEAST`, :data:`INDEX_EVERY`].
 
     Why it scales with the transaction: a large chunk is what saves pages, and a transaction
     of many accepts means a busy writer, whose callers already wait for a commit of that
