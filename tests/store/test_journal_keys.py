@@ -155,6 +155,24 @@ async def test_sqlite_an_accept_indexes_more_rows_at_once_the_more_events_it_acc
     assert len(await views(store).journal_lookup(okeys=[f"userId:b{n}" for n in range(7)])) == 7
 
 
+async def test_sqlite_an_accept_leaves_at_most_index_every_rows_past_the_mark(
+    sqlite_store: SQLiteStore, item: Item, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # transactions adding more rows than their chunk must not let the rows a lookup reads
+    # by range grow until the next maintenance round
+    import sailseg.store._journal_keys as journal_keys
+
+    monkeypatch.setattr(journal_keys, "INDEX_LEAST", 2)
+    monkeypatch.setattr(journal_keys, "INDEX_EVERY", 4)
+    monkeypatch.setattr(journal_keys, "INDEX_PER_EVENT", 1)
+    store = sqlite_store
+    for batch in range(3):
+        await store.enqueue([item(f"b{batch}-{n}", f"userId:b{batch}-{n}") for n in range(10)],
+                            dedupe_window=0, now=NOW)
+        (upto,), = await store._fetch("SELECT upto FROM sailseg_journal_indexed")
+        assert upto == 10 * (batch + 1) - 4  # INDEX_EVERY rows left past the mark
+
+
 async def test_sqlite_outcome_rows_get_no_keys_and_an_erasure_leaves_no_key_on_disk(
     sqlite_store: SQLiteStore, item: Item, tmp_path: Any
 ) -> None:

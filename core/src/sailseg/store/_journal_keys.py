@@ -49,6 +49,7 @@ __all__ = [
     "INDEX_LEAST",
     "INDEX_PER_EVENT",
     "delete_journal_rows",
+    "index_accepted",
     "index_chunk",
     "index_journal",
     "lookup_queries",
@@ -106,17 +107,31 @@ _CLAMP = (
 )
 
 
-def index_journal(conn: sqlite3.Connection, every: int = 1, limit: int | None = None) -> int:
+def index_accepted(conn: sqlite3.Connection, accepted: int) -> int:
+    """What an accept transaction of ``accepted`` events runs after its writes: index a
+    chunk (:func:`index_chunk`) once that many rows lie past the mark, and never leave more
+    than :data:`INDEX_EVERY` there."""
+    chunk = index_chunk(accepted)
+    return index_journal(conn, chunk, chunk, keep=INDEX_EVERY)
+
+
+def index_journal(conn: sqlite3.Connection, every: int = 1, limit: int | None = None,
+                  keep: int | None = None) -> int:
     """Once at least ``every`` journal rows lie past the watermark, index the accepted ones
-    (of at most ``limit`` ids) and move the mark; return how many ids it moved over. Runs
-    inside the caller's write transaction (two primary-key reads when there is nothing to
-    do)."""
+    (of at most ``limit`` ids, but enough to leave at most ``keep`` past the mark) and move
+    the mark; return how many ids it moved over. Runs inside the caller's write transaction
+    (two primary-key reads when there is nothing to do).
+
+    Why ``keep``: a transaction may add more rows than its chunk (an accept of 6,000 events;
+    the delivery process's outcome rows between small accepts), and the rows past the mark
+    are what every lookup reads by range."""
     (upto,) = conn.execute("SELECT upto FROM sailseg_journal_indexed").fetchone()
     (last,) = conn.execute("SELECT max(id) FROM sailseg_journal").fetchone()
     if last is None or last - upto < every:
         return 0
     if limit is not None:
-        last = min(last, upto + limit)
+        take = limit if keep is None else max(limit, last - upto - keep)
+        last = min(last, upto + take)
     conn.execute(_INDEX, (upto, last))
     conn.execute("UPDATE sailseg_journal_indexed SET upto = ?", (last,))
     return int(last - upto)
@@ -144,14 +159,16 @@ def lookup_queries(
 def _union(indexed: str, recent: str, kind: str = "m", limit: str = " LIMIT ?") -> str:
     """Each part takes its own latest rows (a key's rows are read newest first along the
     keys table's primary key), then the union its latest. The keys part checks the joined
-    row (``indexed`` compares its key column; the stage here)."""
+    row (``indexed`` compares its key column; the stage here). ``limit=""``: every row, in
+    no order (an erasure's)."""
+    by = (" ORDER BY k.jid DESC", " ORDER BY id DESC", " ORDER BY jid DESC") if limit else ("",) * 3
     return (
         "SELECT item_id FROM (SELECT * FROM (SELECT j.id AS jid, j.item_id FROM "
         f"sailseg_journal_keys k JOIN sailseg_journal j ON j.id = k.jid WHERE k.kind = '{kind}' "
-        f"AND {indexed} AND j.stage = 'accepted' ORDER BY k.jid DESC{limit}) "
+        f"AND {indexed} AND j.stage = 'accepted'{by[0]}{limit}) "
         "UNION ALL SELECT * FROM (SELECT id, item_id "
-        f"FROM sailseg_journal WHERE id > {_UPTO} AND stage = 'accepted' AND {recent} "
-        f"ORDER BY id DESC{limit})) ORDER BY jid DESC{limit}"
+        f"FROM sailseg_journal WHERE id > {_UPTO} AND stage = 'accepted' AND {recent}"
+        f"{by[1]}{limit})){by[2]}{limit}"
     )
 
 

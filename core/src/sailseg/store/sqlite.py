@@ -69,7 +69,7 @@ from ._journal import JournalScope
 from ._journal_keys import (
     INDEX_EVERY,
     delete_journal_rows,
-    index_chunk,
+    index_accepted,
     index_journal,
     lookup_queries,
     purge_journal,
@@ -787,8 +787,7 @@ def _enqueue_calls(conn: sqlite3.Connection, calls: Sequence[tuple[Any, ...]]) -
             if extra:
                 _insert_many(conn, sql, extra)
         # the journal's lookup keys, in bulk once enough rows lie past their watermark
-        chunk = index_chunk(len(accepted))
-        index_journal(conn, chunk, chunk)
+        index_accepted(conn, len(accepted))
     return results
 
 
