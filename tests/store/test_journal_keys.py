@@ -34,6 +34,20 @@ async def sqlite_store(tmp_path: Any) -> AsyncIterator[SQLiteStore]:
     await store.close()
 
 
+def _chunks(monkeypatch: pytest.MonkeyPatch, least: int, every: int = 4096) -> None:
+    """Indexing chunks of one row per event accepted, from ``least`` to ``every`` rows."""
+    import sailseg.store._journal_keys as journal_keys
+
+    monkeypatch.setattr(journal_keys, "INDEX_LEAST", least)
+    monkeypatch.setattr(journal_keys, "INDEX_EVERY", every)
+    monkeypatch.setattr(journal_keys, "INDEX_PER_EVENT", 1)
+
+
+async def _upto(store: Store) -> int:
+    rows = await store._fetch("SELECT upto FROM sailseg_journal_indexed")  # type: ignore[attr-defined]
+    return int(rows[0][0])
+
+
 def views(store: Store) -> ViewQueries:
     assert isinstance(store, ViewQueries)
     return store
@@ -116,10 +130,7 @@ async def test_an_erasure_removes_indexed_and_unindexed_rows_and_their_keys(
 async def test_sqlite_an_accept_indexes_once_enough_rows_of_any_stage_lie_past_the_mark(
     sqlite_store: SQLiteStore, item: Item, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import sailseg.store._journal_keys as journal_keys
-
-    monkeypatch.setattr(journal_keys, "INDEX_LEAST", 3)
-    monkeypatch.setattr(journal_keys, "INDEX_PER_EVENT", 1)
+    _chunks(monkeypatch, least=3)
     store = sqlite_store
     await store.enqueue([item("a1", "userId:a")], dedupe_window=0, now=NOW)
     (claimed,) = await store.claim("n", 1, lease=30, now=NOW + 1)
@@ -127,31 +138,22 @@ async def test_sqlite_an_accept_indexes_once_enough_rows_of_any_stage_lie_past_t
     assert await _keys(store) == []  # two rows past the mark: an accept and an outcome
     await store.enqueue([item("a2", "userId:b")], dedupe_window=0, now=NOW + 3)  # the 3rd
     assert [k[1] for k in await _keys(store)] == ["m-a1", "m-a2", "userId:a", "userId:b"]
-    (upto,), = await store._fetch("SELECT upto FROM sailseg_journal_indexed")
     (last,), = await store._fetch("SELECT max(id) FROM sailseg_journal")
-    assert upto == last == 3
+    assert await _upto(store) == last == 3
 
 
 async def test_sqlite_an_accept_indexes_more_rows_at_once_the_more_events_it_accepts(
     sqlite_store: SQLiteStore, item: Item, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import sailseg.store._journal_keys as journal_keys
-
-    monkeypatch.setattr(journal_keys, "INDEX_LEAST", 2)
-    monkeypatch.setattr(journal_keys, "INDEX_EVERY", 6)
-    monkeypatch.setattr(journal_keys, "INDEX_PER_EVENT", 1)
+    _chunks(monkeypatch, least=2, every=6)
     store = sqlite_store
-
-    async def upto() -> int:
-        return int((await store._fetch("SELECT upto FROM sailseg_journal_indexed"))[0][0])
-
     await store.enqueue([item("a1", "userId:a")], dedupe_window=0, now=NOW)
-    assert await upto() == 0  # one row past the mark; a lone accept indexes at 2
+    assert await _upto(store) == 0  # one row past the mark; a lone accept indexes at 2
     await store.enqueue([item("a2", "userId:a")], dedupe_window=0, now=NOW)
-    assert await upto() == 2
+    assert await _upto(store) == 2
     await store.enqueue([item(f"b{n}", f"userId:b{n}") for n in range(7)], dedupe_window=0,
                         now=NOW)
-    assert await upto() == 8  # 7 accepts: up to 6 rows at once (INDEX_EVERY), one left
+    assert await _upto(store) == 8  # 7 accepts: up to 6 rows at once (INDEX_EVERY), one left
     assert len(await views(store).journal_lookup(okeys=[f"userId:b{n}" for n in range(7)])) == 7
 
 
@@ -160,17 +162,12 @@ async def test_sqlite_an_accept_leaves_at_most_index_every_rows_past_the_mark(
 ) -> None:
     # transactions adding more rows than their chunk must not let the rows a lookup reads
     # by range grow until the next maintenance round
-    import sailseg.store._journal_keys as journal_keys
-
-    monkeypatch.setattr(journal_keys, "INDEX_LEAST", 2)
-    monkeypatch.setattr(journal_keys, "INDEX_EVERY", 4)
-    monkeypatch.setattr(journal_keys, "INDEX_PER_EVENT", 1)
+    _chunks(monkeypatch, least=2, every=4)
     store = sqlite_store
     for batch in range(3):
         await store.enqueue([item(f"b{batch}-{n}", f"userId:b{batch}-{n}") for n in range(10)],
                             dedupe_window=0, now=NOW)
-        (upto,), = await store._fetch("SELECT upto FROM sailseg_journal_indexed")
-        assert upto == 10 * (batch + 1) - 4  # INDEX_EVERY rows left past the mark
+        assert await _upto(store) == 10 * (batch + 1) - 4  # INDEX_EVERY rows left past it
 
 
 async def test_sqlite_outcome_rows_get_no_keys_and_an_erasure_leaves_no_key_on_disk(
