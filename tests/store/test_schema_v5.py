@@ -58,8 +58,10 @@ async def test_an_email_lookup_needs_the_whole_hash_not_only_its_indexed_prefix(
     real = hash_email("ann@example.com")
     twin = real[:23] + ("0" if real[23] != "0" else "1") + real[24:]  # same 16 indexed digits
     v = views(store)
-    assert await v.journal_lookup(email_hash=twin) == []
-    assert [r.item_id for r in await v.journal_lookup(email_hash=real)] == ["a1"]
+    for _ in range(2):  # SQLite: past the keys' watermark, then through the keys table
+        assert await v.journal_lookup(email_hash=twin) == []
+        assert [r.item_id for r in await v.journal_lookup(email_hash=real)] == ["a1"]
+        await store.prune(now=NOW + 10, delivered_retention=10 * 365 * 86400.0, dedupe_window=0)
 
 
 async def test_prune_removes_rows_past_the_retention_in_chunks_and_keeps_the_rest(
